@@ -1,0 +1,141 @@
+"""Every failure a user of corral can cause or observe, under one root.
+
+    CorralError
+    ├── InvalidInput (also ValueError)      bad input at an edge: HTTP 422, CLI exit 2
+    │   ├── UnknownAgent                    no agent registered under that name
+    │   └── InvalidDatabaseURL              a database URL corral cannot parse
+    ├── RunNotFound                         unknown run, or another tenant's run (HTTP 404)
+    ├── BackpressureError                   a bounded queue is full; retry later (HTTP 429)
+    ├── BudgetExceeded                      a charge would overspend the root run's budget
+    ├── FanoutLimitError                    max children per run or max depth reached
+    ├── LeaseLost                           the caller's lease epoch is stale (fencing)
+    ├── NonDeterminismError                 a replay asked for a different step than recorded
+    ├── ChildRunFailed                      a run awaited with ctx.wait() ended failed/cancelled
+    ├── StepFailed                          a journaled step raised (recorded, replayed as is)
+    ├── ShutdownError                       a scheduler or worker is shutting down
+    └── StoreUnavailable                    the database cannot be reached or opened
+
+Driver errors (sqlite3, psycopg) are translated at the store adapter and never reach a
+caller; the original is kept as ``__cause__`` for logs.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class CorralError(Exception):
+    """Root of every error corral raises on purpose."""
+
+    #: stable machine-readable code, used as ``error.code`` in HTTP bodies
+    code: str = "corral_error"
+
+
+class InvalidInput(CorralError, ValueError):
+    """Input that corral refuses at its edge; nothing was written."""
+
+    code = "invalid_input"
+
+
+class UnknownAgent(InvalidInput):
+    code = "unknown_agent"
+
+    def __init__(self, name: str, known: list[str] | None = None) -> None:
+        self.name = name
+        hint = f"; registered agents: {', '.join(sorted(known))}" if known else ""
+        super().__init__(f"no agent named {name!r}{hint}")
+
+
+class InvalidDatabaseURL(InvalidInput):
+    code = "invalid_database_url"
+
+
+class RunNotFound(CorralError, LookupError):
+    code = "run_not_found"
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"no run {run_id!r}")
+
+
+class BackpressureError(CorralError):
+    """A bounded queue is full. Nothing was taken; retry after ``retry_after`` seconds."""
+
+    code = "backpressure"
+
+    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+        self.retry_after = retry_after
+        super().__init__(message)
+
+
+class BudgetExceeded(CorralError):
+    code = "budget_exceeded"
+
+    def __init__(self, message: str, *, requested: float = 0.0, remaining: float = 0.0) -> None:
+        self.requested = requested
+        self.remaining = remaining
+        super().__init__(message)
+
+
+class FanoutLimitError(CorralError):
+    code = "fanout_limit"
+
+
+class LeaseLost(CorralError):
+    """The lease this write was fenced by is no longer held (expired, released, or re-leased)."""
+
+    code = "lease_lost"
+
+    def __init__(self, run_id: str, epoch: int) -> None:
+        self.run_id = run_id
+        self.epoch = epoch
+        super().__init__(f"lease on run {run_id} at epoch {epoch} is no longer held")
+
+
+class NonDeterminismError(CorralError):
+    code = "non_determinism"
+
+
+class ChildRunFailed(CorralError):
+    code = "child_run_failed"
+
+    def __init__(self, run_id: str, status: str, error: Any) -> None:
+        self.run_id = run_id
+        self.status = status
+        self.error = error
+        super().__init__(f"child run {run_id} ended {status}: {error}")
+
+
+class StepFailed(CorralError):
+    code = "step_failed"
+
+    def __init__(self, step: str, error: Any) -> None:
+        self.step = step
+        self.error = error
+        super().__init__(f"step {step!r} failed: {error}")
+
+
+class ShutdownError(CorralError):
+    code = "shutdown"
+
+
+class StoreUnavailable(CorralError):
+    code = "store_unavailable"
+
+
+__all__ = [
+    "BackpressureError",
+    "BudgetExceeded",
+    "ChildRunFailed",
+    "CorralError",
+    "FanoutLimitError",
+    "InvalidDatabaseURL",
+    "InvalidInput",
+    "LeaseLost",
+    "NonDeterminismError",
+    "RunNotFound",
+    "ShutdownError",
+    "StepFailed",
+    "StoreUnavailable",
+    "UnknownAgent",
+]
