@@ -1,0 +1,329 @@
+"""``Corral``: the composition root. It owns one store and the registry of agents, validates
+everything a caller hands it, and builds workers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from types import TracebackType
+from typing import Any
+
+from corral.clock import Clock, system_clock
+from corral.config import PlanSpec, StoreConfig
+from corral.errors import InvalidInput, RunNotFound, UnknownAgent
+from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
+from corral.store import DEFAULT_URL, Store, create_store
+from corral.worker import AgentFn, Worker, WorkerOptions
+
+MAX_NAME = 200
+MAX_PRIORITY = 1_000_000
+
+
+class Corral:
+    """An app: a database, the agents it can run, and the defaults its workers use.
+
+    >>> app = Corral("sqlite:///corral.db")
+    >>> @app.agent("echo")
+    ... async def echo(ctx, input):
+    ...     return input
+    """
+
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        lease_ttl: float = 30.0,
+        max_attempts: int = 3,
+        config: StoreConfig | None = None,
+        clock: Clock = system_clock,
+        store: Store | None = None,
+    ) -> None:
+        _positive("lease_ttl", lease_ttl)
+        _at_least_one("max_attempts", max_attempts)
+        self.url = url or DEFAULT_URL
+        self.lease_ttl = float(lease_ttl)
+        self.max_attempts = max_attempts
+        self.store: Store = store or create_store(self.url, config, clock)
+        self.agents: dict[str, AgentFn] = {}
+        self._opened = False
+        self._open_lock = asyncio.Lock()
+
+    # -- registry -----------------------------------------------------------------------------
+
+    def agent(self, name: str | None = None) -> Callable[[AgentFn], AgentFn]:
+        """Register an ``async def agent(ctx, input)`` under ``name`` (default: its __name__)."""
+
+        def register(fn: AgentFn) -> AgentFn:
+            if not asyncio.iscoroutinefunction(fn):
+                raise TypeError(f"agent {fn!r} must be an async def function")
+            agent_name = name or fn.__name__
+            _name("agent", agent_name)
+            if agent_name in self.agents:
+                raise ValueError(f"an agent named {agent_name!r} is already registered")
+            self.agents[agent_name] = fn
+            return fn
+
+        return register
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        async with self._open_lock:
+            if not self._opened:
+                await self.store.open()
+                self._opened = True
+
+    async def close(self) -> None:
+        async with self._open_lock:
+            if self._opened:
+                await self.store.close()
+                self._opened = False
+
+    async def __aenter__(self) -> Corral:
+        await self.open()
+        return self
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    # -- client API ---------------------------------------------------------------------------
+
+    async def submit(
+        self,
+        agent: str,
+        input: JSON = None,
+        *,
+        tenant: str = "default",
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        not_before: float | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        budget: float | None = None,
+    ) -> str:
+        """Accept a run and return its id; never waits for execution."""
+        spec = self._spec(
+            agent=agent, input=input, tenant=tenant, priority=priority,
+            idempotency_key=idempotency_key, not_before=not_before, delay=delay,
+            max_attempts=max_attempts, budget=budget,
+        )
+        await self.open()
+        (run_id,) = await self.store.submit([spec])
+        return run_id
+
+    async def submit_many(self, items: Iterable[RunSpec | Mapping[str, Any]]) -> list[str]:
+        """Accept many runs in one transaction: all are accepted or none is."""
+        specs = []
+        for index, item in enumerate(items):
+            try:
+                specs.append(self._spec(**dict(item)) if isinstance(item, Mapping)
+                             else self._spec(**_spec_fields(item)))
+            except TypeError as exc:
+                raise InvalidInput(f"item {index}: {exc}") from exc
+            except InvalidInput as exc:
+                raise InvalidInput(f"item {index}: {exc}") from exc
+        if not specs:
+            return []
+        await self.open()
+        return await self.store.submit(specs)
+
+    async def get(self, run_id: str) -> Run:
+        _name("run id", run_id)
+        await self.open()
+        run = await self.store.get(run_id)
+        if run is None:
+            raise RunNotFound(run_id)
+        return run
+
+    async def cancel(self, run_id: str) -> Run:
+        _name("run id", run_id)
+        await self.open()
+        return await self.store.cancel(run_id)
+
+    async def list_runs(
+        self,
+        *,
+        tenant: str | None = None,
+        status: RunStatus | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        if status is not None:
+            try:
+                status = RunStatus(status)
+            except ValueError:
+                raise InvalidInput(
+                    f"unknown status {status!r}; one of {', '.join(s.value for s in RunStatus)}"
+                ) from None
+        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+            raise InvalidInput("limit must be an integer from 1 to 1000")
+        await self.open()
+        return await self.store.list_runs(
+            tenant=tenant, status=status, agent=agent, limit=limit, before=before
+        )
+
+    async def journal(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[JournalEntry]:
+        await self.get(run_id)
+        return await self.store.journal(run_id, after=after, limit=limit)
+
+    async def wait(self, run_id: str, *, timeout: float | None = None, poll: float = 0.05) -> Run:
+        """Poll until the run ends (for scripts and tests; services should not block on runs)."""
+        async with asyncio.timeout(timeout):
+            while True:
+                run = await self.get(run_id)
+                if run.done:
+                    return run
+                await asyncio.sleep(poll)
+
+    async def stats(self) -> QueueStats:
+        await self.open()
+        return await self.store.stats()
+
+    # -- tenancy ------------------------------------------------------------------------------
+
+    async def set_plan(
+        self, name: str, *, cap: int | None = None, weight: float = 1.0,
+        max_queued: int | None = None,
+    ) -> None:
+        _name("plan", name)
+        if cap is not None:
+            _at_least_one("cap", cap)
+        if max_queued is not None:
+            _at_least_one("max_queued", max_queued)
+        _positive("weight", weight)
+        await self.open()
+        await self.store.set_plan(PlanSpec(name, cap, float(weight), max_queued))
+
+    async def plans(self) -> list[PlanSpec]:
+        await self.open()
+        return await self.store.plans()
+
+    async def set_tenant(
+        self, tenant: str, *, plan: str | None = None, cap: int | None = None,
+        weight: float | None = None, max_queued: int | None = None,
+    ) -> None:
+        _name("tenant", tenant)
+        if cap is not None:
+            _at_least_one("cap", cap)
+        if max_queued is not None:
+            _at_least_one("max_queued", max_queued)
+        if weight is not None:
+            _positive("weight", weight)
+        await self.open()
+        await self.store.set_tenant(tenant, plan=plan, cap=cap, weight=weight, max_queued=max_queued)
+
+    async def set_global_cap(self, cap: int | None) -> None:
+        if cap is not None:
+            _at_least_one("global cap", cap)
+        await self.open()
+        await self.store.set_global_cap(cap)
+
+    # -- workers ------------------------------------------------------------------------------
+
+    def worker(
+        self,
+        *,
+        concurrency: int = 10,
+        lease_ttl: float | None = None,
+        drain_timeout: float = 30.0,
+        poll_interval: float = 1.0,
+        worker_id: str | None = None,
+    ) -> Worker:
+        _at_least_one("concurrency", concurrency)
+        _positive("drain_timeout", drain_timeout, allow_zero=True)
+        _positive("poll_interval", poll_interval)
+        ttl = self.lease_ttl if lease_ttl is None else lease_ttl
+        _positive("lease_ttl", ttl)
+        options = WorkerOptions(
+            concurrency=concurrency, lease_ttl=float(ttl), drain_timeout=float(drain_timeout),
+            poll_interval=float(poll_interval),
+        )
+        return Worker(self.store, self.agents, options, worker_id)
+
+    async def run_worker(self, **options: Any) -> None:
+        """Open the store and run one worker until it is stopped (or the store is idle, with
+        ``until_idle=True``)."""
+        until_idle = bool(options.pop("until_idle", False))
+        await self.open()
+        await self.worker(**options).run(until_idle=until_idle)
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def _spec(
+        self,
+        *,
+        agent: str,
+        input: JSON = None,
+        tenant: str = "default",
+        priority: int = 0,
+        idempotency_key: str | None = None,
+        not_before: float | None = None,
+        delay: float | None = None,
+        max_attempts: int | None = None,
+        budget: float | None = None,
+    ) -> RunSpec:
+        _name("agent", agent)
+        if self.agents and agent not in self.agents:
+            raise UnknownAgent(agent, list(self.agents))
+        _name("tenant", tenant)
+        if not isinstance(priority, int) or isinstance(priority, bool) or \
+                abs(priority) > MAX_PRIORITY:
+            raise InvalidInput(f"priority must be an integer within ±{MAX_PRIORITY}")
+        if idempotency_key is not None:
+            _name("idempotency_key", idempotency_key)
+        try:
+            json.dumps(input, allow_nan=False)
+        except (TypeError, ValueError) as exc:
+            raise InvalidInput(f"input is not a JSON value: {exc}") from exc
+        attempts = self.max_attempts if max_attempts is None else max_attempts
+        _at_least_one("max_attempts", attempts)
+        if delay is not None:
+            _positive("delay", delay, allow_zero=True)
+            not_before = self.store.clock() + delay
+        if not_before is not None:
+            _finite("not_before", not_before)
+        if budget is not None:
+            _positive("budget", budget, allow_zero=True)
+        return RunSpec(
+            agent=agent, input=input, tenant=tenant, priority=priority,
+            idempotency_key=idempotency_key, not_before=not_before, max_attempts=attempts,
+            budget=None if budget is None else float(budget),
+        )
+
+
+def _spec_fields(spec: RunSpec) -> dict[str, Any]:
+    return {
+        "agent": spec.agent, "input": spec.input, "tenant": spec.tenant,
+        "priority": spec.priority, "idempotency_key": spec.idempotency_key,
+        "not_before": spec.not_before, "max_attempts": spec.max_attempts, "budget": spec.budget,
+    }
+
+
+def _name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+        raise InvalidInput(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
+
+
+def _finite(what: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{what} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def _positive(what: str, value: object, *, allow_zero: bool = False) -> None:
+    number = _finite(what, value)
+    if number < 0 or (number == 0 and not allow_zero):
+        raise InvalidInput(f"{what} must be {'>= 0' if allow_zero else '> 0'}, not {value!r}")
+
+
+def _at_least_one(what: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{what} must be an integer >= 1, not {value!r}")
+
+
+__all__ = ["Corral"]

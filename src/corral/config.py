@@ -1,0 +1,48 @@
+"""Frozen configuration. Environment variables are read only at the CLI edge."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+#: how an unlimited cap or queue is stored (keeps the lease SQL free of NULL cases)
+UNLIMITED = 2_000_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class PlanSpec:
+    """A plan tier: the in-flight cap, fair-share weight and queued-run quota of its tenants."""
+
+    name: str
+    cap: int | None = None
+    weight: float = 1.0
+    max_queued: int | None = None
+
+
+DEFAULT_PLANS: tuple[PlanSpec, ...] = (
+    PlanSpec("default"),
+    PlanSpec("free", cap=2),
+    PlanSpec("pro", cap=20),
+)
+
+
+@dataclass(frozen=True, slots=True)
+class StoreConfig:
+    #: seconds of queueing worth one priority level: a run waiting this long overtakes a
+    #: fresher run one level above it, so low priority cannot starve
+    priority_aging: float = 60.0
+    #: "tenant": lease from the tenant furthest below its fair share; "fifo": ignore
+    #: tenants when choosing (priority then age), still honouring caps. For comparison only.
+    fairness: Literal["tenant", "fifo"] = "tenant"
+    #: plan given to a tenant the store sees for the first time
+    default_plan: str = "default"
+    #: plans created when missing (existing plans are data and are left as they are)
+    plans: tuple[PlanSpec, ...] = field(default=DEFAULT_PLANS)
+    #: expired leases reclaimed per lease call
+    reap_batch: int = 100
+    #: SQLite: seconds a writer waits for the file lock before giving up
+    busy_timeout: float = 30.0
+    #: SQLite: PRAGMA synchronous (NORMAL: durable against process crashes; FULL: against power loss)
+    synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: PostgreSQL: connections in the pool
+    pool_size: int = 8

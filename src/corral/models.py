@@ -1,0 +1,147 @@
+"""Value types that cross the store boundary: runs, leases, journal entries, queue statistics."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+JSON = Any  # a JSON value: None, bool, int, float, str, list, dict
+
+
+class RunStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    WAITING = "waiting"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def terminal(self) -> bool:
+        return self in TERMINAL
+
+
+TERMINAL = frozenset({RunStatus.SUCCEEDED, RunStatus.FAILED, RunStatus.CANCELLED})
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What a client asks to run. Validated by the app before it reaches a store."""
+
+    agent: str
+    input: JSON = None
+    tenant: str = "default"
+    priority: int = 0
+    idempotency_key: str | None = None
+    not_before: float | None = None
+    max_attempts: int = 3
+    budget: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    id: str
+    tenant: str
+    agent: str
+    input: JSON
+    status: RunStatus
+    priority: int
+    attempts: int
+    max_attempts: int
+    result: JSON
+    error: JSON
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    available_at: float
+    lease_epoch: int
+    lease_owner: str | None
+    lease_expires_at: float | None
+    cancel_requested: bool
+    idempotency_key: str | None
+    parent_id: str | None
+    root_id: str
+    depth: int
+    budget: float | None
+    spent: float
+
+    @property
+    def done(self) -> bool:
+        return self.status.terminal
+
+    @property
+    def budget_remaining(self) -> float | None:
+        return None if self.budget is None else max(0.0, self.budget - self.spent)
+
+
+@dataclass(frozen=True, slots=True)
+class Lease:
+    """A run handed to one worker. ``epoch`` is the fencing token for every write."""
+
+    run_id: str
+    epoch: int
+    tenant: str
+    agent: str
+    input: JSON
+    attempt: int
+    max_attempts: int
+    expires_at: float
+    root_id: str
+    parent_id: str | None
+    depth: int
+
+
+@dataclass(frozen=True, slots=True)
+class LeaseRef:
+    run_id: str
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class Ack:
+    run_id: str
+    epoch: int
+    result: JSON = None
+
+
+@dataclass(frozen=True, slots=True)
+class HeartbeatReport:
+    lost: frozenset[str] = frozenset()
+    cancel_requested: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class JournalEntry:
+    run_id: str
+    seq: int
+    kind: str
+    name: str | None
+    data: JSON
+    epoch: int
+    created_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class TenantStats:
+    tenant: str
+    plan: str
+    queued: int
+    in_flight: int
+    cap: int | None
+    weight: float
+    oldest_queued_age: float
+
+
+@dataclass(frozen=True, slots=True)
+class QueueStats:
+    tenants: tuple[TenantStats, ...]
+    queued: int
+    in_flight: int
+    waiting: int
+    oldest_queued_age: float
+    global_cap: int | None
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def tenant(self, name: str) -> TenantStats | None:
+        return next((t for t in self.tenants if t.tenant == name), None)

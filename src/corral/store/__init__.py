@@ -1,0 +1,25 @@
+"""Storage: the store contract and its SQLite and PostgreSQL backends."""
+
+from __future__ import annotations
+
+from corral.clock import Clock, system_clock
+from corral.config import StoreConfig
+from corral.store.contract import Store
+from corral.store.url import DEFAULT_URL, DatabaseURL, parse_database_url
+
+
+def create_store(
+    url: str = DEFAULT_URL, config: StoreConfig | None = None, clock: Clock = system_clock
+) -> Store:
+    """A store for ``url`` (not yet opened). Raises InvalidDatabaseURL for a bad URL."""
+    parsed = parse_database_url(url)
+    if parsed.dialect == "sqlite":
+        from corral.store.sqlite import SQLiteStore
+
+        return SQLiteStore(parsed.target, config, clock)
+    from corral.store.postgres import PostgresStore
+
+    return PostgresStore(parsed.target, config, clock)
+
+
+__all__ = ["DEFAULT_URL", "DatabaseURL", "Store", "create_store", "parse_database_url"]

@@ -1,0 +1,86 @@
+"""The store contract: the domain verbs every backend implements, nothing SQL-shaped.
+
+One contract test suite (tests/contract) runs against every implementation.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Protocol
+
+from corral.clock import Clock
+from corral.config import PlanSpec, StoreConfig
+from corral.models import (
+    JSON,
+    Ack,
+    HeartbeatReport,
+    JournalEntry,
+    Lease,
+    LeaseRef,
+    QueueStats,
+    Run,
+    RunSpec,
+    RunStatus,
+)
+
+
+class Store(Protocol):
+    dialect: str
+    config: StoreConfig
+    clock: Clock
+
+    async def open(self) -> None:
+        """Connect and apply pending migrations (safe when many processes start at once)."""
+
+    async def close(self) -> None: ...
+
+    # submission and reading
+    async def submit(self, specs: Sequence[RunSpec]) -> list[str]: ...
+    async def get(self, run_id: str) -> Run | None: ...
+    async def list_runs(
+        self,
+        *,
+        tenant: str | None = None,
+        status: RunStatus | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]: ...
+    async def cancel(self, run_id: str) -> Run: ...
+
+    # leasing and fenced writes (a stale epoch raises LeaseLost or is reported as lost)
+    async def lease(self, worker_id: str, ttl: float, limit: int) -> list[Lease]: ...
+    async def heartbeat(self, ref: LeaseRef, ttl: float) -> bool: ...
+    async def heartbeat_many(self, refs: Sequence[LeaseRef], ttl: float) -> HeartbeatReport: ...
+    async def ack(self, ref: LeaseRef, result: JSON = None) -> None: ...
+    async def ack_many(self, acks: Sequence[Ack]) -> frozenset[str]: ...
+    async def fail(
+        self, ref: LeaseRef, error: JSON, *, retryable: bool, retry_at: float | None = None
+    ) -> RunStatus: ...
+    async def release(self, ref: LeaseRef) -> None: ...
+    async def release_many(self, refs: Sequence[LeaseRef]) -> frozenset[str]: ...
+    async def finish_cancelled(self, ref: LeaseRef) -> None: ...
+
+    # journal
+    async def append(
+        self, ref: LeaseRef, entries: Sequence[tuple[str, str | None, JSON]]
+    ) -> list[int]: ...
+    async def journal(
+        self, run_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[JournalEntry]: ...
+
+    # load signal and tenancy
+    async def stats(self) -> QueueStats: ...
+    async def wait_for_work(self, timeout: float) -> None: ...
+    async def set_plan(self, plan: PlanSpec) -> None: ...
+    async def plans(self) -> list[PlanSpec]: ...
+    async def set_tenant(
+        self,
+        tenant: str,
+        *,
+        plan: str | None = None,
+        cap: int | None = None,
+        weight: float | None = None,
+        max_queued: int | None = None,
+    ) -> None: ...
+    async def set_global_cap(self, cap: int | None) -> None: ...

@@ -1,0 +1,183 @@
+"""PostgreSQL backend: many workers on many machines share one database.
+
+psycopg 3 async with a connection pool. Leases use ``FOR UPDATE SKIP LOCKED`` (queries in
+``sql/postgres``); commits that make work available send ``NOTIFY corral_work``, and one
+listening connection per store wakes idle workers at once instead of after a poll interval.
+A transaction that loses a deadlock or serialization race is retried whole.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
+
+import psycopg
+from psycopg import errors as pg_errors
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool, PoolTimeout
+
+from corral.clock import Clock, system_clock
+from corral.config import StoreConfig
+from corral.errors import StoreUnavailable
+from corral.store.migrate import split_statements
+from corral.store.queries import load_migrations
+from corral.store.sql_store import SqlStore
+from corral.store.transaction import Params, Row, Transaction
+
+T = TypeVar("T")
+log = logging.getLogger(__name__)
+
+CHANNEL = "corral_work"
+#: a fixed key for pg_advisory_xact_lock, so processes starting together migrate one at a time
+MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral"
+RETRIES = 8
+
+
+class _PgTransaction:
+    def __init__(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        self._conn = conn
+
+    async def fetchall(self, query: str, params: Params | None = None) -> list[Row]:
+        async with self._conn.cursor() as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+    async def fetchone(self, query: str, params: Params | None = None) -> Row | None:
+        async with self._conn.cursor() as cur:
+            await cur.execute(query, params)
+            return await cur.fetchone()
+
+    async def fetch_dicts(self, query: str, params: Params | None = None) -> list[dict[str, Any]]:
+        async with self._conn.cursor(row_factory=dict_row) as cur:
+            await cur.execute(query, params)
+            return await cur.fetchall()
+
+    async def execute(self, query: str, params: Params | None = None) -> None:
+        await self._conn.execute(query, params)
+
+    async def fetch_each(self, query: str, params: Sequence[Params]) -> list[list[Row]]:
+        if not params:
+            return []
+        if len(params) == 1:
+            return [await self.fetchall(query, params[0])]
+        results: list[list[Row]] = []
+        async with self._conn.cursor() as cur:
+            await cur.executemany(query, params, returning=True)
+            while True:
+                results.append(await cur.fetchall())
+                if not cur.nextset():
+                    break
+        return results
+
+    async def execute_many(self, query: str, params: Sequence[Params]) -> None:
+        if not params:
+            return
+        async with self._conn.cursor() as cur:
+            await cur.executemany(query, params)
+
+
+class PostgresStore(SqlStore):
+    dialect = "postgres"
+
+    def __init__(
+        self, dsn: str, config: StoreConfig | None = None, clock: Clock = system_clock
+    ) -> None:
+        super().__init__(config, clock)
+        self.dsn = dsn
+        self._pool: AsyncConnectionPool | None = None
+        self._listener: asyncio.Task[None] | None = None
+        self._listen_conn: psycopg.AsyncConnection[Any] | None = None
+
+    async def open(self) -> None:
+        if self._pool is not None:
+            return
+        pool = AsyncConnectionPool(
+            self.dsn, min_size=1, max_size=self.config.pool_size, open=False,
+            kwargs={"autocommit": True}, name="corral",
+        )
+        try:
+            await pool.open(wait=True, timeout=10.0)
+        except (PoolTimeout, psycopg.Error) as exc:
+            await pool.close()
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        self._pool = pool
+        await self._migrate()
+        await self._seed_plans()
+
+    async def close(self) -> None:
+        if self._listener is not None:
+            self._listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._listener
+            self._listener = None
+        if self._listen_conn is not None:
+            await self._listen_conn.close()
+            self._listen_conn = None
+        if self._pool is not None:
+            await self._pool.close()
+            self._pool = None
+
+    async def _migrate(self) -> None:
+        migrations = load_migrations(self.dialect)
+
+        async def body(tx: Transaction) -> None:
+            await tx.execute("SELECT pg_advisory_xact_lock(%(key)s)", {"key": MIGRATION_LOCK_KEY})
+            await tx.execute(
+                "CREATE TABLE IF NOT EXISTS corral_schema_migrations ("
+                "version INTEGER PRIMARY KEY, name TEXT NOT NULL, "
+                "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
+            )
+            done = {r[0] for r in await tx.fetchall("SELECT version FROM corral_schema_migrations")}
+            for version, name, sql in migrations:
+                if version in done:
+                    continue
+                for statement in split_statements(sql):
+                    await tx.execute(statement)
+                await tx.execute(
+                    "INSERT INTO corral_schema_migrations (version, name) "
+                    "VALUES (%(v)s, %(n)s)", {"v": version, "n": name},
+                )
+
+        await self._tx(body)
+
+    async def _tx(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+        assert self._pool is not None, "store is not open"
+        for attempt in range(RETRIES):
+            try:
+                async with self._pool.connection() as conn, conn.transaction():
+                    return await body(_PgTransaction(conn))
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.001 * (2**attempt))
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        raise AssertionError("unreachable")
+
+    async def wait_for_work(self, timeout: float) -> None:
+        if self._listener is None:
+            await self._start_listener()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._local_work.wait(), timeout=timeout)
+        self._local_work.clear()
+
+    async def _start_listener(self) -> None:
+        try:
+            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        await conn.execute(f"LISTEN {CHANNEL}")
+        self._listen_conn = conn
+        self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
+
+    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
+        try:
+            async for _ in conn.notifies():
+                self._local_work.set()
+        except psycopg.Error as exc:
+            # Without notifications idle workers still poll; log and let the poll carry on.
+            log.warning("LISTEN connection lost (%s); falling back to polling", exc)
+            self._listener = None

@@ -1,0 +1,223 @@
+-- Named queries for the SQLite store. Every name here exists in sql/postgres/queries.sql too
+-- (tests/unit/test_sql_names.py checks it). Parameters are :name.
+
+-- name: insert_run
+INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
+    max_attempts, idempotency_key, parent_id, root_id, depth, budget, created_at, journal_seq)
+VALUES (:id, :tenant, :agent, :input, 'queued', :priority, :sort_key, :available_at,
+    :max_attempts, :idempotency_key, :parent_id, :root_id, :depth, :budget, :now, 1)
+ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING id;
+
+-- name: find_by_idempotency_key
+SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
+
+-- name: insert_journal
+INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
+VALUES (:run_id, :seq, :kind, :name, :data, :epoch, :now);
+
+-- name: ensure_tenant
+INSERT INTO corral_tenants (tenant, plan, cap, weight, max_queued)
+SELECT :tenant, p.name, p.cap, p.weight, p.max_queued FROM corral_plans p WHERE p.name = :plan
+ON CONFLICT (tenant) DO NOTHING;
+
+-- name: reserve_queued
+UPDATE corral_tenants SET queued = queued + :n
+WHERE tenant = :tenant AND queued + :n <= max_queued
+RETURNING queued;
+
+-- name: adjust_tenant
+UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight
+WHERE tenant = :tenant
+RETURNING queued;
+
+-- name: mark_served
+UPDATE corral_tenants SET queued = queued - :n, in_flight = in_flight + :n, last_served_at = :now
+WHERE tenant = :tenant;
+
+-- name: get_run
+SELECT * FROM corral_runs WHERE id = :id;
+
+-- name: list_runs
+SELECT * FROM corral_runs
+WHERE (:tenant IS NULL OR tenant = :tenant)
+  AND (:status IS NULL OR status = :status)
+  AND (:agent IS NULL OR agent = :agent)
+  AND (:before IS NULL OR id < :before)
+ORDER BY id DESC
+LIMIT :limit;
+
+-- name: select_expired
+SELECT id FROM corral_runs
+WHERE status = 'running' AND lease_expires_at <= :now
+ORDER BY lease_expires_at
+LIMIT :limit;
+
+-- name: expire_run
+UPDATE corral_runs SET
+    status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
+                  WHEN attempts >= max_attempts THEN 'failed'
+                  ELSE 'queued' END,
+    error = CASE WHEN cancel_requested = 1 THEN error
+                 WHEN attempts >= max_attempts THEN :error
+                 ELSE error END,
+    finished_at = CASE WHEN cancel_requested = 1 OR attempts >= max_attempts THEN :now END,
+    available_at = :now,
+    lease_owner = NULL,
+    lease_expires_at = NULL
+WHERE id = :id AND status = 'running' AND lease_expires_at <= :now
+RETURNING tenant, status, parent_id;
+
+-- name: global_cap
+SELECT value FROM corral_settings WHERE key = 'global_cap';
+
+-- name: total_in_flight
+SELECT COALESCE(SUM(in_flight), 0) FROM corral_tenants;
+
+-- name: candidate_tenants
+SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued
+FROM corral_tenants t
+WHERE t.queued > 0 AND t.in_flight < t.cap
+  AND EXISTS (SELECT 1 FROM corral_runs r
+              WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now)
+ORDER BY t.in_flight / t.weight, t.last_served_at, t.tenant
+LIMIT :limit;
+
+-- name: pick_tenant_runs
+SELECT id FROM corral_runs
+WHERE tenant = :tenant AND status = 'queued' AND available_at <= :now
+ORDER BY sort_key
+LIMIT :n;
+
+-- name: pick_oldest_runs
+SELECT r.id, r.tenant FROM corral_runs r
+WHERE r.status = 'queued' AND r.available_at <= :now
+ORDER BY r.sort_key
+LIMIT :n;
+
+-- name: tenant_headroom
+SELECT tenant, cap - in_flight FROM corral_tenants WHERE tenant = :tenant;
+
+-- name: lease_run
+UPDATE corral_runs SET
+    status = 'running',
+    attempts = attempts + 1,
+    lease_epoch = lease_epoch + 1,
+    lease_owner = :owner,
+    lease_expires_at = :expires_at,
+    started_at = COALESCE(started_at, :now)
+WHERE id = :id AND status = 'queued'
+RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
+    root_id, parent_id, depth;
+
+-- name: heartbeat_run
+UPDATE corral_runs SET lease_expires_at = :expires_at
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
+RETURNING id, cancel_requested;
+
+-- name: ack_run
+UPDATE corral_runs SET status = 'succeeded', result = :result, finished_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
+RETURNING tenant, parent_id;
+
+-- name: fail_run
+UPDATE corral_runs SET
+    status = CASE WHEN :retryable = 1 AND attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+    error = :error,
+    available_at = :retry_at,
+    sort_key = :retry_at - priority * :aging,
+    finished_at = CASE WHEN :retryable = 1 AND attempts < max_attempts THEN NULL ELSE :now END,
+    lease_owner = NULL,
+    lease_expires_at = NULL
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
+RETURNING tenant, status, parent_id;
+
+-- name: release_run
+UPDATE corral_runs SET status = 'queued', attempts = attempts - 1, available_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
+RETURNING tenant;
+
+-- name: finish_cancelled
+UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
+RETURNING tenant, parent_id;
+
+-- name: cancel_idle
+UPDATE corral_runs SET status = 'cancelled', finished_at = :now, cancel_requested = 1
+WHERE id = :id AND status = :status
+RETURNING tenant, parent_id;
+
+-- name: request_cancel
+UPDATE corral_runs SET cancel_requested = 1
+WHERE id = :id AND status = 'running'
+RETURNING id;
+
+-- name: child_ids
+SELECT id FROM corral_runs WHERE parent_id = :id AND status NOT IN ('succeeded', 'failed', 'cancelled');
+
+-- name: bump_journal
+UPDATE corral_runs SET journal_seq = journal_seq + :n
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
+RETURNING journal_seq;
+
+-- name: bump_journal_unfenced
+UPDATE corral_runs SET journal_seq = journal_seq + :n WHERE id = :id
+RETURNING journal_seq;
+
+-- name: read_journal
+SELECT run_id, seq, kind, name, data, epoch, created_at FROM corral_journal
+WHERE run_id = :id AND seq > :after
+ORDER BY seq
+LIMIT :limit;
+
+-- name: tenant_stats
+SELECT t.tenant, t.plan, t.queued, t.in_flight, t.cap, t.weight,
+    (SELECT MIN(r.available_at) FROM corral_runs r
+     WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now) AS oldest
+FROM corral_tenants t
+ORDER BY t.tenant;
+
+-- name: count_by_status
+SELECT status, COUNT(*) FROM corral_runs GROUP BY status;
+
+-- name: upsert_plan
+INSERT INTO corral_plans (name, cap, weight, max_queued) VALUES (:name, :cap, :weight, :max_queued)
+ON CONFLICT (name) DO UPDATE SET cap = excluded.cap, weight = excluded.weight,
+    max_queued = excluded.max_queued;
+
+-- name: insert_plan_if_missing
+INSERT INTO corral_plans (name, cap, weight, max_queued) VALUES (:name, :cap, :weight, :max_queued)
+ON CONFLICT (name) DO NOTHING;
+
+-- name: list_plans
+SELECT name, cap, weight, max_queued FROM corral_plans ORDER BY name;
+
+-- name: set_tenant
+INSERT INTO corral_tenants (tenant, plan, cap_override, weight_override, max_queued_override,
+    cap, weight, max_queued)
+VALUES (:tenant, :plan, :cap_override, :weight_override, :max_queued_override, 0, 1, 0)
+ON CONFLICT (tenant) DO UPDATE SET plan = excluded.plan, cap_override = excluded.cap_override,
+    weight_override = excluded.weight_override, max_queued_override = excluded.max_queued_override;
+
+-- name: refresh_tenant_limits
+UPDATE corral_tenants SET
+    cap = COALESCE(cap_override, (SELECT p.cap FROM corral_plans p WHERE p.name = corral_tenants.plan)),
+    weight = COALESCE(weight_override, (SELECT p.weight FROM corral_plans p WHERE p.name = corral_tenants.plan)),
+    max_queued = COALESCE(max_queued_override, (SELECT p.max_queued FROM corral_plans p WHERE p.name = corral_tenants.plan))
+WHERE plan = :plan OR tenant = :tenant;
+
+-- name: get_tenant
+SELECT * FROM corral_tenants WHERE tenant = :tenant;
+
+-- name: plan_exists
+SELECT 1 FROM corral_plans WHERE name = :name;
+
+-- name: set_global_cap
+INSERT INTO corral_settings (key, value) VALUES ('global_cap', :value)
+ON CONFLICT (key) DO UPDATE SET value = excluded.value;
+
+-- name: notify_work
+SELECT 1;

@@ -1,0 +1,213 @@
+"""SQLite backend: the embedded default. One file, many processes, WAL.
+
+sqlite3 is blocking, so each store owns one connection on one dedicated thread and every
+statement hops there; an asyncio lock gives each transaction the connection to itself. Write
+transactions start with ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a read
+lock; the busy timeout makes a writer wait for the file lock instead of failing.
+
+SQLite has no LISTEN/NOTIFY. An idle worker watches ``PRAGMA data_version``, which changes when
+another connection commits, at a short interval; submits in the same process wake it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from functools import partial
+from pathlib import Path
+from typing import Any, TypeVar
+
+from corral.clock import Clock, system_clock
+from corral.config import StoreConfig
+from corral.errors import StoreUnavailable
+from corral.store.migrate import split_statements
+from corral.store.queries import load_migrations
+from corral.store.sql_store import SqlStore
+from corral.store.transaction import Params, Row, Transaction
+
+T = TypeVar("T")
+
+#: how often an idle worker looks for commits made by other processes
+POLL_INTERVAL = 0.005
+
+
+class _SQLiteTransaction:
+    def __init__(self, store: SQLiteStore) -> None:
+        self._store = store
+
+    async def fetchall(self, query: str, params: Params | None = None) -> list[Row]:
+        return await self._store._call(_fetchall, query, params)
+
+    async def fetchone(self, query: str, params: Params | None = None) -> Row | None:
+        rows = await self._store._call(_fetchall, query, params)
+        return rows[0] if rows else None
+
+    async def fetch_dicts(self, query: str, params: Params | None = None) -> list[dict[str, Any]]:
+        return await self._store._call(_fetch_dicts, query, params)
+
+    async def execute(self, query: str, params: Params | None = None) -> None:
+        await self._store._call(_fetchall, query, params)
+
+    async def fetch_each(self, query: str, params: Sequence[Params]) -> list[list[Row]]:
+        return await self._store._call(_fetch_each, query, params)
+
+    async def execute_many(self, query: str, params: Sequence[Params]) -> None:
+        if params:
+            await self._store._call(_execute_many, query, params)
+
+
+def _fetchall(conn: sqlite3.Connection, query: str, params: Params | None) -> list[Row]:
+    return conn.execute(query, params or {}).fetchall()
+
+
+def _fetch_dicts(
+    conn: sqlite3.Connection, query: str, params: Params | None
+) -> list[dict[str, Any]]:
+    cur = conn.execute(query, params or {})
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def _fetch_each(conn: sqlite3.Connection, query: str, params: Sequence[Params]) -> list[list[Row]]:
+    return [conn.execute(query, p).fetchall() for p in params]
+
+
+def _execute_many(conn: sqlite3.Connection, query: str, params: Sequence[Params]) -> None:
+    conn.executemany(query, params)
+
+
+class SQLiteStore(SqlStore):
+    dialect = "sqlite"
+
+    def __init__(
+        self, path: str | Path, config: StoreConfig | None = None, clock: Clock = system_clock
+    ) -> None:
+        super().__init__(config, clock)
+        self.path = str(path)
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._lock = asyncio.Lock()
+        self._data_version: int | None = None
+
+    async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._executor is not None and self._conn is not None, "store is not open"
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(self._executor, partial(fn, self._conn, *args))
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
+
+    async def open(self) -> None:
+        if self._conn is not None:
+            return
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="corral-sqlite")
+        loop = asyncio.get_running_loop()
+        try:
+            self._conn = await loop.run_in_executor(self._executor, self._connect)
+        except (sqlite3.Error, OSError) as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+        await self._migrate()
+        await self._seed_plans()
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(
+            self.path, isolation_level=None, check_same_thread=False,
+            timeout=self.config.busy_timeout,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.config.synchronous}")
+        return conn
+
+    async def close(self) -> None:
+        if self._conn is None or self._executor is None:
+            return
+        async with self._lock:
+            await asyncio.get_running_loop().run_in_executor(self._executor, self._conn.close)
+            self._executor.shutdown(wait=True)
+            self._conn = None
+            self._executor = None
+
+    async def _migrate(self) -> None:
+        migrations = load_migrations(self.dialect)
+
+        def apply(conn: sqlite3.Connection) -> None:
+            # BEGIN IMMEDIATE takes the write lock first: processes starting together apply
+            # each migration exactly once, the others wait and then find it recorded.
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.execute(
+                    "CREATE TABLE IF NOT EXISTS corral_schema_migrations ("
+                    "version INTEGER PRIMARY KEY, name TEXT NOT NULL, applied_at REAL NOT NULL)"
+                )
+                done = {r[0] for r in conn.execute("SELECT version FROM corral_schema_migrations")}
+                for version, name, sql in migrations:
+                    if version in done:
+                        continue
+                    for statement in split_statements(sql):
+                        conn.execute(statement)
+                    conn.execute(
+                        "INSERT INTO corral_schema_migrations VALUES (?, ?, ?)",
+                        (version, name, time.time()),
+                    )
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        async with self._lock:
+            await self._call(apply)
+
+    @asynccontextmanager
+    async def _transaction(self, begin: str) -> AsyncIterator[Transaction]:
+        async with self._lock:
+            await self._call(_fetchall, begin, None)
+            try:
+                yield _SQLiteTransaction(self)
+            except BaseException:
+                await self._call(_fetchall, "ROLLBACK", None)
+                raise
+            await self._call(_fetchall, "COMMIT", None)
+
+    async def _tx(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+        async with self._transaction("BEGIN IMMEDIATE") as tx:
+            return await body(tx)
+
+    async def _read(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+        async with self._transaction("BEGIN") as tx:
+            return await body(tx)
+
+    async def wait_for_work(self, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        if self._data_version is None:
+            self._data_version = await self._read_data_version()
+        while True:
+            if self._local_work.is_set():
+                self._local_work.clear()
+                return
+            version = await self._read_data_version()
+            if version != self._data_version:
+                self._data_version = version
+                return
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                await asyncio.wait_for(
+                    self._local_work.wait(), timeout=min(POLL_INTERVAL, remaining)
+                )
+            except TimeoutError:
+                pass
+
+    async def _read_data_version(self) -> int:
+        async with self._lock:
+            rows = await self._call(_fetchall, "PRAGMA data_version", None)
+        return int(rows[0][0])

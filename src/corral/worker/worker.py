@@ -1,0 +1,251 @@
+"""A worker: bounded slots, a lease loop, batched heartbeats and acks, graceful drain.
+
+It leases only when a slot is free, as many runs as it has free slots. One heartbeat task
+renews every lease it holds at about ttl/3; a lease the store reports lost has its task
+cancelled without writing anything (fencing), and a run whose cancellation was requested is
+stopped and recorded ``cancelled``. On stop (SIGTERM/SIGINT) it leases nothing more, lets
+in-flight runs finish for up to ``drain_timeout`` seconds, then releases the rest so another
+worker picks them up at once, without counting an attempt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import socket
+import time
+import traceback
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import Enum
+from typing import Any
+
+from corral.dispatch import retry_delay
+from corral.errors import LeaseLost, StoreUnavailable
+from corral.models import JSON, Ack, Lease, LeaseRef
+from corral.runs.context import RunContext
+from corral.store import Store
+from corral.worker.acker import AckBatcher
+
+log = logging.getLogger(__name__)
+
+AgentFn = Callable[[RunContext, Any], Awaitable[JSON]]
+
+
+class NonRetryableError(Exception):
+    """Raise (or subclass) from an agent to fail the run at once, without retries."""
+
+
+class _Stop(Enum):
+    LEASE_LOST = "lease_lost"
+    CANCELLED = "cancelled"
+    DRAIN = "drain"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerOptions:
+    concurrency: int = 10
+    lease_ttl: float = 30.0
+    drain_timeout: float = 30.0
+    #: longest an idle worker waits before asking again (notifications usually wake it sooner)
+    poll_interval: float = 1.0
+    retry_base: float = 1.0
+    retry_cap: float = 300.0
+
+
+class _Slot:
+    __slots__ = ("lease", "ref", "stop_reason", "task")
+
+    def __init__(self, lease: Lease) -> None:
+        self.lease = lease
+        self.ref = LeaseRef(lease.run_id, lease.epoch)
+        self.task: asyncio.Task[None] | None = None
+        self.stop_reason: _Stop | None = None
+
+
+class Worker:
+    def __init__(
+        self,
+        store: Store,
+        agents: Mapping[str, AgentFn],
+        options: WorkerOptions | None = None,
+        worker_id: str | None = None,
+    ) -> None:
+        self.store = store
+        self.agents = agents
+        self.options = options or WorkerOptions()
+        if self.options.concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        if self.options.lease_ttl <= 0:
+            raise ValueError("lease_ttl must be positive")
+        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        self._slots: dict[str, _Slot] = {}
+        self._slot_freed = asyncio.Event()
+        self._stopping = asyncio.Event()
+        self._acker = AckBatcher(store)
+        self.completed = 0
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._slots)
+
+    def stop(self) -> None:
+        """Stop leasing and drain (what SIGTERM and SIGINT do)."""
+        self._stopping.set()
+
+    def install_signal_handlers(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.stop)
+
+    async def run(self, *, until_idle: bool = False) -> None:
+        """Lease and execute until ``stop()``; with ``until_idle``, also stop once nothing is
+        queued, running or waiting anywhere in the store."""
+        self._acker.start()
+        heartbeats = asyncio.create_task(self._heartbeat_loop(), name="corral-heartbeat")
+        try:
+            await self._lease_loop(until_idle)
+        finally:
+            await self._drain()
+            heartbeats.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await heartbeats
+            await self._acker.close()
+
+    async def _lease_loop(self, until_idle: bool) -> None:
+        while not self._stopping.is_set():
+            free = self.options.concurrency - len(self._slots)
+            if free <= 0:
+                self._slot_freed.clear()
+                await self._until(self._slot_freed.wait(), None)
+                continue
+            try:
+                leases = await self.store.lease(self.worker_id, self.options.lease_ttl, free)
+            except StoreUnavailable as exc:
+                log.warning("lease failed, retrying: %s", exc)
+                await self._until(asyncio.sleep(self.options.poll_interval), None)
+                continue
+            for lease in leases:
+                self._start(lease)
+            if leases:
+                continue
+            if until_idle and not self._slots and await self._store_idle():
+                return
+            await self._until(
+                self.store.wait_for_work(self.options.poll_interval), self.options.poll_interval
+            )
+
+    async def _store_idle(self) -> bool:
+        stats = await self.store.stats()
+        return stats.queued == 0 and stats.in_flight == 0 and stats.waiting == 0
+
+    async def _until(self, awaitable: Awaitable[Any], timeout: float | None) -> None:
+        """Wait for ``awaitable`` but return early when the worker is asked to stop."""
+        waiter = asyncio.ensure_future(awaitable)
+        stop = asyncio.ensure_future(self._stopping.wait())
+        try:
+            await asyncio.wait({waiter, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in (waiter, stop):
+                if not f.done():
+                    f.cancel()
+            await asyncio.gather(waiter, stop, return_exceptions=True)
+
+    def _start(self, lease: Lease) -> None:
+        slot = _Slot(lease)
+        self._slots[lease.run_id] = slot
+        slot.task = asyncio.create_task(self._execute(slot), name=f"corral-run-{lease.run_id}")
+
+    async def _execute(self, slot: _Slot) -> None:
+        lease = slot.lease
+        try:
+            try:
+                result = await self._call_agent(lease)
+            except asyncio.CancelledError:
+                await self._after_cancel(slot)
+                return
+            except Exception as exc:
+                await self._fail(slot, exc)
+                return
+            self._acker.ack(Ack(lease.run_id, lease.epoch, result))
+            self.completed += 1
+        except LeaseLost:
+            log.info("lease on %s lost; another worker owns it now", lease.run_id)
+        except Exception:  # never let one run's bookkeeping take the worker down
+            log.exception("bookkeeping for run %s failed", lease.run_id)
+        finally:
+            self._slots.pop(lease.run_id, None)
+            self._slot_freed.set()
+
+    async def _call_agent(self, lease: Lease) -> JSON:
+        agent = self.agents.get(lease.agent)
+        if agent is None:
+            raise NonRetryableError(f"no agent named {lease.agent!r} is registered on this worker")
+        return await agent(RunContext(lease, self.store), lease.input)
+
+    async def _after_cancel(self, slot: _Slot) -> None:
+        reason = slot.stop_reason
+        if reason is _Stop.CANCELLED:
+            await self.store.finish_cancelled(slot.ref)
+        elif reason is _Stop.DRAIN:
+            await self.store.release(slot.ref)
+        elif reason is None:
+            # The task was cancelled from outside (the worker itself is being torn down):
+            # give the run back so it is not stuck until its lease expires.
+            await self.store.release(slot.ref)
+
+    async def _fail(self, slot: _Slot, exc: Exception) -> None:
+        lease = slot.lease
+        retryable = not isinstance(exc, NonRetryableError)
+        delay = retry_delay(lease.attempt, base=self.options.retry_base, cap=self.options.retry_cap)
+        error = {
+            "type": type(exc).__name__,
+            "message": str(exc),
+            "traceback": "".join(traceback.format_exception(exc))[-4000:],
+            "attempt": lease.attempt,
+        }
+        await self.store.fail(
+            slot.ref, error, retryable=retryable, retry_at=self.store.clock() + delay
+        )
+
+    async def _heartbeat_loop(self) -> None:
+        interval = self.options.lease_ttl / 3
+        while True:
+            await asyncio.sleep(interval)
+            slots = list(self._slots.values())
+            if not slots:
+                continue
+            started = time.monotonic()
+            try:
+                report = await self.store.heartbeat_many(
+                    [s.ref for s in slots], self.options.lease_ttl
+                )
+            except StoreUnavailable as exc:
+                log.warning("heartbeat failed: %s", exc)
+                continue
+            for slot in slots:
+                if slot.lease.run_id in report.lost:
+                    self._interrupt(slot, _Stop.LEASE_LOST)
+                elif slot.lease.run_id in report.cancel_requested:
+                    self._interrupt(slot, _Stop.CANCELLED)
+            log.debug("heartbeat of %d leases took %.1f ms", len(slots),
+                      (time.monotonic() - started) * 1000)
+
+    def _interrupt(self, slot: _Slot, reason: _Stop) -> None:
+        if slot.task is not None and not slot.task.done() and slot.stop_reason is None:
+            slot.stop_reason = reason
+            slot.task.cancel()
+
+    async def _drain(self) -> None:
+        if not self._slots:
+            return
+        tasks = [s.task for s in self._slots.values() if s.task is not None]
+        log.info("draining %d runs (up to %.1fs)", len(tasks), self.options.drain_timeout)
+        _, pending = await asyncio.wait(tasks, timeout=self.options.drain_timeout)
+        for slot in list(self._slots.values()):
+            self._interrupt(slot, _Stop.DRAIN)
+        if pending:
+            await asyncio.wait(pending)
