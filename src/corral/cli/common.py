@@ -1,0 +1,107 @@
+"""What every CLI command shares: finding the app and the database, running a coroutine, and
+turning corral's errors into a one-line message and an exit code (never a traceback)."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import importlib
+import json
+import os
+import sys
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any, ParamSpec, TypeVar
+
+import click
+
+from corral.app import Corral
+from corral.errors import CorralError, InvalidInput, StoreUnavailable
+from corral.store import DEFAULT_URL
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+ENV_DATABASE_URL = "CORRAL_DATABASE_URL"
+
+db_option = click.option(
+    "--db", "db", default=None, metavar="URL",
+    help=f"Database URL (default: ${ENV_DATABASE_URL}, the app's URL, or {DEFAULT_URL}).",
+)
+app_option = click.option(
+    "--app", "app_path", default=None, metavar="MODULE:ATTR",
+    help="Import the Corral app from here (its agents and database URL).",
+)
+
+
+class CliError(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def load_app(path: str) -> Corral:
+    module_name, sep, attr = path.partition(":")
+    if not sep or not module_name or not attr:
+        raise CliError(f"app must be given as MODULE:ATTR, e.g. myapp:app (got {path!r})", 2)
+    if os.getcwd() not in sys.path:
+        sys.path.insert(0, os.getcwd())
+    try:
+        module = importlib.import_module(module_name)
+    except ImportError as exc:
+        raise CliError(f"cannot import module {module_name!r}: {exc}", 2) from exc
+    app = getattr(module, attr, None)
+    if not isinstance(app, Corral):
+        raise CliError(f"{path} is not a corral.Corral app (found {type(app).__name__})", 2)
+    return app
+
+
+def resolve_app(app_path: str | None, db: str | None) -> Corral:
+    """The app to act through: an imported one (with --db overriding its database) or a bare
+    client for the database URL."""
+    url = db or os.environ.get(ENV_DATABASE_URL)
+    if app_path:
+        app = load_app(app_path)
+        if url and url != app.url:
+            rebound = Corral(url, lease_ttl=app.lease_ttl, max_attempts=app.max_attempts,
+                             config=app.store.config)
+            rebound.agents.update(app.agents)
+            return rebound
+        return app
+    return Corral(url or DEFAULT_URL)
+
+
+def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
+    """Run an async command body, mapping corral's errors to messages and exit codes."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        try:
+            return asyncio.run(fn(*args, **kwargs))
+        except InvalidInput as exc:
+            raise CliError(str(exc), 2) from exc
+        except StoreUnavailable as exc:
+            raise CliError(str(exc), 3) from exc
+        except CorralError as exc:
+            raise CliError(f"{exc.code}: {exc}", 1) from exc
+
+    return wrapper
+
+
+def parse_json(text: str, what: str) -> Any:
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CliError(f"{what} is not valid JSON: {exc}", 2) from exc
+
+
+def age(seconds: float) -> str:
+    if seconds < 1:
+        return f"{seconds * 1000:.0f}ms"
+    if seconds < 120:
+        return f"{seconds:.1f}s"
+    return f"{seconds / 60:.1f}m"
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))

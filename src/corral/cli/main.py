@@ -1,0 +1,252 @@
+"""``corral``: worker, submit, runs, status, tenants, plans, demo."""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict
+from typing import Any
+
+import click
+from rich.console import Console
+from rich.table import Table
+
+from corral.cli.admin import plans, tenants
+from corral.cli.common import (
+    CliError,
+    age,
+    app_option,
+    db_option,
+    load_app,
+    parse_json,
+    resolve_app,
+    run_async,
+    when,
+)
+from corral.cli.demo import demo
+from corral.models import Run, RunStatus
+
+console = Console()
+
+
+@click.group()
+@click.version_option(package_name="corral")
+@click.option("-v", "--verbose", count=True, help="More logging (-v info, -vv debug).")
+def cli(verbose: int) -> None:
+    """corral runs AI agents as durable, fair, bounded jobs."""
+    level = logging.WARNING - 10 * min(verbose, 2)
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+@cli.command()
+@click.argument("app_path", metavar="MODULE:ATTR")
+@click.option("--concurrency", "-c", type=click.IntRange(min=1, max=10_000), default=10,
+              show_default=True, help="Runs executed at once.")
+@click.option("--lease-ttl", type=click.FloatRange(min=0.1, max=86_400), default=None,
+              help="Seconds a lease lasts without a heartbeat (default: the app's).")
+@click.option("--drain-timeout", type=click.FloatRange(min=0, max=86_400), default=30.0,
+              show_default=True, help="On SIGTERM, seconds to let runs finish before releasing them.")
+@click.option("--poll-interval", type=click.FloatRange(min=0.001, max=3600), default=1.0,
+              show_default=True, help="Longest an idle worker waits before looking again.")
+@db_option
+@run_async
+async def worker(
+    app_path: str, concurrency: int, lease_ttl: float | None, drain_timeout: float,
+    poll_interval: float, db: str | None,
+) -> None:
+    """Run a worker for the app at MODULE:ATTR until SIGTERM/SIGINT."""
+    app = resolve_app(app_path, db)
+    if not app.agents:
+        raise CliError(f"{app_path} registers no agents", 2)
+    await app.open()
+    try:
+        w = app.worker(concurrency=concurrency, lease_ttl=lease_ttl, drain_timeout=drain_timeout,
+                       poll_interval=poll_interval)
+        w.install_signal_handlers()
+        click.echo(f"corral worker {w.worker_id}: {concurrency} slots, "
+                   f"agents: {', '.join(sorted(app.agents))}", err=True)
+        await w.run()
+    finally:
+        await app.close()
+
+
+@cli.command()
+@click.argument("agent")
+@click.argument("input_json", default="null", metavar="[INPUT_JSON]")
+@click.option("--tenant", default="default", show_default=True)
+@click.option("--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0,
+              show_default=True)
+@click.option("--idempotency-key", default=None)
+@click.option("--delay", type=click.FloatRange(min=0), default=None,
+              help="Seconds before the run may start.")
+@click.option("--max-attempts", type=click.IntRange(min=1, max=1000), default=None)
+@click.option("--budget", type=click.FloatRange(min=0), default=None)
+@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None,
+              help="Wait up to this many seconds for the run to end and print it.")
+@app_option
+@db_option
+@run_async
+async def submit(
+    agent: str, input_json: str, tenant: str, priority: int, idempotency_key: str | None,
+    delay: float | None, max_attempts: int | None, budget: float | None, wait_s: float | None,
+    app_path: str | None, db: str | None,
+) -> None:
+    """Submit a run of AGENT with INPUT_JSON; prints the run id."""
+    payload = parse_json(input_json, "INPUT_JSON")
+    app = resolve_app(app_path, db)
+    try:
+        run_id = await app.submit(
+            agent, payload, tenant=tenant, priority=priority, idempotency_key=idempotency_key,
+            delay=delay, max_attempts=max_attempts, budget=budget,
+        )
+        click.echo(run_id)
+        if wait_s is not None:
+            try:
+                run = await app.wait(run_id, timeout=wait_s)
+            except TimeoutError:
+                raise CliError(f"run {run_id} did not end within {wait_s}s", 4) from None
+            _print_run(run, as_json=True)
+    finally:
+        await app.close()
+
+
+@cli.group()
+def runs() -> None:
+    """Inspect and cancel runs."""
+
+
+@runs.command("show")
+@click.argument("run_id")
+@click.option("--json", "as_json", is_flag=True, help="Print the run as JSON.")
+@db_option
+@run_async
+async def runs_show(run_id: str, as_json: bool, db: str | None) -> None:
+    """Show one run."""
+    app = resolve_app(None, db)
+    try:
+        _print_run(await app.get(run_id), as_json)
+    finally:
+        await app.close()
+
+
+@runs.command("list")
+@click.option("--status", type=click.Choice([s.value for s in RunStatus]), default=None)
+@click.option("--tenant", default=None)
+@click.option("--agent", default=None)
+@click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+@run_async
+async def runs_list(
+    status: str | None, tenant: str | None, agent: str | None, limit: int, as_json: bool,
+    db: str | None,
+) -> None:
+    """List runs, newest first."""
+    app = resolve_app(None, db)
+    try:
+        found = await app.list_runs(status=status, tenant=tenant, agent=agent, limit=limit)
+    finally:
+        await app.close()
+    if as_json:
+        click.echo(json.dumps([_run_dict(r) for r in found], indent=2))
+        return
+    table = Table("id", "tenant", "agent", "status", "attempts", "created", box=None)
+    for r in found:
+        table.add_row(r.id, r.tenant, r.agent, r.status.value, str(r.attempts), when(r.created_at))
+    console.print(table)
+
+
+@runs.command("cancel")
+@click.argument("run_id")
+@db_option
+@run_async
+async def runs_cancel(run_id: str, db: str | None) -> None:
+    """Cancel a run (and its descendants)."""
+    app = resolve_app(None, db)
+    try:
+        run = await app.cancel(run_id)
+    finally:
+        await app.close()
+    note = " (cancellation requested; its worker stops it)" if run.status == "running" else ""
+    click.echo(f"{run.id} {run.status.value}{note}")
+
+
+@runs.command("journal")
+@click.argument("run_id")
+@click.option("--after", type=click.IntRange(min=0), default=0, help="Only entries after this seq.")
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+@run_async
+async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -> None:
+    """Print a run's journal in order."""
+    app = resolve_app(None, db)
+    try:
+        entries = await app.journal(run_id, after=after)
+    finally:
+        await app.close()
+    for e in entries:
+        if as_json:
+            click.echo(json.dumps(asdict(e)))
+        else:
+            click.echo(f"{e.seq:>5}  {when(e.created_at)}  {e.kind:<10} {e.name or '':<20} "
+                       f"{json.dumps(e.data)}")
+
+
+@cli.command()
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+@run_async
+async def status(as_json: bool, db: str | None) -> None:
+    """Queue depth, oldest queued age and in-flight runs per tenant."""
+    app = resolve_app(None, db)
+    try:
+        stats = await app.stats()
+    finally:
+        await app.close()
+    if as_json:
+        click.echo(json.dumps(asdict(stats), indent=2))
+        return
+    table = Table("tenant", "plan", "queued", "in flight / cap", "oldest queued", box=None)
+    for t in stats.tenants:
+        cap = "∞" if t.cap is None else str(t.cap)
+        table.add_row(t.tenant, t.plan, str(t.queued), f"{t.in_flight} / {cap}",
+                      age(t.oldest_queued_age) if t.queued else "-")
+    cap = "∞" if stats.global_cap is None else str(stats.global_cap)
+    table.add_row("[bold]total[/bold]", "", str(stats.queued), f"{stats.in_flight} / {cap}",
+                  age(stats.oldest_queued_age) if stats.queued else "-")
+    console.print(table)
+    console.print(f"waiting: {stats.waiting}   by status: "
+                  + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items())))
+
+
+def _run_dict(run: Run) -> dict[str, Any]:
+    d = asdict(run)
+    d["status"] = run.status.value
+    d["budget_remaining"] = run.budget_remaining
+    return d
+
+
+def _print_run(run: Run, as_json: bool) -> None:
+    if as_json:
+        click.echo(json.dumps(_run_dict(run), indent=2))
+        return
+    for key, value in (
+        ("id", run.id), ("tenant", run.tenant), ("agent", run.agent),
+        ("status", run.status.value), ("attempts", f"{run.attempts} of {run.max_attempts}"),
+        ("created", when(run.created_at)), ("started", when(run.started_at)),
+        ("finished", when(run.finished_at)), ("input", json.dumps(run.input)),
+        ("result", json.dumps(run.result)), ("error", json.dumps(run.error)),
+    ):
+        click.echo(f"{key:>9}: {value}")
+
+
+cli.add_command(tenants)
+cli.add_command(plans)
+cli.add_command(demo)
+
+
+def main() -> None:
+    cli(prog_name="corral")
+
+
+__all__ = ["cli", "load_app", "main"]
