@@ -250,3 +250,7 @@ def main() -> None:
 
 
 __all__ = ["cli", "load_app", "main"]
+
+
+if __name__ == "__main__":
+    main()
