@@ -35,9 +35,19 @@ app_option = click.option(
 
 
 class CliError(click.ClickException):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
+    """A message for the user and an exit code: 2 bad input, 3 database unreachable,
+    4 timed out waiting, 1 anything else."""
+
+    def __init__(self, message: str, code: int = 1) -> None:
         super().__init__(message)
-        self.exit_code = exit_code
+        self.code = code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+    @property
+    def exit_code(self) -> int:  # type: ignore[override]
+        return self.code
 
 
 def load_app(path: str) -> Corral:

@@ -1,6 +1,7 @@
-"""Loads the named queries of one SQL dialect from ``sql/<dialect>/queries.sql``.
+"""Loads the named queries of one SQL dialect from the ``*.sql`` files in ``sql/<dialect>/``.
 
-A file is a sequence of ``-- name: <query_name>`` headers, each followed by one statement.
+Each part of the store keeps its queries in a file of its own (``queries.sql`` for the queue,
+others beside it); a name must be unique across a dialect's files. A file is a sequence of ``-- name: <query_name>`` headers, each followed by one statement.
 Queries are written with ``:param`` placeholders; psycopg wants ``%(param)s``, so the
 PostgreSQL set is rewritten on load (a ``::type`` cast is left alone).
 """
@@ -30,8 +31,15 @@ def parse_queries(text: str) -> dict[str, str]:
 
 @cache
 def load_queries(dialect: str) -> dict[str, str]:
-    text = resources.files("corral.store").joinpath("sql", dialect, "queries.sql").read_text()
-    queries = parse_queries(text)
+    folder = resources.files("corral.store").joinpath("sql", dialect)
+    queries: dict[str, str] = {}
+    for entry in sorted(folder.iterdir(), key=lambda e: e.name):
+        if not entry.name.endswith(".sql"):
+            continue
+        for name, sql in parse_queries(entry.read_text()).items():
+            if name in queries:
+                raise ValueError(f"query {name!r} is defined twice in sql/{dialect}")
+            queries[name] = sql
     if dialect == "postgres":
         queries = {name: _PARAM.sub(r"%(\1)s", sql) for name, sql in queries.items()}
     return queries
@@ -47,6 +55,6 @@ def load_migrations(dialect: str) -> list[tuple[int, str, str]]:
             found.append((int(match.group(1)), entry.name, entry.read_text()))
     found.sort()
     versions = [v for v, _, _ in found]
-    if versions != list(range(1, len(versions) + 1)):
-        raise RuntimeError(f"{dialect} migrations are not numbered 1..n: {versions}")
+    if len(set(versions)) != len(versions):
+        raise RuntimeError(f"{dialect} migrations reuse a version number: {versions}")
     return found

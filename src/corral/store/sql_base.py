@@ -1,0 +1,131 @@
+"""Shared state of the SQL store mixins: configuration, clock, the dialect's named queries,
+the transaction hooks a backend implements, and the JSON and row helpers.
+
+Tenant counters (``queued``, ``in_flight`` on ``corral_tenants``) are moved in the same
+transaction as the run rows they count; caps and quotas are checked against them, so they hold
+with any number of workers. Tenant rows are always updated in sorted order (no lock cycles).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from abc import ABC, abstractmethod
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+from corral.clock import Clock, system_clock
+from corral.config import UNLIMITED, StoreConfig
+from corral.models import (
+    JSON,
+    Run,
+    RunStatus,
+)
+from corral.store.queries import load_queries
+from corral.store.transaction import Transaction
+
+T = TypeVar("T")
+
+
+def dumps(value: JSON) -> str:
+    return json.dumps(value, separators=(",", ":"))
+
+
+def loads(text: str | None) -> JSON:
+    return None if text is None else json.loads(text)
+
+
+def _limit(value: int | None) -> int:
+    return UNLIMITED if value is None else value
+
+
+def _unlimited_to_none(value: int) -> int | None:
+    return None if value >= UNLIMITED else value
+
+
+def run_from_row(row: dict[str, Any]) -> Run:
+    return Run(
+        id=row["id"],
+        tenant=row["tenant"],
+        agent=row["agent"],
+        input=loads(row["input"]),
+        status=RunStatus(row["status"]),
+        priority=row["priority"],
+        attempts=row["attempts"],
+        max_attempts=row["max_attempts"],
+        result=loads(row["result"]),
+        error=loads(row["error"]),
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+        available_at=row["available_at"],
+        lease_epoch=row["lease_epoch"],
+        lease_owner=row["lease_owner"],
+        lease_expires_at=row["lease_expires_at"],
+        cancel_requested=bool(row["cancel_requested"]),
+        idempotency_key=row["idempotency_key"],
+        parent_id=row["parent_id"],
+        root_id=row["root_id"],
+        depth=row["depth"],
+        budget=row["budget"],
+        spent=row["spent"],
+    )
+
+
+class SqlBase(ABC):
+    dialect: str
+
+    def __init__(self, config: StoreConfig | None = None, clock: Clock = system_clock) -> None:
+        self.config = config or StoreConfig()
+        self.clock = clock
+        self.q = load_queries(self.dialect)
+        self._local_work = asyncio.Event()
+
+    # -- backend hooks ------------------------------------------------------------------------
+
+    @abstractmethod
+    async def open(self) -> None: ...
+
+    @abstractmethod
+    async def close(self) -> None: ...
+
+    @abstractmethod
+    async def _tx(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run ``body`` in one write transaction (retried whole on transient conflicts)."""
+
+    async def _read(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+        """Run ``body`` in a transaction that only reads."""
+        return await self._tx(body)
+
+    @abstractmethod
+    async def wait_for_work(self, timeout: float) -> None:
+        """Return when new work may be leasable (a submit, a freed slot) or after ``timeout``."""
+
+    def _signal_local_work(self) -> None:
+        self._local_work.set()
+
+    async def _seed_plans(self) -> None:
+        async def body(tx: Transaction) -> None:
+            await tx.execute_many(
+                self.q["insert_plan_if_missing"],
+                [
+                    {"name": p.name, "cap": _limit(p.cap), "weight": p.weight,
+                     "max_queued": _limit(p.max_queued)}
+                    for p in self.config.plans
+                ],
+            )
+
+        await self._tx(body)
+
+    async def _adjust_tenants(self, tx: Transaction, deltas: dict[str, list[int]]) -> bool:
+        """Apply (queued, in_flight) deltas; True when an adjusted tenant has runs queued."""
+        if not deltas:
+            return False
+        rows = await tx.fetch_each(self.q["adjust_tenant"], [
+            {"tenant": t, "queued": deltas[t][0], "in_flight": deltas[t][1]}
+            for t in sorted(deltas)
+        ])
+        backlog = any(r and r[0][0] > 0 for r in rows)
+        if backlog:
+            await tx.execute(self.q["notify_work"])
+        return backlog

@@ -1,0 +1,383 @@
+"""Queue verbs: submission, fair leasing, fenced writes, cancellation, the journal, reading.
+
+Every verb is one transaction, run through ``_tx``, which a backend may retry whole on a
+deadlock or a busy database: bodies are written to be re-runnable.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, TypeVar
+
+from corral.dispatch import TenantLoad, allocate
+from corral.errors import BackpressureError, InvalidInput, LeaseLost, RunNotFound
+from corral.ids import new_run_id
+from corral.models import (
+    JSON,
+    Ack,
+    HeartbeatReport,
+    JournalEntry,
+    Lease,
+    LeaseRef,
+    Run,
+    RunSpec,
+    RunStatus,
+)
+from corral.store.sql_base import SqlBase, dumps, loads, run_from_row
+from corral.store.transaction import Params, Row, Transaction
+
+T = TypeVar("T")
+
+
+class QueueMixin(SqlBase):
+    # -- submission ---------------------------------------------------------------------------
+
+    async def submit(self, specs: Sequence[RunSpec]) -> list[str]:
+        """Insert runs (with their first journal entry) in one transaction. A spec whose
+        idempotency key the tenant already used returns that run's id and inserts nothing."""
+        now = self.clock()
+        aging = self.config.priority_aging
+        params: list[dict[str, Any]] = []
+        for spec in specs:
+            run_id = new_run_id()
+            available = max(now, spec.not_before) if spec.not_before is not None else now
+            params.append({
+                "id": run_id, "tenant": spec.tenant, "agent": spec.agent,
+                "input": dumps(spec.input), "priority": spec.priority,
+                "sort_key": available - spec.priority * aging, "available_at": available,
+                "max_attempts": spec.max_attempts, "idempotency_key": spec.idempotency_key,
+                "parent_id": None, "root_id": run_id, "depth": 0, "budget": spec.budget,
+                "now": now,
+            })
+
+        async def body(tx: Transaction) -> list[str]:
+            inserted = await tx.fetch_each(self.q["insert_run"], params)
+            ids: list[str] = []
+            new_per_tenant: Counter[str] = Counter()
+            journal: list[Params] = []
+            for p, rows in zip(params, inserted, strict=True):
+                if rows:
+                    ids.append(p["id"])
+                    new_per_tenant[p["tenant"]] += 1
+                    journal.append({
+                        "run_id": p["id"], "seq": 1, "kind": "submitted", "name": p["agent"],
+                        "data": None, "epoch": 0, "now": now,
+                    })
+                else:
+                    row = await tx.fetchone(self.q["find_by_idempotency_key"], p)
+                    assert row is not None
+                    ids.append(row[0])
+            for tenant in sorted(new_per_tenant):
+                await self._reserve_queued(tx, tenant, new_per_tenant[tenant])
+            if journal:
+                await tx.execute_many(self.q["insert_journal"], journal)
+                await tx.execute(self.q["notify_work"])
+            return ids
+
+        ids = await self._tx(body)
+        self._signal_local_work()
+        return ids
+
+    async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> None:
+        args = {"tenant": tenant, "n": n, "plan": self.config.default_plan}
+        if await tx.fetchone(self.q["reserve_queued"], args) is not None:
+            return
+        await tx.execute(self.q["ensure_tenant"], args)
+        if await tx.fetchone(self.q["reserve_queued"], args) is not None:
+            return
+        if await tx.fetchone(self.q["tenant_headroom"], args) is None:
+            raise InvalidInput(f"default plan {self.config.default_plan!r} does not exist")
+        raise BackpressureError(f"tenant {tenant!r} has reached its limit of queued runs")
+
+    # -- leasing ------------------------------------------------------------------------------
+
+    async def lease(self, worker_id: str, ttl: float, limit: int) -> list[Lease]:
+        if limit <= 0:
+            return []
+        now = self.clock()
+
+        async def body(tx: Transaction) -> list[Lease]:
+            await self._reap_expired(tx, now)
+            slots = limit
+            cap_row = await tx.fetchone(self.q["global_cap"])
+            if cap_row is not None and cap_row[0] is not None:
+                used = await tx.fetchone(self.q["total_in_flight"])
+                slots = min(slots, int(cap_row[0]) - int(used[0] if used else 0))
+                if slots <= 0:
+                    return []
+            if self.config.fairness == "tenant":
+                ids = await self._pick_fair(tx, now, slots)
+            else:
+                ids = await self._pick_oldest(tx, now, slots)
+            if not ids:
+                return []
+            rows = await tx.fetch_each(self.q["lease_run"], [
+                {"id": i, "owner": worker_id, "expires_at": now + ttl, "now": now} for i in ids
+            ])
+            leases = [_lease_from_row(r[0]) for r in rows if r]
+            per_tenant = Counter(lease.tenant for lease in leases)
+            await tx.execute_many(self.q["mark_served"], [
+                {"tenant": t, "n": per_tenant[t], "now": now} for t in sorted(per_tenant)
+            ])
+            return leases
+
+        return await self._tx(body)
+
+    async def _pick_fair(self, tx: Transaction, now: float, slots: int) -> list[str]:
+        rows = await tx.fetchall(self.q["candidate_tenants"], {"now": now, "limit": slots})
+        shares = allocate([TenantLoad(r[0], r[1], r[2], r[3], r[4]) for r in rows], slots)
+        picked = await tx.fetch_each(self.q["pick_tenant_runs"], [
+            {"tenant": t, "n": n, "now": now} for t, n in shares.items()
+        ])
+        return [r[0] for rows_ in picked for r in rows_]
+
+    async def _pick_oldest(self, tx: Transaction, now: float, slots: int) -> list[str]:
+        rows = await tx.fetchall(self.q["pick_oldest_runs"], {"now": now, "n": slots})
+        headroom: dict[str, int] = {}
+        for tenant in sorted({r[1] for r in rows}):
+            row = await tx.fetchone(self.q["tenant_headroom"], {"tenant": tenant})
+            headroom[tenant] = int(row[1]) if row else 0
+        ids = []
+        for run_id, tenant in rows:
+            if headroom[tenant] > 0:
+                headroom[tenant] -= 1
+                ids.append(run_id)
+        return ids
+
+    async def _reap_expired(self, tx: Transaction, now: float) -> None:
+        expired = await tx.fetchall(
+            self.q["select_expired"], {"now": now, "limit": self.config.reap_batch}
+        )
+        if not expired:
+            return
+        error = dumps({"type": "LeaseExpired", "message": "lease expired on every attempt"})
+        rows = await tx.fetch_each(
+            self.q["expire_run"], [{"id": r[0], "now": now, "error": error} for r in expired]
+        )
+        deltas: dict[str, list[int]] = {}
+        for result in rows:
+            if result:
+                tenant, status, _parent = result[0]
+                d = deltas.setdefault(tenant, [0, 0])
+                d[1] -= 1
+                if status == RunStatus.QUEUED:
+                    d[0] += 1
+        await self._adjust_tenants(tx, deltas)
+
+    # -- fenced writes ------------------------------------------------------------------------
+
+    async def heartbeat_many(self, refs: Sequence[LeaseRef], ttl: float) -> HeartbeatReport:
+        if not refs:
+            return HeartbeatReport()
+        now = self.clock()
+
+        async def body(tx: Transaction) -> list[list[Row]]:
+            return await tx.fetch_each(self.q["heartbeat_run"], [
+                {"id": r.run_id, "epoch": r.epoch, "expires_at": now + ttl, "now": now}
+                for r in refs
+            ])
+
+        results = await self._tx(body)
+        lost = frozenset(r.run_id for r, rows in zip(refs, results, strict=True) if not rows)
+        cancel = frozenset(rows[0][0] for rows in results if rows and rows[0][1])
+        return HeartbeatReport(lost=lost, cancel_requested=cancel)
+
+    async def heartbeat(self, ref: LeaseRef, ttl: float) -> bool:
+        """Extend one lease; True when cancellation was requested. Stale epoch: LeaseLost."""
+        report = await self.heartbeat_many([ref], ttl)
+        if ref.run_id in report.lost:
+            raise LeaseLost(ref.run_id, ref.epoch)
+        return ref.run_id in report.cancel_requested
+
+    async def ack_many(self, acks: Sequence[Ack]) -> frozenset[str]:
+        """Mark runs succeeded; returns the ids whose lease was lost (those writes refused)."""
+        if not acks:
+            return frozenset()
+        now = self.clock()
+        params = [
+            {"id": a.run_id, "epoch": a.epoch, "result": dumps(a.result), "now": now} for a in acks
+        ]
+        return await self._finish_many(self.q["ack_run"], params, [a.run_id for a in acks])
+
+    async def ack(self, ref: LeaseRef, result: JSON = None) -> None:
+        if await self.ack_many([Ack(ref.run_id, ref.epoch, result)]):
+            raise LeaseLost(ref.run_id, ref.epoch)
+
+    async def finish_cancelled(self, ref: LeaseRef) -> None:
+        params = [{"id": ref.run_id, "epoch": ref.epoch, "now": self.clock()}]
+        if await self._finish_many(self.q["finish_cancelled"], params, [ref.run_id]):
+            raise LeaseLost(ref.run_id, ref.epoch)
+
+    async def _finish_many(
+        self, query: str, params: Sequence[Params], run_ids: Sequence[str]
+    ) -> frozenset[str]:
+        async def body(tx: Transaction) -> frozenset[str]:
+            results = await tx.fetch_each(query, params)
+            deltas: dict[str, list[int]] = {}
+            for rows in results:
+                if rows:
+                    deltas.setdefault(rows[0][0], [0, 0])[1] -= 1
+            await self._adjust_tenants(tx, deltas)
+            return frozenset(i for i, rows in zip(run_ids, results, strict=True) if not rows)
+
+        lost = await self._tx(body)
+        self._signal_local_work()
+        return lost
+
+    async def fail(
+        self, ref: LeaseRef, error: JSON, *, retryable: bool, retry_at: float | None = None
+    ) -> RunStatus:
+        """Record a failed attempt: queued again at ``retry_at`` while attempts remain and the
+        error is retryable, else dead-lettered (``failed``, error kept)."""
+        now = self.clock()
+        args = {
+            "id": ref.run_id, "epoch": ref.epoch, "error": dumps(error),
+            "retryable": 1 if retryable else 0, "retry_at": max(now, retry_at or now),
+            "aging": self.config.priority_aging, "now": now,
+        }
+
+        async def body(tx: Transaction) -> RunStatus:
+            row = await tx.fetchone(self.q["fail_run"], args)
+            if row is None:
+                raise LeaseLost(ref.run_id, ref.epoch)
+            status = RunStatus(row[1])
+            await self._adjust_tenants(tx, {row[0]: [1 if status == RunStatus.QUEUED else 0, -1]})
+            return status
+
+        status = await self._tx(body)
+        self._signal_local_work()
+        return status
+
+    async def release_many(self, refs: Sequence[LeaseRef]) -> frozenset[str]:
+        """Give runs back without counting an attempt (a draining worker)."""
+        if not refs:
+            return frozenset()
+        now = self.clock()
+
+        async def body(tx: Transaction) -> frozenset[str]:
+            results = await tx.fetch_each(self.q["release_run"], [
+                {"id": r.run_id, "epoch": r.epoch, "now": now} for r in refs
+            ])
+            deltas: dict[str, list[int]] = {}
+            for rows in results:
+                if rows:
+                    d = deltas.setdefault(rows[0][0], [0, 0])
+                    d[0] += 1
+                    d[1] -= 1
+            await self._adjust_tenants(tx, deltas)
+            await tx.execute(self.q["notify_work"])
+            return frozenset(r.run_id for r, rows in zip(refs, results, strict=True) if not rows)
+
+        lost = await self._tx(body)
+        self._signal_local_work()
+        return lost
+
+    async def release(self, ref: LeaseRef) -> None:
+        if await self.release_many([ref]):
+            raise LeaseLost(ref.run_id, ref.epoch)
+
+    # -- cancellation -------------------------------------------------------------------------
+
+    async def cancel(self, run_id: str) -> Run:
+        """Cancel a run and its descendants. Queued and waiting runs end ``cancelled`` now; a
+        running run is flagged and ends ``cancelled`` when its worker sees the flag (next
+        heartbeat or step) or, if the worker died, when its lease expires."""
+        now = self.clock()
+
+        async def body(tx: Transaction) -> None:
+            if not await tx.fetch_dicts(self.q["get_run"], {"id": run_id}):
+                raise RunNotFound(run_id)
+            pending = [run_id]
+            while pending:
+                current = pending.pop()
+                await self._cancel_one(tx, current, now)
+                pending.extend(r[0] for r in await tx.fetchall(self.q["child_ids"], {"id": current}))
+
+        await self._tx(body)
+        run = await self.get(run_id)
+        assert run is not None
+        return run
+
+    async def _cancel_one(self, tx: Transaction, run_id: str, now: float) -> None:
+        for status, queued_delta in ((RunStatus.QUEUED, -1), (RunStatus.WAITING, 0)):
+            row = await tx.fetchone(
+                self.q["cancel_idle"], {"id": run_id, "status": status.value, "now": now}
+            )
+            if row is not None:
+                if queued_delta:
+                    await self._adjust_tenants(tx, {row[0]: [queued_delta, 0]})
+                return
+        await tx.execute(self.q["request_cancel"], {"id": run_id})
+
+    # -- journal ------------------------------------------------------------------------------
+
+    async def append(
+        self, ref: LeaseRef, entries: Sequence[tuple[str, str | None, JSON]]
+    ) -> list[int]:
+        """Append journal entries, fenced by the lease epoch; returns their sequence numbers."""
+        now = self.clock()
+
+        async def body(tx: Transaction) -> list[int]:
+            row = await tx.fetchone(self.q["bump_journal"], {
+                "id": ref.run_id, "epoch": ref.epoch, "n": len(entries), "now": now,
+            })
+            if row is None:
+                raise LeaseLost(ref.run_id, ref.epoch)
+            first = int(row[0]) - len(entries) + 1
+            seqs = list(range(first, first + len(entries)))
+            await tx.execute_many(self.q["insert_journal"], [
+                {"run_id": ref.run_id, "seq": s, "kind": k, "name": n, "data": dumps(d),
+                 "epoch": ref.epoch, "now": now}
+                for s, (k, n, d) in zip(seqs, entries, strict=True)
+            ])
+            return seqs
+
+        return await self._tx(body)
+
+    async def journal(
+        self, run_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[JournalEntry]:
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(
+                self.q["read_journal"], {"id": run_id, "after": after, "limit": limit}
+            )
+
+        return [
+            JournalEntry(r[0], int(r[1]), r[2], r[3], loads(r[4]), int(r[5]), r[6])
+            for r in await self._read(body)
+        ]
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def get(self, run_id: str) -> Run | None:
+        async def body(tx: Transaction) -> list[dict[str, Any]]:
+            return await tx.fetch_dicts(self.q["get_run"], {"id": run_id})
+
+        rows = await self._read(body)
+        return run_from_row(rows[0]) if rows else None
+
+    async def list_runs(
+        self,
+        *,
+        tenant: str | None = None,
+        status: RunStatus | str | None = None,
+        agent: str | None = None,
+        limit: int = 50,
+        before: str | None = None,
+    ) -> list[Run]:
+        """Newest first; pass the last id as ``before`` for the next page."""
+        args = {"tenant": tenant, "status": None if status is None else str(status),
+                "agent": agent, "limit": limit, "before": before}
+
+        async def body(tx: Transaction) -> list[dict[str, Any]]:
+            return await tx.fetch_dicts(self.q["list_runs"], args)
+
+        return [run_from_row(r) for r in await self._read(body)]
+
+def _lease_from_row(r: Row) -> Lease:
+    return Lease(
+        run_id=r[0], epoch=int(r[1]), tenant=r[2], agent=r[3], input=loads(r[4]),
+        attempt=int(r[5]), max_attempts=int(r[6]), expires_at=float(r[7]), root_id=r[8],
+        parent_id=r[9], depth=int(r[10]),
+    )
