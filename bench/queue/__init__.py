@@ -1,0 +1,1 @@
+"""Queue benchmark: corral against PgQueuer, Procrastinate and a naive SKIP LOCKED loop."""
