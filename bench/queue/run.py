@@ -49,8 +49,14 @@ def log(msg: str) -> None:
 class Worker:
     """One worker process started by the harness; its output goes to a log file."""
 
-    def __init__(self, system: System, concurrency: int, tag: str, logdir: Path,
-                 extra_env: dict[str, str] | None = None) -> None:
+    def __init__(
+        self,
+        system: System,
+        concurrency: int,
+        tag: str,
+        logdir: Path,
+        extra_env: dict[str, str] | None = None,
+    ) -> None:
         argv, env = system.worker_argv(concurrency)
         env.update(extra_env or {})
         self.argv = argv
@@ -58,7 +64,11 @@ class Worker:
         self._logf = self.logpath.open("wb")
         self.started = time.monotonic()
         self.proc = subprocess.Popen(
-            argv, env=env, cwd=REPO, stdout=self._logf, stderr=subprocess.STDOUT,
+            argv,
+            env=env,
+            cwd=REPO,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -109,8 +119,12 @@ async def enqueue_single(system: System, n: int, cap_s: float) -> dict[str, Any]
             if t - t_start > cap_s:
                 break
         elapsed = time.perf_counter() - t_start
-    return {"jobs": len(lat), "seconds": elapsed, "jobs_per_s": len(lat) / elapsed,
-            "call_latency": latency_summary(lat)}
+    return {
+        "jobs": len(lat),
+        "seconds": elapsed,
+        "jobs_per_s": len(lat) / elapsed,
+        "call_latency": latency_summary(lat),
+    }
 
 
 async def prefill(system: System, n: int, batch: int) -> dict[str, Any]:
@@ -122,12 +136,18 @@ async def prefill(system: System, n: int, batch: int) -> dict[str, Any]:
         await system.enqueue_batch("noop", ids)
         lat.append(time.perf_counter() - t)
     elapsed = time.perf_counter() - t_start
-    return {"jobs": n, "batch": batch, "seconds": elapsed, "jobs_per_s": n / elapsed,
-            "call_latency": latency_summary(lat)}
+    return {
+        "jobs": n,
+        "batch": batch,
+        "seconds": elapsed,
+        "jobs_per_s": n / elapsed,
+        "call_latency": latency_summary(lat),
+    }
 
 
-async def end_to_end(system: System, concurrency: int, n: int, cap_s: float,
-                     logdir: Path) -> dict[str, Any]:
+async def end_to_end(
+    system: System, concurrency: int, n: int, cap_s: float, logdir: Path
+) -> dict[str, Any]:
     async with system.fresh():
         fill = await prefill(system, n, 100)
         left = await system.remaining()
@@ -176,13 +196,19 @@ async def end_to_end(system: System, concurrency: int, n: int, cap_s: float,
         return out
 
 
-async def pickup(system: System, samples: int, concurrency: int, logdir: Path,
-                 gap: tuple[float, float]) -> dict[str, Any]:
+async def pickup(
+    system: System, samples: int, concurrency: int, logdir: Path, gap: tuple[float, float]
+) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="corral-bench-stamps-") as tmp:
         stamp_file = Path(tmp) / "stamps.tsv"
         async with system.fresh():
-            w = Worker(system, concurrency, "pickup", logdir,
-                       extra_env={"BENCH_STAMP_FILE": str(stamp_file)})
+            w = Worker(
+                system,
+                concurrency,
+                "pickup",
+                logdir,
+                extra_env={"BENCH_STAMP_FILE": str(stamp_file)},
+            )
             try:
                 # Warm-up: wait until the worker is up and has run a few jobs.
                 for k in range(5):
@@ -209,13 +235,20 @@ async def pickup(system: System, samples: int, concurrency: int, logdir: Path,
                 w.stop()
         lat = [stamps[i] - t for i, t in submitted.items() if i in stamps]
     out = latency_summary(lat)
-    out.update({"samples": samples, "started": len(lat), "worker_concurrency": concurrency,
-                "gap_s": list(gap)})
+    out.update(
+        {
+            "samples": samples,
+            "started": len(lat),
+            "worker_concurrency": concurrency,
+            "gap_s": list(gap),
+        }
+    )
     return out
 
 
-async def submit_under_load(system: CorralSystem, samples: int, in_flight: int, queued: int,
-                            logdir: Path) -> dict[str, Any]:
+async def submit_under_load(
+    system: CorralSystem, samples: int, in_flight: int, queued: int, logdir: Path
+) -> dict[str, Any]:
     async with system.fresh():
         w = Worker(system, in_flight, "submit-under-load", logdir)
         try:
@@ -239,13 +272,15 @@ async def submit_under_load(system: CorralSystem, samples: int, in_flight: int, 
         finally:
             w.stop(grace=3.0)
     out = latency_summary(lat)
-    out.update({
-        "worker_concurrency": in_flight,
-        "in_flight_before": int(before.in_flight),
-        "queued_before": int(before.queued),
-        "in_flight_after": int(after.in_flight),
-        "queued_after": int(after.queued),
-    })
+    out.update(
+        {
+            "worker_concurrency": in_flight,
+            "in_flight_before": int(before.in_flight),
+            "queued_before": int(before.queued),
+            "in_flight_after": int(after.in_flight),
+            "queued_after": int(after.queued),
+        }
+    )
     return out
 
 
@@ -272,19 +307,30 @@ def meta() -> dict[str, Any]:
                 mem_gib = round(int(line.split()[1]) / 1024 / 1024, 1)
     pg: dict[str, str] = {}
     with contextlib.suppress(Exception), psycopg.connect(base_dsn(), autocommit=True) as conn:
-        for name in ("server_version", "max_connections", "shared_buffers",
-                     "synchronous_commit", "fsync"):
+        for name in (
+            "server_version",
+            "max_connections",
+            "shared_buffers",
+            "synchronous_commit",
+            "fsync",
+        ):
             row = conn.execute(f"SHOW {name}").fetchone()
             pg[name] = row[0] if row else ""
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "cpu_model": cpu, "mem_gib": mem_gib,
-                    "platform": platform.platform()},
+        "machine": {
+            "cpus": os.cpu_count(),
+            "cpu_model": cpu,
+            "mem_gib": mem_gib,
+            "platform": platform.platform(),
+        },
         "loadavg_before": os.getloadavg(),
         "python": platform.python_version(),
         "postgresql": pg,
-        "versions": {p: ver(p) for p in ("corral", "pgqueuer", "procrastinate", "asyncpg",
-                                          "psycopg", "psycopg-pool")},
+        "versions": {
+            p: ver(p)
+            for p in ("corral", "pgqueuer", "procrastinate", "asyncpg", "psycopg", "psycopg-pool")
+        },
     }
 
 
@@ -314,8 +360,10 @@ COLUMNS = [
     ("e2e c=1 (jobs/s)", lambda r: fmt_rate(r.get("e2e_c1"))),
     ("e2e c=32 (jobs/s)", lambda r: fmt_rate(r.get("e2e_c32"))),
     ("pickup p50 / p99 (ms)", lambda r: fmt_lat(r.get("pickup"))),
-    ("submit idle p50 / p99 (ms)",
-     lambda r: fmt_lat((r.get("enqueue_single") or {}).get("call_latency"))),
+    (
+        "submit idle p50 / p99 (ms)",
+        lambda r: fmt_lat((r.get("enqueue_single") or {}).get("call_latency")),
+    ),
     ("submit under load p50 / p99 (ms)", lambda r: fmt_lat(r.get("submit_under_load"))),
 ]
 
@@ -359,16 +407,20 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------------------- main
 
 
-async def run_system(system: System, args: argparse.Namespace, logdir: Path,
-                     out: dict[str, Any]) -> None:
+async def run_system(
+    system: System, args: argparse.Namespace, logdir: Path, out: dict[str, Any]
+) -> None:
     async def step(key: str, coro: Any) -> None:
         log(f"{system.name}: {key} ...")
         t = time.monotonic()
         try:
             out[key] = await coro
             r = out[key]
-            summary = (f"{r['jobs_per_s']:,.0f} jobs/s" if "jobs_per_s" in r
-                       else f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms")
+            summary = (
+                f"{r['jobs_per_s']:,.0f} jobs/s"
+                if "jobs_per_s" in r
+                else f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+            )
             log(f"{system.name}: {key} -> {summary} ({time.monotonic() - t:.1f} s)")
         except Exception as e:  # report and carry on with the other scenarios
             out[key] = {"error": f"{type(e).__name__}: {e}"}
@@ -382,19 +434,22 @@ async def run_system(system: System, args: argparse.Namespace, logdir: Path,
         if 32 in args.concurrency:
             await step("e2e_c32", end_to_end(system, 32, args.jobs, args.cap, logdir))
         # The prefill of each e2e run is the batched-enqueue measurement.
-        fills = [out[k]["prefill"] for k in ("e2e_c1", "e2e_c32")
-                 if k in out and "prefill" in out[k]]
+        fills = [
+            out[k]["prefill"] for k in ("e2e_c1", "e2e_c32") if k in out and "prefill" in out[k]
+        ]
         if fills:
             best = dict(fills[0])
             best["runs_jobs_per_s"] = [f["jobs_per_s"] for f in fills]
             best["jobs_per_s"] = sum(best["runs_jobs_per_s"]) / len(fills)
             out["enqueue_batch"] = best
     if "pickup" in args.scenarios and system.has_pickup:
-        await step("pickup", pickup(system, args.pickup_samples, 32, logdir,
-                                    (args.gap_min, args.gap_max)))
+        await step(
+            "pickup", pickup(system, args.pickup_samples, 32, logdir, (args.gap_min, args.gap_max))
+        )
     if "load" in args.scenarios and isinstance(system, CorralSystem):
-        await step("submit_under_load",
-                   submit_under_load(system, args.load_samples, 100, 1000, logdir))
+        await step(
+            "submit_under_load", submit_under_load(system, args.load_samples, 100, 1000, logdir)
+        )
 
 
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
@@ -404,9 +459,13 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     report: dict[str, Any] = {
         "meta": meta(),
         "parameters": {
-            "jobs": args.jobs, "cap_s": args.cap, "single": args.single,
-            "pickup_samples": args.pickup_samples, "gap_s": [args.gap_min, args.gap_max],
-            "load_samples": args.load_samples, "poll_s": POLL_S,
+            "jobs": args.jobs,
+            "cap_s": args.cap,
+            "single": args.single,
+            "pickup_samples": args.pickup_samples,
+            "gap_s": [args.gap_min, args.gap_max],
+            "load_samples": args.load_samples,
+            "poll_s": POLL_S,
         },
         "results": {},
     }
@@ -424,16 +483,24 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     names = [s.name for s in all_systems()]
-    ap = argparse.ArgumentParser(description=__doc__,
-                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     ap.add_argument("--systems", nargs="+", default=names, choices=names)
-    ap.add_argument("--scenarios", nargs="+", default=["enqueue", "e2e", "pickup", "load"],
-                    choices=["enqueue", "e2e", "pickup", "load"])
+    ap.add_argument(
+        "--scenarios",
+        nargs="+",
+        default=["enqueue", "e2e", "pickup", "load"],
+        choices=["enqueue", "e2e", "pickup", "load"],
+    )
     ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 32], choices=[1, 32])
     ap.add_argument("--jobs", type=int, default=20_000, help="pre-filled jobs per e2e run")
-    ap.add_argument("--cap", type=float, default=float(os.environ.get("BENCH_CAP_S", 45)),
-                    help="time cap (s) of one e2e or enqueue run; a capped run reports "
-                    "completed/elapsed")
+    ap.add_argument(
+        "--cap",
+        type=float,
+        default=float(os.environ.get("BENCH_CAP_S", 45)),
+        help="time cap (s) of one e2e or enqueue run; a capped run reports completed/elapsed",
+    )
     ap.add_argument("--single", type=int, default=2_000, help="jobs in the 1-per-call run")
     ap.add_argument("--pickup-samples", type=int, default=300)
     ap.add_argument("--gap-min", type=float, default=0.01)

@@ -105,7 +105,9 @@ class CorralSystem(System):
                     self.conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
                 else:
                     self.conn = sqlite3.connect(
-                        f"file:{self._tmp.name}/bench.db?mode=ro", uri=True, timeout=30,
+                        f"file:{self._tmp.name}/bench.db?mode=ro",
+                        uri=True,
+                        timeout=30,
                         isolation_level=None,
                     )
                 yield self
@@ -160,9 +162,7 @@ class CorralSystem(System):
         return int(s.in_flight)
 
 
-REMAINING_SQL = (
-    "SELECT count(*) FROM corral_runs WHERE status IN ('queued', 'running', 'waiting')"
-)
+REMAINING_SQL = "SELECT count(*) FROM corral_runs WHERE status IN ('queued', 'running', 'waiting')"
 
 
 def _corral_input(agent: str, i: int) -> Any:
