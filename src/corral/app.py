@@ -107,9 +107,15 @@ class Corral:
     ) -> str:
         """Accept a run and return its id; never waits for execution."""
         spec = self._spec(
-            agent=agent, input=input, tenant=tenant, priority=priority,
-            idempotency_key=idempotency_key, not_before=not_before, delay=delay,
-            max_attempts=max_attempts, budget=budget,
+            agent=agent,
+            input=input,
+            tenant=tenant,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            not_before=not_before,
+            delay=delay,
+            max_attempts=max_attempts,
+            budget=budget,
         )
         await self.open()
         (run_id,) = await self.store.submit([spec])
@@ -120,8 +126,11 @@ class Corral:
         specs = []
         for index, item in enumerate(items):
             try:
-                specs.append(self._spec(**dict(item)) if isinstance(item, Mapping)
-                             else self._spec(**_spec_fields(item)))
+                specs.append(
+                    self._spec(**dict(item))
+                    if isinstance(item, Mapping)
+                    else self._spec(**_spec_fields(item))
+                )
             except TypeError as exc:
                 raise InvalidInput(f"item {index}: {exc}") from exc
             except InvalidInput as exc:
@@ -167,7 +176,9 @@ class Corral:
             tenant=tenant, status=status, agent=agent, limit=limit, before=before
         )
 
-    async def journal(self, run_id: str, *, after: int = 0, limit: int = 1000) -> list[JournalEntry]:
+    async def journal(
+        self, run_id: str, *, after: int = 0, limit: int = 1000
+    ) -> list[JournalEntry]:
         await self.get(run_id)
         return await self.store.journal(run_id, after=after, limit=limit)
 
@@ -187,7 +198,11 @@ class Corral:
     # -- tenancy ------------------------------------------------------------------------------
 
     async def set_plan(
-        self, name: str, *, cap: int | None = None, weight: float = 1.0,
+        self,
+        name: str,
+        *,
+        cap: int | None = None,
+        weight: float = 1.0,
         max_queued: int | None = None,
     ) -> None:
         _name("plan", name)
@@ -204,8 +219,13 @@ class Corral:
         return await self.store.plans()
 
     async def set_tenant(
-        self, tenant: str, *, plan: str | None = None, cap: int | None = None,
-        weight: float | None = None, max_queued: int | None = None,
+        self,
+        tenant: str,
+        *,
+        plan: str | None = None,
+        cap: int | None = None,
+        weight: float | None = None,
+        max_queued: int | None = None,
     ) -> None:
         _name("tenant", tenant)
         if cap is not None:
@@ -215,7 +235,9 @@ class Corral:
         if weight is not None:
             _positive("weight", weight)
         await self.open()
-        await self.store.set_tenant(tenant, plan=plan, cap=cap, weight=weight, max_queued=max_queued)
+        await self.store.set_tenant(
+            tenant, plan=plan, cap=cap, weight=weight, max_queued=max_queued
+        )
 
     async def set_global_cap(self, cap: int | None) -> None:
         if cap is not None:
@@ -240,7 +262,9 @@ class Corral:
         ttl = self.lease_ttl if lease_ttl is None else lease_ttl
         _positive("lease_ttl", ttl)
         options = WorkerOptions(
-            concurrency=concurrency, lease_ttl=float(ttl), drain_timeout=float(drain_timeout),
+            concurrency=concurrency,
+            lease_ttl=float(ttl),
+            drain_timeout=float(drain_timeout),
             poll_interval=float(poll_interval),
         )
         return Worker(self.store, self.agents, options, worker_id)
@@ -271,8 +295,11 @@ class Corral:
         if self.agents and agent not in self.agents:
             raise UnknownAgent(agent, list(self.agents))
         _name("tenant", tenant)
-        if not isinstance(priority, int) or isinstance(priority, bool) or \
-                abs(priority) > MAX_PRIORITY:
+        if (
+            not isinstance(priority, int)
+            or isinstance(priority, bool)
+            or abs(priority) > MAX_PRIORITY
+        ):
             raise InvalidInput(f"priority must be an integer within ±{MAX_PRIORITY}")
         if idempotency_key is not None:
             _name("idempotency_key", idempotency_key)
@@ -290,17 +317,27 @@ class Corral:
         if budget is not None:
             _positive("budget", budget, allow_zero=True)
         return RunSpec(
-            agent=agent, input=input, tenant=tenant, priority=priority,
-            idempotency_key=idempotency_key, not_before=not_before, max_attempts=attempts,
+            agent=agent,
+            input=input,
+            tenant=tenant,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            not_before=not_before,
+            max_attempts=attempts,
             budget=None if budget is None else float(budget),
         )
 
 
 def _spec_fields(spec: RunSpec) -> dict[str, Any]:
     return {
-        "agent": spec.agent, "input": spec.input, "tenant": spec.tenant,
-        "priority": spec.priority, "idempotency_key": spec.idempotency_key,
-        "not_before": spec.not_before, "max_attempts": spec.max_attempts, "budget": spec.budget,
+        "agent": spec.agent,
+        "input": spec.input,
+        "tenant": spec.tenant,
+        "priority": spec.priority,
+        "idempotency_key": spec.idempotency_key,
+        "not_before": spec.not_before,
+        "max_attempts": spec.max_attempts,
+        "budget": spec.budget,
     }
 
 

@@ -42,7 +42,7 @@ class StoreConfig:
     reap_batch: int = 100
     #: SQLite: seconds a writer waits for the file lock before giving up
     busy_timeout: float = 30.0
-    #: SQLite: PRAGMA synchronous (NORMAL: durable against process crashes; FULL: against power loss)
+    #: SQLite: PRAGMA synchronous. NORMAL survives process crashes; FULL also power loss.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
     #: PostgreSQL: connections in the pool
     pool_size: int = 8

@@ -70,14 +70,17 @@ async def test_lease_hands_out_each_run_once_with_an_epoch(store: Store, clock: 
     second = await store.lease("w2", TTL, 10)
     assert len(first) == 3 and len(second) == 2
     assert {x.run_id for x in first + second} == set(ids)
-    assert all(x.epoch == 1 and x.attempt == 1 and x.expires_at == clock.now + TTL
-               for x in first + second)
+    assert all(
+        x.epoch == 1 and x.attempt == 1 and x.expires_at == clock.now + TTL for x in first + second
+    )
     run = await store.get(first[0].run_id)
     assert run is not None and run.status == "running" and run.lease_owner == "w1"
     assert await store.lease("w3", TTL, 10) == []
 
 
-async def test_heartbeat_extends_and_stale_epoch_is_lease_lost(store: Store, clock: FakeClock) -> None:
+async def test_heartbeat_extends_and_stale_epoch_is_lease_lost(
+    store: Store, clock: FakeClock
+) -> None:
     await store.submit([spec()])
     ref = await lease_one(store)
     clock.advance(TTL - 1)
@@ -191,7 +194,9 @@ async def test_cancel_queued_running_and_unknown(store: Store, clock: FakeClock)
     assert done.status == "cancelled"
 
 
-async def test_cancelled_run_of_a_dead_worker_ends_cancelled(store: Store, clock: FakeClock) -> None:
+async def test_cancelled_run_of_a_dead_worker_ends_cancelled(
+    store: Store, clock: FakeClock
+) -> None:
     (run_id,) = await store.submit([spec()])
     await lease_one(store)
     await store.cancel(run_id)
@@ -264,7 +269,8 @@ async def test_journal_append_is_ordered_and_readable_after(store: Store) -> Non
     assert await store.append(ref, [("event", "c", None)]) == [4]
     entries = await store.journal(run_id, after=2)
     assert [(e.seq, e.name, e.data, e.epoch) for e in entries] == [
-        (3, "b", {"k": 2}, ref.epoch), (4, "c", None, ref.epoch)
+        (3, "b", {"k": 2}, ref.epoch),
+        (4, "c", None, ref.epoch),
     ]
 
 

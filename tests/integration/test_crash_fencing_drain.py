@@ -43,8 +43,14 @@ async def test_sigkilled_workers_lose_nothing(db_url: str, tmp_path: Path) -> No
     rng = random.Random(7)
     async with Corral(db_url) as app:
         ids = await app.submit_many(
-            [{"agent": "work", "input": {"i": i, "sleep": rng.uniform(0, 0.02)},
-              "max_attempts": 20} for i in range(2000)]
+            [
+                {
+                    "agent": "work",
+                    "input": {"i": i, "sleep": rng.uniform(0, 0.02)},
+                    "max_attempts": 20,
+                }
+                for i in range(2000)
+            ]
         )
         workers = [WorkerProcess(db_url, log, ttl=2.0) for _ in range(4)]
         kills = 0
@@ -114,16 +120,15 @@ async def test_paused_worker_cannot_write_after_its_lease_expired(
     assert {pid for _, epoch, pid in completions(log) if epoch == 2} == {second.pid}
 
 
-async def test_sigterm_drains_then_releases_to_another_worker(
-    db_url: str, tmp_path: Path
-) -> None:
+async def test_sigterm_drains_then_releases_to_another_worker(db_url: str, tmp_path: Path) -> None:
     log = tmp_path / "completions.log"
     async with Corral(db_url) as app:
         quick = await app.submit_many(
             [{"agent": "work", "input": {"i": i, "sleep": 0.3}} for i in range(4)]
         )
-        draining = WorkerProcess(db_url, log, ttl=30.0, concurrency=8, drain_timeout=1.0,
-                                 poll_interval=0.05)
+        draining = WorkerProcess(
+            db_url, log, ttl=30.0, concurrency=8, drain_timeout=1.0, poll_interval=0.05
+        )
         try:
             deadline = time.monotonic() + 30
             while (await app.stats()).in_flight < 4:

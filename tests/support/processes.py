@@ -13,19 +13,45 @@ ROOT = Path(__file__).resolve().parents[2]
 
 class WorkerProcess:
     def __init__(
-        self, url: str, log: Path, *, app: str = "tests.integration.workload:app",
-        concurrency: int = 8, ttl: float = 2.0, drain_timeout: float = 5.0,
+        self,
+        url: str,
+        log: Path,
+        *,
+        app: str = "tests.integration.workload:app",
+        concurrency: int = 8,
+        ttl: float = 2.0,
+        drain_timeout: float = 5.0,
         poll_interval: float = 0.2,
     ) -> None:
-        env = dict(os.environ, CORRAL_DATABASE_URL=url, CORRAL_TEST_LOG=str(log),
-                   CORRAL_TEST_TTL=str(ttl), PYTHONPATH=str(ROOT))
+        env = dict(
+            os.environ,
+            CORRAL_DATABASE_URL=url,
+            CORRAL_TEST_LOG=str(log),
+            CORRAL_TEST_TTL=str(ttl),
+            PYTHONPATH=str(ROOT),
+        )
         self.stderr_path = log.with_name(f"{log.stem}-worker-{id(self):x}.err")
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in wait()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.cli.main", "worker", app,
-             "--concurrency", str(concurrency), "--lease-ttl", str(ttl),
-             "--drain-timeout", str(drain_timeout), "--poll-interval", str(poll_interval)],
-            cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=self._stderr,
+            [
+                sys.executable,
+                "-m",
+                "corral.cli.main",
+                "worker",
+                app,
+                "--concurrency",
+                str(concurrency),
+                "--lease-ttl",
+                str(ttl),
+                "--drain-timeout",
+                str(drain_timeout),
+                "--poll-interval",
+                str(poll_interval),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=self._stderr,
         )
 
     @property

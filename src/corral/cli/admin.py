@@ -25,13 +25,18 @@ def tenants() -> None:
 @click.option("--plan", default=None)
 @click.option("--cap", type=click.IntRange(min=1), default=None, help="In-flight cap override.")
 @click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=None)
-@click.option("--max-queued", type=click.IntRange(min=1), default=None,
-              help="Queued-run quota override.")
+@click.option(
+    "--max-queued", type=click.IntRange(min=1), default=None, help="Queued-run quota override."
+)
 @db_option
 @run_async
 async def tenants_set(
-    tenant: str, plan: str | None, cap: int | None, weight: float | None,
-    max_queued: int | None, db: str | None,
+    tenant: str,
+    plan: str | None,
+    cap: int | None,
+    weight: float | None,
+    max_queued: int | None,
+    db: str | None,
 ) -> None:
     """Assign TENANT a plan and/or overrides."""
     app = resolve_app(None, db)
@@ -54,8 +59,15 @@ async def tenants_list(db: str | None) -> None:
         await app.close()
     table = Table("tenant", "plan", "cap", "weight", "in flight", "queued", "oldest", box=None)
     for t in stats.tenants:
-        table.add_row(t.tenant, t.plan, _cap(t.cap), f"{t.weight:g}", str(t.in_flight),
-                      str(t.queued), age(t.oldest_queued_age) if t.queued else "-")
+        table.add_row(
+            t.tenant,
+            t.plan,
+            _cap(t.cap),
+            f"{t.weight:g}",
+            str(t.in_flight),
+            str(t.queued),
+            age(t.oldest_queued_age) if t.queued else "-",
+        )
     console.print(table)
 
 
@@ -67,8 +79,9 @@ def plans() -> None:
 @plans.command("set")
 @click.argument("name")
 @click.option("--cap", type=click.IntRange(min=1), default=None, help="In-flight cap (none: ∞).")
-@click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=1.0,
-              show_default=True)
+@click.option(
+    "--weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
+)
 @click.option("--max-queued", type=click.IntRange(min=1), default=None)
 @db_option
 @run_async
@@ -110,4 +123,4 @@ async def plans_global_cap(cap: int, db: str | None) -> None:
         await app.set_global_cap(cap or None)
     finally:
         await app.close()
-    click.echo(f"global cap {'removed' if not cap else cap}")
+    click.echo(f"global cap {cap if cap else 'removed'}")

@@ -25,11 +25,17 @@ R = TypeVar("R")
 ENV_DATABASE_URL = "CORRAL_DATABASE_URL"
 
 db_option = click.option(
-    "--db", "db", default=None, metavar="URL",
+    "--db",
+    "db",
+    default=None,
+    metavar="URL",
     help=f"Database URL (default: ${ENV_DATABASE_URL}, the app's URL, or {DEFAULT_URL}).",
 )
 app_option = click.option(
-    "--app", "app_path", default=None, metavar="MODULE:ATTR",
+    "--app",
+    "app_path",
+    default=None,
+    metavar="MODULE:ATTR",
     help="Import the Corral app from here (its agents and database URL).",
 )
 
@@ -73,8 +79,9 @@ def resolve_app(app_path: str | None, db: str | None) -> Corral:
     if app_path:
         app = load_app(app_path)
         if url and url != app.url:
-            rebound = Corral(url, lease_ttl=app.lease_ttl, max_attempts=app.max_attempts,
-                             config=app.store.config)
+            rebound = Corral(
+                url, lease_ttl=app.lease_ttl, max_attempts=app.max_attempts, config=app.store.config
+            )
             rebound.agents.update(app.agents)
             return rebound
         return app

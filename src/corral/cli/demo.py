@@ -56,8 +56,13 @@ async def demo(n_runs: int, concurrency: int, db: str | None) -> None:
         specs = []
         for i in range(n_runs):
             tenant = random.choices(list(mix), weights=list(mix.values()))[0]
-            specs.append({"agent": "summarise", "tenant": tenant,
-                          "input": {"text": f"document {i} " + "lorem ipsum " * (i % 7)}})
+            specs.append(
+                {
+                    "agent": "summarise",
+                    "tenant": tenant,
+                    "input": {"text": f"document {i} " + "lorem ipsum " * (i % 7)},
+                }
+            )
         started = time.time()
         ids = await app.submit_many(specs)
         for run_id in ids:
@@ -66,13 +71,20 @@ async def demo(n_runs: int, concurrency: int, db: str | None) -> None:
 
         worker = app.worker(concurrency=concurrency, poll_interval=0.05)
         task = asyncio.create_task(worker.run(until_idle=True))
-        with Progress(TextColumn("{task.description}"), BarColumn(),
-                      TextColumn("{task.completed}/{task.total}"), console=console) as progress:
+        with Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            TextColumn("{task.completed}/{task.total}"),
+            console=console,
+        ) as progress:
             bar = progress.add_task("running", total=len(ids))
             while not task.done():
                 stats = await app.stats()
-                progress.update(bar, completed=stats.by_status.get("succeeded", 0)
-                                + stats.by_status.get("failed", 0))
+                progress.update(
+                    bar,
+                    completed=stats.by_status.get("succeeded", 0)
+                    + stats.by_status.get("failed", 0),
+                )
                 await asyncio.sleep(0.1)
             progress.update(bar, completed=len(ids))
         await task
@@ -84,9 +96,14 @@ async def demo(n_runs: int, concurrency: int, db: str | None) -> None:
         mine = [r for r in runs if r.tenant == tenant]
         waits = [(r.started_at or 0) - r.created_at for r in mine if r.started_at]
         ok = sum(r.status == RunStatus.SUCCEEDED for r in mine)
-        table.add_row(tenant, caps[tenant], str(len(mine)), str(ok),
-                      f"{statistics.median(waits):.2f}s" if waits else "-",
-                      f"{max(waits):.2f}s" if waits else "-")
+        table.add_row(
+            tenant,
+            caps[tenant],
+            str(len(mine)),
+            str(ok),
+            f"{statistics.median(waits):.2f}s" if waits else "-",
+            f"{max(waits):.2f}s" if waits else "-",
+        )
     console.print(table)
     lost = sum(not r.done for r in runs)
     console.print(f"runs lost: {lost}   elapsed: {time.time() - started:.1f}s")

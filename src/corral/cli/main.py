@@ -40,19 +40,43 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @click.argument("app_path", metavar="MODULE:ATTR")
-@click.option("--concurrency", "-c", type=click.IntRange(min=1, max=10_000), default=10,
-              show_default=True, help="Runs executed at once.")
-@click.option("--lease-ttl", type=click.FloatRange(min=0.1, max=86_400), default=None,
-              help="Seconds a lease lasts without a heartbeat (default: the app's).")
-@click.option("--drain-timeout", type=click.FloatRange(min=0, max=86_400), default=30.0,
-              show_default=True, help="On SIGTERM, seconds to let runs finish before releasing them.")
-@click.option("--poll-interval", type=click.FloatRange(min=0.001, max=3600), default=1.0,
-              show_default=True, help="Longest an idle worker waits before looking again.")
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(min=1, max=10_000),
+    default=10,
+    show_default=True,
+    help="Runs executed at once.",
+)
+@click.option(
+    "--lease-ttl",
+    type=click.FloatRange(min=0.1, max=86_400),
+    default=None,
+    help="Seconds a lease lasts without a heartbeat (default: the app's).",
+)
+@click.option(
+    "--drain-timeout",
+    type=click.FloatRange(min=0, max=86_400),
+    default=30.0,
+    show_default=True,
+    help="On SIGTERM, seconds to let runs finish before releasing them.",
+)
+@click.option(
+    "--poll-interval",
+    type=click.FloatRange(min=0.001, max=3600),
+    default=1.0,
+    show_default=True,
+    help="Longest an idle worker waits before looking again.",
+)
 @db_option
 @run_async
 async def worker(
-    app_path: str, concurrency: int, lease_ttl: float | None, drain_timeout: float,
-    poll_interval: float, db: str | None,
+    app_path: str,
+    concurrency: int,
+    lease_ttl: float | None,
+    drain_timeout: float,
+    poll_interval: float,
+    db: str | None,
 ) -> None:
     """Run a worker for the app at MODULE:ATTR until SIGTERM/SIGINT."""
     app = resolve_app(app_path, db)
@@ -60,11 +84,18 @@ async def worker(
         raise CliError(f"{app_path} registers no agents", 2)
     await app.open()
     try:
-        w = app.worker(concurrency=concurrency, lease_ttl=lease_ttl, drain_timeout=drain_timeout,
-                       poll_interval=poll_interval)
+        w = app.worker(
+            concurrency=concurrency,
+            lease_ttl=lease_ttl,
+            drain_timeout=drain_timeout,
+            poll_interval=poll_interval,
+        )
         w.install_signal_handlers()
-        click.echo(f"corral worker {w.worker_id}: {concurrency} slots, "
-                   f"agents: {', '.join(sorted(app.agents))}", err=True)
+        click.echo(
+            f"corral worker {w.worker_id}: {concurrency} slots, "
+            f"agents: {', '.join(sorted(app.agents))}",
+            err=True,
+        )
         await w.run()
     finally:
         await app.close()
@@ -74,30 +105,51 @@ async def worker(
 @click.argument("agent")
 @click.argument("input_json", default="null", metavar="[INPUT_JSON]")
 @click.option("--tenant", default="default", show_default=True)
-@click.option("--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0,
-              show_default=True)
+@click.option(
+    "--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0, show_default=True
+)
 @click.option("--idempotency-key", default=None)
-@click.option("--delay", type=click.FloatRange(min=0), default=None,
-              help="Seconds before the run may start.")
+@click.option(
+    "--delay", type=click.FloatRange(min=0), default=None, help="Seconds before the run may start."
+)
 @click.option("--max-attempts", type=click.IntRange(min=1, max=1000), default=None)
 @click.option("--budget", type=click.FloatRange(min=0), default=None)
-@click.option("--wait", "wait_s", type=click.FloatRange(min=0), default=None,
-              help="Wait up to this many seconds for the run to end and print it.")
+@click.option(
+    "--wait",
+    "wait_s",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Wait up to this many seconds for the run to end and print it.",
+)
 @app_option
 @db_option
 @run_async
 async def submit(
-    agent: str, input_json: str, tenant: str, priority: int, idempotency_key: str | None,
-    delay: float | None, max_attempts: int | None, budget: float | None, wait_s: float | None,
-    app_path: str | None, db: str | None,
+    agent: str,
+    input_json: str,
+    tenant: str,
+    priority: int,
+    idempotency_key: str | None,
+    delay: float | None,
+    max_attempts: int | None,
+    budget: float | None,
+    wait_s: float | None,
+    app_path: str | None,
+    db: str | None,
 ) -> None:
     """Submit a run of AGENT with INPUT_JSON; prints the run id."""
     payload = parse_json(input_json, "INPUT_JSON")
     app = resolve_app(app_path, db)
     try:
         run_id = await app.submit(
-            agent, payload, tenant=tenant, priority=priority, idempotency_key=idempotency_key,
-            delay=delay, max_attempts=max_attempts, budget=budget,
+            agent,
+            payload,
+            tenant=tenant,
+            priority=priority,
+            idempotency_key=idempotency_key,
+            delay=delay,
+            max_attempts=max_attempts,
+            budget=budget,
         )
         click.echo(run_id)
         if wait_s is not None:
@@ -138,7 +190,11 @@ async def runs_show(run_id: str, as_json: bool, db: str | None) -> None:
 @db_option
 @run_async
 async def runs_list(
-    status: str | None, tenant: str | None, agent: str | None, limit: int, as_json: bool,
+    status: str | None,
+    tenant: str | None,
+    agent: str | None,
+    limit: int,
+    as_json: bool,
     db: str | None,
 ) -> None:
     """List runs, newest first."""
@@ -188,8 +244,10 @@ async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -
         if as_json:
             click.echo(json.dumps(asdict(e)))
         else:
-            click.echo(f"{e.seq:>5}  {when(e.created_at)}  {e.kind:<10} {e.name or '':<20} "
-                       f"{json.dumps(e.data)}")
+            click.echo(
+                f"{e.seq:>5}  {when(e.created_at)}  {e.kind:<10} {e.name or '':<20} "
+                f"{json.dumps(e.data)}"
+            )
 
 
 @cli.command()
@@ -209,14 +267,26 @@ async def status(as_json: bool, db: str | None) -> None:
     table = Table("tenant", "plan", "queued", "in flight / cap", "oldest queued", box=None)
     for t in stats.tenants:
         cap = "∞" if t.cap is None else str(t.cap)
-        table.add_row(t.tenant, t.plan, str(t.queued), f"{t.in_flight} / {cap}",
-                      age(t.oldest_queued_age) if t.queued else "-")
+        table.add_row(
+            t.tenant,
+            t.plan,
+            str(t.queued),
+            f"{t.in_flight} / {cap}",
+            age(t.oldest_queued_age) if t.queued else "-",
+        )
     cap = "∞" if stats.global_cap is None else str(stats.global_cap)
-    table.add_row("[bold]total[/bold]", "", str(stats.queued), f"{stats.in_flight} / {cap}",
-                  age(stats.oldest_queued_age) if stats.queued else "-")
+    table.add_row(
+        "[bold]total[/bold]",
+        "",
+        str(stats.queued),
+        f"{stats.in_flight} / {cap}",
+        age(stats.oldest_queued_age) if stats.queued else "-",
+    )
     console.print(table)
-    console.print(f"waiting: {stats.waiting}   by status: "
-                  + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items())))
+    console.print(
+        f"waiting: {stats.waiting}   by status: "
+        + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items()))
+    )
 
 
 def _run_dict(run: Run) -> dict[str, Any]:
@@ -231,11 +301,17 @@ def _print_run(run: Run, as_json: bool) -> None:
         click.echo(json.dumps(_run_dict(run), indent=2))
         return
     for key, value in (
-        ("id", run.id), ("tenant", run.tenant), ("agent", run.agent),
-        ("status", run.status.value), ("attempts", f"{run.attempts} of {run.max_attempts}"),
-        ("created", when(run.created_at)), ("started", when(run.started_at)),
-        ("finished", when(run.finished_at)), ("input", json.dumps(run.input)),
-        ("result", json.dumps(run.result)), ("error", json.dumps(run.error)),
+        ("id", run.id),
+        ("tenant", run.tenant),
+        ("agent", run.agent),
+        ("status", run.status.value),
+        ("attempts", f"{run.attempts} of {run.max_attempts}"),
+        ("created", when(run.created_at)),
+        ("started", when(run.started_at)),
+        ("finished", when(run.finished_at)),
+        ("input", json.dumps(run.input)),
+        ("result", json.dumps(run.result)),
+        ("error", json.dumps(run.error)),
     ):
         click.echo(f"{key:>9}: {value}")
 

@@ -95,8 +95,12 @@ class PostgresStore(SqlStore):
         if self._pool is not None:
             return
         pool = AsyncConnectionPool(
-            self.dsn, min_size=1, max_size=self.config.pool_size, open=False,
-            kwargs={"autocommit": True}, name="corral",
+            self.dsn,
+            min_size=1,
+            max_size=self.config.pool_size,
+            open=False,
+            kwargs={"autocommit": True},
+            name="corral",
         )
         try:
             await pool.open(wait=True, timeout=10.0)
@@ -137,8 +141,8 @@ class PostgresStore(SqlStore):
                 for statement in split_statements(sql):
                     await tx.execute(statement)
                 await tx.execute(
-                    "INSERT INTO corral_schema_migrations (version, name) "
-                    "VALUES (%(v)s, %(n)s)", {"v": version, "n": name},
+                    "INSERT INTO corral_schema_migrations (version, name) VALUES (%(v)s, %(n)s)",
+                    {"v": version, "n": name},
                 )
 
         await self._tx(body)

@@ -1,7 +1,8 @@
 """Loads the named queries of one SQL dialect from the ``*.sql`` files in ``sql/<dialect>/``.
 
 Each part of the store keeps its queries in a file of its own (``queries.sql`` for the queue,
-others beside it); a name must be unique across a dialect's files. A file is a sequence of ``-- name: <query_name>`` headers, each followed by one statement.
+others beside it); a name must be unique across a dialect's files. A file is a sequence
+of ``-- name: <query_name>`` headers, each followed by one statement.
 Queries are written with ``:param`` placeholders; psycopg wants ``%(param)s``, so the
 PostgreSQL set is rewritten on load (a ``::type`` cast is left alone).
 """

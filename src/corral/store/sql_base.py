@@ -109,8 +109,12 @@ class SqlBase(ABC):
             await tx.execute_many(
                 self.q["insert_plan_if_missing"],
                 [
-                    {"name": p.name, "cap": _limit(p.cap), "weight": p.weight,
-                     "max_queued": _limit(p.max_queued)}
+                    {
+                        "name": p.name,
+                        "cap": _limit(p.cap),
+                        "weight": p.weight,
+                        "max_queued": _limit(p.max_queued),
+                    }
                     for p in self.config.plans
                 ],
             )
@@ -121,10 +125,13 @@ class SqlBase(ABC):
         """Apply (queued, in_flight) deltas; True when an adjusted tenant has runs queued."""
         if not deltas:
             return False
-        rows = await tx.fetch_each(self.q["adjust_tenant"], [
-            {"tenant": t, "queued": deltas[t][0], "in_flight": deltas[t][1]}
-            for t in sorted(deltas)
-        ])
+        rows = await tx.fetch_each(
+            self.q["adjust_tenant"],
+            [
+                {"tenant": t, "queued": deltas[t][0], "in_flight": deltas[t][1]}
+                for t in sorted(deltas)
+            ],
+        )
         backlog = any(r and r[0][0] > 0 for r in rows)
         if backlog:
             await tx.execute(self.q["notify_work"])

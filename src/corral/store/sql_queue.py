@@ -42,14 +42,24 @@ class QueueMixin(SqlBase):
         for spec in specs:
             run_id = new_run_id()
             available = max(now, spec.not_before) if spec.not_before is not None else now
-            params.append({
-                "id": run_id, "tenant": spec.tenant, "agent": spec.agent,
-                "input": dumps(spec.input), "priority": spec.priority,
-                "sort_key": available - spec.priority * aging, "available_at": available,
-                "max_attempts": spec.max_attempts, "idempotency_key": spec.idempotency_key,
-                "parent_id": None, "root_id": run_id, "depth": 0, "budget": spec.budget,
-                "now": now,
-            })
+            params.append(
+                {
+                    "id": run_id,
+                    "tenant": spec.tenant,
+                    "agent": spec.agent,
+                    "input": dumps(spec.input),
+                    "priority": spec.priority,
+                    "sort_key": available - spec.priority * aging,
+                    "available_at": available,
+                    "max_attempts": spec.max_attempts,
+                    "idempotency_key": spec.idempotency_key,
+                    "parent_id": None,
+                    "root_id": run_id,
+                    "depth": 0,
+                    "budget": spec.budget,
+                    "now": now,
+                }
+            )
 
         async def body(tx: Transaction) -> list[str]:
             inserted = await tx.fetch_each(self.q["insert_run"], params)
@@ -60,10 +70,17 @@ class QueueMixin(SqlBase):
                 if rows:
                     ids.append(p["id"])
                     new_per_tenant[p["tenant"]] += 1
-                    journal.append({
-                        "run_id": p["id"], "seq": 1, "kind": "submitted", "name": p["agent"],
-                        "data": None, "epoch": 0, "now": now,
-                    })
+                    journal.append(
+                        {
+                            "run_id": p["id"],
+                            "seq": 1,
+                            "kind": "submitted",
+                            "name": p["agent"],
+                            "data": None,
+                            "epoch": 0,
+                            "now": now,
+                        }
+                    )
                 else:
                     row = await tx.fetchone(self.q["find_by_idempotency_key"], p)
                     assert row is not None
@@ -112,14 +129,16 @@ class QueueMixin(SqlBase):
                 ids = await self._pick_oldest(tx, now, slots)
             if not ids:
                 return []
-            rows = await tx.fetch_each(self.q["lease_run"], [
-                {"id": i, "owner": worker_id, "expires_at": now + ttl, "now": now} for i in ids
-            ])
+            rows = await tx.fetch_each(
+                self.q["lease_run"],
+                [{"id": i, "owner": worker_id, "expires_at": now + ttl, "now": now} for i in ids],
+            )
             leases = [_lease_from_row(r[0]) for r in rows if r]
             per_tenant = Counter(lease.tenant for lease in leases)
-            await tx.execute_many(self.q["mark_served"], [
-                {"tenant": t, "n": per_tenant[t], "now": now} for t in sorted(per_tenant)
-            ])
+            await tx.execute_many(
+                self.q["mark_served"],
+                [{"tenant": t, "n": per_tenant[t], "now": now} for t in sorted(per_tenant)],
+            )
             return leases
 
         return await self._tx(body)
@@ -127,9 +146,10 @@ class QueueMixin(SqlBase):
     async def _pick_fair(self, tx: Transaction, now: float, slots: int) -> list[str]:
         rows = await tx.fetchall(self.q["candidate_tenants"], {"now": now, "limit": slots})
         shares = allocate([TenantLoad(r[0], r[1], r[2], r[3], r[4]) for r in rows], slots)
-        picked = await tx.fetch_each(self.q["pick_tenant_runs"], [
-            {"tenant": t, "n": n, "now": now} for t, n in shares.items()
-        ])
+        picked = await tx.fetch_each(
+            self.q["pick_tenant_runs"],
+            [{"tenant": t, "n": n, "now": now} for t, n in shares.items()],
+        )
         return [r[0] for rows_ in picked for r in rows_]
 
     async def _pick_oldest(self, tx: Transaction, now: float, slots: int) -> list[str]:
@@ -173,10 +193,13 @@ class QueueMixin(SqlBase):
         now = self.clock()
 
         async def body(tx: Transaction) -> list[list[Row]]:
-            return await tx.fetch_each(self.q["heartbeat_run"], [
-                {"id": r.run_id, "epoch": r.epoch, "expires_at": now + ttl, "now": now}
-                for r in refs
-            ])
+            return await tx.fetch_each(
+                self.q["heartbeat_run"],
+                [
+                    {"id": r.run_id, "epoch": r.epoch, "expires_at": now + ttl, "now": now}
+                    for r in refs
+                ],
+            )
 
         results = await self._tx(body)
         lost = frozenset(r.run_id for r, rows in zip(refs, results, strict=True) if not rows)
@@ -232,9 +255,13 @@ class QueueMixin(SqlBase):
         error is retryable, else dead-lettered (``failed``, error kept)."""
         now = self.clock()
         args = {
-            "id": ref.run_id, "epoch": ref.epoch, "error": dumps(error),
-            "retryable": 1 if retryable else 0, "retry_at": max(now, retry_at or now),
-            "aging": self.config.priority_aging, "now": now,
+            "id": ref.run_id,
+            "epoch": ref.epoch,
+            "error": dumps(error),
+            "retryable": 1 if retryable else 0,
+            "retry_at": max(now, retry_at or now),
+            "aging": self.config.priority_aging,
+            "now": now,
         }
 
         async def body(tx: Transaction) -> RunStatus:
@@ -256,9 +283,10 @@ class QueueMixin(SqlBase):
         now = self.clock()
 
         async def body(tx: Transaction) -> frozenset[str]:
-            results = await tx.fetch_each(self.q["release_run"], [
-                {"id": r.run_id, "epoch": r.epoch, "now": now} for r in refs
-            ])
+            results = await tx.fetch_each(
+                self.q["release_run"],
+                [{"id": r.run_id, "epoch": r.epoch, "now": now} for r in refs],
+            )
             deltas: dict[str, list[int]] = {}
             for rows in results:
                 if rows:
@@ -292,7 +320,9 @@ class QueueMixin(SqlBase):
             while pending:
                 current = pending.pop()
                 await self._cancel_one(tx, current, now)
-                pending.extend(r[0] for r in await tx.fetchall(self.q["child_ids"], {"id": current}))
+                pending.extend(
+                    r[0] for r in await tx.fetchall(self.q["child_ids"], {"id": current})
+                )
 
         await self._tx(body)
         run = await self.get(run_id)
@@ -319,18 +349,34 @@ class QueueMixin(SqlBase):
         now = self.clock()
 
         async def body(tx: Transaction) -> list[int]:
-            row = await tx.fetchone(self.q["bump_journal"], {
-                "id": ref.run_id, "epoch": ref.epoch, "n": len(entries), "now": now,
-            })
+            row = await tx.fetchone(
+                self.q["bump_journal"],
+                {
+                    "id": ref.run_id,
+                    "epoch": ref.epoch,
+                    "n": len(entries),
+                    "now": now,
+                },
+            )
             if row is None:
                 raise LeaseLost(ref.run_id, ref.epoch)
             first = int(row[0]) - len(entries) + 1
             seqs = list(range(first, first + len(entries)))
-            await tx.execute_many(self.q["insert_journal"], [
-                {"run_id": ref.run_id, "seq": s, "kind": k, "name": n, "data": dumps(d),
-                 "epoch": ref.epoch, "now": now}
-                for s, (k, n, d) in zip(seqs, entries, strict=True)
-            ])
+            await tx.execute_many(
+                self.q["insert_journal"],
+                [
+                    {
+                        "run_id": ref.run_id,
+                        "seq": s,
+                        "kind": k,
+                        "name": n,
+                        "data": dumps(d),
+                        "epoch": ref.epoch,
+                        "now": now,
+                    }
+                    for s, (k, n, d) in zip(seqs, entries, strict=True)
+                ],
+            )
             return seqs
 
         return await self._tx(body)
@@ -367,17 +413,31 @@ class QueueMixin(SqlBase):
         before: str | None = None,
     ) -> list[Run]:
         """Newest first; pass the last id as ``before`` for the next page."""
-        args = {"tenant": tenant, "status": None if status is None else str(status),
-                "agent": agent, "limit": limit, "before": before}
+        args = {
+            "tenant": tenant,
+            "status": None if status is None else str(status),
+            "agent": agent,
+            "limit": limit,
+            "before": before,
+        }
 
         async def body(tx: Transaction) -> list[dict[str, Any]]:
             return await tx.fetch_dicts(self.q["list_runs"], args)
 
         return [run_from_row(r) for r in await self._read(body)]
 
+
 def _lease_from_row(r: Row) -> Lease:
     return Lease(
-        run_id=r[0], epoch=int(r[1]), tenant=r[2], agent=r[3], input=loads(r[4]),
-        attempt=int(r[5]), max_attempts=int(r[6]), expires_at=float(r[7]), root_id=r[8],
-        parent_id=r[9], depth=int(r[10]),
+        run_id=r[0],
+        epoch=int(r[1]),
+        tenant=r[2],
+        agent=r[3],
+        input=loads(r[4]),
+        attempt=int(r[5]),
+        max_attempts=int(r[6]),
+        expires_at=float(r[7]),
+        root_id=r[8],
+        parent_id=r[9],
+        depth=int(r[10]),
     )

@@ -32,8 +32,12 @@ class TenancyMixin(SqlBase):
         tenant_rows, counts, cap = await self._read(body)
         tenants = tuple(
             TenantStats(
-                tenant=r[0], plan=r[1], queued=int(r[2]), in_flight=int(r[3]),
-                cap=_unlimited_to_none(int(r[4])), weight=float(r[5]),
+                tenant=r[0],
+                plan=r[1],
+                queued=int(r[2]),
+                in_flight=int(r[3]),
+                cap=_unlimited_to_none(int(r[4])),
+                weight=float(r[5]),
                 oldest_queued_age=max(0.0, now - r[6]) if r[6] is not None else 0.0,
             )
             for r in tenant_rows
@@ -53,10 +57,15 @@ class TenancyMixin(SqlBase):
 
     async def set_plan(self, plan: PlanSpec) -> None:
         async def body(tx: Transaction) -> None:
-            await tx.execute(self.q["upsert_plan"], {
-                "name": plan.name, "cap": _limit(plan.cap), "weight": plan.weight,
-                "max_queued": _limit(plan.max_queued),
-            })
+            await tx.execute(
+                self.q["upsert_plan"],
+                {
+                    "name": plan.name,
+                    "cap": _limit(plan.cap),
+                    "weight": plan.weight,
+                    "max_queued": _limit(plan.max_queued),
+                },
+            )
             await tx.execute(self.q["refresh_tenant_limits"], {"plan": plan.name, "tenant": None})
             await tx.execute(self.q["notify_work"])
 
@@ -68,8 +77,9 @@ class TenancyMixin(SqlBase):
             return await tx.fetchall(self.q["list_plans"])
 
         return [
-            PlanSpec(r[0], _unlimited_to_none(int(r[1])), float(r[2]),
-                     _unlimited_to_none(int(r[3])))
+            PlanSpec(
+                r[0], _unlimited_to_none(int(r[1])), float(r[2]), _unlimited_to_none(int(r[3]))
+            )
             for r in await self._read(body)
         ]
 
@@ -90,13 +100,18 @@ class TenancyMixin(SqlBase):
             new_plan = plan or old.get("plan") or self.config.default_plan
             if await tx.fetchone(self.q["plan_exists"], {"name": new_plan}) is None:
                 raise InvalidInput(f"no plan named {new_plan!r}")
-            await tx.execute(self.q["set_tenant"], {
-                "tenant": tenant, "plan": new_plan,
-                "cap_override": cap if cap is not None else old.get("cap_override"),
-                "weight_override": weight if weight is not None else old.get("weight_override"),
-                "max_queued_override": (max_queued if max_queued is not None
-                                        else old.get("max_queued_override")),
-            })
+            await tx.execute(
+                self.q["set_tenant"],
+                {
+                    "tenant": tenant,
+                    "plan": new_plan,
+                    "cap_override": cap if cap is not None else old.get("cap_override"),
+                    "weight_override": weight if weight is not None else old.get("weight_override"),
+                    "max_queued_override": (
+                        max_queued if max_queued is not None else old.get("max_queued_override")
+                    ),
+                },
+            )
             await tx.execute(self.q["refresh_tenant_limits"], {"plan": None, "tenant": tenant})
             await tx.execute(self.q["notify_work"])
 

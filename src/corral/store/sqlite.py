@@ -16,7 +16,7 @@ import sqlite3
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -119,7 +119,9 @@ class SQLiteStore(SqlStore):
         if self.path != ":memory:":
             Path(self.path).parent.mkdir(parents=True, exist_ok=True)
         conn = sqlite3.connect(
-            self.path, isolation_level=None, check_same_thread=False,
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
             timeout=self.config.busy_timeout,
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
@@ -200,12 +202,10 @@ class SQLiteStore(SqlStore):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return
-            try:
+            with suppress(TimeoutError):
                 await asyncio.wait_for(
                     self._local_work.wait(), timeout=min(POLL_INTERVAL, remaining)
                 )
-            except TimeoutError:
-                pass
 
     async def _read_data_version(self) -> int:
         async with self._lock:

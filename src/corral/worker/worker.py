@@ -231,8 +231,11 @@ class Worker:
                     self._interrupt(slot, _Stop.LEASE_LOST)
                 elif slot.lease.run_id in report.cancel_requested:
                     self._interrupt(slot, _Stop.CANCELLED)
-            log.debug("heartbeat of %d leases took %.1f ms", len(slots),
-                      (time.monotonic() - started) * 1000)
+            log.debug(
+                "heartbeat of %d leases took %.1f ms",
+                len(slots),
+                (time.monotonic() - started) * 1000,
+            )
 
     def _interrupt(self, slot: _Slot, reason: _Stop) -> None:
         if slot.task is not None and not slot.task.done() and slot.stop_reason is None:
