@@ -43,7 +43,7 @@ EMPTY: Chain = ()
 
 
 def _turn(o: Point, p: Point, r: Point) -> float:
-    """Cross product of ``p - o`` and ``r - o`` in ``(a, Q)``: > 0 when ``r`` lies above ray o->p."""
+    """Cross product of ``p - o`` and ``r - o`` in ``(a, Q)``: > 0 when r is above ray o->p."""
     return (p[0] - o[0]) * (r[1] - o[1]) - (p[1] - o[1]) * (r[0] - o[0])
 
 
@@ -127,9 +127,7 @@ def build(points: list[Point]) -> Chain:
     for p in points:
         if out and p[1] <= out[-1][1]:
             continue  # no heavier than the heaviest so far, and no older: dominated
-        while out and (
-            out[-1][0] == p[0] or (len(out) >= 2 and _turn(out[-2], out[-1], p) >= 0)
-        ):
+        while out and (out[-1][0] == p[0] or (len(out) >= 2 and _turn(out[-2], out[-1], p) >= 0)):
             out.pop()
         out.append(p)
     return tuple(out)

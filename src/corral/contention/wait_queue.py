@@ -77,8 +77,18 @@ class _Line:
 class WaitQueue:
     """Requests waiting for one resource, with the load-score choice of the next one to serve."""
 
-    __slots__ = ("_cap", "_chains", "_count", "_firsts", "_lines", "_next", "_seq", "_slots",
-                 "alpha", "tick")
+    __slots__ = (
+        "_cap",
+        "_chains",
+        "_count",
+        "_firsts",
+        "_lines",
+        "_next",
+        "_seq",
+        "_slots",
+        "alpha",
+        "tick",
+    )
 
     def __init__(self, alpha: float = DEFAULT_ALPHA, *, tick: int = 0) -> None:
         self.alpha = check_alpha(alpha)
