@@ -6,7 +6,7 @@ One contract test suite (tests/contract) runs against every implementation.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from corral.clock import Clock
 from corral.config import PlanSpec, StoreConfig
@@ -22,6 +22,10 @@ from corral.models import (
     RunSpec,
     RunStatus,
 )
+
+if TYPE_CHECKING:
+    from corral.store.sql_keys import ApiKey, DeliveryCounters
+
 
 
 class Store(Protocol):
@@ -84,3 +88,18 @@ class Store(Protocol):
         max_queued: int | None = None,
     ) -> None: ...
     async def set_global_cap(self, cap: int | None) -> None: ...
+
+    # the HTTP service: API keys (stored hashed) and its read-only queries
+    async def create_api_key(
+        self, key_id: str, key_hash: str, tenant: str, *, admin: bool = False,
+        label: str | None = None,
+    ) -> ApiKey: ...
+    async def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...
+    async def list_api_keys(self) -> list[ApiKey]: ...
+    async def revoke_api_key(self, key_id: str) -> bool: ...
+    async def ping(self) -> None: ...
+    async def children(self, run_id: str, *, limit: int = 100) -> list[Run]: ...
+    async def queue_waits(
+        self, since: float, until: float, *, limit: int = 10_000
+    ) -> list[tuple[float, float]]: ...
+    async def delivery_counters(self) -> DeliveryCounters: ...

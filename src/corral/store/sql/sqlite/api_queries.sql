@@ -1,0 +1,27 @@
+-- Read-only queries of the HTTP service (store/sql_keys.py). Same names in sqlite/ and postgres/.
+
+-- name: ping
+SELECT 1;
+
+-- name: child_runs
+SELECT * FROM corral_runs WHERE parent_id = :id ORDER BY id LIMIT :limit;
+
+-- name: queue_waits
+-- seconds from becoming available to the first lease, for runs first leased in (since, until];
+-- a run already requeued (available_at moved past started_at) counts from its creation
+SELECT started_at,
+    started_at - CASE WHEN available_at <= started_at THEN available_at ELSE created_at END
+FROM corral_runs
+WHERE started_at IS NOT NULL AND started_at > :since AND started_at <= :until
+ORDER BY started_at
+LIMIT :limit;
+
+-- name: delivery_counters
+SELECT
+    COALESCE(SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0),
+    COALESCE(SUM(CASE WHEN status = 'failed' AND instr(error, '"type":"LeaseExpired"') > 0
+                      THEN 1 ELSE 0 END), 0)
+FROM corral_runs;
+
+-- name: expired_unreclaimed
+SELECT COUNT(*) FROM corral_runs WHERE status = 'running' AND lease_expires_at <= :now;
