@@ -411,11 +411,14 @@ async def run_system(
     system: System, args: argparse.Namespace, logdir: Path, out: dict[str, Any]
 ) -> None:
     async def step(key: str, coro: Any) -> None:
-        log(f"{system.name}: {key} ...")
+        load0 = os.getloadavg()[0]
+        log(f"{system.name}: {key} ... (load average {load0:.2f})")
         t = time.monotonic()
         try:
             out[key] = await coro
             r = out[key]
+            # Other work on this machine skews every figure: keep the 1-minute load average.
+            r["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
             summary = (
                 f"{r['jobs_per_s']:,.0f} jobs/s"
                 if "jobs_per_s" in r
