@@ -24,6 +24,7 @@ from corral.cli.common import (
     when,
 )
 from corral.cli.demo import demo
+from corral.cli.serve import keys, serve
 from corral.models import Run, RunStatus
 
 console = Console()
@@ -319,6 +320,8 @@ def _print_run(run: Run, as_json: bool) -> None:
 cli.add_command(tenants)
 cli.add_command(plans)
 cli.add_command(demo)
+cli.add_command(serve)
+cli.add_command(keys)
 
 
 def main() -> None:

@@ -45,14 +45,23 @@ class DeliveryCounters:
 
 def _key_from_row(r: Row) -> ApiKey:
     return ApiKey(
-        id=r[0], tenant=r[1], admin=bool(r[2]), label=r[3], created_at=float(r[4]),
+        id=r[0],
+        tenant=r[1],
+        admin=bool(r[2]),
+        label=r[3],
+        created_at=float(r[4]),
         revoked_at=None if r[5] is None else float(r[5]),
     )
 
 
 class ApiKeysMixin(SqlBase):
     async def create_api_key(
-        self, key_id: str, key_hash: str, tenant: str, *, admin: bool = False,
+        self,
+        key_id: str,
+        key_hash: str,
+        tenant: str,
+        *,
+        admin: bool = False,
         label: str | None = None,
     ) -> ApiKey:
         """Store a key by the hash of its token (the caller makes and shows the token)."""
@@ -61,10 +70,17 @@ class ApiKeysMixin(SqlBase):
         now = self.clock()
 
         async def body(tx: Transaction) -> None:
-            await tx.execute(self.q["insert_api_key"], {
-                "id": key_id, "key_hash": key_hash, "tenant": tenant,
-                "admin": 1 if admin else 0, "label": label, "now": now,
-            })
+            await tx.execute(
+                self.q["insert_api_key"],
+                {
+                    "id": key_id,
+                    "key_hash": key_hash,
+                    "tenant": tenant,
+                    "admin": 1 if admin else 0,
+                    "label": label,
+                    "now": now,
+                },
+            )
 
         await self._tx(body)
         return ApiKey(key_id, tenant, admin, label, now)

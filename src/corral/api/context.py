@@ -1,0 +1,108 @@
+"""What every route of one service instance shares, and the dependencies that read a request:
+the caller's principal (from its API key) and validated path, query and header values."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated, Any
+
+from fastapi import Depends, Header, Path, Query
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from pydantic import AfterValidator
+
+from corral.api.auth import KeyResolver, Principal
+from corral.api.metrics import ServiceMetrics
+from corral.api.schemas import MAX_NAME, ErrorBody, clean_text
+from corral.api.settings import ApiSettings
+from corral.app import Corral
+
+
+@dataclass(frozen=True, slots=True)
+class Service:
+    app: Corral
+    settings: ApiSettings
+    keys: KeyResolver
+    metrics: ServiceMetrics
+
+
+bearer = HTTPBearer(
+    auto_error=False,
+    scheme_name="ApiKey",
+    description="An API key from `corral keys create`, as `Authorization: Bearer <key>`.",
+)
+
+Credentials = Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+
+
+def principal_dependency(svc: Service) -> Callable[..., Awaitable[Principal]]:
+    async def principal(credentials: Credentials) -> Principal:
+        await svc.app.open()
+        return await svc.keys.resolve(None if credentials is None else credentials.credentials)
+
+    return principal
+
+
+RunId = Annotated[
+    str,
+    Path(min_length=1, max_length=MAX_NAME, description="A run id."),
+    AfterValidator(clean_text),
+]
+AgentFilter = Annotated[
+    str | None,
+    Query(min_length=1, max_length=MAX_NAME, description="Only runs of this agent."),
+    AfterValidator(lambda v: v if v is None else clean_text(v)),
+]
+TenantFilter = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Only this tenant's runs (admin keys; a tenant key sees only its own).",
+    ),
+    AfterValidator(lambda v: v if v is None else clean_text(v)),
+]
+Cursor = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="`next_cursor` of the previous page: runs older than this id.",
+    ),
+    AfterValidator(lambda v: v if v is None else clean_text(v)),
+]
+IdempotencyHeader = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        min_length=1,
+        max_length=MAX_NAME,
+        description="Same as the body's idempotency_key (they must agree when both given).",
+    ),
+    AfterValidator(lambda v: v if v is None else clean_text(v)),
+]
+Seq = Annotated[int, Query(ge=0, le=2**53, description="Only entries after this sequence number.")]
+
+ERROR_DESCRIPTIONS = {
+    401: "No valid API key.",
+    404: "No such run (or another tenant's).",
+    413: "Request body over the configured limit.",
+    422: "Invalid request.",
+    429: "Queue quota full; retry after Retry-After seconds.",
+    503: "The database is unreachable.",
+}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
+        if status == 429:
+            entry["headers"] = {
+                "Retry-After": {
+                    "description": "Seconds to wait before retrying.",
+                    "schema": {"type": "integer"},
+                }
+            }
+        out[status] = entry
+    return out

@@ -1,0 +1,253 @@
+"""Prometheus metrics of one service instance, in a registry of its own (no module state).
+
+Two kinds of figures:
+
+* read from the store at each scrape (``refresh``), so they are the same whichever instance is
+  scraped: queue depth, oldest queued age, in flight and cap per tenant; runs per status;
+  submitted and finished runs; redeliveries; lease-expiry dead letters and leases expired but
+  not yet reclaimed; the suggested worker count; and the queue wait of every run first leased
+  since the previous scrape (a histogram fed from the store, so with several API replicas each
+  replica observes every run — aggregate with ``max``, not ``sum``, across replicas);
+* observed by this instance: submit latency, submits and backpressure rejections per tenant.
+
+Contention schedulers (``corral.contention.Scheduler`` or anything with a ``statistics()`` of
+the same shape) can be handed to ``create_api``; their holders, waiters, grants and rejections
+are exported with a ``scheduler`` label.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+
+from corral.api.scaling import TenantLoad, suggested_workers
+from corral.api.settings import ApiSettings
+from corral.models import TERMINAL, QueueStats
+from corral.store import Store
+from corral.store.sql_keys import DeliveryCounters
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+WAIT_BUCKETS = (0.01, 0.05, 0.1, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0, 900.0, 3600.0)
+
+
+class SchedulerStatisticsLike(Protocol):
+    @property
+    def holders(self) -> int: ...
+    @property
+    def waiters(self) -> int: ...
+    @property
+    def grants(self) -> int: ...
+    @property
+    def rejections(self) -> int: ...
+
+
+class SchedulerLike(Protocol):
+    def statistics(self) -> SchedulerStatisticsLike: ...
+
+
+@dataclass(frozen=True, slots=True)
+class _Snapshot:
+    stats: QueueStats
+    counters: DeliveryCounters
+    suggested: int
+    schedulers: dict[str, SchedulerStatisticsLike] = field(default_factory=dict)
+
+
+def suggest(stats: QueueStats, settings: ApiSettings) -> int:
+    return suggested_workers(
+        (TenantLoad(t.queued, t.in_flight, t.cap, t.oldest_queued_age) for t in stats.tenants),
+        age_target=settings.age_target,
+        slots_per_worker=settings.slots_per_worker,
+        global_cap=stats.global_cap,
+        min_workers=settings.min_workers,
+        max_workers=settings.max_workers,
+    )
+
+
+class _StoreCollector:
+    """Turns the last snapshot into metric families when the registry is collected."""
+
+    def __init__(self) -> None:
+        self.snapshot: _Snapshot | None = None
+
+    def collect(self) -> Iterable[Metric]:
+        snap = self.snapshot
+        if snap is None:
+            return []
+        s = snap.stats
+        depth = GaugeMetricFamily(
+            "corral_queue_depth", "Runs queued, per tenant.", labels=["tenant"]
+        )
+        oldest = GaugeMetricFamily(
+            "corral_oldest_queued_age_seconds",
+            "Age of the oldest runnable queued run, per tenant.",
+            labels=["tenant"],
+        )
+        in_flight = GaugeMetricFamily(
+            "corral_in_flight", "Runs leased by a worker, per tenant.", labels=["tenant"]
+        )
+        cap = GaugeMetricFamily(
+            "corral_tenant_cap",
+            "In-flight cap per tenant (absent when unlimited).",
+            labels=["tenant"],
+        )
+        for t in s.tenants:
+            depth.add_metric([t.tenant], t.queued)
+            oldest.add_metric([t.tenant], t.oldest_queued_age)
+            in_flight.add_metric([t.tenant], t.in_flight)
+            if t.cap is not None:
+                cap.add_metric([t.tenant], t.cap)
+        runs = GaugeMetricFamily("corral_runs", "Runs per status.", labels=["status"])
+        for status, n in sorted(s.by_status.items()):
+            runs.add_metric([status], n)
+        submitted = CounterMetricFamily(
+            "corral_runs_submitted", "Runs ever accepted.", value=sum(s.by_status.values())
+        )
+        finished = CounterMetricFamily(
+            "corral_runs_finished", "Runs that ended, per final status.", labels=["status"]
+        )
+        for status in sorted(TERMINAL):
+            finished.add_metric([status.value], s.by_status.get(status.value, 0))
+        c = snap.counters
+        families: list[Metric] = [
+            depth,
+            oldest,
+            in_flight,
+            cap,
+            runs,
+            submitted,
+            finished,
+            GaugeMetricFamily("corral_waiting_runs", "Runs suspended (ctx.wait).", value=s.waiting),
+            CounterMetricFamily(
+                "corral_redeliveries",
+                "Deliveries beyond a run's first (retries and expired leases).",
+                value=c.redeliveries,
+            ),
+            CounterMetricFamily(
+                "corral_lease_expiry_dead_letters",
+                "Runs dead-lettered because their last lease expired.",
+                value=c.lease_expiry_dead_letters,
+            ),
+            GaugeMetricFamily(
+                "corral_leases_expired_unreclaimed",
+                "Running runs whose lease expired, not yet reclaimed.",
+                value=c.expired_unreclaimed,
+            ),
+            GaugeMetricFamily(
+                "corral_suggested_workers",
+                "Workers the load needs against the age target (docs/service.md).",
+                value=snap.suggested,
+            ),
+        ]
+        if s.global_cap is not None:
+            families.append(
+                GaugeMetricFamily("corral_global_cap", "Global in-flight cap.", value=s.global_cap)
+            )
+        if snap.schedulers:
+            holders = GaugeMetricFamily(
+                "corral_scheduler_holders",
+                "Acquires holding a shared resource.",
+                labels=["scheduler"],
+            )
+            waiters = GaugeMetricFamily(
+                "corral_scheduler_waiters",
+                "Acquires waiting for a shared resource.",
+                labels=["scheduler"],
+            )
+            grants = CounterMetricFamily(
+                "corral_scheduler_grants", "Acquires granted.", labels=["scheduler"]
+            )
+            rejections = CounterMetricFamily(
+                "corral_scheduler_rejections",
+                "Acquires refused by backpressure.",
+                labels=["scheduler"],
+            )
+            for name, st in sorted(snap.schedulers.items()):
+                holders.add_metric([name], st.holders)
+                waiters.add_metric([name], st.waiters)
+                grants.add_metric([name], st.grants)
+                rejections.add_metric([name], st.rejections)
+            families += [holders, waiters, grants, rejections]
+        return families
+
+
+class ServiceMetrics:
+    def __init__(
+        self,
+        store: Store,
+        settings: ApiSettings,
+        schedulers: Mapping[str, SchedulerLike] | None = None,
+        *,
+        clock: Callable[[], float] | None = None,
+    ) -> None:
+        self.store = store
+        self.settings = settings
+        self.schedulers = dict(schedulers or {})
+        self.clock = clock or store.clock
+        self.registry = CollectorRegistry()
+        self.submit_latency = Histogram(
+            "corral_submit_latency_seconds",
+            "Time to accept a run (HTTP submit, server side).",
+            buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.queue_wait = Histogram(
+            "corral_queue_wait_seconds",
+            "Time from a run becoming runnable to its first lease.",
+            buckets=WAIT_BUCKETS,
+            registry=self.registry,
+        )
+        self.submits = Counter(
+            "corral_api_submits",
+            "Runs accepted through this instance.",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self.backpressure = Counter(
+            "corral_backpressure_rejections",
+            "Submits refused with 429 (queue quota full).",
+            ["tenant"],
+            registry=self.registry,
+        )
+        self._collector = _StoreCollector()
+        self.registry.register(self._collector)
+        #: queue waits are observed for runs first leased after this instant (store clock)
+        self._waits_since = self.clock()
+
+    def observe_submit(self, tenant: str, seconds: float) -> None:
+        self.submit_latency.observe(seconds)
+        self.submits.labels(tenant).inc()
+
+    def observe_backpressure(self, tenant: str) -> None:
+        self.backpressure.labels(tenant).inc()
+
+    async def refresh(self) -> None:
+        stats = await self.store.stats()
+        counters = await self.store.delivery_counters()
+        await self._observe_queue_waits()
+        self._collector.snapshot = _Snapshot(
+            stats=stats,
+            counters=counters,
+            suggested=suggest(stats, self.settings),
+            schedulers={name: s.statistics() for name, s in self.schedulers.items()},
+        )
+
+    async def _observe_queue_waits(self, limit: int = 10_000) -> None:
+        until = self.clock() - self.settings.metrics_settle
+        while until > self._waits_since:
+            rows = await self.store.queue_waits(self._waits_since, until, limit=limit)
+            for _started, wait in rows:
+                self.queue_wait.observe(wait)
+            if len(rows) < limit:
+                self._waits_since = until
+                return
+            self._waits_since = rows[-1][0]
+
+    async def exposition(self) -> bytes:
+        await self.refresh()
+        return generate_latest(self.registry)

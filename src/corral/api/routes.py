@@ -1,0 +1,241 @@
+"""The run routes under ``/v1``: submit (202 + run id, or the event stream of the new run),
+read, list, cancel, journal, children, events. Every route is scoped by the caller's key:
+another tenant's run is a 404."""
+
+# no `from __future__ import annotations`: FastAPI reads the route signatures, whose
+# annotations name the per-instance `Auth` dependency built in the router function
+
+import time
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, Header, Query, Response
+
+from corral.api.auth import Principal
+from corral.api.context import (
+    AgentFilter,
+    Cursor,
+    IdempotencyHeader,
+    RunId,
+    Seq,
+    Service,
+    TenantFilter,
+    error_responses,
+    principal_dependency,
+)
+from corral.api.schemas import (
+    JournalEntryOut,
+    JournalPage,
+    RunChildren,
+    RunOut,
+    RunPage,
+    SubmitRequest,
+    SubmitResponse,
+)
+from corral.api.streams import EventStreamResponse, event_stream, journal_events, sse
+from corral.errors import BackpressureError, InvalidInput
+from corral.models import Run, RunStatus
+
+SSE_DOC: dict[str, Any] = {
+    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "description": (
+        "Server-Sent Events: `journal` events (id = journal seq), then one `end` event with "
+        "the run's final status, result and error."
+    ),
+}
+
+
+def runs_router(svc: Service) -> APIRouter:
+    router = APIRouter(prefix="/v1", tags=["runs"])
+    Auth = Annotated[Principal, Depends(principal_dependency(svc))]
+    app = svc.app
+    settings = svc.settings
+
+    async def visible_run(who: Principal, run_id: str) -> Run:
+        return who.visible(await app.get(run_id))
+
+    def stream_of(
+        run_id: str, after: int, first: str | None = None, headers: dict[str, str] | None = None
+    ) -> EventStreamResponse:
+        events = journal_events(
+            app.store,
+            run_id,
+            after=after,
+            poll_interval=settings.stream_poll_interval,
+            keepalive=settings.stream_keepalive,
+            first=first,
+        )
+        return event_stream(events, headers)
+
+    @router.post(
+        "/runs",
+        status_code=202,
+        response_model=SubmitResponse,
+        responses={
+            200: {
+                **SSE_DOC,
+                "description": "With ?stream=true: an `accepted` event with the "
+                "run id, then the run's events as for GET /v1/runs/{run_id}/events.",
+            },
+            202: {
+                "description": "Accepted; `Location` names the new run.",
+                "headers": {
+                    "Location": {"description": "/v1/runs/{run_id}", "schema": {"type": "string"}},
+                },
+            },
+            **error_responses(401, 413, 422, 429, 503),
+        },
+        summary="Submit a run",
+    )
+    async def submit_run(
+        body: SubmitRequest,
+        who: Auth,
+        response: Response,
+        idempotency_key: IdempotencyHeader = None,
+        stream: Annotated[
+            bool,
+            Query(
+                description="Answer with the run's event stream instead of 202; a worker executes "
+                "the run, and disconnecting does not cancel it.",
+            ),
+        ] = False,
+    ) -> Any:
+        key = body.idempotency_key
+        if idempotency_key is not None:
+            if key is not None and key != idempotency_key:
+                raise InvalidInput("Idempotency-Key header and body idempotency_key differ")
+            key = idempotency_key
+        started = time.perf_counter()
+        try:
+            run_id = await app.submit(
+                body.agent,
+                body.input,
+                tenant=who.tenant,
+                priority=body.priority,
+                idempotency_key=key,
+                budget=body.budget,
+            )
+        except BackpressureError:
+            svc.metrics.observe_backpressure(who.tenant)
+            raise
+        svc.metrics.observe_submit(who.tenant, time.perf_counter() - started)
+        status = RunStatus.QUEUED if key is None else (await app.get(run_id)).status
+        location = f"/v1/runs/{run_id}"
+        if stream:
+            first = sse("accepted", {"run_id": run_id, "status": status.value})
+            return stream_of(run_id, 0, first, {"Location": location, "X-Run-Id": run_id})
+        response.headers["Location"] = location
+        return SubmitResponse(run_id=run_id, status=status)
+
+    @router.get(
+        "/runs",
+        response_model=RunPage,
+        responses=error_responses(401, 422, 503),
+        summary="List runs, newest first",
+    )
+    async def list_runs(
+        who: Auth,
+        status: Annotated[RunStatus | None, Query(description="Only runs in this status.")] = None,
+        agent: AgentFilter = None,
+        tenant: TenantFilter = None,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 50,
+        cursor: Cursor = None,
+    ) -> RunPage:
+        if not who.admin:
+            if tenant is not None and tenant != who.tenant:
+                return RunPage(runs=[], next_cursor=None)
+            tenant = who.tenant
+        runs = await app.list_runs(
+            tenant=tenant, status=status, agent=agent, limit=limit, before=cursor
+        )
+        return RunPage(
+            runs=[RunOut.of(r) for r in runs],
+            next_cursor=runs[-1].id if len(runs) == limit else None,
+        )
+
+    @router.get(
+        "/runs/{run_id}",
+        response_model=RunOut,
+        responses=error_responses(401, 404, 422, 503),
+        summary="Get a run",
+    )
+    async def get_run(run_id: RunId, who: Auth) -> RunOut:
+        return RunOut.of(await visible_run(who, run_id))
+
+    @router.post(
+        "/runs/{run_id}/cancel",
+        response_model=RunOut,
+        responses=error_responses(401, 404, 422, 503),
+        summary="Cancel a run and its descendants",
+    )
+    async def cancel_run(run_id: RunId, who: Auth) -> RunOut:
+        await visible_run(who, run_id)
+        return RunOut.of(await app.cancel(run_id))
+
+    @router.get(
+        "/runs/{run_id}/journal",
+        response_model=JournalPage,
+        responses=error_responses(401, 404, 422, 503),
+        summary="Read a run's journal",
+    )
+    async def run_journal(
+        run_id: RunId,
+        who: Auth,
+        after: Seq = 0,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 1000,
+    ) -> JournalPage:
+        await visible_run(who, run_id)
+        entries = await app.store.journal(run_id, after=after, limit=limit)
+        return JournalPage(
+            run_id=run_id,
+            entries=[JournalEntryOut.of(e) for e in entries],
+            next_after=entries[-1].seq if entries else after,
+        )
+
+    @router.get(
+        "/runs/{run_id}/children",
+        response_model=RunChildren,
+        responses=error_responses(401, 404, 422, 503),
+        summary="Runs spawned by a run",
+    )
+    async def run_children(
+        run_id: RunId,
+        who: Auth,
+        limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    ) -> RunChildren:
+        await visible_run(who, run_id)
+        children = await app.store.children(run_id, limit=limit)
+        return RunChildren(
+            run_id=run_id, children=[RunOut.of(c) for c in children if who.can_see(c)]
+        )
+
+    @router.get(
+        "/runs/{run_id}/events",
+        response_class=EventStreamResponse,
+        responses={200: SSE_DOC, **error_responses(401, 404, 422, 503)},
+        summary="Stream a run's journal (Server-Sent Events)",
+    )
+    async def run_events(
+        run_id: RunId,
+        who: Auth,
+        after: Seq = 0,
+        last_event_id: Annotated[
+            str | None,
+            Header(
+                alias="Last-Event-ID",
+                max_length=20,
+                description="Resume after this journal seq (the id of the last event received); "
+                "takes precedence over ?after=.",
+            ),
+        ] = None,
+    ) -> EventStreamResponse:
+        if last_event_id is not None and last_event_id.strip():
+            try:
+                after = int(last_event_id.strip())
+            except ValueError:
+                raise InvalidInput("Last-Event-ID must be a journal sequence number") from None
+            if not 0 <= after <= 2**53:
+                raise InvalidInput("Last-Event-ID out of range")
+        await visible_run(who, run_id)
+        return stream_of(run_id, after)
+
+    return router

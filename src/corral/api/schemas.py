@@ -1,0 +1,188 @@
+"""Request and response bodies of the HTTP API (pydantic models; they make the OpenAPI
+document). Every string that reaches the store is checked for what the databases refuse
+(NUL, lone surrogates), so such input is a 422, never a driver error."""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+
+from corral.models import JournalEntry, Run, RunStatus, TenantStats
+
+MAX_NAME = 200
+
+
+def clean_text(value: str) -> str:
+    """Refuse strings PostgreSQL or SQLite cannot store as text."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    return value
+
+
+Name = Annotated[str, Field(min_length=1, max_length=MAX_NAME), AfterValidator(clean_text)]
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code (corral.errors classes' .code).")
+    message: str
+
+
+class ErrorBody(BaseModel):
+    error: ErrorDetail
+
+
+class SubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    agent: Name = Field(description="Name of a registered agent.")
+    input: Any = Field(default=None, description="Any JSON value, passed to the agent.")
+    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    budget: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e15,
+        allow_inf_nan=False,
+        description="Budget of the run tree (charges of the run and its descendants).",
+    )
+    idempotency_key: Name | None = Field(
+        default=None,
+        description="A repeated key (per tenant) returns the same run.",
+    )
+
+
+class SubmitResponse(BaseModel):
+    run_id: str
+    status: RunStatus
+
+
+class RunOut(BaseModel):
+    id: str
+    tenant: str
+    agent: str
+    status: RunStatus
+    priority: int
+    attempts: int
+    max_attempts: int
+    input: Any = None
+    result: Any = None
+    error: Any = None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    available_at: float
+    cancel_requested: bool
+    idempotency_key: str | None
+    parent_id: str | None
+    root_id: str
+    depth: int
+    budget: float | None
+    spent: float
+
+    @classmethod
+    def of(cls, run: Run) -> RunOut:
+        return cls(
+            id=run.id,
+            tenant=run.tenant,
+            agent=run.agent,
+            status=run.status,
+            priority=run.priority,
+            attempts=run.attempts,
+            max_attempts=run.max_attempts,
+            input=run.input,
+            result=run.result,
+            error=run.error,
+            created_at=run.created_at,
+            started_at=run.started_at,
+            finished_at=run.finished_at,
+            available_at=run.available_at,
+            cancel_requested=run.cancel_requested,
+            idempotency_key=run.idempotency_key,
+            parent_id=run.parent_id,
+            root_id=run.root_id,
+            depth=run.depth,
+            budget=run.budget,
+            spent=run.spent,
+        )
+
+
+class RunPage(BaseModel):
+    runs: list[RunOut]
+    next_cursor: str | None = Field(
+        description="Pass as ?cursor= for the next (older) page; null on the last page."
+    )
+
+
+class RunChildren(BaseModel):
+    run_id: str
+    children: list[RunOut]
+
+
+class JournalEntryOut(BaseModel):
+    seq: int
+    kind: str
+    name: str | None
+    data: Any = None
+    epoch: int
+    created_at: float
+
+    @classmethod
+    def of(cls, entry: JournalEntry) -> JournalEntryOut:
+        return cls(
+            seq=entry.seq,
+            kind=entry.kind,
+            name=entry.name,
+            data=entry.data,
+            epoch=entry.epoch,
+            created_at=entry.created_at,
+        )
+
+
+class JournalPage(BaseModel):
+    run_id: str
+    entries: list[JournalEntryOut]
+    next_after: int = Field(description="Pass as ?after= to read on from here.")
+
+
+class TenantQueue(BaseModel):
+    tenant: str
+    plan: str
+    queued: int
+    in_flight: int
+    cap: int | None
+    weight: float
+    oldest_queued_age: float
+
+    @classmethod
+    def of(cls, t: TenantStats) -> TenantQueue:
+        return cls(
+            tenant=t.tenant,
+            plan=t.plan,
+            queued=t.queued,
+            in_flight=t.in_flight,
+            cap=t.cap,
+            weight=t.weight,
+            oldest_queued_age=t.oldest_queued_age,
+        )
+
+
+class QueuesOut(BaseModel):
+    tenants: list[TenantQueue]
+    queued: int
+    in_flight: int
+    oldest_queued_age: float
+    global_cap: int | None
+    by_status: dict[str, int]
+    age_target: float
+    slots_per_worker: int
+    suggested_workers: int = Field(
+        description="Workers the visible load needs (see docs/service.md for the formula)."
+    )
+
+
+class Health(BaseModel):
+    status: str

@@ -1,0 +1,70 @@
+"""``create_api``: the ASGI application of one corral service instance.
+
+It wraps a ``Corral`` app (which the caller opens and closes; the first request opens it if
+needed) and takes its settings as a frozen ``ApiSettings``. Everything an instance keeps —
+the key cache, the metrics registry — lives on the objects made here, never in module state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from importlib.metadata import PackageNotFoundError, version
+
+from fastapi import FastAPI
+
+from corral.api.auth import KeyResolver
+from corral.api.context import Service
+from corral.api.errors import install_error_handlers
+from corral.api.limits import BodyLimit
+from corral.api.metrics import SchedulerLike, ServiceMetrics
+from corral.api.operations import operations_router
+from corral.api.routes import runs_router
+from corral.api.settings import ApiSettings
+from corral.app import Corral
+
+
+def _version() -> str:
+    try:
+        return version("corral")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"
+
+
+def create_api(
+    app: Corral,
+    settings: ApiSettings | None = None,
+    *,
+    schedulers: Mapping[str, SchedulerLike] | None = None,
+) -> FastAPI:
+    """The HTTP API of ``app``. ``schedulers`` (name → contention scheduler) are exported on
+    ``/metrics``."""
+    settings = settings or ApiSettings()
+    svc = Service(
+        app=app,
+        settings=settings,
+        keys=KeyResolver(app.store, settings.key_cache_ttl),
+        metrics=ServiceMetrics(app.store, settings, schedulers),
+    )
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await app.open()
+        yield
+
+    api = FastAPI(
+        title="corral",
+        version=_version(),
+        summary="Durable, fair, bounded runs of AI agents.",
+        description=(
+            "Submit runs (202 + run id), read, cancel and stream them. Every request carries "
+            "an API key (`Authorization: Bearer <key>`); the key's tenant scopes everything. "
+            'Errors are `{"error": {"code", "message"}}`.'
+        ),
+        lifespan=lifespan,
+    )
+    install_error_handlers(api)
+    api.include_router(runs_router(svc))
+    api.include_router(operations_router(svc))
+    api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    return api

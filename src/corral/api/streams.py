@@ -1,0 +1,108 @@
+"""Server-Sent Events of a run's journal, live, resumable, ending with the run.
+
+Each journal entry is one event ``journal`` whose ``id`` is its sequence number, so a client
+that reconnects with ``Last-Event-ID: <seq>`` gets exactly the entries after it — nothing
+lost, nothing repeated. When the run has ended, the stream sends the entries still unsent,
+then one ``end`` event with the run's final status, result and error, and closes.
+
+The stream polls the store at a short interval (one read of the run, one of the journal
+after the last sent seq). It reads the run *before* the journal: a run seen ended has no
+writer left (writes are fenced), so the journal read after it is complete. An idle stream
+sends a comment every ``keepalive`` seconds, which also notices a client that went away.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+from starlette.responses import StreamingResponse
+
+from corral.errors import StoreUnavailable
+from corral.store import Store
+
+log = logging.getLogger(__name__)
+
+PAGE = 500
+HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+class EventStreamResponse(StreamingResponse):
+    media_type = "text/event-stream"
+
+
+def sse(event: str, data: Any, *, event_id: int | None = None) -> str:
+    lines = [f"event: {event}"]
+    if event_id is not None:
+        lines.append(f"id: {event_id}")
+    lines.append(f"data: {json.dumps(data, separators=(',', ':'))}")
+    return "\n".join(lines) + "\n\n"
+
+
+async def journal_events(
+    store: Store,
+    run_id: str,
+    *,
+    after: int,
+    poll_interval: float,
+    keepalive: float,
+    first: str | None = None,
+) -> AsyncIterator[str]:
+    if first is not None:
+        yield first
+    last_sent = time.monotonic()
+    while True:
+        try:
+            run = await store.get(run_id)
+            if run is None:
+                yield sse("end", {"run_id": run_id, "status": None, "error": "run not found"})
+                return
+            while True:
+                entries = await store.journal(run_id, after=after, limit=PAGE)
+                for e in entries:
+                    yield sse(
+                        "journal",
+                        {
+                            "seq": e.seq,
+                            "kind": e.kind,
+                            "name": e.name,
+                            "data": e.data,
+                            "epoch": e.epoch,
+                            "created_at": e.created_at,
+                        },
+                        event_id=e.seq,
+                    )
+                    after = e.seq
+                    last_sent = time.monotonic()
+                if len(entries) < PAGE:
+                    break
+        except StoreUnavailable as exc:
+            log.warning("event stream of %s stopped: %s", run_id, exc)
+            yield sse("error", {"code": StoreUnavailable.code, "message": str(exc)})
+            return
+        if run.done:
+            yield sse(
+                "end",
+                {
+                    "run_id": run.id,
+                    "status": run.status.value,
+                    "result": run.result,
+                    "error": run.error,
+                    "last_seq": after,
+                },
+            )
+            return
+        if time.monotonic() - last_sent >= keepalive:
+            yield ": keepalive\n\n"
+            last_sent = time.monotonic()
+        await asyncio.sleep(poll_interval)
+
+
+def event_stream(
+    events: AsyncIterator[str], headers: dict[str, str] | None = None
+) -> EventStreamResponse:
+    return EventStreamResponse(events, headers={**HEADERS, **(headers or {})})

@@ -1,0 +1,291 @@
+"""The HTTP API in process (httpx.ASGITransport), on SQLite and PostgreSQL: submit, read,
+list, cancel, journal, children, errors and their one JSON shape."""
+
+from __future__ import annotations
+
+import json
+
+import httpx
+import pytest
+
+from corral import Corral
+from corral.api import create_api
+from tests.e2e.conftest import Keys
+
+H = Keys.header
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body["error"]
+
+
+async def test_submit_answers_202_with_location_and_the_run_reads_back(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    r = await client.post(
+        "/v1/runs",
+        json={"agent": "echo", "input": {"q": [1, 2]}, "priority": 5, "budget": 2.5},
+        headers=H(keys.a),
+    )
+    assert r.status_code == 202
+    run_id = r.json()["run_id"]
+    assert r.json()["status"] == "queued"
+    assert r.headers["location"] == f"/v1/runs/{run_id}"
+    got = (await client.get(r.headers["location"], headers=H(keys.a))).json()
+    assert got["id"] == run_id
+    assert got["tenant"] == "acme"  # from the key
+    assert (got["agent"], got["input"], got["priority"], got["budget"]) == (
+        "echo",
+        {"q": [1, 2]},
+        5,
+        2.5,
+    )
+
+
+async def test_the_tenant_comes_from_the_key_never_the_body(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    r = await client.post("/v1/runs", json={"agent": "echo", "tenant": "globex"}, headers=H(keys.a))
+    assert_error(r, 422, "invalid_input")
+
+
+async def test_a_repeated_idempotency_key_returns_the_same_run(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    first = await client.post(
+        "/v1/runs",
+        json={"agent": "echo", "input": 1},
+        headers={**H(keys.a), "Idempotency-Key": "order-7"},
+    )
+    again = await client.post(
+        "/v1/runs",
+        json={"agent": "echo", "input": 1},
+        headers={**H(keys.a), "Idempotency-Key": "order-7"},
+    )
+    in_body = await client.post(
+        "/v1/runs", json={"agent": "echo", "idempotency_key": "order-7"}, headers=H(keys.a)
+    )
+    assert first.status_code == again.status_code == in_body.status_code == 202
+    assert first.json()["run_id"] == again.json()["run_id"] == in_body.json()["run_id"]
+    # the same key under another tenant is another run
+    other = await client.post(
+        "/v1/runs", json={"agent": "echo"}, headers={**H(keys.b), "Idempotency-Key": "order-7"}
+    )
+    assert other.json()["run_id"] != first.json()["run_id"]
+    clash = await client.post(
+        "/v1/runs",
+        json={"agent": "echo", "idempotency_key": "a"},
+        headers={**H(keys.a), "Idempotency-Key": "b"},
+    )
+    assert_error(clash, 422, "invalid_input")
+
+
+async def test_list_pages_with_the_cursor_and_filters(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    ids = []
+    for i in range(5):
+        r = await client.post(
+            "/v1/runs",
+            json={"agent": "echo" if i % 2 else "steps", "input": {"n": 0}},
+            headers=H(keys.a),
+        )
+        ids.append(r.json()["run_id"])
+    seen: list[str] = []
+    cursor = None
+    while True:
+        params = {"limit": "2", **({"cursor": cursor} if cursor else {})}
+        page = (await client.get("/v1/runs", params=params, headers=H(keys.a))).json()
+        seen += [run["id"] for run in page["runs"]]
+        cursor = page["next_cursor"]
+        if cursor is None:
+            break
+    assert seen == list(reversed(ids))  # newest first, each once
+    echo = (await client.get("/v1/runs", params={"agent": "echo"}, headers=H(keys.a))).json()
+    assert sorted(run["id"] for run in echo["runs"]) == sorted(ids[1::2])
+    queued = (await client.get("/v1/runs", params={"status": "queued"}, headers=H(keys.a))).json()
+    assert len(queued["runs"]) == 5
+    bad = await client.get("/v1/runs", params={"status": "sleeping"}, headers=H(keys.a))
+    assert_error(bad, 422, "invalid_input")
+
+
+async def test_cancel_a_queued_run(client: httpx.AsyncClient, keys: Keys) -> None:
+    run_id = (await client.post("/v1/runs", json={"agent": "echo"}, headers=H(keys.a))).json()[
+        "run_id"
+    ]
+    r = await client.post(f"/v1/runs/{run_id}/cancel", headers=H(keys.a))
+    assert r.status_code == 200
+    assert r.json()["status"] == "cancelled"
+    assert (await client.get(f"/v1/runs/{run_id}", headers=H(keys.a))).json()[
+        "status"
+    ] == "cancelled"
+
+
+@pytest.mark.usefixtures("worker")
+async def test_journal_reads_after_a_seq_and_children_list_spawned_runs(
+    client: httpx.AsyncClient, keys: Keys, corral_app: Corral
+) -> None:
+    steps = (
+        await client.post("/v1/runs", json={"agent": "steps", "input": {"n": 4}}, headers=H(keys.a))
+    ).json()["run_id"]
+    parent = (
+        await client.post(
+            "/v1/runs", json={"agent": "fanout", "input": {"n": 3}}, headers=H(keys.a)
+        )
+    ).json()["run_id"]
+    await corral_app.wait(steps, timeout=20)
+    assert (await corral_app.wait(parent, timeout=20)).result == [{"child": i} for i in range(3)]
+    whole = (await client.get(f"/v1/runs/{steps}/journal", headers=H(keys.a))).json()
+    kinds = [(e["kind"], e["name"]) for e in whole["entries"]]
+    assert kinds[0] == ("submitted", "steps")
+    assert [e["data"] for e in whole["entries"] if e["kind"] == "event"] == [
+        {"i": i} for i in range(4)
+    ]
+    seqs = [e["seq"] for e in whole["entries"]]
+    assert seqs == sorted(seqs) and whole["next_after"] == seqs[-1]
+    rest = (
+        await client.get(f"/v1/runs/{steps}/journal", params={"after": seqs[1]}, headers=H(keys.a))
+    ).json()
+    assert [e["seq"] for e in rest["entries"]] == seqs[2:]
+    children = (await client.get(f"/v1/runs/{parent}/children", headers=H(keys.a))).json()
+    assert len(children["children"]) == 3
+    assert {c["parent_id"] for c in children["children"]} == {parent}
+    assert all(c["status"] == "succeeded" for c in children["children"])
+
+
+async def test_unknown_run_and_unknown_route_are_404(client: httpx.AsyncClient, keys: Keys) -> None:
+    for path in (
+        "/v1/runs/nope",
+        "/v1/runs/nope/journal",
+        "/v1/runs/nope/events",
+        "/v1/runs/nope/children",
+    ):
+        assert_error(await client.get(path, headers=H(keys.a)), 404, "run_not_found")
+    assert_error(await client.post("/v1/runs/nope/cancel", headers=H(keys.a)), 404, "run_not_found")
+    assert_error(await client.get("/v2/elsewhere", headers=H(keys.a)), 404, "not_found")
+
+
+async def test_requests_without_a_valid_key_are_401(
+    client: httpx.AsyncClient, keys: Keys, corral_app: Corral
+) -> None:
+    for headers in (
+        {},
+        {"Authorization": "Bearer crl_nope_nope"},
+        {"Authorization": f"Basic {keys.a}"},
+    ):
+        r = await client.get("/v1/runs", headers=headers)
+        assert_error(r, 401, "unauthorized")
+        assert r.headers["www-authenticate"] == "Bearer"
+    assert_error(await client.post("/v1/runs", json={"agent": "echo"}), 401, "unauthorized")
+    # a revoked key stops working (this fixture's key cache TTL is 0)
+    key_id = keys.b.split("_")[1]
+    assert (await client.get("/v1/runs", headers=H(keys.b))).status_code == 200
+    assert await corral_app.store.revoke_api_key(key_id)
+    assert_error(await client.get("/v1/runs", headers=H(keys.b)), 401, "unauthorized")
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {},
+        {"agent": 7},
+        {"agent": ""},
+        {"agent": "echo", "priority": "high"},
+        {"agent": "echo", "priority": 10**7},
+        {"agent": "echo", "budget": -1},
+        {"agent": "echo", "unknown": True},
+        {"agent": "ec\x00ho"},
+        {"agent": "\ud800"},
+        [1, 2],
+    ],
+)
+async def test_invalid_bodies_are_422_in_the_one_error_shape(
+    client: httpx.AsyncClient, keys: Keys, body: object
+) -> None:
+    content = json.dumps(body).encode()  # ASCII escapes: a lone surrogate reaches the server
+    r = await client.post(
+        "/v1/runs", content=content, headers={**H(keys.a), "Content-Type": "application/json"}
+    )
+    assert_error(r, 422, "invalid_input")
+
+
+async def test_malformed_json_and_unknown_agent_are_422(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    r = await client.post(
+        "/v1/runs", content=b"{not json", headers={**H(keys.a), "Content-Type": "application/json"}
+    )
+    assert_error(r, 422, "invalid_input")
+    r = await client.post("/v1/runs", json={"agent": "nobody"}, headers=H(keys.a))
+    assert "echo" in assert_error(r, 422, "unknown_agent")["message"]
+
+
+async def test_bodies_over_the_limit_are_413(client: httpx.AsyncClient, keys: Keys) -> None:
+    big = {"agent": "echo", "input": "x" * (64 * 1024)}
+    assert_error(
+        await client.post("/v1/runs", json=big, headers=H(keys.a)), 413, "payload_too_large"
+    )
+
+    async def chunks():  # no Content-Length: counted as it arrives
+        for _ in range(100):
+            yield b" " * 1024
+
+    r = await client.post(
+        "/v1/runs", content=chunks(), headers={**H(keys.a), "Content-Type": "application/json"}
+    )
+    assert_error(r, 413, "payload_too_large")
+    small = await client.post(
+        "/v1/runs", json={"agent": "echo", "input": "x" * 60_000}, headers=H(keys.a)
+    )
+    assert small.status_code == 202
+
+
+async def test_a_full_queue_is_429_with_retry_after(
+    client: httpx.AsyncClient, keys: Keys, corral_app: Corral
+) -> None:
+    await corral_app.set_tenant("acme", max_queued=2)
+    for _ in range(2):
+        assert (
+            await client.post("/v1/runs", json={"agent": "echo"}, headers=H(keys.a))
+        ).status_code == 202
+    r = await client.post("/v1/runs", json={"agent": "echo"}, headers=H(keys.a))
+    assert_error(r, 429, "backpressure")
+    assert int(r.headers["retry-after"]) >= 1
+    # another tenant is not held back
+    assert (
+        await client.post("/v1/runs", json={"agent": "echo"}, headers=H(keys.b))
+    ).status_code == 202
+
+
+async def test_health_readiness_openapi_and_dashboard(client: httpx.AsyncClient) -> None:
+    assert (await client.get("/healthz")).json() == {"status": "ok"}
+    assert (await client.get("/readyz")).json() == {"status": "ready"}
+    spec = (await client.get("/openapi.json")).json()
+    submit = spec["paths"]["/v1/runs"]["post"]
+    assert {"202", "401", "413", "422", "429"} <= set(submit["responses"])
+    assert submit["responses"]["422"]["content"]["application/json"]["schema"]["$ref"].endswith(
+        "/ErrorBody"
+    )
+    assert (
+        "text/event-stream"
+        in spec["paths"]["/v1/runs/{run_id}/events"]["get"]["responses"]["200"]["content"]
+    )
+    page = await client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "corral" in page.text
+
+
+async def test_readiness_fails_with_503_when_the_database_is_unreachable() -> None:
+    app = Corral("sqlite:////proc/corral-nowhere/corral.db")
+    api = create_api(app)
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api), base_url="http://corral.test"
+    ) as c:
+        assert (await c.get("/healthz")).status_code == 200
+        assert_error(await c.get("/readyz"), 503, "store_unavailable")
