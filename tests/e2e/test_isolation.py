@@ -1,0 +1,86 @@
+"""Tenants are isolated by their keys: another tenant's run is a 404 exactly like an unknown
+one (no existence leak), listings and queue figures show only the key's tenant, and an admin
+key sees everything. In process, on both backends (tests/e2e/test_serve.py repeats the core of
+it against a real server)."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from tests.e2e.conftest import Keys
+
+H = Keys.header
+
+
+async def submit(client: httpx.AsyncClient, key: str, **body: object) -> str:
+    r = await client.post("/v1/runs", json={"agent": "echo", **body}, headers=H(key))
+    assert r.status_code == 202, r.text
+    return str(r.json()["run_id"])
+
+
+async def test_tenant_b_cannot_read_cancel_or_stream_tenant_a_runs(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    a_run = await submit(client, keys.a, input={"secret": "acme"})
+    for method, path in (
+        ("GET", f"/v1/runs/{a_run}"),
+        ("GET", f"/v1/runs/{a_run}/journal"),
+        ("GET", f"/v1/runs/{a_run}/events"),
+        ("GET", f"/v1/runs/{a_run}/children"),
+        ("POST", f"/v1/runs/{a_run}/cancel"),
+    ):
+        theirs = await client.request(method, path, headers=H(keys.b))
+        unknown = await client.request(
+            method, path.replace(a_run, "0" * len(a_run)), headers=H(keys.b)
+        )
+        assert theirs.status_code == unknown.status_code == 404, (method, path)
+        assert theirs.json()["error"]["code"] == unknown.json()["error"]["code"] == "run_not_found"
+        assert "acme" not in theirs.text
+    # B's cancel did nothing
+    mine = (await client.get(f"/v1/runs/{a_run}", headers=H(keys.a))).json()
+    assert mine["status"] == "queued" and mine["cancel_requested"] is False
+
+
+async def test_listing_and_queues_show_only_the_keys_tenant(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    a_runs = {await submit(client, keys.a) for _ in range(3)}
+    b_run = await submit(client, keys.b)
+    for params in ({}, {"status": "queued"}, {"agent": "echo"}, {"tenant": "globex"}):
+        listed = (await client.get("/v1/runs", params=params, headers=H(keys.b))).json()
+        assert [r["id"] for r in listed["runs"]] == [b_run], params
+    # asking for another tenant's runs gives nothing (not an error that confirms it exists)
+    asked = await client.get("/v1/runs", params={"tenant": "acme"}, headers=H(keys.b))
+    assert asked.status_code == 200 and asked.json() == {"runs": [], "next_cursor": None}
+    queues = (await client.get("/v1/queues", headers=H(keys.b))).json()
+    assert [t["tenant"] for t in queues["tenants"]] == ["globex"]
+    assert queues["queued"] == 1 and queues["by_status"] == {}
+    # the admin key sees both tenants, and can narrow to one
+    everything = (await client.get("/v1/runs", headers=H(keys.admin))).json()
+    assert {r["id"] for r in everything["runs"]} == a_runs | {b_run}
+    only_a = (await client.get("/v1/runs", params={"tenant": "acme"}, headers=H(keys.admin))).json()
+    assert {r["id"] for r in only_a["runs"]} == a_runs
+    admin_q = (await client.get("/v1/queues", headers=H(keys.admin))).json()
+    assert {t["tenant"]: t["queued"] for t in admin_q["tenants"]} == {"acme": 3, "globex": 1}
+    assert admin_q["by_status"] == {"queued": 4}
+
+
+@pytest.mark.usefixtures("worker")
+async def test_an_admin_reads_and_cancels_any_tenant_run(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    a_run = await submit(client, keys.a, agent="steps", input={"n": 50, "delay": 0.05})
+    got = await client.get(f"/v1/runs/{a_run}", headers=H(keys.admin))
+    assert got.status_code == 200 and got.json()["tenant"] == "acme"
+    cancelled = await client.post(f"/v1/runs/{a_run}/cancel", headers=H(keys.admin))
+    assert cancelled.status_code == 200
+    events = await client.get(f"/v1/runs/{a_run}/events", headers=H(keys.admin))
+    assert events.status_code == 200
+    assert '"status":"cancelled"' in events.text
+
+
+async def test_metrics_need_an_admin_key(client: httpx.AsyncClient, keys: Keys) -> None:
+    assert (await client.get("/metrics")).status_code == 401
+    assert (await client.get("/metrics", headers=H(keys.a))).status_code == 401
+    assert (await client.get("/metrics", headers=H(keys.admin))).status_code == 200

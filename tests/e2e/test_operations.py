@@ -1,0 +1,148 @@
+"""Operations: the suggested worker count (a pure function), /v1/queues and /metrics (with a
+contention scheduler exported), on both backends."""
+
+from __future__ import annotations
+
+import asyncio
+
+import httpx
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from corral import Corral
+from corral.api import ApiSettings, TenantLoad, create_api, suggested_workers
+from corral.contention import Scheduler, SharedResource
+from tests.e2e.conftest import Keys
+
+H = Keys.header
+
+
+def workers(*tenants: TenantLoad, **kw: object) -> int:
+    options: dict[str, object] = {"age_target": 10.0, "slots_per_worker": 4, **kw}
+    return suggested_workers(tenants, **options)  # type: ignore[arg-type]
+
+
+def test_idle_queue_needs_min_workers() -> None:
+    assert workers() == 0
+    assert workers(TenantLoad(0, 0, None, 0.0), min_workers=2) == 2
+
+
+def test_busy_slots_are_kept_and_a_fresh_backlog_asks_for_little() -> None:
+    assert workers(TenantLoad(0, 9, None, 0.0)) == 3  # 9 busy slots / 4 per worker
+    # 100 queued, oldest 1 s of a 10 s target: ceil(100 * 0.1) = 10 slots
+    assert workers(TenantLoad(100, 0, None, 1.0)) == 3
+
+
+def test_a_backlog_at_or_past_the_target_asks_for_a_slot_per_runnable_run() -> None:
+    assert workers(TenantLoad(100, 0, None, 10.0)) == 25
+    assert workers(TenantLoad(100, 0, None, 500.0)) == 25
+    # grows with age between the two
+    ages = [workers(TenantLoad(100, 0, None, a)) for a in (0.5, 2, 5, 8, 10)]
+    assert ages == sorted(ages) and ages[0] < ages[-1]
+
+
+def test_caps_bound_what_a_tenant_can_use() -> None:
+    # cap 2, 1 in flight: only 1 more can start however deep the queue
+    assert workers(TenantLoad(1000, 1, 2, 60.0)) == 1
+    assert workers(TenantLoad(1000, 1, 2, 60.0), TenantLoad(10, 0, None, 60.0)) == 3
+    assert workers(TenantLoad(1000, 0, None, 60.0), global_cap=8) == 2
+    assert workers(TenantLoad(1000, 0, None, 60.0), max_workers=5) == 5
+
+
+def test_work_queued_never_suggests_zero() -> None:
+    assert workers(TenantLoad(3, 0, None, 0.0)) == 1
+    assert workers(TenantLoad(3, 0, 5, 0.0), global_cap=None) == 1
+
+
+async def test_queues_report_depth_age_in_flight_cap_and_suggestion(
+    client: httpx.AsyncClient, keys: Keys, corral_app: Corral
+) -> None:
+    await corral_app.set_tenant("acme", cap=2)
+    for _ in range(5):
+        await client.post("/v1/runs", json={"agent": "echo"}, headers=H(keys.a))
+    await asyncio.sleep(0.05)
+    q = (await client.get("/v1/queues", headers=H(keys.a))).json()
+    (acme,) = q["tenants"]
+    assert (acme["tenant"], acme["queued"], acme["in_flight"], acme["cap"]) == ("acme", 5, 0, 2)
+    assert acme["oldest_queued_age"] > 0
+    assert q["age_target"] == 30.0 and q["slots_per_worker"] == 10
+    assert q["suggested_workers"] == suggested_workers(
+        [TenantLoad(5, 0, 2, acme["oldest_queued_age"])], age_target=30.0, slots_per_worker=10
+    )
+    assert q["suggested_workers"] == 1
+
+
+def sample(text: str, name: str, **labels: str) -> float:
+    for family in text_string_to_metric_families(text):
+        for s in family.samples:
+            if s.name == name and s.labels == labels:
+                return float(s.value)
+    raise AssertionError(f"{name} {labels} not in metrics")
+
+
+async def test_metrics_export_queue_figures_counters_histograms_and_schedulers(
+    corral_app: Corral, keys: Keys, settings: ApiSettings
+) -> None:
+    resource = SharedResource("llm", capacity=1)
+    scheduler = Scheduler(resource, max_waiters=10)
+    api = create_api(corral_app, settings, schedulers={"llm": scheduler})
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api), base_url="http://corral.test"
+    ) as client:
+        ids = [
+            (
+                await client.post("/v1/runs", json={"agent": "echo", "input": i}, headers=H(keys.a))
+            ).json()["run_id"]
+            for i in range(4)
+        ]
+        await client.post("/v1/runs", json={"agent": "fail"}, headers=H(keys.b))
+        await corral_app.set_tenant("globex", max_queued=1)
+        assert (
+            await client.post("/v1/runs", json={"agent": "echo"}, headers=H(keys.b))
+        ).status_code == 429
+        text = (await client.get("/metrics", headers=H(keys.admin))).text
+        assert sample(text, "corral_queue_depth", tenant="acme") == 4
+        assert sample(text, "corral_queue_depth", tenant="globex") == 1
+        assert sample(text, "corral_oldest_queued_age_seconds", tenant="acme") > 0
+        assert sample(text, "corral_in_flight", tenant="acme") == 0
+        assert sample(text, "corral_runs", status="queued") == 5
+        assert sample(text, "corral_runs_submitted_total") == 5
+        assert sample(text, "corral_submit_latency_seconds_count") == 5
+        assert sample(text, "corral_backpressure_rejections_total", tenant="globex") == 1
+        assert sample(text, "corral_suggested_workers") >= 1
+        assert sample(text, "corral_queue_wait_seconds_count") == 0
+
+        worker = corral_app.worker(concurrency=4, poll_interval=0.02)
+        task = asyncio.create_task(worker.run(until_idle=True))
+        await asyncio.wait_for(task, 20)
+        async with scheduler.acquire("agent-1"):
+            waiting = asyncio.create_task(_acquire_briefly(scheduler))
+            await asyncio.sleep(0.05)
+            text = (await client.get("/metrics", headers=H(keys.admin))).text
+            assert sample(text, "corral_scheduler_holders", scheduler="llm") == 1
+            assert sample(text, "corral_scheduler_waiters", scheduler="llm") == 1
+        await waiting
+        text = (await client.get("/metrics", headers=H(keys.admin))).text
+        assert sample(text, "corral_scheduler_grants_total", scheduler="llm") == 2
+        assert sample(text, "corral_queue_depth", tenant="acme") == 0
+        assert sample(text, "corral_runs_finished_total", status="succeeded") == 4
+        assert sample(text, "corral_runs_finished_total", status="failed") == 1
+        assert sample(text, "corral_queue_wait_seconds_count") == 5  # each run's first lease
+        assert sample(text, "corral_redeliveries_total") == 0
+        assert sample(text, "corral_leases_expired_unreclaimed") == 0
+        assert all(r for r in ids)
+
+
+async def _acquire_briefly(scheduler: Scheduler) -> None:
+    async with scheduler.acquire("agent-2"):
+        pass
+
+
+@pytest.mark.parametrize("public", [True])
+async def test_public_metrics_need_no_key(corral_app: Corral, public: bool) -> None:
+    api = create_api(corral_app, ApiSettings(public_metrics=public))
+    async with httpx.AsyncClient(
+        transport=httpx.ASGITransport(app=api), base_url="http://corral.test"
+    ) as client:
+        r = await client.get("/metrics")
+        assert r.status_code == 200 and "corral_runs_submitted_total" in r.text

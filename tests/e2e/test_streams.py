@@ -1,0 +1,122 @@
+"""Event streams in process: the journal as Server-Sent Events, resumable with Last-Event-ID
+(nothing lost, nothing repeated), ending with the run; and interactive submits
+(``POST /v1/runs?stream=true``). Live streaming and disconnects over a real socket are in
+test_serve.py."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from corral import Corral
+from tests.e2e.conftest import Keys
+from tests.e2e.sse import Event, parse
+
+H = Keys.header
+
+pytestmark = pytest.mark.usefixtures("worker")
+
+
+async def events_of(
+    client: httpx.AsyncClient,
+    key: str,
+    run_id: str,
+    headers: dict[str, str] | None = None,
+    **params: object,
+) -> list[Event]:
+    r = await client.get(
+        f"/v1/runs/{run_id}/events", params=params, headers={**H(key), **(headers or {})}
+    )
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/event-stream")
+    return parse(r.text)
+
+
+async def test_the_stream_is_the_journal_then_an_end_event(
+    client: httpx.AsyncClient, keys: Keys, corral_app: Corral
+) -> None:
+    run_id = (
+        await client.post("/v1/runs", json={"agent": "steps", "input": {"n": 5}}, headers=H(keys.a))
+    ).json()["run_id"]
+    events = await events_of(client, keys.a, run_id)
+    journal = await corral_app.journal(run_id)
+    *entries, end = events
+    assert [int(e.id) for e in entries if e.id] == [j.seq for j in journal]
+    assert [(e.data["kind"], e.data["name"], e.data["data"]) for e in entries] == [
+        (j.kind, j.name, j.data) for j in journal
+    ]
+    assert end.event == "end" and end.id is None
+    assert end.data["status"] == "succeeded" and end.data["result"] == {"ticks": 5}
+    assert end.data["last_seq"] == journal[-1].seq
+
+
+async def test_resuming_with_last_event_id_loses_and_repeats_nothing(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    run_id = (
+        await client.post(
+            "/v1/runs", json={"agent": "steps", "input": {"n": 12}}, headers=H(keys.a)
+        )
+    ).json()["run_id"]
+    full = [e for e in await events_of(client, keys.a, run_id) if e.event == "journal"]
+    ids = [e.id for e in full]
+    assert len(ids) == len(set(ids)) == 13  # submitted + 12 ticks
+    for cut in range(len(full)):
+        resumed = await events_of(client, keys.a, run_id, {"Last-Event-ID": str(ids[cut])})
+        journal = [e for e in resumed if e.event == "journal"]
+        assert full[: cut + 1] + journal == full, cut
+        assert resumed[-1].event == "end"
+    # ?after= does the same for clients that cannot set headers; the header wins over it
+    assert [
+        e.id for e in await events_of(client, keys.a, run_id, after=ids[5]) if e.event == "journal"
+    ] == ids[6:]
+    assert [
+        e.id
+        for e in await events_of(client, keys.a, run_id, {"Last-Event-ID": ids[9]}, after=ids[2])
+        if e.event == "journal"
+    ] == ids[10:]
+
+
+async def test_a_failed_run_ends_its_stream_with_the_error(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    run_id = (
+        await client.post("/v1/runs", json={"agent": "fail", "input": "boom"}, headers=H(keys.a))
+    ).json()["run_id"]
+    end = (await events_of(client, keys.a, run_id))[-1]
+    assert end.event == "end" and end.data["status"] == "failed"
+    assert "asked to fail" in end.data["error"]["message"]
+
+
+async def test_an_interactive_submit_answers_with_the_runs_stream(
+    client: httpx.AsyncClient, keys: Keys, corral_app: Corral
+) -> None:
+    r = await client.post(
+        "/v1/runs",
+        params={"stream": "true"},
+        json={"agent": "steps", "input": {"n": 3}},
+        headers=H(keys.a),
+    )
+    assert r.status_code == 200
+    assert r.headers["content-type"].startswith("text/event-stream")
+    events = parse(r.text)
+    accepted = events[0]
+    assert accepted.event == "accepted" and accepted.data["status"] == "queued"
+    run_id = accepted.data["run_id"]
+    assert r.headers["location"] == f"/v1/runs/{run_id}" and r.headers["x-run-id"] == run_id
+    ticks = [e.data["data"] for e in events if e.event == "journal" and e.data["kind"] == "event"]
+    assert ticks == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert events[-1].event == "end" and events[-1].data["result"] == {"ticks": 3}
+    # the run was executed by the worker, and is an ordinary run afterwards
+    run = await corral_app.get(run_id)
+    assert run.status == "succeeded" and run.lease_owner is None and run.attempts == 1
+
+
+async def test_a_bad_last_event_id_is_422(client: httpx.AsyncClient, keys: Keys) -> None:
+    run_id = (await client.post("/v1/runs", json={"agent": "echo"}, headers=H(keys.a))).json()[
+        "run_id"
+    ]
+    r = await client.get(
+        f"/v1/runs/{run_id}/events", headers={**H(keys.a), "Last-Event-ID": "seven"}
+    )
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
