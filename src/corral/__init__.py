@@ -2,13 +2,10 @@
 
 from corral.app import Corral
 from corral.config import PlanSpec, StoreConfig
-from corral.models import QueueStats, Run, RunSpec, RunStatus, TenantStats
-from corral.runs import RunContext
-from corral.worker import NonRetryableError, Worker
-
 from corral.errors import (
     BackpressureError,
     BudgetExceeded,
+    ChildRunFailed,
     CorralError,
     FanoutLimitError,
     InvalidInput,
@@ -16,29 +13,37 @@ from corral.errors import (
     NonDeterminismError,
     RunNotFound,
     ShutdownError,
+    StepFailed,
     UnknownAgent,
 )
+from corral.models import QueueStats, Run, RunSpec, RunStatus, TenantStats
+from corral.runs import FanoutLimits, RunContext, StepPolicy
+from corral.worker import NonRetryableError, Worker
 
 __all__ = [
+    "BackpressureError",
+    "BudgetExceeded",
+    "ChildRunFailed",
     "Corral",
+    "CorralError",
+    "FanoutLimitError",
+    "FanoutLimits",
+    "InvalidInput",
+    "LeaseLost",
+    "NonDeterminismError",
     "NonRetryableError",
     "PlanSpec",
     "QueueStats",
     "Run",
     "RunContext",
+    "RunNotFound",
     "RunSpec",
     "RunStatus",
+    "ShutdownError",
+    "StepFailed",
+    "StepPolicy",
     "StoreConfig",
     "TenantStats",
-    "Worker",
-    "BackpressureError",
-    "BudgetExceeded",
-    "CorralError",
-    "FanoutLimitError",
-    "InvalidInput",
-    "LeaseLost",
-    "NonDeterminismError",
-    "RunNotFound",
-    "ShutdownError",
     "UnknownAgent",
+    "Worker",
 ]

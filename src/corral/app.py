@@ -14,6 +14,7 @@ from corral.clock import Clock, system_clock
 from corral.config import PlanSpec, StoreConfig
 from corral.errors import InvalidInput, RunNotFound, UnknownAgent
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
+from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
 from corral.worker import AgentFn, Worker, WorkerOptions
 
@@ -36,13 +37,19 @@ class Corral:
         *,
         lease_ttl: float = 30.0,
         max_attempts: int = 3,
+        max_children: int = 16,
+        max_depth: int = 3,
         config: StoreConfig | None = None,
         clock: Clock = system_clock,
         store: Store | None = None,
     ) -> None:
         _positive("lease_ttl", lease_ttl)
         _at_least_one("max_attempts", max_attempts)
+        _at_least_one("max_children", max_children)
+        _at_least_one("max_depth", max_depth)
         self.url = url or DEFAULT_URL
+        #: fan-out limits for runs of this app (a tenant's own limits, when set, win)
+        self.limits = FanoutLimits(max_children=max_children, max_depth=max_depth)
         self.lease_ttl = float(lease_ttl)
         self.max_attempts = max_attempts
         self.store: Store = store or create_store(self.url, config, clock)
@@ -239,6 +246,17 @@ class Corral:
             tenant, plan=plan, cap=cap, weight=weight, max_queued=max_queued
         )
 
+    async def set_tenant_fanout(
+        self, tenant: str, *, max_children: int | None = None, max_depth: int | None = None
+    ) -> None:
+        """Per-tenant fan-out limits (None: the app's)."""
+        _name("tenant", tenant)
+        for what, value in (("max_children", max_children), ("max_depth", max_depth)):
+            if value is not None:
+                _at_least_one(what, value)
+        await self.open()
+        await self.store.set_tenant_fanout(tenant, max_children=max_children, max_depth=max_depth)
+
     async def set_global_cap(self, cap: int | None) -> None:
         if cap is not None:
             _at_least_one("global cap", cap)
@@ -254,11 +272,15 @@ class Corral:
         lease_ttl: float | None = None,
         drain_timeout: float = 30.0,
         poll_interval: float = 1.0,
+        retry_base: float = 1.0,
+        retry_cap: float = 300.0,
         worker_id: str | None = None,
     ) -> Worker:
         _at_least_one("concurrency", concurrency)
         _positive("drain_timeout", drain_timeout, allow_zero=True)
         _positive("poll_interval", poll_interval)
+        _positive("retry_base", retry_base, allow_zero=True)
+        _positive("retry_cap", retry_cap, allow_zero=True)
         ttl = self.lease_ttl if lease_ttl is None else lease_ttl
         _positive("lease_ttl", ttl)
         options = WorkerOptions(
@@ -266,6 +288,9 @@ class Corral:
             lease_ttl=float(ttl),
             drain_timeout=float(drain_timeout),
             poll_interval=float(poll_interval),
+            retry_base=float(retry_base),
+            retry_cap=float(retry_cap),
+            limits=self.limits,
         )
         return Worker(self.store, self.agents, options, worker_id)
 

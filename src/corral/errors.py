@@ -15,6 +15,10 @@
     ├── ShutdownError                       a scheduler or worker is shutting down
     └── StoreUnavailable                    the database cannot be reached or opened
 
+Raised by agents, not by corral:
+
+    NonRetryableError                       fail the run (or step) at once, without retries
+
 Driver errors (sqlite3, psycopg) are translated at the store adapter and never reach a
 caller; the original is kept as ``__cause__`` for logs.
 """
@@ -123,6 +127,10 @@ class StoreUnavailable(CorralError):
     code = "store_unavailable"
 
 
+class NonRetryableError(Exception):
+    """Raise (or subclass) in an agent or a step to fail at once: no retry, no backoff."""
+
+
 __all__ = [
     "BackpressureError",
     "BudgetExceeded",
@@ -133,6 +141,7 @@ __all__ = [
     "InvalidInput",
     "LeaseLost",
     "NonDeterminismError",
+    "NonRetryableError",
     "RunNotFound",
     "ShutdownError",
     "StepFailed",

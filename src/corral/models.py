@@ -90,6 +90,8 @@ class Lease:
     root_id: str
     parent_id: str | None
     depth: int
+    #: journal entries so far; above 1 (the submit entry) the delivery replays a journal
+    journal_seq: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,6 +105,14 @@ class Ack:
     run_id: str
     epoch: int
     result: JSON = None
+
+
+@dataclass(frozen=True, slots=True)
+class Appended:
+    """Sequence numbers of appended journal entries, and whether cancellation was requested."""
+
+    seqs: list[int]
+    cancel_requested: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,3 +155,17 @@ class QueueStats:
 
     def tenant(self, name: str) -> TenantStats | None:
         return next((t for t in self.tenants if t.tenant == name), None)
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """Where a run stands, as a waiting parent sees it."""
+
+    run_id: str
+    status: RunStatus
+    result: JSON
+    error: JSON
+
+    @property
+    def done(self) -> bool:
+        return self.status.terminal

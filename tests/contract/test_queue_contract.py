@@ -265,8 +265,8 @@ async def test_priority_then_age_within_tenant_with_aging(store: Store, clock: F
 async def test_journal_append_is_ordered_and_readable_after(store: Store) -> None:
     (run_id,) = await store.submit([spec()])
     ref = await lease_one(store)
-    assert await store.append(ref, [("event", "a", 1), ("event", "b", {"k": 2})]) == [2, 3]
-    assert await store.append(ref, [("event", "c", None)]) == [4]
+    assert (await store.append(ref, [("event", "a", 1), ("event", "b", {"k": 2})])).seqs == [2, 3]
+    assert (await store.append(ref, [("event", "c", None)])).seqs == [4]
     entries = await store.journal(run_id, after=2)
     assert [(e.seq, e.name, e.data, e.epoch) for e in entries] == [
         (3, "b", {"k": 2}, ref.epoch),

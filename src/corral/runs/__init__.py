@@ -1,5 +1,5 @@
 """The durable-execution API agents are written against."""
 
-from corral.runs.context import RunContext
+from corral.runs.context import FanoutLimits, RunContext, StepPolicy
 
-__all__ = ["RunContext"]
+__all__ = ["FanoutLimits", "RunContext", "StepPolicy"]

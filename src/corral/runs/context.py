@@ -1,23 +1,70 @@
-"""The context an agent is called with: who this run is, and its durable journal."""
+"""The context an agent is called with: who the run is, and the durable calls it makes.
+
+Each durable call is journaled before the agent continues and replayed on later deliveries
+(see ``replay.py``). Writes are fenced by the lease epoch: once another worker owns the run
+they raise ``LeaseLost``. A call that finds cancellation requested stops the run.
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import asyncio
+import json
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
-from corral.models import JSON, JournalEntry, Lease, LeaseRef
+from corral.errors import (
+    BudgetExceeded,
+    ChildRunFailed,
+    CorralError,
+    FanoutLimitError,
+    InvalidInput,
+    NonRetryableError,
+    StepFailed,
+)
+from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSpec, RunStatus
+from corral.runs.replay import Replay
+from corral.runs.signals import CancelRequested, Suspended
 
 if TYPE_CHECKING:
     from corral.store import Store
 
 
-class RunContext:
-    """Passed to every agent as ``ctx``. Writes through it are fenced by the lease epoch: once
-    another worker owns the run, they raise ``LeaseLost``."""
+@dataclass(frozen=True, slots=True)
+class StepPolicy:
+    """How one step is run: retried ``retries`` times with exponential ``backoff`` (seconds)
+    on any exception except those in ``give_up_on``, each try bounded by ``timeout``."""
 
-    def __init__(self, lease: Lease, store: Store) -> None:
+    retries: int = 0
+    backoff: float = 0.5
+    timeout: float | None = None
+    give_up_on: tuple[type[BaseException], ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FanoutLimits:
+    max_children: int = 16
+    max_depth: int = 3
+
+
+class RunContext:
+    """Passed to every agent as ``ctx``."""
+
+    def __init__(
+        self,
+        lease: Lease,
+        store: Store,
+        *,
+        history: Sequence[JournalEntry] = (),
+        limits: FanoutLimits | None = None,
+    ) -> None:
         self._lease = lease
         self._store = store
+        self._replay = Replay(lease.run_id, history)
+        self._limits = limits or FanoutLimits()
         self.ref = LeaseRef(lease.run_id, lease.epoch)
+
+    # -- identity -----------------------------------------------------------------------------
 
     @property
     def run_id(self) -> str:
@@ -52,12 +99,265 @@ class RunContext:
     def depth(self) -> int:
         return self._lease.depth
 
+    @property
+    def replaying(self) -> bool:
+        """True while calls are being answered from the journal of an earlier delivery."""
+        return self._replay.replaying
+
+    # -- journaled calls ----------------------------------------------------------------------
+
+    async def step(
+        self,
+        name: str,
+        fn: Callable[..., Any],
+        *args: Any,
+        policy: StepPolicy | None = None,
+        **kwargs: Any,
+    ) -> Any:
+        """Run ``fn(*args, **kwargs)`` (sync functions in a thread) once for this run: its
+        result is journaled, and every later delivery gets the recorded result instead. An
+        exception in ``policy.give_up_on`` (or a ``NonRetryableError``) is recorded too and
+        raised as ``StepFailed``, then and on every replay; any other exception, once the
+        step's retries are spent, fails this attempt of the run (which the queue retries)."""
+        _check_name("step name", name)
+        recorded = self._replay.next("step", name)
+        if recorded is not None:
+            return _unpack_step(name, recorded.data)
+        policy = policy or StepPolicy()
+        try:
+            value = _round_trip(await self._run_step(fn, args, kwargs, policy))
+        except _GaveUp as gave_up:
+            error = _describe(gave_up.error)
+            await self._record("step", name, {"error": error})
+            raise StepFailed(name, error) from gave_up.error
+        await self._record("step", name, {"ok": value})
+        return value
+
+    async def _run_step(
+        self,
+        fn: Callable[..., Any],
+        args: tuple[Any, ...],
+        kwargs: dict[str, Any],
+        policy: StepPolicy,
+    ) -> Any:
+        tries = 0
+        while True:
+            try:
+                call = (
+                    fn(*args, **kwargs)
+                    if asyncio.iscoroutinefunction(fn)
+                    else asyncio.to_thread(fn, *args, **kwargs)
+                )
+                async with asyncio.timeout(policy.timeout):
+                    return await call
+            except Exception as exc:
+                if isinstance(exc, (NonRetryableError, *policy.give_up_on)):
+                    raise _GaveUp(exc) from exc
+                tries += 1
+                if tries > policy.retries:
+                    raise
+                await asyncio.sleep(policy.backoff * (2 ** (tries - 1)))
+
     async def emit(self, kind: str, data: JSON = None) -> int:
-        """Append a user event to the run's journal; returns its sequence number."""
-        if not isinstance(kind, str) or not kind:
-            raise ValueError("event kind must be a non-empty string")
-        (seq,) = await self._store.append(self.ref, [("event", kind, data)])
-        return seq
+        """Append a user event to the run's journal (once per run, even across replays);
+        returns its sequence number."""
+        _check_name("event kind", kind)
+        recorded = self._replay.next("event", kind)
+        if recorded is not None:
+            return recorded.seq
+        return await self._record("event", kind, _round_trip(data))
+
+    async def spawn(
+        self,
+        agent: str,
+        input: JSON = None,
+        *,
+        budget: float | None = None,
+        priority: int = 0,
+        max_attempts: int = 3,
+    ) -> str:
+        """Start a child run (same tenant, same fair dispatch, drawing on this run tree's
+        budget; ``budget`` sets a sub-limit). Returns its run id."""
+        (child,) = await self.spawn_many(
+            [
+                {
+                    "agent": agent,
+                    "input": input,
+                    "budget": budget,
+                    "priority": priority,
+                    "max_attempts": max_attempts,
+                }
+            ]
+        )
+        return child
+
+    async def spawn_many(self, children: Iterable[dict[str, Any]]) -> list[str]:
+        """Start several child runs in one transaction (all or none)."""
+        specs = [_child_spec(c) for c in children]
+        name = ",".join(sorted({s.agent for s in specs}))
+        recorded = self._replay.next("spawn", name)
+        if recorded is not None:
+            _raise_recorded(recorded.data)
+            return list(recorded.data["children"])
+        try:
+            ids = await self._store.spawn(
+                self.ref,
+                specs,
+                max_children=self._limits.max_children,
+                max_depth=self._limits.max_depth,
+                entry=("spawn", name, {}),
+            )
+        except (FanoutLimitError, BudgetExceeded) as exc:
+            await self._record("spawn", name, {"error": _describe(exc)})
+            raise
+        return ids
+
+    async def wait(self, *runs: str | Iterable[str], return_exceptions: bool = False) -> list[Any]:
+        """The results of the given runs, in order. While any is unfinished the run suspends:
+        its lease and tenant slot are given back, and it resumes when the last one ends. A
+        failed or cancelled run raises ``ChildRunFailed`` (or, with ``return_exceptions``, is
+        returned as one)."""
+        ids = [r for item in runs for r in ([item] if isinstance(item, str) else item)]
+        recorded = self._replay.next("wait", None)
+        if recorded is not None:
+            outcomes = [
+                RunOutcome(o["run_id"], RunStatus(o["status"]), o["result"], o["error"])
+                for o in recorded.data["outcomes"]
+            ]
+        else:
+            while True:
+                outcomes = await self._store.outcomes(ids)
+                if all(o.done for o in outcomes):
+                    break
+                if await self._store.suspend(
+                    self.ref, children=ids, entry=("suspended", "wait", {"runs": ids})
+                ):
+                    raise Suspended
+            await self._record(
+                "wait",
+                None,
+                {
+                    "outcomes": [
+                        {
+                            "run_id": o.run_id,
+                            "status": o.status.value,
+                            "result": o.result,
+                            "error": o.error,
+                        }
+                        for o in outcomes
+                    ]
+                },
+            )
+        results: list[Any] = []
+        for o in outcomes:
+            if o.status == RunStatus.SUCCEEDED:
+                results.append(o.result)
+                continue
+            failure = ChildRunFailed(o.run_id, o.status.value, o.error)
+            if not return_exceptions:
+                raise failure
+            results.append(failure)
+        return results
+
+    async def sleep(self, seconds: float) -> None:
+        """A durable timer: the run suspends (holding no slot) and resumes after ``seconds``,
+        even if every worker restarts in between."""
+        if not isinstance(seconds, int | float) or seconds < 0:
+            raise InvalidInput("sleep needs a number of seconds >= 0")
+        recorded = self._replay.next("sleep", None)
+        if recorded is not None:
+            wake_at = float(recorded.data["wake_at"])
+        else:
+            wake_at = self._store.clock() + seconds
+            await self._record("sleep", None, {"wake_at": wake_at, "seconds": seconds})
+        if self._store.clock() >= wake_at:
+            return
+        if await self._store.suspend(
+            self.ref, wake_at=wake_at, entry=("suspended", "sleep", {"wake_at": wake_at})
+        ):
+            raise Suspended
+
+    async def charge(self, amount: float, *, reason: str | None = None) -> float | None:
+        """Draw ``amount`` cost units from the root run's budget (and any sub-limit on the way),
+        atomically across all workers. Returns what the root has left (None: no budget).
+        Raises ``BudgetExceeded`` — then and on every replay — when it would overspend."""
+        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
+            raise InvalidInput("charge needs an amount >= 0")
+        recorded = self._replay.next("charge", reason)
+        if recorded is not None:
+            _raise_recorded(recorded.data)
+            remaining = recorded.data.get("remaining")
+            return None if remaining is None else float(remaining)
+        try:
+            return await self._store.charge(
+                self.ref, float(amount), ("charge", reason, {"amount": amount})
+            )
+        except BudgetExceeded as exc:
+            await self._record("charge", reason, {"amount": amount, "error": _describe(exc)})
+            raise
 
     async def journal(self, after: int = 0) -> list[JournalEntry]:
         return await self._store.journal(self.run_id, after=after)
+
+    async def _record(self, kind: str, name: str | None, data: JSON) -> int:
+        appended = await self._store.append(self.ref, [(kind, name, data)])
+        if appended.cancel_requested:
+            raise CancelRequested
+        return appended.seqs[0]
+
+
+class _GaveUp(Exception):
+    def __init__(self, error: BaseException) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+def _check_name(what: str, value: object) -> None:
+    if not isinstance(value, str) or not value or len(value) > 200:
+        raise InvalidInput(f"{what} must be a non-empty string of at most 200 characters")
+
+
+def _round_trip(value: Any) -> JSON:
+    """What the journal will give back on replay, so first run and replay see the same value."""
+    try:
+        return json.loads(json.dumps(value, allow_nan=False))
+    except (TypeError, ValueError) as exc:
+        raise InvalidInput(f"not a JSON value, cannot be journaled: {exc}") from exc
+
+
+def _describe(exc: BaseException) -> dict[str, Any]:
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc),
+        "code": exc.code if isinstance(exc, CorralError) else None,
+    }
+
+
+def _unpack_step(name: str, data: Any) -> Any:
+    if "error" in data:
+        raise StepFailed(name, data["error"])
+    return data["ok"]
+
+
+def _raise_recorded(data: Any) -> None:
+    error = data.get("error")
+    if error is None:
+        return
+    if error.get("type") == "BudgetExceeded":
+        raise BudgetExceeded(error["message"])
+    raise FanoutLimitError(error["message"])
+
+
+def _child_spec(child: dict[str, Any]) -> RunSpec:
+    agent = child.get("agent")
+    _check_name("agent", agent)
+    budget = child.get("budget")
+    if budget is not None and (not isinstance(budget, int | float) or budget < 0):
+        raise InvalidInput("a child budget must be a number >= 0")
+    return RunSpec(
+        agent=str(agent),
+        input=_round_trip(child.get("input")),
+        priority=int(child.get("priority", 0)),
+        max_attempts=int(child.get("max_attempts", 3)),
+        budget=None if budget is None else float(budget),
+    )

@@ -13,19 +13,20 @@ from corral.config import PlanSpec, StoreConfig
 from corral.models import (
     JSON,
     Ack,
+    Appended,
     HeartbeatReport,
     JournalEntry,
     Lease,
     LeaseRef,
     QueueStats,
     Run,
+    RunOutcome,
     RunSpec,
     RunStatus,
 )
 
 if TYPE_CHECKING:
     from corral.store.sql_keys import ApiKey, DeliveryCounters
-
 
 
 class Store(Protocol):
@@ -68,10 +69,36 @@ class Store(Protocol):
     # journal
     async def append(
         self, ref: LeaseRef, entries: Sequence[tuple[str, str | None, JSON]]
-    ) -> list[int]: ...
+    ) -> Appended: ...
     async def journal(
         self, run_id: str, *, after: int = 0, limit: int = 1000
     ) -> list[JournalEntry]: ...
+
+    # durable execution: fan-out, suspension, budgets
+    async def spawn(
+        self,
+        ref: LeaseRef,
+        specs: Sequence[RunSpec],
+        *,
+        max_children: int,
+        max_depth: int,
+        entry: tuple[str, str | None, JSON],
+    ) -> list[str]: ...
+    async def suspend(
+        self,
+        ref: LeaseRef,
+        *,
+        children: Sequence[str] = (),
+        wake_at: float | None = None,
+        entry: tuple[str, str | None, JSON],
+    ) -> bool: ...
+    async def charge(
+        self, ref: LeaseRef, amount: float, entry: tuple[str, str | None, JSON]
+    ) -> float | None: ...
+    async def outcomes(self, run_ids: Sequence[str]) -> list[RunOutcome]: ...
+    async def set_tenant_fanout(
+        self, tenant: str, *, max_children: int | None, max_depth: int | None
+    ) -> None: ...
 
     # load signal and tenancy
     async def stats(self) -> QueueStats: ...

@@ -90,6 +90,7 @@ class PostgresStore(SqlStore):
         self._pool: AsyncConnectionPool | None = None
         self._listener: asyncio.Task[None] | None = None
         self._listen_conn: psycopg.AsyncConnection[Any] | None = None
+        self._listen_lock = asyncio.Lock()
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -169,12 +170,21 @@ class PostgresStore(SqlStore):
         self._local_work.clear()
 
     async def _start_listener(self) -> None:
+        # Shielded: a waiter cancelled half-way must not leave an open, unowned connection.
+        async with self._listen_lock:
+            if self._listener is None:
+                await asyncio.shield(self._connect_listener())
+
+    async def _connect_listener(self) -> None:
+        if self._listen_conn is not None:
+            await self._listen_conn.close()
+            self._listen_conn = None
         try:
             conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
-        await conn.execute(f"LISTEN {CHANNEL}")
         self._listen_conn = conn
+        await conn.execute(f"LISTEN {CHANNEL}")
         self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
@@ -182,6 +192,6 @@ class PostgresStore(SqlStore):
             async for _ in conn.notifies():
                 self._local_work.set()
         except psycopg.Error as exc:
-            # Without notifications idle workers still poll; log and let the poll carry on.
-            log.warning("LISTEN connection lost (%s); falling back to polling", exc)
+            # Idle workers still poll meanwhile; the next wait reconnects.
+            log.warning("LISTEN connection lost (%s); reconnecting on next wait", exc)
             self._listener = None

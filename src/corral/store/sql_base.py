@@ -11,13 +11,16 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 from corral.clock import Clock, system_clock
 from corral.config import UNLIMITED, StoreConfig
+from corral.errors import LeaseLost
 from corral.models import (
     JSON,
+    Appended,
+    LeaseRef,
     Run,
     RunStatus,
 )
@@ -25,6 +28,10 @@ from corral.store.queries import load_queries
 from corral.store.transaction import Transaction
 
 T = TypeVar("T")
+
+#: per-tenant (queued, in_flight) counter changes, applied at the end of a transaction
+Deltas = dict[str, list[int]]
+Entry = tuple[str, str | None, JSON]
 
 
 def dumps(value: JSON) -> str:
@@ -121,7 +128,51 @@ class SqlBase(ABC):
 
         await self._tx(body)
 
-    async def _adjust_tenants(self, tx: Transaction, deltas: dict[str, list[int]]) -> bool:
+    async def _append_in_tx(
+        self, tx: Transaction, ref: LeaseRef, entries: Sequence[Entry], now: float
+    ) -> Appended:
+        """Append journal entries fenced by the lease epoch, inside the caller's transaction."""
+        row = await tx.fetchone(
+            self.q["bump_journal"],
+            {"id": ref.run_id, "epoch": ref.epoch, "n": len(entries), "now": now},
+        )
+        if row is None:
+            raise LeaseLost(ref.run_id, ref.epoch)
+        first = int(row[0]) - len(entries) + 1
+        seqs = list(range(first, first + len(entries)))
+        await tx.execute_many(
+            self.q["insert_journal"],
+            [
+                {
+                    "run_id": ref.run_id,
+                    "seq": seq,
+                    "kind": kind,
+                    "name": name,
+                    "data": dumps(data),
+                    "epoch": ref.epoch,
+                    "now": now,
+                }
+                for seq, (kind, name, data) in zip(seqs, entries, strict=True)
+            ],
+        )
+        return Appended(seqs, bool(row[1]))
+
+    @abstractmethod
+    async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> None:
+        """Count ``n`` more queued runs for ``tenant`` (created on first sight) within its
+        quota, or raise BackpressureError."""
+
+    @abstractmethod
+    async def _wake_parents(
+        self, tx: Transaction, ended: Sequence[tuple[str, str | None]], now: float
+    ) -> Deltas:
+        """Count down parents waiting on runs that just ended (see sql_durable)."""
+
+    @abstractmethod
+    async def _wake_timers(self, tx: Transaction, now: float) -> Deltas:
+        """Queue waiting runs whose timer is due (see sql_durable)."""
+
+    async def _adjust_tenants(self, tx: Transaction, deltas: Deltas) -> bool:
         """Apply (queued, in_flight) deltas; True when an adjusted tenant has runs queued."""
         if not deltas:
             return False
@@ -136,3 +187,11 @@ class SqlBase(ABC):
         if backlog:
             await tx.execute(self.q["notify_work"])
         return backlog
+
+
+def merge(into: Deltas, other: Deltas) -> Deltas:
+    for tenant, (queued, in_flight) in other.items():
+        d = into.setdefault(tenant, [0, 0])
+        d[0] += queued
+        d[1] += in_flight
+    return into

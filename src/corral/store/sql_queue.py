@@ -16,6 +16,7 @@ from corral.ids import new_run_id
 from corral.models import (
     JSON,
     Ack,
+    Appended,
     HeartbeatReport,
     JournalEntry,
     Lease,
@@ -24,7 +25,7 @@ from corral.models import (
     RunSpec,
     RunStatus,
 )
-from corral.store.sql_base import SqlBase, dumps, loads, run_from_row
+from corral.store.sql_base import Deltas, Entry, SqlBase, dumps, loads, merge, run_from_row
 from corral.store.transaction import Params, Row, Transaction
 
 T = TypeVar("T")
@@ -115,7 +116,9 @@ class QueueMixin(SqlBase):
         now = self.clock()
 
         async def body(tx: Transaction) -> list[Lease]:
-            await self._reap_expired(tx, now)
+            deltas = await self._reap_expired(tx, now)
+            merge(deltas, await self._wake_timers(tx, now))
+            await self._adjust_tenants(tx, deltas)
             slots = limit
             cap_row = await tx.fetchone(self.q["global_cap"])
             if cap_row is not None and cap_row[0] is not None:
@@ -165,25 +168,29 @@ class QueueMixin(SqlBase):
                 ids.append(run_id)
         return ids
 
-    async def _reap_expired(self, tx: Transaction, now: float) -> None:
+    async def _reap_expired(self, tx: Transaction, now: float) -> Deltas:
+        """Hand expired leases back (or end their runs); returns tenant counter deltas."""
         expired = await tx.fetchall(
             self.q["select_expired"], {"now": now, "limit": self.config.reap_batch}
         )
         if not expired:
-            return
+            return {}
         error = dumps({"type": "LeaseExpired", "message": "lease expired on every attempt"})
         rows = await tx.fetch_each(
             self.q["expire_run"], [{"id": r[0], "now": now, "error": error} for r in expired]
         )
-        deltas: dict[str, list[int]] = {}
-        for result in rows:
+        deltas: Deltas = {}
+        ended = []
+        for (run_id,), result in zip(expired, rows, strict=True):
             if result:
-                tenant, status, _parent = result[0]
+                tenant, status, parent = result[0]
                 d = deltas.setdefault(tenant, [0, 0])
                 d[1] -= 1
                 if status == RunStatus.QUEUED:
                     d[0] += 1
-        await self._adjust_tenants(tx, deltas)
+                else:
+                    ended.append((run_id, parent))
+        return merge(deltas, await self._wake_parents(tx, ended, now))
 
     # -- fenced writes ------------------------------------------------------------------------
 
@@ -237,10 +244,13 @@ class QueueMixin(SqlBase):
     ) -> frozenset[str]:
         async def body(tx: Transaction) -> frozenset[str]:
             results = await tx.fetch_each(query, params)
-            deltas: dict[str, list[int]] = {}
-            for rows in results:
+            deltas: Deltas = {}
+            ended = []
+            for run_id, rows in zip(run_ids, results, strict=True):
                 if rows:
                     deltas.setdefault(rows[0][0], [0, 0])[1] -= 1
+                    ended.append((run_id, rows[0][1]))
+            merge(deltas, await self._wake_parents(tx, ended, self.clock()))
             await self._adjust_tenants(tx, deltas)
             return frozenset(i for i, rows in zip(run_ids, results, strict=True) if not rows)
 
@@ -269,7 +279,10 @@ class QueueMixin(SqlBase):
             if row is None:
                 raise LeaseLost(ref.run_id, ref.epoch)
             status = RunStatus(row[1])
-            await self._adjust_tenants(tx, {row[0]: [1 if status == RunStatus.QUEUED else 0, -1]})
+            deltas: Deltas = {row[0]: [1 if status == RunStatus.QUEUED else 0, -1]}
+            if status.terminal:
+                merge(deltas, await self._wake_parents(tx, [(ref.run_id, row[2])], now))
+            await self._adjust_tenants(tx, deltas)
             return status
 
         status = await self._tx(body)
@@ -287,7 +300,7 @@ class QueueMixin(SqlBase):
                 self.q["release_run"],
                 [{"id": r.run_id, "epoch": r.epoch, "now": now} for r in refs],
             )
-            deltas: dict[str, list[int]] = {}
+            deltas: Deltas = {}
             for rows in results:
                 if rows:
                     d = deltas.setdefault(rows[0][0], [0, 0])
@@ -316,68 +329,42 @@ class QueueMixin(SqlBase):
         async def body(tx: Transaction) -> None:
             if not await tx.fetch_dicts(self.q["get_run"], {"id": run_id}):
                 raise RunNotFound(run_id)
+            deltas: Deltas = {}
             pending = [run_id]
             while pending:
                 current = pending.pop()
-                await self._cancel_one(tx, current, now)
+                merge(deltas, await self._cancel_one(tx, current, now))
                 pending.extend(
                     r[0] for r in await tx.fetchall(self.q["child_ids"], {"id": current})
                 )
+            await self._adjust_tenants(tx, deltas)
 
         await self._tx(body)
         run = await self.get(run_id)
         assert run is not None
         return run
 
-    async def _cancel_one(self, tx: Transaction, run_id: str, now: float) -> None:
-        for status, queued_delta in ((RunStatus.QUEUED, -1), (RunStatus.WAITING, 0)):
+    async def _cancel_one(self, tx: Transaction, run_id: str, now: float) -> Deltas:
+        for status in (RunStatus.QUEUED, RunStatus.WAITING):
             row = await tx.fetchone(
                 self.q["cancel_idle"], {"id": run_id, "status": status.value, "now": now}
             )
             if row is not None:
-                if queued_delta:
-                    await self._adjust_tenants(tx, {row[0]: [queued_delta, 0]})
-                return
+                deltas: Deltas = {row[0]: [-1 if status == RunStatus.QUEUED else 0, 0]}
+                if status == RunStatus.WAITING:
+                    await tx.execute(self.q["drop_waits"], {"parent_id": run_id})
+                return merge(deltas, await self._wake_parents(tx, [(run_id, row[1])], now))
         await tx.execute(self.q["request_cancel"], {"id": run_id})
+        return {}
 
     # -- journal ------------------------------------------------------------------------------
 
-    async def append(
-        self, ref: LeaseRef, entries: Sequence[tuple[str, str | None, JSON]]
-    ) -> list[int]:
-        """Append journal entries, fenced by the lease epoch; returns their sequence numbers."""
+    async def append(self, ref: LeaseRef, entries: Sequence[Entry]) -> Appended:
+        """Append journal entries, fenced by the lease epoch."""
         now = self.clock()
 
-        async def body(tx: Transaction) -> list[int]:
-            row = await tx.fetchone(
-                self.q["bump_journal"],
-                {
-                    "id": ref.run_id,
-                    "epoch": ref.epoch,
-                    "n": len(entries),
-                    "now": now,
-                },
-            )
-            if row is None:
-                raise LeaseLost(ref.run_id, ref.epoch)
-            first = int(row[0]) - len(entries) + 1
-            seqs = list(range(first, first + len(entries)))
-            await tx.execute_many(
-                self.q["insert_journal"],
-                [
-                    {
-                        "run_id": ref.run_id,
-                        "seq": s,
-                        "kind": k,
-                        "name": n,
-                        "data": dumps(d),
-                        "epoch": ref.epoch,
-                        "now": now,
-                    }
-                    for s, (k, n, d) in zip(seqs, entries, strict=True)
-                ],
-            )
-            return seqs
+        async def body(tx: Transaction) -> Appended:
+            return await self._append_in_tx(tx, ref, entries, now)
 
         return await self._tx(body)
 
@@ -440,4 +427,5 @@ def _lease_from_row(r: Row) -> Lease:
         root_id=r[8],
         parent_id=r[9],
         depth=int(r[10]),
+        journal_seq=int(r[11]),
     )

@@ -14,12 +14,13 @@ with any number of workers. Tenant rows are always updated in sorted order (no l
 from __future__ import annotations
 
 from corral.store.sql_base import SqlBase, dumps, loads, run_from_row
+from corral.store.sql_durable import DurableMixin
 from corral.store.sql_keys import ApiKeysMixin, ServiceReadsMixin
 from corral.store.sql_queue import QueueMixin
 from corral.store.sql_tenancy import TenancyMixin
 
 
-class SqlStore(QueueMixin, TenancyMixin, ApiKeysMixin, ServiceReadsMixin):
+class SqlStore(QueueMixin, DurableMixin, TenancyMixin, ApiKeysMixin, ServiceReadsMixin):
     """A backend subclasses this and implements the hooks declared on ``SqlBase``."""
 
 

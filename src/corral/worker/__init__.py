@@ -1,5 +1,6 @@
 """Workers: bounded slots, leases, heartbeats, fencing, graceful drain."""
 
-from corral.worker.worker import AgentFn, NonRetryableError, Worker, WorkerOptions
+from corral.errors import NonRetryableError
+from corral.worker.worker import AgentFn, Worker, WorkerOptions
 
 __all__ = ["AgentFn", "NonRetryableError", "Worker", "WorkerOptions"]

@@ -19,14 +19,24 @@ import socket
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
 from corral.dispatch import retry_delay
-from corral.errors import LeaseLost, StoreUnavailable
-from corral.models import JSON, Ack, Lease, LeaseRef
-from corral.runs.context import RunContext
+from corral.errors import (
+    BudgetExceeded,
+    ChildRunFailed,
+    FanoutLimitError,
+    LeaseLost,
+    NonDeterminismError,
+    NonRetryableError,
+    StepFailed,
+    StoreUnavailable,
+)
+from corral.models import JSON, Ack, JournalEntry, Lease, LeaseRef
+from corral.runs.context import FanoutLimits, RunContext
+from corral.runs.signals import CancelRequested, Suspended
 from corral.store import Store
 from corral.worker.acker import AckBatcher
 
@@ -34,9 +44,15 @@ log = logging.getLogger(__name__)
 
 AgentFn = Callable[[RunContext, Any], Awaitable[JSON]]
 
-
-class NonRetryableError(Exception):
-    """Raise (or subclass) from an agent to fail the run at once, without retries."""
+#: failures that a retry would only repeat: replay answers the same calls the same way
+DETERMINISTIC_FAILURES: tuple[type[Exception], ...] = (
+    NonRetryableError,
+    NonDeterminismError,
+    StepFailed,
+    FanoutLimitError,
+    BudgetExceeded,
+    ChildRunFailed,
+)
 
 
 class _Stop(Enum):
@@ -54,6 +70,7 @@ class WorkerOptions:
     poll_interval: float = 1.0
     retry_base: float = 1.0
     retry_cap: float = 300.0
+    limits: FanoutLimits = field(default_factory=FanoutLimits)
 
 
 class _Slot:
@@ -164,6 +181,11 @@ class Worker:
         try:
             try:
                 result = await self._call_agent(lease)
+            except Suspended:
+                return  # the store already holds the run as waiting; its lease is gone
+            except CancelRequested:
+                await self.store.finish_cancelled(slot.ref)
+                return
             except asyncio.CancelledError:
                 await self._after_cancel(slot)
                 return
@@ -184,7 +206,20 @@ class Worker:
         agent = self.agents.get(lease.agent)
         if agent is None:
             raise NonRetryableError(f"no agent named {lease.agent!r} is registered on this worker")
-        return await agent(RunContext(lease, self.store), lease.input)
+        history = await self._history(lease) if lease.journal_seq > 1 else []
+        ctx = RunContext(lease, self.store, history=history, limits=self.options.limits)
+        return await agent(ctx, lease.input)
+
+    async def _history(self, lease: Lease) -> list[JournalEntry]:
+        """The journal of earlier deliveries, read once per delivery, for replay."""
+        entries: list[JournalEntry] = []
+        while True:
+            page = await self.store.journal(
+                lease.run_id, after=entries[-1].seq if entries else 0, limit=5000
+            )
+            entries.extend(page)
+            if len(page) < 5000:
+                return entries
 
     async def _after_cancel(self, slot: _Slot) -> None:
         reason = slot.stop_reason
@@ -199,7 +234,7 @@ class Worker:
 
     async def _fail(self, slot: _Slot, exc: Exception) -> None:
         lease = slot.lease
-        retryable = not isinstance(exc, NonRetryableError)
+        retryable = not isinstance(exc, DETERMINISTIC_FAILURES)
         delay = retry_delay(lease.attempt, base=self.options.retry_base, cap=self.options.retry_cap)
         error = {
             "type": type(exc).__name__,

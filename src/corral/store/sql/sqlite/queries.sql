@@ -108,7 +108,7 @@ UPDATE corral_runs SET
     started_at = COALESCE(started_at, :now)
 WHERE id = :id AND status = 'queued'
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth;
+    root_id, parent_id, depth, journal_seq;
 
 -- name: heartbeat_run
 UPDATE corral_runs SET lease_expires_at = :expires_at
@@ -161,7 +161,7 @@ SELECT id FROM corral_runs WHERE parent_id = :id AND status NOT IN ('succeeded',
 -- name: bump_journal
 UPDATE corral_runs SET journal_seq = journal_seq + :n
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING journal_seq;
+RETURNING journal_seq, cancel_requested;
 
 -- name: bump_journal_unfenced
 UPDATE corral_runs SET journal_seq = journal_seq + :n WHERE id = :id

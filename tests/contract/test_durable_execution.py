@@ -1,0 +1,305 @@
+"""Durable execution (journaled steps, replay, spawn/wait, sleep, fan-out limits, budgets) with
+an in-process worker, on every backend."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from corral import (
+    BudgetExceeded,
+    ChildRunFailed,
+    Corral,
+    FanoutLimitError,
+    NonRetryableError,
+    RunContext,
+    StepFailed,
+    StepPolicy,
+)
+from corral.models import RunStatus
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def drain(app: Corral, concurrency: int = 8) -> None:
+    """Run one in-process worker until nothing is queued, running or waiting."""
+    worker = app.worker(concurrency=concurrency, poll_interval=0.02, retry_base=0.0)
+    await asyncio.wait_for(worker.run(until_idle=True), 45)
+
+
+async def test_completed_steps_are_not_executed_again(db_url: str) -> None:
+    app = Corral(db_url)
+    calls: Counter[str] = Counter()
+
+    def side_effect(name: str) -> str:
+        calls[name] += 1
+        return name.upper()
+
+    @app.agent("flaky")
+    async def flaky(ctx: RunContext, input: Any) -> list[str]:
+        a = await ctx.step("a", side_effect, "a")
+        b = await ctx.step("b", side_effect, "b")
+        if ctx.attempt < 3:
+            raise RuntimeError("crash after two steps")
+        c = await ctx.step("c", side_effect, "c")
+        return [a, b, c]
+
+    async with app:
+        run_id = await app.submit("flaky", max_attempts=3)
+        await drain(app)
+        run = await app.get(run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.attempts == 3
+    assert run.result == ["A", "B", "C"]
+    assert calls == {"a": 1, "b": 1, "c": 1}
+
+
+async def test_non_determinism_is_reported_readably(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("shifty")
+    async def shifty(ctx: RunContext, input: Any) -> None:
+        await ctx.step("fetch" if ctx.attempt == 1 else "search", lambda: 1)
+        if ctx.attempt == 1:
+            raise RuntimeError("retry me")
+
+    async with app:
+        run_id = await app.submit("shifty", max_attempts=3)
+        await drain(app)
+        run = await app.get(run_id)
+    assert run.status == RunStatus.FAILED
+    assert run.error["type"] == "NonDeterminismError"
+    assert "'search'" in run.error["message"] and "'fetch'" in run.error["message"]
+    assert run.attempts == 2  # non-determinism is not retried
+
+
+async def test_step_failure_is_recorded_and_replayed(db_url: str) -> None:
+    app = Corral(db_url)
+    calls = Counter[str]()
+
+    async def refuse() -> None:
+        calls["refuse"] += 1
+        raise NonRetryableError("the document is empty")
+
+    async def wobbly() -> str:
+        calls["wobbly"] += 1
+        if calls["wobbly"] < 3:
+            raise ConnectionError("try again")
+        return "ok"
+
+    async def slow() -> None:
+        await asyncio.sleep(10)
+
+    @app.agent("steps")
+    async def steps(ctx: RunContext, input: Any) -> dict[str, Any]:
+        out: dict[str, Any] = {}
+        try:
+            await ctx.step("refuse", refuse)
+        except StepFailed as exc:
+            out["refused"] = exc.error["message"]
+        out["wobbly"] = await ctx.step("wobbly", wobbly, policy=StepPolicy(retries=3, backoff=0))
+        try:
+            await ctx.step(
+                "slow", slow, policy=StepPolicy(timeout=0.05, give_up_on=(TimeoutError,))
+            )
+        except StepFailed as exc:
+            out["slow"] = exc.error["type"]
+        if ctx.attempt == 1:
+            raise RuntimeError("replay everything")
+        return out
+
+    async with app:
+        run_id = await app.submit("steps", max_attempts=2)
+        await drain(app)
+        run = await app.get(run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result == {
+        "refused": "the document is empty",
+        "wobbly": "ok",
+        "slow": "TimeoutError",
+    }
+    assert calls == {"refuse": 1, "wobbly": 3}
+
+
+async def test_events_are_journaled_once_and_readable_after_a_cursor(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("chatty")
+    async def chatty(ctx: RunContext, input: Any) -> None:
+        for i in range(3):
+            await ctx.emit("token", {"i": i})
+        if ctx.attempt == 1:
+            raise RuntimeError("again")
+
+    async with app:
+        run_id = await app.submit("chatty", max_attempts=2)
+        await drain(app)
+        journal = await app.journal(run_id)
+        later = await app.journal(run_id, after=journal[1].seq)
+    events = [e for e in journal if e.kind == "event"]
+    assert [e.data for e in events] == [{"i": 0}, {"i": 1}, {"i": 2}]
+    assert [e.seq for e in journal] == sorted(e.seq for e in journal)
+    assert later == journal[2:]
+
+
+async def test_spawn_and_wait_suspends_the_parent(db_url: str) -> None:
+    app = Corral(db_url)
+    seen_waiting: list[str] = []
+
+    @app.agent("square")
+    async def square(ctx: RunContext, n: int) -> int:
+        await asyncio.sleep(0.2)  # long enough for the parent to reach its wait
+        parent = await app.get(ctx.parent_id or "")
+        seen_waiting.append(parent.status)
+        if n == 3:
+            raise NonRetryableError("three is unlucky")
+        return n * n
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> dict[str, Any]:
+        kids = [await ctx.spawn("square", n) for n in (1, 2, 3)]
+        results = await ctx.wait(kids, return_exceptions=True)
+        try:
+            await ctx.wait(kids[2])
+        except ChildRunFailed as exc:
+            failed = exc.status
+        return {"ok": [r for r in results if not isinstance(r, Exception)], "failed": failed}
+
+    async with app:
+        run_id = await app.submit("parent")
+        await drain(app)
+        run = await app.get(run_id)
+        journal = await app.journal(run_id)
+        children = await app.list_runs(agent="square")
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result == {"ok": [1, 4], "failed": "failed"}
+    assert {c.parent_id for c in children} == {run_id} and {c.depth for c in children} == {1}
+    assert "waiting" in seen_waiting  # the parent gave its slot back while children ran
+    assert [e.name for e in journal if e.kind == "suspended"] == ["wait"]
+
+
+async def test_tenant_cap_one_fan_out_does_not_deadlock(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("leaf")
+    async def leaf(ctx: RunContext, n: int) -> int:
+        return n + 1
+
+    @app.agent("fan")
+    async def fan(ctx: RunContext, input: Any) -> int:
+        kids = await ctx.spawn_many([{"agent": "leaf", "input": n} for n in range(8)])
+        return sum(await ctx.wait(kids))
+
+    async with app:
+        await app.set_tenant("solo", cap=1)
+        run_id = await app.submit("fan", tenant="solo")
+        await drain(app, concurrency=4)
+        run = await app.get(run_id)
+    assert run.status == RunStatus.SUCCEEDED and run.result == sum(range(1, 9))
+
+
+async def test_recursive_planner_stops_at_fan_out_limits(db_url: str) -> None:
+    app = Corral(db_url, max_children=4, max_depth=2)
+    refusals: set[tuple[str, str]] = set()
+
+    @app.agent("planner")
+    async def planner(ctx: RunContext, input: Any) -> int:
+        kids: list[str] = []
+        try:
+            for _ in range(200):
+                kids.append(await ctx.spawn("planner"))
+        except FanoutLimitError as exc:
+            refusals.add((ctx.run_id, "depth" if "depth" in str(exc) else "children"))
+        return 1 + sum(await ctx.wait(kids)) if kids else 1
+
+    async with app:
+        run_id = await app.submit("planner")
+        await drain(app)
+        run = await app.get(run_id)
+        total = len(await app.list_runs(limit=1000))
+    assert run.status == RunStatus.SUCCEEDED
+    assert total == 1 + 4 + 16 == run.result
+    assert Counter(kind for _, kind in refusals) == {"children": 5, "depth": 16}
+
+
+async def test_budget_is_charged_to_the_root_and_never_overspent(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("worker")
+    async def worker(ctx: RunContext, cost: float) -> str:
+        try:
+            await ctx.charge(cost, reason="tokens")
+        except BudgetExceeded:
+            return "refused"
+        return "charged"
+
+    @app.agent("boss")
+    async def boss(ctx: RunContext, input: Any) -> dict[str, Any]:
+        await ctx.charge(2, reason="planning")
+        try:
+            await ctx.spawn("worker", 1, budget=100)
+        except BudgetExceeded:
+            sub_limit = "refused"
+        kids = await ctx.spawn_many([{"agent": "worker", "input": 3} for _ in range(4)])
+        return {"sub_limit": sub_limit, "kids": await ctx.wait(kids)}
+
+    async with app:
+        run_id = await app.submit("boss", budget=10)
+        await drain(app)
+        run = await app.get(run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result["sub_limit"] == "refused"
+    assert sorted(run.result["kids"]) == ["charged", "charged", "refused", "refused"]
+    assert run.spent == 8 and run.budget_remaining == 2
+
+
+async def test_cancelling_a_parent_cancels_its_descendants(db_url: str) -> None:
+    app = Corral(db_url)
+    started = asyncio.Event()
+
+    @app.agent("nap")
+    async def nap(ctx: RunContext, input: Any) -> None:
+        started.set()
+        await asyncio.sleep(30)
+
+    @app.agent("tree")
+    async def tree(ctx: RunContext, input: Any) -> None:
+        await ctx.wait(await ctx.spawn_many([{"agent": "nap"} for _ in range(3)]))
+
+    async with app:
+        run_id = await app.submit("tree")
+        worker = app.worker(concurrency=4, poll_interval=0.02, lease_ttl=0.6)
+        task = asyncio.create_task(worker.run())
+        await asyncio.wait_for(started.wait(), 10)
+        await app.cancel(run_id)
+        for _ in range(100):
+            runs = await app.list_runs()
+            if all(r.done for r in runs):
+                break
+            await asyncio.sleep(0.05)
+        worker.stop()
+        await task
+    assert {r.status for r in runs} == {RunStatus.CANCELLED} and len(runs) == 4
+
+
+async def test_durable_sleep_fires_once(db_url: str) -> None:
+    app = Corral(db_url)
+    wakes: list[int] = []
+
+    @app.agent("napper")
+    async def napper(ctx: RunContext, input: Any) -> str:
+        await ctx.emit("before")
+        await ctx.sleep(0.3)
+        wakes.append(ctx.attempt)
+        return "rested"
+
+    async with app:
+        run_id = await app.submit("napper")
+        await drain(app)
+        run = await app.get(run_id)
+        journal = await app.journal(run_id)
+    assert run.status == RunStatus.SUCCEEDED and wakes == [1]
+    assert run.finished_at is not None and run.finished_at - run.created_at >= 0.3
+    assert [e.name for e in journal if e.kind == "event"] == ["before"]
