@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from corral.errors import (
 from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSpec, RunStatus
 from corral.runs.replay import Replay
 from corral.runs.signals import CancelRequested, Suspended
+from corral.store.user_sql import StepTransaction
 
 if TYPE_CHECKING:
     from corral.store import Store
@@ -157,6 +158,26 @@ class RunContext:
                 if tries > policy.retries:
                     raise
                 await asyncio.sleep(policy.backoff * (2 ** (tries - 1)))
+
+    async def transaction(
+        self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
+    ) -> Any:
+        """A transactional step: ``await fn(tx, *args, **kwargs)`` runs in the same database
+        transaction as the step's journal entry, so its writes (``tx.execute(sql, params)``
+        with ``:name`` parameters) happen exactly once per run, whatever crashes. Replays
+        return the recorded result. Keep it short: it holds a database transaction open."""
+        _check_name("step name", name)
+        recorded = self._replay.next("step", name)
+        if recorded is not None:
+            return _unpack_step(name, recorded.data)
+
+        async def call(tx: StepTransaction) -> Any:
+            return await fn(tx, *args, **kwargs)
+
+        value, cancel = await self._store.transact(self.ref, name, call, _round_trip)
+        if cancel:
+            raise CancelRequested
+        return value
 
     async def emit(self, kind: str, data: JSON = None) -> int:
         """Append a user event to the run's journal (once per run, even across replays);

@@ -5,8 +5,8 @@ One contract test suite (tests/contract) runs against every implementation.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING, Protocol
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
 from corral.clock import Clock
 from corral.config import PlanSpec, StoreConfig
@@ -24,6 +24,7 @@ from corral.models import (
     RunSpec,
     RunStatus,
 )
+from corral.store.user_sql import StepTransaction
 
 if TYPE_CHECKING:
     from corral.store.sql_keys import ApiKey, DeliveryCounters
@@ -95,6 +96,13 @@ class Store(Protocol):
     async def charge(
         self, ref: LeaseRef, amount: float, entry: tuple[str, str | None, JSON]
     ) -> float | None: ...
+    async def transact(
+        self,
+        ref: LeaseRef,
+        name: str,
+        fn: Callable[[StepTransaction], Awaitable[JSON]],
+        encode: Callable[[Any], JSON],
+    ) -> tuple[JSON, bool]: ...
     async def outcomes(self, run_ids: Sequence[str]) -> list[RunOutcome]: ...
     async def set_tenant_fanout(
         self, tenant: str, *, max_children: int | None, max_depth: int | None

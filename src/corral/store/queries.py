@@ -30,6 +30,11 @@ def parse_queries(text: str) -> dict[str, str]:
     return queries
 
 
+def to_dialect(sql: str, dialect: str) -> str:
+    """Rewrite ``:param`` placeholders for the driver of ``dialect``."""
+    return _PARAM.sub(r"%(\1)s", sql) if dialect == "postgres" else sql
+
+
 @cache
 def load_queries(dialect: str) -> dict[str, str]:
     folder = resources.files("corral.store").joinpath("sql", dialect)
@@ -42,7 +47,7 @@ def load_queries(dialect: str) -> dict[str, str]:
                 raise ValueError(f"query {name!r} is defined twice in sql/{dialect}")
             queries[name] = sql
     if dialect == "postgres":
-        queries = {name: _PARAM.sub(r"%(\1)s", sql) for name, sql in queries.items()}
+        queries = {name: to_dialect(sql, dialect) for name, sql in queries.items()}
     return queries
 
 

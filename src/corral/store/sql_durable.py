@@ -14,13 +14,15 @@ Invariants kept here, inside single transactions:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 from corral.errors import BudgetExceeded, FanoutLimitError, LeaseLost
 from corral.ids import new_run_id
-from corral.models import LeaseRef, RunOutcome, RunSpec, RunStatus
+from corral.models import JSON, LeaseRef, RunOutcome, RunSpec, RunStatus
 from corral.store.sql_base import Deltas, Entry, SqlBase, dumps, loads
 from corral.store.transaction import Row, Transaction
+from corral.store.user_sql import StepTransaction
 
 
 class DurableMixin(SqlBase):
@@ -204,6 +206,25 @@ class DurableMixin(SqlBase):
         if suspended:
             self._signal_local_work()
         return suspended
+
+    async def transact(
+        self,
+        ref: LeaseRef,
+        name: str,
+        fn: Callable[[StepTransaction], Awaitable[JSON]],
+        encode: Callable[[Any], JSON],
+    ) -> tuple[JSON, bool]:
+        """Run ``fn`` in one transaction with the journal entry of step ``name`` (fenced).
+        Returns the encoded result and whether cancellation was requested."""
+        now = self.clock()
+
+        async def body(tx: Transaction) -> tuple[JSON, bool]:
+            await self._lock_running(tx, ref, now)
+            value = encode(await fn(StepTransaction(tx, self.dialect)))
+            appended = await self._append_in_tx(tx, ref, [("step", name, {"ok": value})], now)
+            return value, appended.cancel_requested
+
+        return await self._tx(body)
 
     async def outcomes(self, run_ids: Sequence[str]) -> list[RunOutcome]:
         async def body(tx: Transaction) -> list[list[Row]]:
