@@ -1,9 +1,41 @@
-"""The HTTP service: ``create_api(app, settings)`` builds the ASGI app (FastAPI)."""
+"""The HTTP service: ``create_api(app, settings)`` builds the ASGI app (FastAPI);
+``run_service`` serves it with embedded workers (what ``corral serve`` does).
 
-from corral.api.auth import Principal, create_key, hash_token
-from corral.api.scaling import TenantLoad, suggested_workers
-from corral.api.service import create_api
-from corral.api.settings import ApiSettings
+Names are imported on first use, so ``import corral.api.tokens`` (what ``corral keys`` needs)
+does not load the web stack.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from corral.api.auth import Principal
+    from corral.api.scaling import TenantLoad, suggested_workers
+    from corral.api.server import run_service
+    from corral.api.service import create_api
+    from corral.api.settings import ApiSettings
+    from corral.api.tokens import create_key, hash_token
+
+_WHERE = {
+    "ApiSettings": "corral.api.settings",
+    "Principal": "corral.api.auth",
+    "TenantLoad": "corral.api.scaling",
+    "create_api": "corral.api.service",
+    "create_key": "corral.api.tokens",
+    "hash_token": "corral.api.tokens",
+    "run_service": "corral.api.server",
+    "suggested_workers": "corral.api.scaling",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _WHERE.get(name)
+    if module is None:
+        raise AttributeError(f"module 'corral.api' has no attribute {name!r}")
+    return getattr(importlib.import_module(module), name)
+
 
 __all__ = [
     "ApiSettings",
@@ -12,5 +44,6 @@ __all__ = [
     "create_api",
     "create_key",
     "hash_token",
+    "run_service",
     "suggested_workers",
 ]

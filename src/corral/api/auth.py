@@ -1,47 +1,18 @@
-"""API keys: a random token shown once, stored only as its SHA-256, mapped to a tenant.
-
-A token looks like ``crl_<id>_<secret>``: the id names the key in listings and revocation, the
-secret is 32 random bytes. SHA-256 suffices (no slow hash): the token has 256 bits of entropy,
-so nothing can be guessed from its hash. The tenant of every request comes from its key, never
-from the body; an admin key sees every tenant.
-"""
+"""Who a request speaks for: its API key (see ``tokens.py``) resolved to a tenant. The tenant
+of every request comes from its key, never from the body; an admin key sees every tenant."""
 
 from __future__ import annotations
 
-import hashlib
-import secrets
 import time
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.api.errors import Unauthorized
+from corral.api.tokens import MAX_TOKEN_LENGTH, hash_token
 from corral.errors import RunNotFound
 from corral.models import Run
 from corral.store import Store
-from corral.store.sql_keys import ApiKey
-
-TOKEN_PREFIX = "crl_"
-MAX_TOKEN_LENGTH = 256
-
-
-def new_token() -> tuple[str, str]:
-    """A fresh (key id, token)."""
-    key_id = secrets.token_hex(6)
-    return key_id, f"{TOKEN_PREFIX}{key_id}_{secrets.token_urlsafe(32)}"
-
-
-def hash_token(token: str) -> str:
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
-
-
-async def create_key(
-    store: Store, tenant: str, *, admin: bool = False, label: str | None = None
-) -> tuple[ApiKey, str]:
-    """Create a key for ``tenant``; returns it and its token (which is not stored)."""
-    key_id, token = new_token()
-    key = await store.create_api_key(key_id, hash_token(token), tenant, admin=admin, label=label)
-    return key, token
 
 
 @dataclass(frozen=True, slots=True)

@@ -4,33 +4,15 @@ are read from options and environment variables."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-import signal
-from collections.abc import Iterator
 
 import click
-import uvicorn
 from rich.console import Console
 from rich.table import Table
 
-from corral.api import ApiSettings, create_api, create_key
-from corral.app import Corral
 from corral.cli.common import CliError, app_option, db_option, resolve_app, run_async, when
-from corral.worker import Worker
 
 console = Console()
-
-
-class _Server(uvicorn.Server):
-    """uvicorn without its own signal handling: ``serve`` stops the server and the workers
-    together (uvicorn's handler would re-raise the signal once the server is down, ending the
-    process before the workers drain)."""
-
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
 
 
 @click.command()
@@ -132,6 +114,9 @@ async def serve(
         workers = 1 if app.agents else 0
     if workers > 0 and not app.agents:
         raise CliError("--workers needs --app MODULE:ATTR with agents (or --workers 0)", 2)
+    # the web stack is imported here, so other commands start without it
+    from corral.api import ApiSettings, run_service
+
     settings = ApiSettings(
         max_body_bytes=max_body_bytes,
         age_target=age_target,
@@ -149,72 +134,26 @@ async def serve(
             )
             for _ in range(workers)
         ]
-        await _run(app, settings, embedded, host, port, access_log)
+
+        def listening(url: str) -> None:
+            click.echo(
+                f"corral serve: listening on {url} with {workers} worker(s) on {app.url}", err=True
+            )
+
+        try:
+            await run_service(
+                app,
+                settings,
+                embedded,
+                host=host,
+                port=port,
+                access_log=access_log,
+                on_listening=listening,
+            )
+        except RuntimeError as exc:
+            raise CliError(str(exc), 1) from exc
     finally:
         await app.close()
-
-
-async def _run(
-    app: Corral,
-    settings: ApiSettings,
-    workers: list[Worker],
-    host: str,
-    port: int,
-    access_log: bool,
-) -> None:
-    config = uvicorn.Config(
-        create_api(app, settings),
-        host=host,
-        port=port,
-        log_config=None,
-        access_log=access_log,
-        lifespan="on",
-        timeout_graceful_shutdown=5,
-    )
-    server = _Server(config)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    serving = asyncio.create_task(server.serve(), name="corral-http")
-    running = [
-        asyncio.create_task(w.run(), name=f"corral-worker-{i}") for i, w in enumerate(workers)
-    ]
-    try:
-        while not server.started:
-            if serving.done():
-                raise CliError(f"cannot serve on {host}:{port} (see the log above)", 1)
-            await asyncio.sleep(0.01)
-        bound = _bound_port(server) or port
-        click.echo(
-            f"corral serve: listening on http://{host}:{bound} with {len(workers)} "
-            f"worker(s) on {app.url}",
-            err=True,
-        )
-        stopper = asyncio.create_task(stop.wait())
-        await asyncio.wait({serving, stopper, *running}, return_when=asyncio.FIRST_COMPLETED)
-        stopper.cancel()
-    finally:
-        server.should_exit = True
-        for w in workers:
-            w.stop()
-        results = await asyncio.gather(serving, *running, return_exceptions=True)
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.remove_signal_handler(sig)
-    failures = [
-        r
-        for r in results
-        if isinstance(r, BaseException) and not isinstance(r, asyncio.CancelledError | SystemExit)
-    ]
-    if failures:
-        raise failures[0]
-
-
-def _bound_port(server: uvicorn.Server) -> int | None:
-    for s in getattr(server, "servers", []):
-        for sock in s.sockets:
-            return int(sock.getsockname()[1])
-    return None
 
 
 # -- keys ---------------------------------------------------------------------------------------
@@ -236,6 +175,8 @@ async def keys_create(tenant: str, admin: bool, label: str | None, db: str | Non
     tenant = tenant.strip()
     if not tenant or len(tenant) > 200:
         raise CliError("--tenant must be a non-empty name of at most 200 characters", 2)
+    from corral.api.tokens import create_key
+
     app = resolve_app(None, db)
     try:
         await app.open()
@@ -299,8 +240,9 @@ async def keys_list(as_json: bool, db: str | None) -> None:
 @run_async
 async def keys_revoke(key_id: str, db: str | None) -> None:
     """Revoke key KEY_ID (the id from `keys list`, or the token itself)."""
-    if key_id.startswith("crl_"):
-        key_id = key_id[4:].split("_", 1)[0]
+    from corral.api.tokens import key_id_of
+
+    key_id = key_id_of(key_id) or key_id
     app = resolve_app(None, db)
     try:
         await app.open()

@@ -1,0 +1,89 @@
+"""Running the service: uvicorn and embedded workers in one event loop, stopped together.
+
+uvicorn's own signal handling is turned off: on SIGTERM/SIGINT the server stops accepting
+and closes its connections while every worker drains (finishing or releasing its runs), and
+only then does ``run_service`` return. (uvicorn's handler would re-raise the signal once the
+server is down, ending the process before the workers drain.)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Callable, Iterator, Sequence
+
+import uvicorn
+
+from corral.api.service import create_api
+from corral.api.settings import ApiSettings
+from corral.app import Corral
+from corral.worker import Worker
+
+
+class _Server(uvicorn.Server):
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        yield
+
+
+async def run_service(
+    app: Corral,
+    settings: ApiSettings,
+    workers: Sequence[Worker],
+    *,
+    host: str,
+    port: int,
+    access_log: bool = False,
+    on_listening: Callable[[str], None] | None = None,
+) -> None:
+    """Serve until SIGTERM/SIGINT (or until the server or a worker stops on its own).
+    ``on_listening`` is called with the base URL once the socket is bound (``port`` 0 picks a
+    free port). Raises RuntimeError when the server cannot start."""
+    config = uvicorn.Config(
+        create_api(app, settings),
+        host=host,
+        port=port,
+        log_config=None,
+        access_log=access_log,
+        lifespan="on",
+        timeout_graceful_shutdown=5,
+    )
+    server = _Server(config)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    serving = asyncio.create_task(server.serve(), name="corral-http")
+    running = [
+        asyncio.create_task(w.run(), name=f"corral-worker-{i}") for i, w in enumerate(workers)
+    ]
+    try:
+        while not server.started:
+            if serving.done():
+                raise RuntimeError(f"cannot serve on {host}:{port} (see the log above)")
+            await asyncio.sleep(0.01)
+        if on_listening is not None:
+            on_listening(f"http://{host}:{_bound_port(server) or port}")
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({serving, stopper, *running}, return_when=asyncio.FIRST_COMPLETED)
+        stopper.cancel()
+    finally:
+        server.should_exit = True
+        for w in workers:
+            w.stop()
+        results = await asyncio.gather(serving, *running, return_exceptions=True)
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
+    for result in results:
+        if isinstance(result, BaseException) and not isinstance(
+            result, asyncio.CancelledError | SystemExit
+        ):
+            raise result
+
+
+def _bound_port(server: uvicorn.Server) -> int | None:
+    for s in getattr(server, "servers", []):
+        for sock in s.sockets:
+            return int(sock.getsockname()[1])
+    return None
