@@ -93,10 +93,19 @@ ERROR_DESCRIPTIONS = {
 }
 
 
-def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+def error_responses(*statuses: int, streaming: bool = False) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for error statuses: the one JSON error body. A ``streaming`` route (whose
+    response class is text/event-stream) names the JSON media type itself, since FastAPI
+    would otherwise document its errors as the route's media type."""
     out: dict[int | str, dict[str, Any]] = {}
     for status in statuses:
-        entry: dict[str, Any] = {"model": ErrorBody, "description": ERROR_DESCRIPTIONS[status]}
+        entry: dict[str, Any] = {"description": ERROR_DESCRIPTIONS[status]}
+        if streaming:
+            entry["content"] = {
+                "application/json": {"schema": {"$ref": "#/components/schemas/ErrorBody"}}
+            }
+        else:
+            entry["model"] = ErrorBody
         if status == 429:
             entry["headers"] = {
                 "Retry-After": {

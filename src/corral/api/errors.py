@@ -116,6 +116,9 @@ def install_error_handlers(api: FastAPI) -> None:
 
     async def on_http_error(request: Request, exc: Exception) -> JSONResponse:
         assert isinstance(exc, HTTPException)
+        if exc.status_code == 400:
+            # FastAPI's answer to a body it cannot decode: an invalid body, like any other
+            return error_response(422, InvalidInput.code, f"invalid request body: {exc.detail}")
         code = HTTP_CODES.get(exc.status_code, f"http_{exc.status_code}")
         return error_response(exc.status_code, code, str(exc.detail), exc.headers)
 

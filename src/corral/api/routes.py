@@ -31,12 +31,12 @@ from corral.api.schemas import (
     SubmitRequest,
     SubmitResponse,
 )
-from corral.api.streams import EventStreamResponse, event_stream, journal_events, sse
+from corral.api.streams import EVENT_SCHEMA, EventStreamResponse, event_stream, journal_events, sse
 from corral.errors import BackpressureError, InvalidInput
 from corral.models import Run, RunStatus
 
 SSE_DOC: dict[str, Any] = {
-    "content": {"text/event-stream": {"schema": {"type": "string"}}},
+    "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
     "description": (
         "Server-Sent Events: `journal` events (id = journal seq), then one `end` event with "
         "the run's final status, result and error."
@@ -210,8 +210,8 @@ def runs_router(svc: Service) -> APIRouter:
 
     @router.get(
         "/runs/{run_id}/events",
-        response_class=EventStreamResponse,
-        responses={200: SSE_DOC, **error_responses(401, 404, 422, 503)},
+        response_class=Response,  # documented by hand: see SSE_DOC
+        responses={200: SSE_DOC, **error_responses(401, 404, 422, 503, streaming=True)},
         summary="Stream a run's journal (Server-Sent Events)",
     )
     async def run_events(

@@ -23,12 +23,82 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from corral.errors import StoreUnavailable
+from corral.models import RunStatus
 from corral.store import Store
 
 log = logging.getLogger(__name__)
 
 PAGE = 500
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def _event(name: str, data: dict[str, Any], *, with_id: bool = False) -> dict[str, Any]:
+    properties: dict[str, Any] = {
+        "event": {"const": name},
+        "data": {"type": "string", "contentMediaType": "application/json", "contentSchema": data},
+    }
+    if with_id:
+        properties["id"] = {"type": "string", "pattern": "^[0-9]+$"}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": ["event", "data", *(["id"] if with_id else [])],
+    }
+
+
+_STATUS = {"enum": [s.value for s in RunStatus]}
+
+#: one event of a run's stream, as OpenAPI 3.1 documents a text/event-stream item
+EVENT_SCHEMA: dict[str, Any] = {
+    "oneOf": [
+        _event(
+            "accepted",
+            {
+                "type": "object",
+                "required": ["run_id", "status"],
+                "properties": {"run_id": {"type": "string"}, "status": _STATUS},
+            },
+        ),
+        _event(
+            "journal",
+            {
+                "type": "object",
+                "required": ["seq", "kind", "name", "data", "epoch", "created_at"],
+                "properties": {
+                    "seq": {"type": "integer"},
+                    "kind": {"type": "string"},
+                    "name": {"type": ["string", "null"]},
+                    "data": {},
+                    "epoch": {"type": "integer"},
+                    "created_at": {"type": "number"},
+                },
+            },
+            with_id=True,
+        ),
+        _event(
+            "end",
+            {
+                "type": "object",
+                "required": ["run_id", "status"],
+                "properties": {
+                    "run_id": {"type": "string"},
+                    "status": {"anyOf": [_STATUS, {"type": "null"}]},
+                    "result": {},
+                    "error": {},
+                    "last_seq": {"type": "integer"},
+                },
+            },
+        ),
+        _event(
+            "error",
+            {
+                "type": "object",
+                "required": ["code", "message"],
+                "properties": {"code": {"type": "string"}, "message": {"type": "string"}},
+            },
+        ),
+    ]
+}
 
 
 class EventStreamResponse(StreamingResponse):
