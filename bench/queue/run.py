@@ -455,7 +455,17 @@ async def run_system(
         )
 
 
+async def wait_quiet(max_wait: float, threshold: float) -> None:
+    """Wait (at most ``max_wait`` s) until the 1-minute load average is below ``threshold``."""
+    deadline = time.monotonic() + max_wait
+    while (load := os.getloadavg()[0]) >= threshold and time.monotonic() < deadline:
+        log(f"load average {load:.2f} >= {threshold}: waiting for a quieter machine")
+        await asyncio.sleep(15)
+
+
 async def amain(args: argparse.Namespace) -> dict[str, Any]:
+    if args.wait_quiet > 0:
+        await wait_quiet(args.wait_quiet, args.quiet_load)
     systems = [s for s in all_systems() if s.name in args.systems]
     logdir = Path(tempfile.mkdtemp(prefix="corral-bench-logs-"))
     log(f"worker logs in {logdir}")
@@ -509,6 +519,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--gap-min", type=float, default=0.01)
     ap.add_argument("--gap-max", type=float, default=0.05)
     ap.add_argument("--load-samples", type=int, default=500)
+    ap.add_argument(
+        "--wait-quiet",
+        type=float,
+        default=0.0,
+        help="before starting, wait up to this many seconds for the load average to drop",
+    )
+    ap.add_argument("--quiet-load", type=float, default=1.0)
     ap.add_argument("--output", default=str(RESULTS))
     args = ap.parse_args(argv)
     report = asyncio.run(amain(args))
