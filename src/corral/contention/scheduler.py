@@ -282,6 +282,7 @@ class Scheduler:
             max_wait=self._wait_max,
             mean_wait_ticks=self._wait_ticks_total / grants if grants else 0.0,
             max_wait_ticks=self._wait_ticks_max,
+            tracked_agents=len(self._agents),
             resources={
                 lane.name: ResourceStatistics(
                     lane.name,

@@ -38,6 +38,7 @@ class SchedulerStatistics:
     max_wait: float
     mean_wait_ticks: float
     max_wait_ticks: int
+    tracked_agents: int  #: agents with per-agent state (exactly those waiting or holding)
     resources: dict[str, ResourceStatistics] = field(default_factory=dict)
     spend: dict[str, float] = field(default_factory=dict)
 
