@@ -23,7 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 
-from corral.errors import InvalidInput
+from corral.errors import BudgetExceeded, InvalidInput
 
 
 class BudgetMode(StrEnum):
@@ -158,3 +158,17 @@ class Budget:
             self._spent.clear()
         else:
             self._spent.pop(agent_id, None)
+
+
+def check_cost(cost: float) -> float:
+    """An expected cost is a number >= 0."""
+    return _check_amount("cost", cost)
+
+
+def over_budget_error(budget: Budget, agent_id: str, cost: float) -> BudgetExceeded:
+    remaining = budget.remaining(agent_id)
+    return BudgetExceeded(
+        f"agent {agent_id!r} is over budget: expected cost {cost}, remaining {remaining}",
+        requested=cost,
+        remaining=remaining if remaining is not None else 0.0,
+    )

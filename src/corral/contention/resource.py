@@ -14,6 +14,13 @@ def check_capacity(capacity: object) -> int:
     return capacity
 
 
+def check_count(what: str, value: int) -> int:
+    """A count limit (max_waiters...) is an ``int`` (not a bool) of at least 1."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise InvalidInput(f"{what} must be an integer >= 1, got {value!r}")
+    return value
+
+
 class SharedResource:
     """At most ``capacity`` holders at once (an LLM API's concurrency limit, a GPU, a tool).
 
