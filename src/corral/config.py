@@ -44,5 +44,10 @@ class StoreConfig:
     busy_timeout: float = 30.0
     #: SQLite: PRAGMA synchronous. NORMAL survives process crashes; FULL also power loss.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: PostgreSQL: flush every journal append (step, event) to disk before the agent goes on.
+    #: Off: appends commit asynchronously; a later synchronous commit (ack, fail, suspend)
+    #: flushes them, a worker crash loses nothing, and only a database server crash can lose
+    #: the last fraction of a second of step records (those steps then run again).
+    durable_steps: bool = False
     #: PostgreSQL: connections in the pool
     pool_size: int = 8

@@ -9,6 +9,7 @@
     ├── BudgetExceeded                      a charge would overspend the root run's budget
     ├── FanoutLimitError                    max children per run or max depth reached
     ├── LeaseLost                           the caller's lease epoch is stale (fencing)
+    ├── RunCancelled                        the run's cancellation was requested; it must stop
     ├── NonDeterminismError                 a replay asked for a different step than recorded
     ├── ChildRunFailed                      a run awaited with ctx.wait() ended failed/cancelled
     ├── StepFailed                          a journaled step raised (recorded, replayed as is)
@@ -96,6 +97,16 @@ class LeaseLost(CorralError):
         super().__init__(f"lease on run {run_id} at epoch {epoch} is no longer held")
 
 
+class RunCancelled(CorralError):
+    """Cancellation of the run was requested: the write that would continue it is refused."""
+
+    code = "run_cancelled"
+
+    def __init__(self, run_id: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} is being cancelled")
+
+
 class NonDeterminismError(CorralError):
     code = "non_determinism"
 
@@ -142,6 +153,7 @@ __all__ = [
     "LeaseLost",
     "NonDeterminismError",
     "NonRetryableError",
+    "RunCancelled",
     "RunNotFound",
     "ShutdownError",
     "StepFailed",

@@ -150,8 +150,11 @@ async def test_spawn_and_wait_suspends_the_parent(db_url: str) -> None:
 
     @app.agent("square")
     async def square(ctx: RunContext, n: int) -> int:
-        await asyncio.sleep(0.2)  # long enough for the parent to reach its wait
-        parent = await app.get(ctx.parent_id or "")
+        for _ in range(200):  # the parent reaches its wait and gives its slot back
+            parent = await app.get(ctx.parent_id or "")
+            if parent.status == "waiting":
+                break
+            await asyncio.sleep(0.025)
         seen_waiting.append(parent.status)
         if n == 3:
             raise NonRetryableError("three is unlucky")
@@ -281,7 +284,9 @@ async def test_cancelling_a_parent_cancels_its_descendants(db_url: str) -> None:
             await asyncio.sleep(0.05)
         worker.stop()
         await task
-    assert {r.status for r in runs} == {RunStatus.CANCELLED} and len(runs) == 4
+    assert {r.status for r in runs} == {RunStatus.CANCELLED} and len(runs) == 4, [
+        (r.agent, r.status, r.error, r.attempts, r.cancel_requested) for r in runs
+    ]
 
 
 async def test_durable_sleep_fires_once(db_url: str) -> None:

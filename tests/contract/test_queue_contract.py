@@ -8,7 +8,7 @@ import pytest
 
 from corral.clock import FakeClock
 from corral.config import PlanSpec, StoreConfig
-from corral.errors import BackpressureError, LeaseLost, RunNotFound
+from corral.errors import BackpressureError, LeaseLost, RunCancelled, RunNotFound
 from corral.models import Ack, LeaseRef, RunSpec, RunStatus
 from corral.store import Store, create_store
 
@@ -314,3 +314,25 @@ async def test_concurrent_open_migrates_once(db_url: str, clock: FakeClock) -> N
         assert (await stores[3].get(run_id)) is not None
     finally:
         await asyncio.gather(*(s.close() for s in stores))
+
+
+async def test_cancellation_wins_over_suspend_release_and_retry(store: Store) -> None:
+    ids = await store.submit([spec() for _ in range(3)])
+    leases = await store.lease("w", TTL, 3)
+    refs = {x.run_id: LeaseRef(x.run_id, x.epoch) for x in leases}
+    for run_id in ids:
+        await store.cancel(run_id)  # all three are running: flagged only
+    with pytest.raises(RunCancelled):
+        await store.suspend(refs[ids[0]], wake_at=store.clock() + 60, entry=("s", None, None))
+    with pytest.raises(RunCancelled):
+        await store.spawn(
+            refs[ids[0]], [spec()], max_children=5, max_depth=3, entry=("spawn", "echo", {})
+        )
+    await store.release(refs[ids[1]])
+    assert await store.fail(refs[ids[2]], "boom", retryable=True) == RunStatus.CANCELLED
+    await store.finish_cancelled(refs[ids[0]])
+    for run_id in ids:
+        run = await store.get(run_id)
+        assert run is not None and run.status == RunStatus.CANCELLED
+    stats = await store.stats()
+    assert stats.queued == 0 and stats.in_flight == 0

@@ -20,6 +20,7 @@ from corral.errors import (
     FanoutLimitError,
     InvalidInput,
     NonRetryableError,
+    RunCancelled,
     StepFailed,
 )
 from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSpec, RunStatus
@@ -231,6 +232,8 @@ class RunContext:
         except (FanoutLimitError, BudgetExceeded) as exc:
             await self._record("spawn", name, {"error": _describe(exc)})
             raise
+        except RunCancelled:
+            raise CancelRequested from None
         return ids
 
     async def wait(self, *runs: str | Iterable[str], return_exceptions: bool = False) -> list[Any]:
@@ -250,9 +253,7 @@ class RunContext:
                 outcomes = await self._store.outcomes(ids)
                 if all(o.done for o in outcomes):
                     break
-                if await self._store.suspend(
-                    self.ref, children=ids, entry=("suspended", "wait", {"runs": ids})
-                ):
+                if await self._suspend(children=ids, entry=("suspended", "wait", {"runs": ids})):
                     raise Suspended
             await self._record(
                 "wait",
@@ -293,9 +294,7 @@ class RunContext:
             await self._record("sleep", None, {"wake_at": wake_at, "seconds": seconds})
         if self._store.clock() >= wake_at:
             return
-        if await self._store.suspend(
-            self.ref, wake_at=wake_at, entry=("suspended", "sleep", {"wake_at": wake_at})
-        ):
+        if await self._suspend(wake_at=wake_at, entry=("suspended", "sleep", {"wake_at": wake_at})):
             raise Suspended
 
     async def charge(self, amount: float, *, reason: str | None = None) -> float | None:
@@ -319,6 +318,12 @@ class RunContext:
 
     async def journal(self, after: int = 0) -> list[JournalEntry]:
         return await self._store.journal(self.run_id, after=after)
+
+    async def _suspend(self, **what: Any) -> bool:
+        try:
+            return await self._store.suspend(self.ref, **what)
+        except RunCancelled:
+            raise CancelRequested from None
 
     async def _record(self, kind: str, name: str | None, data: JSON) -> int:
         appended = await self._store.append(self.ref, [(kind, name, data)])

@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
@@ -34,6 +35,7 @@ CHANNEL = "corral_work"
 #: a fixed key for pg_advisory_xact_lock, so processes starting together migrate one at a time
 MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral"
 RETRIES = 8
+RELAXED_BEGIN = ("BEGIN", "SET LOCAL synchronous_commit TO OFF")
 
 
 class _PgTransaction:
@@ -91,6 +93,7 @@ class PostgresStore(SqlStore):
         self._listener: asyncio.Task[None] | None = None
         self._listen_conn: psycopg.AsyncConnection[Any] | None = None
         self._listen_lock = asyncio.Lock()
+        self._connecting: asyncio.Future[None] | None = None
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -113,6 +116,9 @@ class PostgresStore(SqlStore):
         await self._seed_plans()
 
     async def close(self) -> None:
+        if self._connecting is not None and not self._connecting.done():
+            with contextlib.suppress(Exception):
+                await self._connecting  # a cancelled waiter may have left it running
         if self._listener is not None:
             self._listener.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -148,12 +154,25 @@ class PostgresStore(SqlStore):
 
         await self._tx(body)
 
-    async def _tx(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+    async def _tx(self, body: Callable[[Transaction], Awaitable[T]], *, relaxed: bool = False) -> T:
         assert self._pool is not None, "store is not open"
+        begin = RELAXED_BEGIN if relaxed else ("BEGIN",)
         for attempt in range(RETRIES):
             try:
-                async with self._pool.connection() as conn, conn.transaction():
-                    return await body(_PgTransaction(conn))
+                async with self._pool.connection() as conn:
+                    try:
+                        # Pipeline mode: statements whose results nobody awaits yet go out
+                        # together, so a transaction costs fewer round trips.
+                        async with conn.pipeline():
+                            for statement in begin:
+                                await conn.execute(statement)
+                            result = await body(_PgTransaction(conn))
+                            await conn.execute("COMMIT")
+                    except BaseException:
+                        if conn.info.transaction_status != TransactionStatus.IDLE:
+                            await conn.execute("ROLLBACK")
+                        raise
+                    return result
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
                 if attempt == RETRIES - 1:
                     raise
@@ -173,7 +192,8 @@ class PostgresStore(SqlStore):
         # Shielded: a waiter cancelled half-way must not leave an open, unowned connection.
         async with self._listen_lock:
             if self._listener is None:
-                await asyncio.shield(self._connect_listener())
+                self._connecting = asyncio.ensure_future(self._connect_listener())
+                await asyncio.shield(self._connecting)
 
     async def _connect_listener(self) -> None:
         if self._listen_conn is not None:

@@ -97,8 +97,15 @@ class SqlBase(ABC):
     async def close(self) -> None: ...
 
     @abstractmethod
-    async def _tx(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
-        """Run ``body`` in one write transaction (retried whole on transient conflicts)."""
+    async def _tx(self, body: Callable[[Transaction], Awaitable[T]], *, relaxed: bool = False) -> T:
+        """Run ``body`` in one write transaction (retried whole on transient conflicts).
+
+        ``relaxed``: the commit may return before it is flushed to disk (PostgreSQL's
+        ``synchronous_commit = off``). Used for journal appends only, unless
+        ``config.durable_steps``: a later synchronous commit (ack, fail, suspend) flushes
+        them, a crashed worker loses nothing, and a crashed database server loses at most
+        the last fraction of a second of step records, whose steps then run again — with the
+        effects of transactional steps rolled back alongside their records."""
 
     async def _read(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
         """Run ``body`` in a transaction that only reads."""
@@ -131,31 +138,22 @@ class SqlBase(ABC):
     async def _append_in_tx(
         self, tx: Transaction, ref: LeaseRef, entries: Sequence[Entry], now: float
     ) -> Appended:
-        """Append journal entries fenced by the lease epoch, inside the caller's transaction."""
-        row = await tx.fetchone(
-            self.q["bump_journal"],
-            {"id": ref.run_id, "epoch": ref.epoch, "n": len(entries), "now": now},
-        )
-        if row is None:
-            raise LeaseLost(ref.run_id, ref.epoch)
-        first = int(row[0]) - len(entries) + 1
-        seqs = list(range(first, first + len(entries)))
+        """Append journal entries fenced by the lease epoch, inside the caller's transaction.
+        Both statements are fenced and neither needs the other's result, so a pipelining
+        driver sends them together."""
+        fence = {"id": ref.run_id, "epoch": ref.epoch, "now": now}
         await tx.execute_many(
-            self.q["insert_journal"],
+            self.q["append_entry"],
             [
-                {
-                    "run_id": ref.run_id,
-                    "seq": seq,
-                    "kind": kind,
-                    "name": name,
-                    "data": dumps(data),
-                    "epoch": ref.epoch,
-                    "now": now,
-                }
-                for seq, (kind, name, data) in zip(seqs, entries, strict=True)
+                {**fence, "offset": offset, "kind": kind, "name": name, "data": dumps(data)}
+                for offset, (kind, name, data) in enumerate(entries)
             ],
         )
-        return Appended(seqs, bool(row[1]))
+        row = await tx.fetchone(self.q["bump_journal"], {**fence, "n": len(entries)})
+        if row is None:
+            raise LeaseLost(ref.run_id, ref.epoch)
+        last = int(row[0])
+        return Appended(list(range(last - len(entries) + 1, last + 1)), bool(row[1]))
 
     @abstractmethod
     async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> None:

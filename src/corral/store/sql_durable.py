@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from corral.errors import BudgetExceeded, FanoutLimitError, LeaseLost
+from corral.errors import BudgetExceeded, FanoutLimitError, LeaseLost, RunCancelled
 from corral.ids import new_run_id
 from corral.models import JSON, LeaseRef, RunOutcome, RunSpec, RunStatus
 from corral.store.sql_base import Deltas, Entry, SqlBase, dumps, loads
@@ -48,9 +48,11 @@ class DurableMixin(SqlBase):
         now = self.clock()
 
         async def body(tx: Transaction) -> list[str]:
-            tenant, root_id, depth, children, _c, _p, _b, _s = await self._lock_running(
+            tenant, root_id, depth, children, cancel, _p, _b, _s = await self._lock_running(
                 tx, ref, now
             )
+            if cancel:
+                raise RunCancelled(ref.run_id)
             limits = await tx.fetchone(self.q["tenant_fanout"], {"tenant": tenant})
             cap_children = limits[0] if limits and limits[0] is not None else max_children
             cap_depth = limits[1] if limits and limits[1] is not None else max_depth
@@ -173,7 +175,10 @@ class DurableMixin(SqlBase):
         now = self.clock()
 
         async def body(tx: Transaction) -> bool:
-            tenant = (await self._lock_running(tx, ref, now))[0]
+            locked = await self._lock_running(tx, ref, now)
+            tenant = locked[0]
+            if locked[4]:
+                raise RunCancelled(ref.run_id)
             pending = []
             for child in children:
                 row = await tx.fetchone(self.q["run_outcome"], {"id": child})
@@ -224,7 +229,7 @@ class DurableMixin(SqlBase):
             appended = await self._append_in_tx(tx, ref, [("step", name, {"ok": value})], now)
             return value, appended.cancel_requested
 
-        return await self._tx(body)
+        return await self._tx(body, relaxed=not self.config.durable_steps)
 
     async def outcomes(self, run_ids: Sequence[str]) -> list[RunOutcome]:
         async def body(tx: Transaction) -> list[list[Row]]:

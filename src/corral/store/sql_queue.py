@@ -290,7 +290,8 @@ class QueueMixin(SqlBase):
         return status
 
     async def release_many(self, refs: Sequence[LeaseRef]) -> frozenset[str]:
-        """Give runs back without counting an attempt (a draining worker)."""
+        """Give runs back without counting an attempt (a draining worker); a run whose
+        cancellation was requested ends ``cancelled`` instead."""
         if not refs:
             return frozenset()
         now = self.clock()
@@ -301,11 +302,17 @@ class QueueMixin(SqlBase):
                 [{"id": r.run_id, "epoch": r.epoch, "now": now} for r in refs],
             )
             deltas: Deltas = {}
-            for rows in results:
+            ended = []
+            for ref, rows in zip(refs, results, strict=True):
                 if rows:
-                    d = deltas.setdefault(rows[0][0], [0, 0])
-                    d[0] += 1
+                    tenant, status, parent = rows[0]
+                    d = deltas.setdefault(tenant, [0, 0])
                     d[1] -= 1
+                    if status == RunStatus.QUEUED:
+                        d[0] += 1
+                    else:
+                        ended.append((ref.run_id, parent))
+            merge(deltas, await self._wake_parents(tx, ended, now))
             await self._adjust_tenants(tx, deltas)
             await tx.execute(self.q["notify_work"])
             return frozenset(r.run_id for r, rows in zip(refs, results, strict=True) if not rows)
@@ -345,6 +352,9 @@ class QueueMixin(SqlBase):
         return run
 
     async def _cancel_one(self, tx: Transaction, run_id: str, now: float) -> Deltas:
+        # Lock first: each statement after the lock sees the row's latest status, so a
+        # concurrent suspend (running -> waiting) cannot slip between the checks below.
+        await tx.fetchone(self.q["lock_run"], {"id": run_id})
         for status in (RunStatus.QUEUED, RunStatus.WAITING):
             row = await tx.fetchone(
                 self.q["cancel_idle"], {"id": run_id, "status": status.value, "now": now}
@@ -366,7 +376,7 @@ class QueueMixin(SqlBase):
         async def body(tx: Transaction) -> Appended:
             return await self._append_in_tx(tx, ref, entries, now)
 
-        return await self._tx(body)
+        return await self._tx(body, relaxed=not self.config.durable_steps)
 
     async def journal(
         self, run_id: str, *, after: int = 0, limit: int = 1000

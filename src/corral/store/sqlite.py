@@ -1,9 +1,12 @@
 """SQLite backend: the embedded default. One file, many processes, WAL.
 
-sqlite3 is blocking, so each store owns one connection on one dedicated thread and every
-statement hops there; an asyncio lock gives each transaction the connection to itself. Write
-transactions start with ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a read
-lock; the busy timeout makes a writer wait for the file lock instead of failing.
+sqlite3 is blocking. Each store owns one connection and an asyncio lock that gives each
+transaction the connection to itself. Only the calls that can wait on another process go to a
+dedicated thread: ``BEGIN IMMEDIATE`` (which waits, up to the busy timeout, for the file's
+write lock) and ``COMMIT`` (which may checkpoint the WAL). Once the write lock is held, no other
+process can make a statement wait, so statements run inline: a thread hop costs more than the
+statement itself. Write transactions start with ``BEGIN IMMEDIATE`` so two processes never
+deadlock upgrading a read lock.
 
 SQLite has no LISTEN/NOTIFY. An idle worker watches ``PRAGMA data_version``, which changes when
 another connection commits, at a short interval; submits in the same process wake it at once.
@@ -36,28 +39,37 @@ POLL_INTERVAL = 0.005
 
 
 class _SQLiteTransaction:
-    def __init__(self, store: SQLiteStore) -> None:
+    """Statements of a transaction whose locks are already held: run inline."""
+
+    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
         self._store = store
+        self._conn = conn
+
+    def _run(self, fn: Callable[..., T], *args: Any) -> T:
+        try:
+            return fn(self._conn, *args)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite {self._store.path}: {exc}") from exc
 
     async def fetchall(self, query: str, params: Params | None = None) -> list[Row]:
-        return await self._store._call(_fetchall, query, params)
+        return self._run(_fetchall, query, params)
 
     async def fetchone(self, query: str, params: Params | None = None) -> Row | None:
-        rows = await self._store._call(_fetchall, query, params)
+        rows = self._run(_fetchall, query, params)
         return rows[0] if rows else None
 
     async def fetch_dicts(self, query: str, params: Params | None = None) -> list[dict[str, Any]]:
-        return await self._store._call(_fetch_dicts, query, params)
+        return self._run(_fetch_dicts, query, params)
 
     async def execute(self, query: str, params: Params | None = None) -> None:
-        await self._store._call(_fetchall, query, params)
+        self._run(_fetchall, query, params)
 
     async def fetch_each(self, query: str, params: Sequence[Params]) -> list[list[Row]]:
-        return await self._store._call(_fetch_each, query, params)
+        return self._run(_fetch_each, query, params)
 
     async def execute_many(self, query: str, params: Sequence[Params]) -> None:
         if params:
-            await self._store._call(_execute_many, query, params)
+            self._run(_execute_many, query, params)
 
 
 def _fetchall(conn: sqlite3.Connection, query: str, params: Params | None) -> list[Row]:
@@ -171,15 +183,17 @@ class SQLiteStore(SqlStore):
     @asynccontextmanager
     async def _transaction(self, begin: str) -> AsyncIterator[Transaction]:
         async with self._lock:
+            assert self._conn is not None, "store is not open"
             await self._call(_fetchall, begin, None)
             try:
-                yield _SQLiteTransaction(self)
+                yield _SQLiteTransaction(self, self._conn)
             except BaseException:
                 await self._call(_fetchall, "ROLLBACK", None)
                 raise
             await self._call(_fetchall, "COMMIT", None)
 
-    async def _tx(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+    async def _tx(self, body: Callable[[Transaction], Awaitable[T]], *, relaxed: bool = False) -> T:
+        # relaxed is a PostgreSQL notion; SQLite's durability is PRAGMA synchronous
         async with self._transaction("BEGIN IMMEDIATE") as tx:
             return await body(tx)
 

@@ -90,8 +90,10 @@ ORDER BY sort_key
 LIMIT :n;
 
 -- name: pick_oldest_runs
+-- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
 SELECT r.id, r.tenant FROM corral_runs r
-WHERE r.status = 'queued' AND r.available_at <= :now
+JOIN corral_tenants t ON t.tenant = r.tenant
+WHERE r.status = 'queued' AND r.available_at <= :now AND t.in_flight < t.cap
 ORDER BY r.sort_key
 LIMIT :n;
 
@@ -123,21 +125,27 @@ RETURNING tenant, parent_id;
 
 -- name: fail_run
 UPDATE corral_runs SET
-    status = CASE WHEN :retryable = 1 AND attempts < max_attempts THEN 'queued' ELSE 'failed' END,
+    status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
+                  WHEN :retryable = 1 AND attempts < max_attempts THEN 'queued'
+                  ELSE 'failed' END,
     error = :error,
     available_at = :retry_at,
     sort_key = :retry_at - priority * :aging,
-    finished_at = CASE WHEN :retryable = 1 AND attempts < max_attempts THEN NULL ELSE :now END,
+    finished_at = CASE WHEN cancel_requested = 0 AND :retryable = 1 AND attempts < max_attempts
+                       THEN NULL ELSE :now END,
     lease_owner = NULL,
     lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING tenant, status, parent_id;
 
 -- name: release_run
-UPDATE corral_runs SET status = 'queued', attempts = attempts - 1, available_at = :now,
+UPDATE corral_runs SET
+    status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END,
+    finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
+    attempts = attempts - 1, available_at = :now,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING tenant;
+RETURNING tenant, status, parent_id;
 
 -- name: finish_cancelled
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
@@ -163,9 +171,12 @@ UPDATE corral_runs SET journal_seq = journal_seq + :n
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING journal_seq, cancel_requested;
 
--- name: bump_journal_unfenced
-UPDATE corral_runs SET journal_seq = journal_seq + :n WHERE id = :id
-RETURNING journal_seq;
+-- name: append_entry
+-- entry number :offset (0-based) of an append that bump_journal then counts; fenced the same way
+INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
+SELECT id, journal_seq + 1 + :offset, :kind, :name, :data, lease_epoch, :now
+FROM corral_runs
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now;
 
 -- name: read_journal
 SELECT run_id, seq, kind, name, data, epoch, created_at FROM corral_journal
