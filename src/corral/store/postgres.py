@@ -22,9 +22,11 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 
 from corral.clock import Clock, system_clock
 from corral.config import StoreConfig
-from corral.errors import StoreUnavailable
+from corral.errors import LeaseLost, StoreUnavailable
+from corral.models import Appended, LeaseRef
 from corral.store.migrate import split_statements
 from corral.store.queries import load_migrations
+from corral.store.sql_base import Entry, dumps
 from corral.store.sql_store import SqlStore
 from corral.store.transaction import Params, Row, Transaction
 
@@ -180,6 +182,29 @@ class PostgresStore(SqlStore):
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
+
+    async def append(self, ref: LeaseRef, entries: Sequence[Entry]) -> Appended:
+        if len(entries) != 1 or self.config.durable_steps:
+            return await super().append(ref, entries)
+        ((kind, name, data),) = entries
+        args = {
+            "id": ref.run_id,
+            "epoch": ref.epoch,
+            "now": self.clock(),
+            "kind": kind,
+            "name": name,
+            "data": dumps(data),
+        }
+        assert self._pool is not None, "store is not open"
+        try:
+            async with self._pool.connection() as conn:
+                cur = await conn.execute(self.q["append_one_relaxed"], args)
+                row = await cur.fetchone()
+        except (psycopg.OperationalError, PoolTimeout) as exc:
+            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        if row is None:
+            raise LeaseLost(ref.run_id, ref.epoch)
+        return Appended([int(row[0])], bool(row[1]))
 
     async def wait_for_work(self, timeout: float) -> None:
         if self._listener is None:

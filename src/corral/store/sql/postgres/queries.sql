@@ -238,3 +238,20 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: notify_work
 SELECT pg_notify('corral_work', '');
+
+-- name: append_one_relaxed
+-- PostgreSQL only (see queries.DIALECT_ONLY): a whole fenced single-entry append as one
+-- autocommit statement whose commit is asynchronous (synchronous_commit off, for this
+-- transaction only). The hot path of ctx.step() and ctx.emit().
+WITH relaxed AS (SELECT set_config('synchronous_commit', 'off', true) AS setting),
+bumped AS (
+    UPDATE corral_runs SET journal_seq = journal_seq + 1
+    WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
+      AND EXISTS (SELECT 1 FROM relaxed)
+    RETURNING id, journal_seq, lease_epoch, cancel_requested
+),
+entry AS (
+    INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
+    SELECT id, journal_seq, :kind, :name, :data, lease_epoch, :now FROM bumped
+)
+SELECT journal_seq, cancel_requested FROM bumped;
