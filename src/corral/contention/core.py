@@ -313,17 +313,14 @@ class SchedulerCore:
         if self._single:
             self._pump_lane(self._primary)
             return
-        progress = True
-        while progress:
-            progress = False
-            for lane in self._lane_list:
-                if self._pump_lane(lane):
-                    progress = True
+        # One pass suffices: a lane stops only when it is full or its best request needs a
+        # lane that is full, and grants made later in the pass only fill lanes further.
+        for lane in self._lane_list:
+            self._pump_lane(lane)
 
-    def _pump_lane(self, lane: _Lane) -> bool:
+    def _pump_lane(self, lane: _Lane) -> None:
         queue = lane.queue
         res = lane.resource
-        granted = False
         while queue._count and res._holders < res._capacity:
             req = queue.best()
             assert req is not None
@@ -339,7 +336,7 @@ class SchedulerCore:
                 for other in h._lanes:
                     o = other.resource
                     if o._holders >= o._capacity:
-                        return granted  # keep this lane's free slots for h
+                        return  # keep this lane's free slots for h
             budget = self.budget
             if budget is not None:
                 verdict = budget.reserve(h.agent_id, h.cost)
@@ -350,8 +347,6 @@ class SchedulerCore:
                     continue
                 self._apply_verdict(h, verdict)
             self._grant_waiting(h)
-            granted = True
-        return granted
 
     def _grant_waiting(self, h: AcquireHandle) -> None:
         for lane, req in zip(h._lanes, h.requests, strict=True):
