@@ -12,6 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from pydantic import AfterValidator
 
 from corral.api.auth import KeyResolver, Principal
+from corral.api.batching import SubmitBatcher
 from corral.api.metrics import ServiceMetrics
 from corral.api.schemas import MAX_NAME, ErrorBody, clean_text
 from corral.api.settings import ApiSettings
@@ -24,6 +25,7 @@ class Service:
     settings: ApiSettings
     keys: KeyResolver
     metrics: ServiceMetrics
+    submits: SubmitBatcher
 
 
 bearer = HTTPBearer(

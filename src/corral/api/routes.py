@@ -106,13 +106,15 @@ def runs_router(svc: Service) -> APIRouter:
             key = idempotency_key
         started = time.perf_counter()
         try:
-            run_id = await app.submit(
-                body.agent,
-                body.input,
-                tenant=who.tenant,
-                priority=body.priority,
-                idempotency_key=key,
-                budget=body.budget,
+            run_id = await svc.submits.submit(
+                {
+                    "agent": body.agent,
+                    "input": body.input,
+                    "tenant": who.tenant,
+                    "priority": body.priority,
+                    "idempotency_key": key,
+                    "budget": body.budget,
+                }
             )
         except BackpressureError:
             svc.metrics.observe_backpressure(who.tenant)

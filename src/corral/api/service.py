@@ -14,6 +14,7 @@ from importlib.metadata import PackageNotFoundError, version
 from fastapi import FastAPI
 
 from corral.api.auth import KeyResolver
+from corral.api.batching import SubmitBatcher
 from corral.api.context import Service
 from corral.api.errors import install_error_handlers
 from corral.api.limits import BodyLimit
@@ -45,6 +46,7 @@ def create_api(
         settings=settings,
         keys=KeyResolver(app.store, settings.key_cache_ttl),
         metrics=ServiceMetrics(app.store, settings, schedulers),
+        submits=SubmitBatcher(app),
     )
 
     @asynccontextmanager

@@ -1,0 +1,1 @@
+"""HTTP service benchmark: submit latency over HTTP while runs execute (see README.md)."""
