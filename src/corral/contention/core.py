@@ -267,7 +267,11 @@ class SchedulerCore:
         h._future = fut
         h._state = WAITING
         agent_id = h.agent_id
-        h.requests = tuple(lane.queue.push(agent_id, h.weight, h) for lane in h._lanes)
+        lanes = h._lanes
+        if len(lanes) == 1:
+            h.requests = (lanes[0].queue.push(agent_id, h.weight, h),)
+        else:
+            h.requests = tuple(lane.queue.push(agent_id, h.weight, h) for lane in lanes)
         self._waiting += 1
         count = self._agents.get(agent_id)
         if count is None:
@@ -288,11 +292,18 @@ class SchedulerCore:
         if fut is not None and not fut.done():
             fut.set_exception(TimeoutError(f"agent {h.agent_id!r} waited too long for a slot"))
 
+    def _dequeue(self, h: AcquireHandle) -> None:
+        lanes = h._lanes
+        if len(lanes) == 1:
+            lanes[0].queue.remove(h.requests[0])
+        else:
+            for lane, req in zip(lanes, h.requests, strict=True):
+                lane.queue.remove(req)
+
     def _withdraw(self, h: AcquireHandle, pump: bool = True) -> None:
         """Take a waiting handle out of every queue: it leaves with no slot."""
         h._state = WITHDRAWN
-        for lane, req in zip(h._lanes, h.requests, strict=True):
-            lane.queue.remove(req)
+        self._dequeue(h)
         if h._timer is not None:
             h._timer.cancel()
             h._timer = None
@@ -349,8 +360,7 @@ class SchedulerCore:
             self._grant_waiting(h)
 
     def _grant_waiting(self, h: AcquireHandle) -> None:
-        for lane, req in zip(h._lanes, h.requests, strict=True):
-            lane.queue.remove(req)
+        self._dequeue(h)
         if h._timer is not None:
             h._timer.cancel()
             h._timer = None

@@ -41,6 +41,9 @@ Chain = tuple[Point, ...]
 
 EMPTY: Chain = ()
 
+#: below this many candidate points, merge() walks them instead of binary searching
+_LINEAR = 8
+
 
 def _turn(o: Point, p: Point, r: Point) -> float:
     """Cross product of ``p - o`` and ``r - o`` in ``(a, Q)``: > 0 when r is above ray o->p."""
@@ -67,7 +70,8 @@ def merge(left: Chain, right: Chain) -> Chain:
     """The chain of the union of two point sets, every ``left`` point preceding every ``right`` one.
 
     "Preceding" means an earlier ``seq`` and so an arrival tick no later. Cost is
-    O(log|left| * log|right|) comparisons plus the copy of the result (C speed).
+    O(log|left| * log|right|) comparisons plus the copy of the result (C speed); chains
+    shorter than ``_LINEAR`` points in all are merged by a direct linear pass.
     """
     if not right:
         return left
@@ -86,6 +90,17 @@ def merge(left: Chain, right: Chain) -> Chain:
         else:
             k_hi = mid
     k = k_lo
+    if len(left) + len(right) - k <= _LINEAR:
+        # Short chains (the usual case): one monotone-chain pass beats the binary searches.
+        out = list(left)
+        for i in range(k, len(right)):
+            p = right[i]
+            while out and (
+                out[-1][0] == p[0] or (len(out) >= 2 and _turn(out[-2], out[-1], p) >= 0)
+            ):
+                out.pop()
+            out.append(p)
+        return tuple(out)
     # Bridge: the left end i is the first vertex whose successor lies on or below the line
     # from it to its tangent point on the right chain (a monotone predicate in i).
     lo, hi = 0, len(left) - 1

@@ -209,20 +209,40 @@ class WaitQueue:
 
     def _set_leaf(self, slot: int, point: Point | None) -> None:
         chains = self._chains
-        firsts = self._firsts
         node = self._cap + slot
         chains[node] = (point,) if point is not None else EMPTY
+        if self.alpha == 0.0:
+            self._set_first(node, point)
+            return
+        node >>= 1
+        while node:
+            left = chains[node << 1]
+            right = chains[(node << 1) + 1]
+            # merge()'s trivial cases inline: this loop is the hot path of every update
+            if not right:
+                chain = left
+            elif not left:
+                chain = right
+            elif right[-1][1] <= left[-1][1]:
+                chain = left
+            else:
+                chain = merge(left, right)
+            if chain is chains[node]:
+                return  # nothing above can change
+            chains[node] = chain
+            node >>= 1
+
+    def _set_first(self, node: int, point: Point | None) -> None:
+        """alpha == 0 needs only the earliest waiting head: keep that instead of chains."""
+        firsts = self._firsts
         firsts[node] = point
         node >>= 1
         while node:
-            left = node << 1
-            chain = merge(chains[left], chains[left + 1])
-            first = firsts[left]
+            first = firsts[node << 1]
             if first is None:
-                first = firsts[left + 1]
-            if chain is chains[node] and first is firsts[node]:
-                return  # nothing above can change
-            chains[node] = chain
+                first = firsts[(node << 1) + 1]
+            if first is firsts[node]:
+                return
             firsts[node] = first
             node >>= 1
 
@@ -244,8 +264,11 @@ class WaitQueue:
             point = (head.arrival, line.load, head.seq, line)
             chains[cap + head.slot] = (point,)
             firsts[cap + head.slot] = point
+        fifo = self.alpha == 0.0
         for node in range(cap - 1, 0, -1):
             left = node << 1
-            chains[node] = merge(chains[left], chains[left + 1])
-            f = firsts[left]
-            firsts[node] = f if f is not None else firsts[left + 1]
+            if fifo:
+                f = firsts[left]
+                firsts[node] = f if f is not None else firsts[left + 1]
+            else:
+                chains[node] = merge(chains[left], chains[left + 1])

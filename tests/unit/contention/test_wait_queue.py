@@ -139,3 +139,25 @@ def test_an_exact_tie_between_two_hull_vertices_goes_to_the_older_request() -> N
     q.advance(1)
     assert load_scores(q.loads(), q.tick, 0.5) == {"A": 2 / 3, "B": 2 / 3}
     assert q.best() is a
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.integers(10, 60), st.data())
+def test_long_chains_take_the_bridge_search_and_agree_with_a_linear_build(
+    n: int, data: st.DataObject
+) -> None:
+    # Points on a concave parabola are all on the hull: long chains, bridge search path.
+    points = [(i, float(i * (2 * n - i) + 1), i, i) for i in range(n)]
+    assert len(build(points)) == n
+
+    def chain_of(lo: int, hi: int) -> tuple[tuple[int, float, int, int], ...]:
+        if hi - lo == 1:
+            return (points[lo],)
+        mid = data.draw(st.integers(lo + 1, hi - 1))
+        return merge(chain_of(lo, mid), chain_of(mid, hi))
+
+    assert chain_of(0, n) == build(points)
+    # With some points pushed under the hull, merging still agrees.
+    bent = [(a, q - (5.0 if a % 3 == 0 else 0.0), s, o) for a, q, s, o in points]
+    mid = data.draw(st.integers(1, n - 1))
+    assert merge(build(bent[:mid]), build(bent[mid:])) == build(bent)
