@@ -35,7 +35,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
 import psycopg
 
 from corral import Corral
@@ -69,36 +68,77 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
-async def drive(url: str, key: str, rate: float, seconds: float, tenant_tag: str) -> list[Sample]:
-    """Submit at ``rate`` per second for ``seconds``, open loop; one Sample per submit."""
-    limits = httpx.Limits(max_connections=256, max_keepalive_connections=256)
-    headers = {"Authorization": f"Bearer {key}"}
+class Connection:
+    """One keep-alive HTTP/1.1 connection that POSTs JSON and reads the answer: a minimal
+    client, so the load generator's own CPU (it shares the machine) stays small."""
+
+    def __init__(self, host: str, port: int, key: str) -> None:
+        self.host, self.port = host, port
+        self.head = (f"POST /v1/runs HTTP/1.1\r\nHost: {host}:{port}\r\n"
+                     f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n")
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def post(self, body: bytes) -> tuple[int, bytes]:
+        if self.writer is None or self.writer.is_closing():
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"{self.head}Content-Length: {len(body)}\r\n\r\n".encode() + body)
+        status_line = await self.reader.readline()
+        if not status_line:
+            raise ConnectionError("connection closed")
+        length = 0
+        while (line := await self.reader.readline()) not in (b"\r\n", b""):
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+        return int(status_line.split()[1]), await self.reader.readexactly(length)
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+async def drive(url: str, key: str, rate: float, seconds: float, tag: str,
+                connections: int = 64) -> list[Sample]:
+    """Submit at ``rate`` per second for ``seconds``, open loop: submit ``i`` is due at
+    ``t0 + i / rate``; a free connection takes the oldest due submit. One Sample each."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "127.0.0.1", parts.port or 80
+    due: asyncio.Queue[tuple[int, float] | None] = asyncio.Queue()
     samples: list[Sample] = []
-    async with httpx.AsyncClient(base_url=url, limits=limits, timeout=30, headers=headers) as c:
 
-        async def one(i: int, due: float) -> None:
-            sent = time.perf_counter()
-            status: int | None = None
-            run_id = None
-            try:
-                r = await c.post("/v1/runs", json={"agent": "work", "input": {"i": i,
-                                                                             "tag": tenant_tag}})
-                status = r.status_code
-                if status == 202:
-                    run_id = r.json()["run_id"]
-            except httpx.HTTPError:
-                pass
-            samples.append(Sample(due, sent, time.perf_counter(), status, run_id))
+    async def connection() -> None:
+        conn = Connection(host, port, key)
+        try:
+            while (item := await due.get()) is not None:
+                i, when = item
+                body = json.dumps({"agent": "work", "input": {"i": i, "tag": tag}}).encode()
+                sent = time.perf_counter()
+                status: int | None = None
+                run_id = None
+                try:
+                    status, answer = await conn.post(body)
+                    if status == 202:
+                        run_id = json.loads(answer)["run_id"]
+                except (OSError, ConnectionError, asyncio.IncompleteReadError, ValueError):
+                    conn.close()
+                    conn = Connection(host, port, key)
+                samples.append(Sample(when, sent, time.perf_counter(), status, run_id))
+        finally:
+            conn.close()
 
-        tasks = []
-        t0 = time.perf_counter() + 0.05
-        for i in range(int(rate * seconds)):
-            due = t0 + i / rate
-            delay = due - time.perf_counter()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            tasks.append(asyncio.create_task(one(i, due)))
-        await asyncio.gather(*tasks)
+    pool = [asyncio.create_task(connection()) for _ in range(connections)]
+    t0 = time.perf_counter() + 0.05
+    for i in range(int(rate * seconds)):
+        when = t0 + i / rate
+        delay = when - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        due.put_nowait((i, when))
+    for _ in pool:
+        due.put_nowait(None)
+    await asyncio.gather(*pool)
     return samples
 
 
@@ -147,6 +187,12 @@ class Proc:
                 self.proc.kill()
                 self.proc.wait()
         self._out.close()
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(url: str, log: Path) -> tuple[Proc, str]:
@@ -228,7 +274,10 @@ async def phase(backend: str, name: str, args: argparse.Namespace, workdir: Path
                         await asyncio.sleep(2.0)
 
                 watcher = asyncio.create_task(watch())
-                samples = await drive(base_url, key, args.rate, args.duration, "measured")
+                cpu_before = cpu_seconds(server.proc.pid)
+                samples = await drive(base_url, key, args.rate, args.duration, "measured",
+                                      args.connections)
+                server_cpu = cpu_seconds(server.proc.pid) - cpu_before
                 watcher.cancel()
             finally:
                 server.stop()
@@ -238,6 +287,8 @@ async def phase(backend: str, name: str, args: argparse.Namespace, workdir: Path
             result["runs_lost"] = len(accepted - stored)
             result["executing_min"] = min(in_flight) if in_flight else 0
             result["executing_target"] = executing
+            result["load_average_1m"] = round(os.getloadavg()[0], 2)
+            result["server_cpu_ms_per_submit"] = round(server_cpu / max(1, len(samples)) * 1000, 3)
         finally:
             for w in workers:
                 w.stop()
@@ -249,8 +300,8 @@ async def phase(backend: str, name: str, args: argparse.Namespace, workdir: Path
 
 def print_table(report: dict[str, Any]) -> str:
     header = ("| backend | phase | runs executing | submits/s | p50 ms | p99 ms | max ms | "
-              "errors | runs lost | p99 vs idle |")
-    lines = [header, "|" + "---|" * 10]
+              "errors | runs lost | p99 vs idle | server CPU ms/submit | load avg |")
+    lines = [header, "|" + "---|" * 12]
     for backend, phases in report["results"].items():
         idle = phases.get("idle", {}).get("p99_ms")
         for name, r in phases.items():
@@ -258,7 +309,8 @@ def print_table(report: dict[str, Any]) -> str:
             lines.append(
                 f"| {backend} | {name} | {r['executing_min']} | {r['achieved_rate']} | "
                 f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['errors']} | "
-                f"{r['runs_lost']} | {ratio} |")
+                f"{r['runs_lost']} | {ratio} | {r['server_cpu_ms_per_submit']} | "
+                f"{r['load_average_1m']} |")
     table = "\n".join(lines)
     print(table)
     return table
@@ -272,6 +324,7 @@ async def main() -> None:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured")
     parser.add_argument("--executing", type=int, default=200, help="runs executing under load")
     parser.add_argument("--worker-processes", type=int, default=2)
+    parser.add_argument("--connections", type=int, default=64, help="client keep-alive pool")
     parser.add_argument("--out", type=Path, default=RESULTS)
     args = parser.parse_args()
     report: dict[str, Any] = {
@@ -279,6 +332,7 @@ async def main() -> None:
         "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
                     "platform": platform.platform()},
         "settings": {"rate": args.rate, "duration": args.duration, "warmup": WARMUP_S,
+                     "connections": args.connections,
                      "executing": args.executing, "worker_processes": args.worker_processes},
         "results": {},
     }

@@ -4,7 +4,11 @@ are read from options and environment variables."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+from collections.abc import Iterator
+from typing import Any
 
 import click
 from rich.console import Console
@@ -92,8 +96,34 @@ console = Console()
     help="Serve /metrics without a key (default: admin key required).",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
+def serve(**options: Any) -> None:
+    """Serve the HTTP API (and run embedded workers) until SIGTERM/SIGINT."""
+    with _fast_event_loop():
+        _serve(**options)
+
+
+def _fast_event_loop() -> contextlib.AbstractContextManager[None]:
+    """uvloop's event loop for the service when it is installed (a faster loop for the
+    HTTP server and the store drivers); the standard one otherwise."""
+    try:
+        import uvloop
+    except ImportError:
+        return contextlib.nullcontext()
+    return _event_loop_policy(uvloop.EventLoopPolicy())
+
+
+@contextlib.contextmanager
+def _event_loop_policy(policy: asyncio.AbstractEventLoopPolicy) -> Iterator[None]:
+    previous = asyncio.get_event_loop_policy()
+    asyncio.set_event_loop_policy(policy)
+    try:
+        yield
+    finally:
+        asyncio.set_event_loop_policy(previous)
+
+
 @run_async
-async def serve(
+async def _serve(
     app_path: str | None,
     db: str | None,
     host: str,
@@ -108,7 +138,6 @@ async def serve(
     public_metrics: bool,
     access_log: bool,
 ) -> None:
-    """Serve the HTTP API (and run embedded workers) until SIGTERM/SIGINT."""
     app = resolve_app(app_path, db)
     if workers is None:
         workers = 1 if app.agents else 0
