@@ -10,7 +10,6 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
-from corral.dispatch import TenantLoad, allocate
 from corral.errors import BackpressureError, InvalidInput, LeaseLost, RunNotFound
 from corral.ids import new_run_id
 from corral.models import (
@@ -19,7 +18,6 @@ from corral.models import (
     Appended,
     HeartbeatReport,
     JournalEntry,
-    Lease,
     LeaseRef,
     Run,
     RunSpec,
@@ -107,90 +105,6 @@ class QueueMixin(SqlBase):
         if await tx.fetchone(self.q["tenant_headroom"], args) is None:
             raise InvalidInput(f"default plan {self.config.default_plan!r} does not exist")
         raise BackpressureError(f"tenant {tenant!r} has reached its limit of queued runs")
-
-    # -- leasing ------------------------------------------------------------------------------
-
-    async def lease(self, worker_id: str, ttl: float, limit: int) -> list[Lease]:
-        if limit <= 0:
-            return []
-        now = self.clock()
-
-        async def body(tx: Transaction) -> list[Lease]:
-            deltas = await self._reap_expired(tx, now)
-            merge(deltas, await self._wake_timers(tx, now))
-            await self._adjust_tenants(tx, deltas)
-            slots = limit
-            cap_row = await tx.fetchone(self.q["global_cap"])
-            if cap_row is not None and cap_row[0] is not None:
-                used = await tx.fetchone(self.q["total_in_flight"])
-                slots = min(slots, int(cap_row[0]) - int(used[0] if used else 0))
-                if slots <= 0:
-                    return []
-            if self.config.fairness == "tenant":
-                ids = await self._pick_fair(tx, now, slots)
-            else:
-                ids = await self._pick_oldest(tx, now, slots)
-            if not ids:
-                return []
-            rows = await tx.fetch_each(
-                self.q["lease_run"],
-                [{"id": i, "owner": worker_id, "expires_at": now + ttl, "now": now} for i in ids],
-            )
-            leases = [_lease_from_row(r[0]) for r in rows if r]
-            per_tenant = Counter(lease.tenant for lease in leases)
-            await tx.execute_many(
-                self.q["mark_served"],
-                [{"tenant": t, "n": per_tenant[t], "now": now} for t in sorted(per_tenant)],
-            )
-            return leases
-
-        return await self._tx(body)
-
-    async def _pick_fair(self, tx: Transaction, now: float, slots: int) -> list[str]:
-        rows = await tx.fetchall(self.q["candidate_tenants"], {"now": now, "limit": slots})
-        shares = allocate([TenantLoad(r[0], r[1], r[2], r[3], r[4]) for r in rows], slots)
-        picked = await tx.fetch_each(
-            self.q["pick_tenant_runs"],
-            [{"tenant": t, "n": n, "now": now} for t, n in shares.items()],
-        )
-        return [r[0] for rows_ in picked for r in rows_]
-
-    async def _pick_oldest(self, tx: Transaction, now: float, slots: int) -> list[str]:
-        rows = await tx.fetchall(self.q["pick_oldest_runs"], {"now": now, "n": slots})
-        headroom: dict[str, int] = {}
-        for tenant in sorted({r[1] for r in rows}):
-            row = await tx.fetchone(self.q["tenant_headroom"], {"tenant": tenant})
-            headroom[tenant] = int(row[1]) if row else 0
-        ids = []
-        for run_id, tenant in rows:
-            if headroom[tenant] > 0:
-                headroom[tenant] -= 1
-                ids.append(run_id)
-        return ids
-
-    async def _reap_expired(self, tx: Transaction, now: float) -> Deltas:
-        """Hand expired leases back (or end their runs); returns tenant counter deltas."""
-        expired = await tx.fetchall(
-            self.q["select_expired"], {"now": now, "limit": self.config.reap_batch}
-        )
-        if not expired:
-            return {}
-        error = dumps({"type": "LeaseExpired", "message": "lease expired on every attempt"})
-        rows = await tx.fetch_each(
-            self.q["expire_run"], [{"id": r[0], "now": now, "error": error} for r in expired]
-        )
-        deltas: Deltas = {}
-        ended = []
-        for (run_id,), result in zip(expired, rows, strict=True):
-            if result:
-                tenant, status, parent = result[0]
-                d = deltas.setdefault(tenant, [0, 0])
-                d[1] -= 1
-                if status == RunStatus.QUEUED:
-                    d[0] += 1
-                else:
-                    ended.append((run_id, parent))
-        return merge(deltas, await self._wake_parents(tx, ended, now))
 
     # -- fenced writes ------------------------------------------------------------------------
 
@@ -422,20 +336,3 @@ class QueueMixin(SqlBase):
             return await tx.fetch_dicts(self.q["list_runs"], args)
 
         return [run_from_row(r) for r in await self._read(body)]
-
-
-def _lease_from_row(r: Row) -> Lease:
-    return Lease(
-        run_id=r[0],
-        epoch=int(r[1]),
-        tenant=r[2],
-        agent=r[3],
-        input=loads(r[4]),
-        attempt=int(r[5]),
-        max_attempts=int(r[6]),
-        expires_at=float(r[7]),
-        root_id=r[8],
-        parent_id=r[9],
-        depth=int(r[10]),
-        journal_seq=int(r[11]),
-    )

@@ -8,7 +8,7 @@ written to be re-runnable.
 
 Tenant counters (``queued``, ``in_flight`` on ``corral_tenants``) are moved in the same
 transaction as the run rows they count; caps and quotas are checked against them, so they hold
-with any number of workers. Tenant rows are always updated in sorted order (no lock cycles).
+with any number of workers. Tenant rows are always locked in sorted order (no lock cycles; see sql_lease).
 """
 
 from __future__ import annotations
@@ -16,11 +16,14 @@ from __future__ import annotations
 from corral.store.sql_base import SqlBase, dumps, loads, run_from_row
 from corral.store.sql_durable import DurableMixin
 from corral.store.sql_keys import ApiKeysMixin, ServiceReadsMixin
+from corral.store.sql_lease import LeaseMixin
 from corral.store.sql_queue import QueueMixin
 from corral.store.sql_tenancy import TenancyMixin
 
 
-class SqlStore(QueueMixin, DurableMixin, TenancyMixin, ApiKeysMixin, ServiceReadsMixin):
+class SqlStore(
+    QueueMixin, LeaseMixin, DurableMixin, TenancyMixin, ApiKeysMixin, ServiceReadsMixin
+):
     """A backend subclasses this and implements the hooks declared on ``SqlBase``."""
 
 

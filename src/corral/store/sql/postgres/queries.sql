@@ -31,9 +31,14 @@ UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in
 WHERE tenant = :tenant
 RETURNING queued;
 
--- name: mark_served
-UPDATE corral_tenants SET queued = queued - :n, in_flight = in_flight + :n, last_served_at = :now
+-- name: settle_tenant
+UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
+    last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END
 WHERE tenant = :tenant;
+
+-- name: lock_tenant
+SELECT tenant, in_flight, cap, weight, queued FROM corral_tenants WHERE tenant = :tenant
+FOR UPDATE;
 
 -- name: get_run
 SELECT * FROM corral_runs WHERE id = :id;
@@ -83,8 +88,7 @@ WHERE t.queued > 0 AND t.in_flight < t.cap
   AND EXISTS (SELECT 1 FROM corral_runs r
               WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now)
 ORDER BY t.in_flight / t.weight, t.last_served_at, t.tenant
-LIMIT :limit
-FOR UPDATE OF t SKIP LOCKED;
+LIMIT :limit;
 
 -- name: pick_tenant_runs
 SELECT id FROM corral_runs

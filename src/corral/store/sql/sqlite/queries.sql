@@ -31,9 +31,13 @@ UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in
 WHERE tenant = :tenant
 RETURNING queued;
 
--- name: mark_served
-UPDATE corral_tenants SET queued = queued - :n, in_flight = in_flight + :n, last_served_at = :now
+-- name: settle_tenant
+UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
+    last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END
 WHERE tenant = :tenant;
+
+-- name: lock_tenant
+SELECT tenant, in_flight, cap, weight, queued FROM corral_tenants WHERE tenant = :tenant;
 
 -- name: get_run
 SELECT * FROM corral_runs WHERE id = :id;

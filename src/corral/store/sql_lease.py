@@ -1,0 +1,211 @@
+"""Leasing: which runs a worker gets, in one transaction that holds with any number of workers.
+
+One lease, in order:
+1. reclaim expired leases and fire due timers (run rows, ``SKIP LOCKED``: never waits);
+2. choose candidate tenants from an unlocked snapshot (tenant mode: lowest share first; fifo
+   mode: the tenants of the oldest runnable runs);
+3. lock every tenant row this lease touches, in sorted order, waiting rather than skipping —
+   skipping a busy row would hand its slot to a tenant further above its share. Locked rows
+   give fresh counters: caps are checked against them, so they hold across workers;
+   Only the tenants a first allocation on the snapshot would use are locked;
+4. fill the slots in rounds among them: allocate on the fresh counters, take runs (``SKIP
+   LOCKED``), and offer the slots a tenant could not fill (its queued runs are delayed, or
+   taken by a concurrent lease) to the others;
+5. write all tenant counter changes, again in sorted order.
+
+Run rows are only ever taken with SKIP LOCKED or waited on after tenant rows are released, and
+tenant rows are always locked in sorted order, so leases, acks and submits form no lock cycle.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from typing import Any
+
+from corral.dispatch import TenantLoad, allocate
+from corral.models import Lease, RunStatus
+from corral.store.sql_base import Deltas, SqlBase, dumps, loads, merge
+from corral.store.transaction import Row, Transaction
+
+
+class LeaseMixin(SqlBase):
+    async def lease(self, worker_id: str, ttl: float, limit: int) -> list[Lease]:
+        if limit <= 0:
+            return []
+        now = self.clock()
+        take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
+
+        async def body(tx: Transaction) -> list[Lease]:
+            deltas = await self._reap_expired(tx, now)
+            merge(deltas, await self._wake_timers(tx, now))
+            requeued = any(d[0] > 0 for d in deltas.values())
+            slots = await self._global_slots(tx, limit)
+            wanted: list[str] = []
+            oldest: list[Row] = []
+            if slots > 0 and self.config.fairness == "tenant":
+                rows = await tx.fetchall(self.q["candidate_tenants"], {"now": now, "limit": slots})
+                snapshot = [TenantLoad(*r) for r in rows]
+                # tenants whose runs were just requeued above are candidates too: their
+                # counters in the table do not show those runs until this lease settles
+                snapshot += [
+                    TenantLoad(t, 0, 1, 1.0, d[0])
+                    for t, d in deltas.items()
+                    if d[0] > 0 and t not in {c.tenant for c in snapshot}
+                ]
+                # lock only the tenants a first allocation on the snapshot would use
+                wanted = [c.tenant for c in snapshot if c.tenant in allocate(snapshot, slots)]
+            elif slots > 0:
+                oldest = await tx.fetchall(self.q["pick_oldest_runs"], {"now": now, "n": slots})
+                wanted = list(dict.fromkeys(r[1] for r in oldest))
+            loads_ = await self._lock_tenants(tx, sorted(set(deltas) | set(wanted)), deltas)
+            leases: list[Lease] = []
+            if slots > 0 and self.config.fairness == "tenant":
+                leases = await self._fill_fair(
+                    tx, now, slots, [loads_[t] for t in wanted if t in loads_], take
+                )
+            elif slots > 0:
+                leases = await self._fill_oldest(tx, oldest, loads_, take)
+            served = Counter(lease.tenant for lease in leases)
+            for tenant, n in served.items():
+                d = deltas.setdefault(tenant, [0, 0])
+                d[0] -= n
+                d[1] += n
+            await tx.execute_many(
+                self.q["settle_tenant"],
+                [
+                    {
+                        "tenant": t,
+                        "queued": deltas[t][0],
+                        "in_flight": deltas[t][1],
+                        "served": 1 if t in served else 0,
+                        "now": now,
+                    }
+                    for t in sorted(deltas)
+                ],
+            )
+            if requeued:
+                await tx.execute(self.q["notify_work"])
+            return leases
+
+        return await self._tx(body)
+
+    async def _global_slots(self, tx: Transaction, limit: int) -> int:
+        cap_row = await tx.fetchone(self.q["global_cap"])
+        if cap_row is None or cap_row[0] is None:
+            return limit
+        used = await tx.fetchone(self.q["total_in_flight"])
+        return max(0, min(limit, int(cap_row[0]) - int(used[0] if used else 0)))
+
+    async def _lock_tenants(
+        self, tx: Transaction, tenants: list[str], deltas: Deltas
+    ) -> dict[str, TenantLoad]:
+        """Lock tenant rows (sorted) and return their counters with ``deltas`` applied."""
+        rows = await tx.fetch_each(self.q["lock_tenant"], [{"tenant": t} for t in tenants])
+        found: dict[str, TenantLoad] = {}
+        for result in rows:
+            if result:
+                tenant, in_flight, cap, weight, queued = result[0]
+                dq, df = deltas.get(tenant, (0, 0))
+                found[tenant] = TenantLoad(tenant, in_flight + df, cap, weight, queued + dq)
+        return found
+
+    async def _fill_fair(
+        self,
+        tx: Transaction,
+        now: float,
+        slots: int,
+        loads_: list[TenantLoad],
+        take: dict[str, Any],
+    ) -> list[Lease]:
+        granted: Counter[str] = Counter()
+        exhausted: set[str] = set()
+        leases: list[Lease] = []
+        while slots > 0:
+            current = [
+                TenantLoad(
+                    c.tenant,
+                    c.in_flight + granted[c.tenant],
+                    c.cap,
+                    c.weight,
+                    0 if c.tenant in exhausted else c.queued - granted[c.tenant],
+                )
+                for c in loads_
+            ]
+            shares = allocate(current, slots)
+            if not shares:
+                break
+            picked = await tx.fetch_each(
+                self.q["pick_tenant_runs"],
+                [{"tenant": t, "n": n, "now": now} for t, n in shares.items()],
+            )
+            ids: list[str] = []
+            for (tenant, n), rows in zip(shares.items(), picked, strict=True):
+                granted[tenant] += len(rows)
+                if len(rows) < n:
+                    exhausted.add(tenant)  # delayed runs, or taken by another lease
+                ids.extend(r[0] for r in rows)
+            leases.extend(await self._take(tx, ids, take))
+            slots -= len(ids)
+        return leases
+
+    async def _fill_oldest(
+        self,
+        tx: Transaction,
+        oldest: list[Row],
+        loads_: dict[str, TenantLoad],
+        take: dict[str, Any],
+    ) -> list[Lease]:
+        headroom = {t: load.cap - load.in_flight for t, load in loads_.items()}
+        ids: list[str] = []
+        for run_id, tenant in oldest:
+            if headroom.get(tenant, 0) > 0:
+                headroom[tenant] -= 1
+                ids.append(run_id)
+        return await self._take(tx, ids, take)
+
+    async def _take(self, tx: Transaction, ids: list[str], take: dict[str, Any]) -> list[Lease]:
+        if not ids:
+            return []
+        rows = await tx.fetch_each(self.q["lease_run"], [{"id": i, **take} for i in ids])
+        return [_lease_from_row(r[0]) for r in rows if r]
+
+    async def _reap_expired(self, tx: Transaction, now: float) -> Deltas:
+        """Hand expired leases back (or end their runs); returns tenant counter deltas."""
+        expired = await tx.fetchall(
+            self.q["select_expired"], {"now": now, "limit": self.config.reap_batch}
+        )
+        if not expired:
+            return {}
+        error = dumps({"type": "LeaseExpired", "message": "lease expired on every attempt"})
+        rows = await tx.fetch_each(
+            self.q["expire_run"], [{"id": r[0], "now": now, "error": error} for r in expired]
+        )
+        deltas: Deltas = {}
+        ended = []
+        for (run_id,), result in zip(expired, rows, strict=True):
+            if result:
+                tenant, status, parent = result[0]
+                d = deltas.setdefault(tenant, [0, 0])
+                d[1] -= 1
+                if status == RunStatus.QUEUED:
+                    d[0] += 1
+                else:
+                    ended.append((run_id, parent))
+        return merge(deltas, await self._wake_parents(tx, ended, now))
+
+
+def _lease_from_row(r: Row) -> Lease:
+    return Lease(
+        run_id=r[0],
+        epoch=int(r[1]),
+        tenant=r[2],
+        agent=r[3],
+        input=loads(r[4]),
+        attempt=int(r[5]),
+        max_attempts=int(r[6]),
+        expires_at=float(r[7]),
+        root_id=r[8],
+        parent_id=r[9],
+        depth=int(r[10]),
+        journal_seq=int(r[11]),
+    )
