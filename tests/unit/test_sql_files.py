@@ -1,0 +1,50 @@
+"""The SQL files: the same query names in every dialect, parameters that parse, migrations
+numbered once."""
+
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from corral.store.migrate import split_statements
+from corral.store.queries import DIALECT_ONLY, load_migrations, load_queries, parse_queries
+
+DIALECTS = ["sqlite", "postgres"]
+
+
+def test_every_dialect_has_the_same_query_names() -> None:
+    names = {d: set(load_queries(d)) - DIALECT_ONLY.get(d, frozenset()) for d in DIALECTS}
+    assert names["sqlite"] == names["postgres"]
+    assert len(names["sqlite"]) > 40
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_queries_use_the_same_parameters_in_every_dialect(dialect: str) -> None:
+    sqlite = load_queries("sqlite")
+    postgres = load_queries("postgres")
+    for name, sql in sqlite.items():
+        if name in postgres:
+            assert set(re.findall(r"(?<![:\w]):(\w+)", sql)) == set(
+                re.findall(r"%\((\w+)\)s", postgres[name])
+            ), name
+
+
+def test_parse_rejects_a_name_defined_twice() -> None:
+    with pytest.raises(ValueError, match="twice"):
+        parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_migrations_are_numbered_once_and_split_cleanly(dialect: str) -> None:
+    migrations = load_migrations(dialect)
+    versions = [v for v, _, _ in migrations]
+    assert versions == sorted(set(versions)) and versions[0] == 1
+    for _, _, sql in migrations:
+        assert split_statements(sql)
+
+
+def test_both_dialects_have_the_same_migrations() -> None:
+    assert [n for _, n, _ in load_migrations("sqlite")] == [
+        n for _, n, _ in load_migrations("postgres")
+    ]
