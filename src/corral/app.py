@@ -140,6 +140,8 @@ class Corral:
                 )
             except TypeError as exc:
                 raise InvalidInput(f"item {index}: {exc}") from exc
+            except UnknownAgent:
+                raise
             except InvalidInput as exc:
                 raise InvalidInput(f"item {index}: {exc}") from exc
         if not specs:

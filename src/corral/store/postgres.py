@@ -100,6 +100,13 @@ class PostgresStore(SqlStore):
     async def open(self) -> None:
         if self._pool is not None:
             return
+        try:
+            # one direct attempt first: a wrong host or port fails at once with its reason,
+            # where the pool would keep retrying until its timeout
+            probe = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=10)
+            await probe.close()
+        except psycopg.Error as exc:
+            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
         pool = AsyncConnectionPool(
             self.dsn,
             min_size=1,

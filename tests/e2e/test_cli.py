@@ -1,0 +1,107 @@
+"""The command line at its edges: every bad input gets one clear line and a non-zero exit
+code, never a traceback; and the happy path works end to end."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.integration.workload:app"
+
+
+def corral(
+    *args: str, db: str | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("CORRAL_DATABASE_URL", None)
+    argv = [sys.executable, "-m", "corral.cli.main", *args]
+    if db is not None:
+        argv += ["--db", db]
+    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: Path) -> str:
+    return f"sqlite:///{tmp_path / 'cli.db'}"
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["submit", "work", "{not json", "--app", APP], 2, "not valid JSON"),
+        (["submit", "nosuch", "{}", "--app", APP], 2, "no agent named 'nosuch'"),
+        (["submit", "work", "{}", "--priority", "high"], 2, "not a valid integer"),
+        (["submit", "work", "{}", "--max-attempts", "0"], 2, "0 is not in the range"),
+        (["submit", "work", "{}", "--delay", "-1"], 2, "-1"),
+        (["worker", APP, "--concurrency", "0"], 2, "0 is not in the range"),
+        (["worker", APP, "--lease-ttl", "soon"], 2, "not a valid float"),
+        (["worker", "no_such_module:app"], 2, "cannot import module"),
+        (["worker", "tests.integration.workload"], 2, "MODULE:ATTR"),
+        (["worker", "tests.integration.workload:record"], 2, "not a corral.Corral app"),
+        (["runs", "show", "0000"], 1, "run_not_found"),
+        (["runs", "list", "--status", "lost"], 2, "'lost' is not one of"),
+        (["tenants", "set", "acme", "--plan", "platinum"], 2, "no plan named 'platinum'"),
+        (["tenants", "set", "acme", "--cap", "-3"], 2, "-3 is not in the range"),
+    ],
+)
+def test_bad_input_gives_one_clear_line(
+    sqlite_url: str, args: list[str], code: int, message: str
+) -> None:
+    result = corral(*args, db=sqlite_url)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize(
+    ("url", "code", "message"),
+    [
+        ("mysql://localhost/x", 2, "unsupported database scheme 'mysql'"),
+        ("sqlite://", 2, "SQLite URL needs a path"),
+        ("corral.db", 2, "not a database URL"),
+        ("postgresql://127.0.0.1:notaport/x", 2, "malformed PostgreSQL URL"),
+        ("postgresql://postgres@127.0.0.1:1/x", 3, "cannot reach PostgreSQL"),
+        ("sqlite:////proc/corral/forbidden.db", 3, "cannot open SQLite database"),
+    ],
+)
+def test_bad_database_urls(url: str, code: int, message: str) -> None:
+    result = corral("status", db=url)
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_submit_show_list_status_and_journal(sqlite_url: str) -> None:
+    submitted = corral(
+        "submit", "work", '{"i": 7}', "--tenant", "acme", "--app", APP, db=sqlite_url
+    )
+    assert submitted.returncode == 0, submitted.stderr
+    run_id = submitted.stdout.strip()
+    shown = corral("runs", "show", run_id, "--json", db=sqlite_url)
+    assert json.loads(shown.stdout)["status"] == "queued"
+    listed = corral("runs", "list", "--tenant", "acme", "--json", db=sqlite_url)
+    assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]
+    status = corral("status", "--json", db=sqlite_url)
+    stats = json.loads(status.stdout)
+    assert stats["queued"] == 1 and stats["tenants"][0]["tenant"] == "acme"
+    journal = corral("runs", "journal", run_id, db=sqlite_url)
+    assert "submitted" in journal.stdout
+    cancelled = corral("runs", "cancel", run_id, db=sqlite_url)
+    assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+
+
+def test_plans_and_tenants(sqlite_url: str) -> None:
+    assert (
+        corral("plans", "set", "gold", "--cap", "7", "--weight", "2", db=sqlite_url).returncode == 0
+    )
+    assert corral("tenants", "set", "acme", "--plan", "gold", db=sqlite_url).returncode == 0
+    listed = corral("tenants", "list", db=sqlite_url)
+    assert "acme" in listed.stdout and "gold" in listed.stdout and " 7 " in listed.stdout
+    plans = corral("plans", "list", db=sqlite_url)
+    assert "gold" in plans.stdout and "free" in plans.stdout and "pro" in plans.stdout

@@ -1,0 +1,89 @@
+"""The Python API refuses bad input with a named error before anything is written."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from corral import Corral, InvalidInput, RunNotFound, UnknownAgent
+from corral.errors import InvalidDatabaseURL
+
+
+@pytest.fixture
+async def app(tmp_path: Path) -> Any:
+    app = Corral(f"sqlite:///{tmp_path / 'v.db'}")
+
+    @app.agent("echo")
+    async def echo(ctx: Any, input: Any) -> Any:
+        return input
+
+    async with app:
+        yield app
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"agent": "nosuch"}, "no agent named 'nosuch'"),
+        ({"agent": ""}, "agent must be a non-empty string"),
+        ({"agent": "echo", "input": {1, 2}}, "not a JSON value"),
+        ({"agent": "echo", "input": math.nan}, "not a JSON value"),
+        ({"agent": "echo", "tenant": ""}, "tenant must be"),
+        ({"agent": "echo", "priority": 1.5}, "priority must be an integer"),
+        ({"agent": "echo", "priority": True}, "priority must be an integer"),
+        ({"agent": "echo", "max_attempts": 0}, "max_attempts must be an integer >= 1"),
+        ({"agent": "echo", "budget": -1}, "budget must be >= 0"),
+        ({"agent": "echo", "delay": math.inf}, "delay must be a finite number"),
+        ({"agent": "echo", "idempotency_key": "x" * 500}, "idempotency_key must be"),
+    ],
+)
+async def test_submit_refuses_bad_input_and_writes_nothing(
+    app: Corral, kwargs: dict[str, Any], message: str
+) -> None:
+    agent = kwargs.pop("agent")
+    with pytest.raises(InvalidInput, match=message):
+        await app.submit(agent, **kwargs)
+    assert (await app.stats()).queued == 0
+
+
+async def test_submit_many_is_all_or_nothing(app: Corral) -> None:
+    with pytest.raises(InvalidInput, match="item 1"):
+        await app.submit_many([{"agent": "echo"}, {"agent": "echo", "colour": "red"}])
+    with pytest.raises(UnknownAgent):
+        await app.submit_many([{"agent": "echo"}, {"agent": "other"}])
+    assert (await app.stats()).queued == 0
+
+
+async def test_lookups_and_settings(app: Corral) -> None:
+    with pytest.raises(RunNotFound):
+        await app.get("nope")
+    with pytest.raises(InvalidInput, match="unknown status"):
+        await app.list_runs(status="lost")
+    with pytest.raises(InvalidInput, match="limit"):
+        await app.list_runs(limit=0)
+    with pytest.raises(InvalidInput, match="cap"):
+        await app.set_tenant("acme", cap=0)
+    with pytest.raises(InvalidInput, match="no plan named"):
+        await app.set_tenant("acme", plan="platinum")
+    with pytest.raises(InvalidInput, match="concurrency"):
+        app.worker(concurrency=0)
+
+
+def test_constructor_and_registry() -> None:
+    with pytest.raises(InvalidDatabaseURL):
+        Corral("mysql://x")
+    with pytest.raises(InvalidInput):
+        Corral(lease_ttl=0)
+    app = Corral("sqlite:///unused.db")
+
+    async def agent(ctx: Any, input: Any) -> None:
+        return None
+
+    app.agent("a")(agent)
+    with pytest.raises(ValueError, match="already registered"):
+        app.agent("a")(agent)
+    with pytest.raises(TypeError, match="async def"):
+        app.agent("b")(lambda ctx, input: None)  # type: ignore[arg-type]
