@@ -74,8 +74,10 @@ class Connection:
 
     def __init__(self, host: str, port: int, key: str) -> None:
         self.host, self.port = host, port
-        self.head = (f"POST /v1/runs HTTP/1.1\r\nHost: {host}:{port}\r\n"
-                     f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n")
+        self.head = (
+            f"POST /v1/runs HTTP/1.1\r\nHost: {host}:{port}\r\n"
+            f"Authorization: Bearer {key}\r\nContent-Type: application/json\r\n"
+        )
         self.reader: asyncio.StreamReader | None = None
         self.writer: asyncio.StreamWriter | None = None
 
@@ -99,8 +101,9 @@ class Connection:
             self.writer.close()
 
 
-async def drive(url: str, key: str, rate: float, seconds: float, tag: str,
-                connections: int = 64) -> list[Sample]:
+async def drive(
+    url: str, key: str, rate: float, seconds: float, tag: str, connections: int = 64
+) -> list[Sample]:
     """Submit at ``rate`` per second for ``seconds``, open loop: submit ``i`` is due at
     ``t0 + i / rate``; a free connection takes the oldest due submit. One Sample each."""
     parts = urlsplit(url)
@@ -174,8 +177,11 @@ class Proc:
         self.log = log
         self._out = open(log, "w")  # noqa: SIM115 - closed in stop()
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "corral.cli.main", *args], cwd=REPO, env=_env(url),
-            stdout=subprocess.DEVNULL, stderr=self._out,
+            [sys.executable, "-m", "corral.cli.main", *args],
+            cwd=REPO,
+            env=_env(url),
+            stdout=subprocess.DEVNULL,
+            stderr=self._out,
         )
 
     def stop(self, timeout: float = 30) -> None:
@@ -237,8 +243,7 @@ async def stored_ids(app: Corral, tenant: str) -> set[str]:
 # -- one phase ---------------------------------------------------------------------------------
 
 
-async def phase(backend: str, name: str, args: argparse.Namespace, workdir: Path
-                ) -> dict[str, Any]:
+async def phase(backend: str, name: str, args: argparse.Namespace, workdir: Path) -> dict[str, Any]:
     url = fresh_database(backend, workdir, name)
     executing = args.executing if name == "load" else 0
     async with Corral(url) as app:
@@ -248,16 +253,36 @@ async def phase(backend: str, name: str, args: argparse.Namespace, workdir: Path
             if executing:
                 # long runs that keep every worker slot busy for the whole window
                 hold = WARMUP_S + args.duration + 30
-                await app.submit_many([
-                    {"agent": "work", "tenant": "background",
-                     "input": {"seconds": hold, "every": 1.0}} for _ in range(executing)
-                ])
+                await app.submit_many(
+                    [
+                        {
+                            "agent": "work",
+                            "tenant": "background",
+                            "input": {"seconds": hold, "every": 1.0},
+                        }
+                        for _ in range(executing)
+                    ]
+                )
                 per = math.ceil(executing / args.worker_processes)
                 for i in range(args.worker_processes):
-                    workers.append(Proc(
-                        ["worker", "bench.service.app:app", "-c", str(per), "--lease-ttl", "10",
-                         "--drain-timeout", "0", "--poll-interval", "0.2"],
-                        url, workdir / f"{backend}-{name}-worker{i}.log"))
+                    workers.append(
+                        Proc(
+                            [
+                                "worker",
+                                "bench.service.app:app",
+                                "-c",
+                                str(per),
+                                "--lease-ttl",
+                                "10",
+                                "--drain-timeout",
+                                "0",
+                                "--poll-interval",
+                                "0.2",
+                            ],
+                            url,
+                            workdir / f"{backend}-{name}-worker{i}.log",
+                        )
+                    )
                 async with asyncio.timeout(90):
                     while True:  # until every slot holds one of the long runs
                         if (await app.stats()).in_flight >= executing:
@@ -275,8 +300,9 @@ async def phase(backend: str, name: str, args: argparse.Namespace, workdir: Path
 
                 watcher = asyncio.create_task(watch())
                 cpu_before = cpu_seconds(server.proc.pid)
-                samples = await drive(base_url, key, args.rate, args.duration, "measured",
-                                      args.connections)
+                samples = await drive(
+                    base_url, key, args.rate, args.duration, "measured", args.connections
+                )
                 server_cpu = cpu_seconds(server.proc.pid) - cpu_before
                 watcher.cancel()
             finally:
@@ -299,8 +325,10 @@ async def phase(backend: str, name: str, args: argparse.Namespace, workdir: Path
 
 
 def print_table(report: dict[str, Any]) -> str:
-    header = ("| backend | phase | runs executing | submits/s | p50 ms | p99 ms | max ms | "
-              "errors | runs lost | p99 vs idle | server CPU ms/submit | load avg |")
+    header = (
+        "| backend | phase | runs executing | submits/s | p50 ms | p99 ms | max ms | "
+        "errors | runs lost | p99 vs idle | server CPU ms/submit | load avg |"
+    )
     lines = [header, "|" + "---|" * 12]
     for backend, phases in report["results"].items():
         idle = phases.get("idle", {}).get("p99_ms")
@@ -310,7 +338,8 @@ def print_table(report: dict[str, Any]) -> str:
                 f"| {backend} | {name} | {r['executing_min']} | {r['achieved_rate']} | "
                 f"{r['p50_ms']} | {r['p99_ms']} | {r['max_ms']} | {r['errors']} | "
                 f"{r['runs_lost']} | {ratio} | {r['server_cpu_ms_per_submit']} | "
-                f"{r['load_average_1m']} |")
+                f"{r['load_average_1m']} |"
+            )
     table = "\n".join(lines)
     print(table)
     return table
@@ -318,8 +347,9 @@ def print_table(report: dict[str, Any]) -> str:
 
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--backends", nargs="+", choices=["sqlite", "postgres"],
-                        default=["sqlite", "postgres"])
+    parser.add_argument(
+        "--backends", nargs="+", choices=["sqlite", "postgres"], default=["sqlite", "postgres"]
+    )
     parser.add_argument("--rate", type=float, default=500.0, help="submits per second")
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured")
     parser.add_argument("--executing", type=int, default=200, help="runs executing under load")
@@ -329,11 +359,19 @@ async def main() -> None:
     args = parser.parse_args()
     report: dict[str, Any] = {
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
-        "machine": {"cores": os.cpu_count(), "python": platform.python_version(),
-                    "platform": platform.platform()},
-        "settings": {"rate": args.rate, "duration": args.duration, "warmup": WARMUP_S,
-                     "connections": args.connections,
-                     "executing": args.executing, "worker_processes": args.worker_processes},
+        "machine": {
+            "cores": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "settings": {
+            "rate": args.rate,
+            "duration": args.duration,
+            "warmup": WARMUP_S,
+            "connections": args.connections,
+            "executing": args.executing,
+            "worker_processes": args.worker_processes,
+        },
         "results": {},
     }
     with tempfile.TemporaryDirectory(prefix="corral-bench-service-") as tmp:
@@ -341,8 +379,10 @@ async def main() -> None:
         for backend in args.backends:
             report["results"][backend] = {}
             for name in ("idle", "load"):
-                print(f"{backend} / {name}: {args.rate:g} submits/s for {args.duration:g} s",
-                      file=sys.stderr)
+                print(
+                    f"{backend} / {name}: {args.rate:g} submits/s for {args.duration:g} s",
+                    file=sys.stderr,
+                )
                 report["results"][backend][name] = await phase(backend, name, args, workdir)
     report["markdown_table"] = print_table(report)
     args.out.parent.mkdir(parents=True, exist_ok=True)
