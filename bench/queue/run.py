@@ -145,6 +145,18 @@ async def prefill(system: System, n: int, batch: int) -> dict[str, Any]:
     }
 
 
+def xacts(dbname: str | None) -> int | None:
+    """Committed + rolled-back transactions PostgreSQL has counted for ``dbname``."""
+    if dbname is None:
+        return None
+    with psycopg.connect(base_dsn(), autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT xact_commit + xact_rollback FROM pg_stat_database WHERE datname = %s",
+            (dbname,),
+        ).fetchone()
+    return int(row[0]) if row else None
+
+
 async def end_to_end(
     system: System, concurrency: int, n: int, cap_s: float, logdir: Path
 ) -> dict[str, Any]:
@@ -153,6 +165,9 @@ async def end_to_end(
         left = await system.remaining()
         if left != n:
             raise RuntimeError(f"{system.name}: prefilled {n} jobs but the store counts {left}")
+        await asyncio.sleep(1.1)  # let backends flush their statistics
+        x0 = xacts(system.pg_db)
+        polls = 0
         w = Worker(system, concurrency, f"e2e-c{concurrency}", logdir)
         t0 = w.started
         t_first: float | None = None
@@ -162,6 +177,7 @@ async def end_to_end(
                 await asyncio.sleep(POLL_S)
                 now = time.monotonic()
                 left = await system.remaining()
+                polls += 1
                 if t_first is None and left < n:
                     t_first = now
                 if left == 0:
@@ -172,9 +188,7 @@ async def end_to_end(
                     break
         finally:
             w.stop()
-        end = t_done if t_done is not None else time.monotonic()
-        if t_done is None:
-            left = await system.remaining()
+        end = t_done if t_done is not None else now
         done = n - left
         elapsed = end - t0
         out: dict[str, Any] = {
@@ -193,6 +207,14 @@ async def end_to_end(
             out["jobs_per_s_from_first_pickup"] = done / (end - t_first)
         if t_done is None:
             out["note"] = f"stopped at the {cap_s:.0f} s cap; rate = completed / elapsed"
+        if x0 is not None and done:
+            await asyncio.sleep(1.1)
+            x1 = xacts(system.pg_db)
+            if x1 is not None:
+                # The harness's own polls are one transaction each; the rest is the worker's
+                # (including its idle polls, heartbeats and start-up/shutdown work).
+                out["worker_xacts"] = x1 - x0 - polls
+                out["worker_xacts_per_job"] = (x1 - x0 - polls) / done
         return out
 
 

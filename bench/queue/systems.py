@@ -39,6 +39,8 @@ class System:
     label: ClassVar[str]
     has_pickup: ClassVar[bool] = True
     has_c1: ClassVar[bool] = True
+    #: the PostgreSQL database the system lives in (None: not on PostgreSQL)
+    pg_db: str | None = None
 
     def settings(self, concurrency: int) -> dict[str, Any]:
         return {}
@@ -73,6 +75,7 @@ class CorralSystem(System):
         assert backend in ("postgres", "sqlite")
         self.backend = backend
         self.name = f"corral-{'pg' if backend == 'postgres' else 'sqlite'}"
+        self.pg_db = "bench_corral" if backend == "postgres" else None
         self.label = f"corral ({'PostgreSQL' if backend == 'postgres' else 'SQLite'})"
         self.dsn = ""
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
@@ -180,6 +183,7 @@ class PgQueuerSystem(System):
     name = "pgqueuer"
     label = "PgQueuer 1.6"
     DB = "bench_pgqueuer"
+    pg_db = DB
 
     def __init__(self, batch_size_c32: int = 16) -> None:
         self.batch_size_c32 = batch_size_c32
@@ -264,6 +268,7 @@ class ProcrastinateSystem(System):
     name = "procrastinate"
     label = "Procrastinate 3"
     DB = "bench_procrastinate"
+    pg_db = DB
 
     def __init__(self) -> None:
         self.dsn = ""
@@ -356,6 +361,7 @@ class NaiveSystem(System):
     has_pickup = False
     has_c1 = False
     DB = "bench_naive"
+    pg_db = DB
 
     def __init__(self) -> None:
         self.dsn = ""
