@@ -1,4 +1,8 @@
-"""Code written against loco's core runs unchanged through corral.compat.loco."""
+"""Code written against loco's core runs unchanged through corral.compat.loco.
+
+``loco_program`` uses loco's names and calls only; it was also run, import swapped for
+``from loco import ...``, against loco-agent 0.4.0 with the same results.
+"""
 
 from __future__ import annotations
 
@@ -48,13 +52,16 @@ async def loco_program() -> dict[str, object]:
     await scheduler.release_handle(handle)  # safe to call twice
 
     # Backpressure and timeouts.
-    tight = AsyncLOCOScheduler([], SharedResource("tight", capacity=1), max_waiters=1)
+    tight = AsyncLOCOScheduler(
+        [Agent(agent_id=x) for x in "abcd"], SharedResource("tight", capacity=1), max_waiters=1
+    )
     blocker = await tight.acquire_start("a")
     timed_out = False
     try:
         await tight.acquire_start("d", timeout=0)
     except TimeoutError:
         timed_out = True
+    await tight.submit_task("b", Task())  # loco grants waiters only for submitted tasks
     waiter = asyncio.create_task(tight.acquire_start("b"))
     await asyncio.sleep(0)
     waiting = tight.resource.waiter_count  # type: ignore[attr-defined]
