@@ -48,6 +48,20 @@ def render(report: dict[str, Any]) -> str:
     if extra:
         lines += ["", "End-to-end jobs/s counted from the first pickup (without worker start-up):"]
         lines += ["", "- " + "; ".join(extra)]
+    tx = []
+    for name, r in report["results"].items():
+        for key in ("e2e_c1", "e2e_c32"):
+            e = r.get(key)
+            if isinstance(e, dict) and "worker_xacts_per_job" in e:
+                tx.append(f"{r.get('label', name)} {key}: {e['worker_xacts_per_job']:.2f}")
+    if tx:
+        lines += [
+            "",
+            "PostgreSQL transactions per job of the worker in the end-to-end runs "
+            "(pg_stat_database, the harness's own polls subtracted):",
+            "",
+            "- " + "; ".join(tx),
+        ]
     return "\n".join(lines)
 
 
