@@ -145,12 +145,9 @@ class SchedulerCore:
             and weight != _INF
         ):
             res._holders += 1
-            h = AcquireHandle(agent_id, weight=weight)
-            h._owner = self
-            h._lanes = self._primary_only
-            h.resources = self._primary_names
-            h.granted_tick = lane.queue.tick
-            h._state = GRANTED
+            h = AcquireHandle._granted(
+                agent_id, weight, self, self._primary_only, self._primary_names, lane.queue.tick
+            )
             self._holding += 1
             self._grants += 1
             count = self._agents.get(agent_id)
@@ -386,9 +383,15 @@ class SchedulerCore:
         if h._state != GRANTED or h._owner is not self:
             return  # released before, never granted, or not ours: no-op, no tick
         h._state = RELEASED
-        for lane in h._lanes:
+        lanes = h._lanes
+        if len(lanes) == 1:
+            lane = lanes[0]
             lane.resource._holders -= 1
             lane.queue.tick += 1
+        else:
+            for lane in lanes:
+                lane.resource._holders -= 1
+                lane.queue.tick += 1
         self._holding -= 1
         count = self._agents[h.agent_id]
         count.holding -= 1
@@ -404,7 +407,8 @@ class SchedulerCore:
             self.on_release(h)
         if self._drained is not None and not self._holding:
             resolve_future(self._drained)
-        self._pump()
+        if self._waiting:
+            self._pump()
 
 
 _INF = float("inf")

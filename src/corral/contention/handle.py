@@ -106,6 +106,36 @@ class AcquireHandle:
             raise InvalidInput(f"usage must be a number >= 0, got {amount!r}")
         self.usage = (self.usage or 0.0) + float(amount)
 
+    @classmethod
+    def _granted(
+        cls,
+        agent_id: str,
+        weight: float,
+        owner: Any,
+        lanes: tuple[Any, ...],
+        resources: tuple[str, ...],
+        tick: int,
+    ) -> AcquireHandle:
+        """A handle granted at once (the uncontended path): every field set exactly once."""
+        h = cls.__new__(cls)
+        h.agent_id = agent_id
+        h.handle_id = next(_ids)
+        h.weight = weight
+        h.cost = 0.0
+        h.usage = None
+        h.downgrade = False
+        h.over_budget = False
+        h.resources = resources
+        h.requests = ()
+        h.granted_tick = tick
+        h._state = GRANTED
+        h._owner = owner
+        h._lanes = lanes
+        h._future = None
+        h._timer = None
+        h._since = 0.0
+        return h
+
     def __repr__(self) -> str:
         return (
             f"AcquireHandle(agent_id={self.agent_id!r}, handle_id={self.handle_id}, "
