@@ -184,7 +184,7 @@ def fmt(x: float | None, digits: int = 1) -> str:
     return f"{x:,.{digits}f}"
 
 
-async def main() -> None:
+def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--agents", type=int, nargs="+", default=[8, 100, 1000, 10000])
     ap.add_argument("--capacities", type=int, nargs="+", default=[3, 10])
@@ -193,7 +193,14 @@ async def main() -> None:
     ap.add_argument("--window", type=float, default=2.0)
     ap.add_argument("--out", default=str(ROOT / "bench" / "results" / "contention.json"))
     args = ap.parse_args()
+    results = asyncio.run(measure(args))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(results, indent=2))
+    print(f"\nwrote {out}")
 
+
+async def measure(args: argparse.Namespace) -> dict[str, Any]:
     systems = [s for s in args.systems if s in SYSTEMS]
     versions: dict[str, str] = {"python": platform.python_version()}
     if "loco" in systems:
@@ -231,7 +238,7 @@ async def main() -> None:
         for cap in args.capacities:
             for name in systems:
                 r = await contended(SYSTEMS[name](n, cap), n, args.warmup, args.window)
-                r.update(system=name, agents=n, capacity=cap)
+                r.update(system=name, agents=n, capacity=cap, load_1m=os.getloadavg()[0])
                 results["contended"].append(r)
                 print(
                     f"{n:>7} {cap:>4} {name:10} {fmt(r['acquires_per_s'], 0):>11} "
@@ -243,10 +250,7 @@ async def main() -> None:
         results["choice_us"][str(n)] = c = choice_cost(n, 20_000)
         print(f"corral choice alone, {n:>6} waiting agents: {c:6.2f} µs per serve+requeue")
     results["meta"]["load_average_end"] = os.getloadavg()[0]
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(results, indent=2))
-    print(f"\nwrote {out}")
+    return results
 
 
 def _cpu_model() -> str:
@@ -260,4 +264,4 @@ def _cpu_model() -> str:
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()
