@@ -55,7 +55,7 @@ def corral_system(n: int, capacity: int) -> Factory:
 
 def semaphore_system(n: int, capacity: int) -> Factory:
     sem = asyncio.Semaphore(capacity)
-    return lambda i: (lambda: sem)
+    return lambda i: lambda: sem
 
 
 def loco_system(n: int, capacity: int) -> Factory:
