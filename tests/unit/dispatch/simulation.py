@@ -1,6 +1,7 @@
 """A discrete-time model of the store's fair lease, built on the pure policy.
 
-It mirrors what ``QueueMixin.lease`` does with ``fairness="tenant"``, minus the SQL: every
+It mirrors what ``LeaseMixin.lease`` (store/sql_lease.py) does with ``fairness="tenant"``,
+minus the SQL and the concurrency (the store serializes the decisions that matter): every
 tick, runs that end free their slot and their tenant's in-flight count, new runs arrive, then
 each worker with free slots makes one lease call (the store serializes them). A lease call
 takes the candidate tenants the way ``candidate_tenants`` does (a queued run, below the cap,
