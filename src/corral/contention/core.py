@@ -141,8 +141,7 @@ class SchedulerCore:
             and not self._closed
             and self.budget is None
             and weight.__class__ is float
-            and weight >= 1.0
-            and weight != _INF
+            and 1.0 <= weight < _INF
         ):
             res._holders += 1
             h = AcquireHandle._granted(
@@ -171,7 +170,7 @@ class SchedulerCore:
         if self._closed:
             self._shutdown_rejections += 1
             raise ShutdownError("scheduler is shutting down")
-        if weight.__class__ is not float or weight != 1.0:
+        if weight.__class__ is not float or not 1.0 <= weight < _INF:
             weight = check_weight(weight)
         lanes = self._primary_only if resources is None else self._resolve(resources)
         h = AcquireHandle(agent_id, weight=weight)
@@ -278,6 +277,16 @@ class SchedulerCore:
         h._since = clock.now()
         if timeout is not None:
             h._timer = clock.call_later(timeout, partial(self._expire, h))
+
+    def _cancelled(self, h: AcquireHandle) -> None:
+        """The waiting task of ``h`` was cancelled (its CancelledError is re-raised)."""
+        if h._state == GRANTED:
+            # Granted, then cancelled before it could resume: hand the slot on.
+            self._cancellations += 1
+            self._release(h, True)
+        elif h._state == WAITING:
+            self._cancellations += 1
+            self._withdraw(h)
 
     def _expire(self, h: AcquireHandle) -> None:
         if h._state != WAITING:

@@ -49,7 +49,14 @@ class _Acquire:
         if h is None:
             h = s._admit(self._agent_id, self._weight, self._timeout, self._cost, self._resources)
             if h._state != GRANTED:
-                await s._wait(h, self._timeout)
+                # what _wait does, inline: this is the hot path of every contended acquire
+                fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+                s._enqueue(h, fut, self._timeout)
+                try:
+                    await fut
+                except asyncio.CancelledError:
+                    s._cancelled(h)
+                    raise
         self._handle = h
         return h
 
@@ -219,13 +226,7 @@ class Scheduler(SchedulerCore):
         try:
             await fut
         except asyncio.CancelledError:
-            if h._state == GRANTED:
-                # Granted, then cancelled before it could resume: hand the slot on.
-                self._cancellations += 1
-                self._release(h, True)
-            elif h._state == WAITING:
-                self._cancellations += 1
-                self._withdraw(h)
+            self._cancelled(h)
             raise
 
 

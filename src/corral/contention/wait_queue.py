@@ -19,7 +19,7 @@ and a C-speed tuple copy beats a Python-level balanced tree at these sizes.
   each leaf change re-merges its O(log R) ancestors (R = queued requests), stopping early
   as soon as a node comes out unchanged (the usual case for a new, fresh agent).
 * Slots are never reused; when they run out the tree is rebuilt over the live requests with
-  room for as many again (amortised O(1) merges per request). Memory is O(R).
+  room for three times as many more (amortised O(1) merges per request). Memory is O(R).
 * Aging costs nothing: a request's age is ``tick - arrival`` and ``advance`` only bumps
   ``tick``.
 
@@ -35,7 +35,7 @@ from typing import Any
 from corral.contention.hull import EMPTY, Chain, Point, argmax_index, merge
 from corral.contention.score import DEFAULT_ALPHA, AgentLoad, check_alpha
 
-_MIN_CAP = 16
+_MIN_CAP = 32
 
 
 class Request:
@@ -250,7 +250,7 @@ class WaitQueue:
         """Re-slot the live requests compactly into a tree with room for as many again."""
         live = [r for r in self._slots[: self._next] if r is not None]
         cap = _MIN_CAP
-        while cap < 2 * (len(live) + 1):
+        while cap < 4 * (len(live) + 1):  # at least 3/4 of the slots free: rare rebuilds
             cap <<= 1
         self._alloc(cap)
         for i, r in enumerate(live):
