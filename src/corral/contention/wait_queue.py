@@ -247,7 +247,7 @@ class WaitQueue:
             node >>= 1
 
     def _rebuild(self) -> None:
-        """Re-slot the live requests compactly into a tree with room for as many again."""
+        """Re-slot the live requests compactly into a tree with room for 3x as many more."""
         live = [r for r in self._slots[: self._next] if r is not None]
         cap = _MIN_CAP
         while cap < 4 * (len(live) + 1):  # at least 3/4 of the slots free: rare rebuilds
