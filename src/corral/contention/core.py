@@ -84,8 +84,6 @@ class SchedulerCore:
         self._lanes = {lane.name: lane for lane in lanes}
         if len(self._lanes) != len(lanes):
             raise InvalidInput("resource names must be distinct")
-        for lane in lanes:
-            lane.resource._bind(self._on_capacity)
         self._lane_list = tuple(lanes)
         self._primary = lanes[0]
         self._primary_only = (lanes[0],)
@@ -113,11 +111,16 @@ class SchedulerCore:
         self._cancellations = 0
         self._timeouts = 0
         self._shutdown_rejections = 0
-        self._waited = 0  # grants that had to wait
         self._wait_total = 0.0
         self._wait_max = 0.0
         self._wait_ticks_total = 0
         self._wait_ticks_max = 0
+        # Bind last, once everything is valid: a failed construction leaves resources free.
+        taken = [lane.name for lane in lanes if lane.resource._listener is not None]
+        if taken:
+            raise InvalidInput(f"resources already belong to a scheduler: {taken}")
+        for lane in lanes:
+            lane.resource._bind(self._on_capacity)
 
     # -- admission -------------------------------------------------------------------------
 
@@ -373,7 +376,6 @@ class SchedulerCore:
         self._waiting -= 1
         self._agents[h.agent_id].waiting -= 1
         waited = self._clock.now() - h._since
-        self._waited += 1
         self._wait_total += waited
         if waited > self._wait_max:
             self._wait_max = waited

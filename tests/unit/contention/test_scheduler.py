@@ -320,5 +320,7 @@ def test_a_resource_belongs_to_one_scheduler() -> None:
         Scheduler([SharedResource("x"), SharedResource("x")])
     with pytest.raises(InvalidInput):
         Scheduler([])
+    spare = SharedResource("y")
     with pytest.raises(InvalidInput):
-        Scheduler(SharedResource("y"), max_waiters=0)
+        Scheduler(spare, max_waiters=0)
+    Scheduler(spare)  # the failed construction did not keep it
