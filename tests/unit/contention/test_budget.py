@@ -5,8 +5,17 @@ from __future__ import annotations
 import asyncio
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from corral.contention import Budget, BudgetAlert, ManualClock, Scheduler, SharedResource
+from corral.contention import (
+    AcquireHandle,
+    Budget,
+    BudgetAlert,
+    ManualClock,
+    Scheduler,
+    SharedResource,
+)
 from corral.errors import BudgetExceeded, InvalidInput
 
 
@@ -114,3 +123,52 @@ def test_budget_validation_and_reset() -> None:
     assert b.limit("a") is None and b.remaining("a") is None
     b.reset("a")
     assert b.spent("a") == 0.0
+
+
+@settings(max_examples=100, deadline=None)
+@given(
+    limit=st.integers(1, 30),
+    capacity=st.integers(1, 4),
+    steps=st.lists(st.tuples(st.integers(0, 2), st.integers(0, 9)), min_size=5, max_size=60),
+)
+def test_concurrent_calls_never_overshoot_a_reject_budget(
+    limit: int, capacity: int, steps: list[tuple[int, int]]
+) -> None:
+    """Random acquires (costs 0-9) and releases: spent + reserved never passes the limit."""
+
+    async def run() -> None:
+        budget = Budget({"a": float(limit)})
+        s = make(budget, capacity=capacity)
+        tasks: list[asyncio.Task[AcquireHandle]] = []
+        held: list[AcquireHandle] = []
+
+        def check() -> None:
+            assert budget.spent("a") + budget.reserved("a") <= limit
+            assert budget.reserved("a") == sum(h.cost for h in held if h.granted)
+
+        for kind, cost in steps:
+            if kind < 2:
+                tasks.append(asyncio.create_task(s.acquire_start("a", cost=float(cost))))
+            elif held:
+                h = held.pop(0)
+                await s.release_handle(h, usage=h.cost)
+            await settle()
+            for t in [t for t in tasks if t.done()]:
+                tasks.remove(t)
+                if t.exception() is None:
+                    held.append(t.result())
+                else:
+                    assert isinstance(t.exception(), BudgetExceeded)
+            check()
+        while held or tasks:
+            for h in held:
+                await s.release_handle(h, usage=h.cost)
+            held.clear()
+            await settle()
+            for t in [t for t in tasks if t.done()]:
+                tasks.remove(t)
+                if t.exception() is None:
+                    held.append(t.result())
+            check()
+
+    asyncio.run(run())
