@@ -15,7 +15,10 @@ Edge cases, all deliberate:
 * ``alpha == 0``: ``L(i) = Dmax_i / maxD`` -- oldest first; ties between requests of the same
   tick go to the earliest-arrived, so this is FIFO over the agents' oldest requests.
 * ``alpha == 1``: ``L(i) = Q_i / maxQ`` -- the most loaded agent first. Nothing ages, so a
-  light agent can starve while heavier ones keep arriving: use alpha < 1 in production.
+  light agent can starve while heavier ones keep arriving.
+* Starvation in general: a light agent (load ``Q``) that keeps waiting beats an agent holding
+  its queue at ``maxQ`` eventually iff ``Q / maxQ > (2*alpha - 1) / alpha``: always for
+  ``alpha <= 0.5`` (aging wins), not necessarily above 0.5.
 * Ties: the agent whose oldest waiting request arrived first (global arrival order ``seq``)
   wins, deterministically. With integer weights and a dyadic alpha (0.25, 0.5, ...) the
   comparisons are exact; with arbitrary floats "equal" means equal in floating point.

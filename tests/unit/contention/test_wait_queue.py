@@ -161,3 +161,37 @@ def test_long_chains_take_the_bridge_search_and_agree_with_a_linear_build(
     bent = [(a, q - (5.0 if a % 3 == 0 else 0.0), s, o) for a, q, s, o in points]
     mid = data.draw(st.integers(1, n - 1))
     assert merge(build(bent[:mid]), build(bent[mid:])) == build(bent)
+
+
+def serve_until(q: WaitQueue, light: Request, heavy: str, weight: float, rounds: int) -> int:
+    """Serve one request per tick while ``heavy`` keeps 5 waiting; return the light's turn."""
+    for turn in range(1, rounds + 1):
+        best = q.best()
+        assert best is not None
+        q.remove(best)
+        q.advance()
+        if best is light:
+            return turn
+        q.push(heavy, weight)  # the heavy agent tops its queue up again
+    return -1
+
+
+@pytest.mark.parametrize("alpha", [0.0, 0.25, 0.5])
+def test_aging_serves_a_light_agent_behind_a_heavy_stream_when_alpha_at_most_half(
+    alpha: float,
+) -> None:
+    q = WaitQueue(alpha)
+    for _ in range(5):
+        q.push("heavy", 3.0)
+    light = q.push("light", 1.0)
+    assert serve_until(q, light, "heavy", 3.0, 100) > 0
+
+
+def test_above_one_half_a_heavy_stream_can_starve_a_light_agent() -> None:
+    # Documented edge: the light agent eventually wins only if Q_light/maxQ > (2a-1)/a.
+    # Here 1/15 < 2/3 for alpha 0.75: it never does.
+    q = WaitQueue(0.75)
+    for _ in range(5):
+        q.push("heavy", 3.0)
+    light = q.push("light", 1.0)
+    assert serve_until(q, light, "heavy", 3.0, 1000) == -1
