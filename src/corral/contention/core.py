@@ -29,7 +29,7 @@ from functools import partial
 
 from corral.contention.budget import Budget, Verdict, check_cost, over_budget_error
 from corral.contention.clock import Clock, LoopClock
-from corral.contention.handle import GRANTED, RELEASED, WAITING, WITHDRAWN, AcquireHandle
+from corral.contention.handle import GRANTED, NEW, RELEASED, WAITING, WITHDRAWN, AcquireHandle
 from corral.contention.resource import SharedResource, check_count
 from corral.contention.score import DEFAULT_ALPHA, check_alpha, check_weight
 from corral.contention.wait_queue import Request, WaitQueue
@@ -98,6 +98,7 @@ class SchedulerCore:
         self.budget = budget
         self.retry_after = retry_after
         self._clock: Clock = clock if clock is not None else LoopClock()
+        self._now = self._clock.now
         self.on_grant = on_grant
         self.on_release = on_release
         self._agents: dict[str, _AgentCount] = {}
@@ -147,8 +148,14 @@ class SchedulerCore:
             and 1.0 <= weight < _INF
         ):
             res._holders += 1
-            h = AcquireHandle._granted(
-                agent_id, weight, self, self._primary_only, self._primary_names, lane.queue.tick
+            h = AcquireHandle._made(
+                agent_id,
+                weight,
+                self,
+                self._primary_only,
+                self._primary_names,
+                lane.queue.tick,
+                GRANTED,
             )
             self._holding += 1
             self._grants += 1
@@ -176,9 +183,7 @@ class SchedulerCore:
         if weight.__class__ is not float or not 1.0 <= weight < _INF:
             weight = check_weight(weight)
         lanes = self._primary_only if resources is None else self._resolve(resources)
-        h = AcquireHandle(agent_id, weight=weight)
-        h._owner = self
-        h._lanes = lanes
+        h = AcquireHandle._made(agent_id, weight, self, lanes, (), -1, NEW)
         budget = self.budget
         if cost is not None:
             h.cost = check_cost(cost)
@@ -276,10 +281,9 @@ class SchedulerCore:
         if count is None:
             count = self._agents[agent_id] = _AgentCount()
         count.waiting += 1
-        clock = self._clock
-        h._since = clock.now()
+        h._since = self._now()
         if timeout is not None:
-            h._timer = clock.call_later(timeout, partial(self._expire, h))
+            h._timer = self._clock.call_later(timeout, partial(self._expire, h))
 
     def _cancelled(self, h: AcquireHandle) -> None:
         """The waiting task of ``h`` was cancelled (its CancelledError is re-raised)."""
@@ -375,7 +379,7 @@ class SchedulerCore:
             h._timer = None
         self._waiting -= 1
         self._agents[h.agent_id].waiting -= 1
-        waited = self._clock.now() - h._since
+        waited = self._now() - h._since
         self._wait_total += waited
         if waited > self._wait_max:
             self._wait_max = waited

@@ -107,7 +107,7 @@ class AcquireHandle:
         self.usage = (self.usage or 0.0) + float(amount)
 
     @classmethod
-    def _granted(
+    def _made(
         cls,
         agent_id: str,
         weight: float,
@@ -115,8 +115,9 @@ class AcquireHandle:
         lanes: tuple[Any, ...],
         resources: tuple[str, ...],
         tick: int,
+        state: int,
     ) -> AcquireHandle:
-        """A handle granted at once (the uncontended path): every field set exactly once."""
+        """A scheduler's handle (hot path): every field set exactly once, no keyword parsing."""
         h = cls.__new__(cls)
         h.agent_id = agent_id
         h.handle_id = next(_ids)
@@ -128,7 +129,7 @@ class AcquireHandle:
         h.resources = resources
         h.requests = ()
         h.granted_tick = tick
-        h._state = GRANTED
+        h._state = state
         h._owner = owner
         h._lanes = lanes
         h._future = None
