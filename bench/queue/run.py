@@ -429,52 +429,74 @@ def markdown_table(results: dict[str, dict[str, Any]]) -> str:
 # --------------------------------------------------------------------------------------- main
 
 
-async def run_system(
-    system: System, args: argparse.Namespace, logdir: Path, out: dict[str, Any]
-) -> None:
-    async def step(key: str, coro: Any) -> None:
-        load0 = os.getloadavg()[0]
-        log(f"{system.name}: {key} ... (load average {load0:.2f})")
-        t = time.monotonic()
-        try:
-            out[key] = await coro
-            r = out[key]
-            # Other work on this machine skews every figure: keep the 1-minute load average.
-            r["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
-            summary = (
-                f"{r['jobs_per_s']:,.0f} jobs/s"
-                if "jobs_per_s" in r
-                else f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
-            )
-            log(f"{system.name}: {key} -> {summary} ({time.monotonic() - t:.1f} s)")
-        except Exception as e:  # report and carry on with the other scenarios
-            out[key] = {"error": f"{type(e).__name__}: {e}"}
-            log(f"{system.name}: {key} FAILED: {type(e).__name__}: {e}")
+async def step(system: System, out: dict[str, Any], key: str, coro: Any) -> None:
+    load0 = os.getloadavg()[0]
+    log(f"{system.name}: {key} ... (load average {load0:.2f})")
+    t = time.monotonic()
+    try:
+        out[key] = await coro
+        r = out[key]
+        # Other work on this machine skews every figure: keep the 1-minute load average.
+        r["loadavg_1m"] = [round(load0, 2), round(os.getloadavg()[0], 2)]
+        summary = (
+            f"{r['jobs_per_s']:,.0f} jobs/s"
+            if "jobs_per_s" in r
+            else f"p50 {r['p50_ms']:.2f} ms, p99 {r['p99_ms']:.2f} ms"
+        )
+        log(f"{system.name}: {key} -> {summary} ({time.monotonic() - t:.1f} s)")
+    except Exception as e:  # report and carry on with the other scenarios
+        out[key] = {"error": f"{type(e).__name__}: {e}"}
+        log(f"{system.name}: {key} FAILED: {type(e).__name__}: {e}")
 
-    if "enqueue" in args.scenarios:
-        await step("enqueue_single", enqueue_single(system, args.single, args.cap))
-    if "e2e" in args.scenarios:
-        if system.has_c1 and 1 in args.concurrency:
-            await step("e2e_c1", end_to_end(system, 1, args.jobs, args.cap, logdir))
-        if 32 in args.concurrency:
-            await step("e2e_c32", end_to_end(system, 32, args.jobs, args.cap, logdir))
-        # The prefill of each e2e run is the batched-enqueue measurement.
+
+async def run_all(
+    systems: list[System], args: argparse.Namespace, logdir: Path, results: dict[str, Any]
+) -> None:
+    """Scenario by scenario, every system in turn: the systems compared in one scenario run
+    minutes apart, so a change in the machine's other load hits them more evenly. The long
+    concurrency-1 runs go last."""
+    gap = (args.gap_min, args.gap_max)
+    plan: list[tuple[str, str, Any]] = []
+    for sc in ("enqueue", "e2e32", "pickup", "load", "e2e1"):
+        for s in systems:
+            if sc == "enqueue" and "enqueue" in args.scenarios:
+                plan.append(
+                    (s.name, "enqueue_single", lambda s=s: enqueue_single(s, args.single, args.cap))
+                )
+            elif sc == "e2e32" and "e2e" in args.scenarios and 32 in args.concurrency:
+                plan.append(
+                    (s.name, "e2e_c32", lambda s=s: end_to_end(s, 32, args.jobs, args.cap, logdir))
+                )
+            elif sc == "pickup" and "pickup" in args.scenarios and s.has_pickup:
+                plan.append(
+                    (s.name, "pickup", lambda s=s: pickup(s, args.pickup_samples, 32, logdir, gap))
+                )
+            elif sc == "load" and "load" in args.scenarios and isinstance(s, CorralSystem):
+                plan.append(
+                    (
+                        s.name,
+                        "submit_under_load",
+                        lambda s=s: submit_under_load(s, args.load_samples, 100, 1000, logdir),
+                    )
+                )
+            elif sc == "e2e1" and "e2e" in args.scenarios and 1 in args.concurrency and s.has_c1:
+                plan.append(
+                    (s.name, "e2e_c1", lambda s=s: end_to_end(s, 1, args.jobs, args.cap, logdir))
+                )
+    by_name = {s.name: s for s in systems}
+    for name, key, make in plan:
+        await step(by_name[name], results[name], key, make())
+    for s in systems:
+        out = results[s.name]
+        # The pre-fill of each end-to-end run is the batched-enqueue measurement.
         fills = [
             out[k]["prefill"] for k in ("e2e_c1", "e2e_c32") if k in out and "prefill" in out[k]
         ]
         if fills:
-            best = dict(fills[0])
-            best["runs_jobs_per_s"] = [f["jobs_per_s"] for f in fills]
-            best["jobs_per_s"] = sum(best["runs_jobs_per_s"]) / len(fills)
-            out["enqueue_batch"] = best
-    if "pickup" in args.scenarios and system.has_pickup:
-        await step(
-            "pickup", pickup(system, args.pickup_samples, 32, logdir, (args.gap_min, args.gap_max))
-        )
-    if "load" in args.scenarios and isinstance(system, CorralSystem):
-        await step(
-            "submit_under_load", submit_under_load(system, args.load_samples, 100, 1000, logdir)
-        )
+            batch = dict(fills[0])
+            batch["runs_jobs_per_s"] = [f["jobs_per_s"] for f in fills]
+            batch["jobs_per_s"] = sum(batch["runs_jobs_per_s"]) / len(fills)
+            out["enqueue_batch"] = batch
 
 
 async def wait_quiet(max_wait: float, threshold: float) -> None:
@@ -506,9 +528,10 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     }
     t_all = time.monotonic()
     for system in systems:
-        out: dict[str, Any] = {"label": system.label}
-        report["results"][system.name] = out
-        await run_system(system, args, logdir, out)
+        report["results"][system.name] = {"label": system.label}
+    await run_all(systems, args, logdir, report["results"])
+    for system in systems:
+        out = report["results"][system.name]
         out["settings"] = {"c1": system.settings(1), "c32": system.settings(32)}
     report["meta"]["total_seconds"] = round(time.monotonic() - t_all, 1)
     report["meta"]["loadavg_after"] = os.getloadavg()
