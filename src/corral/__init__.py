@@ -2,6 +2,8 @@
 
 from corral.app import Corral
 from corral.config import PlanSpec, StoreConfig
+from corral.contention import AcquireHandle, Scheduler, SharedResource
+from corral.contention.shared import SharedScheduler
 from corral.errors import (
     BackpressureError,
     BudgetExceeded,
@@ -21,6 +23,7 @@ from corral.runs import FanoutLimits, RunContext, StepPolicy
 from corral.worker import NonRetryableError, Worker
 
 __all__ = [
+    "AcquireHandle",
     "BackpressureError",
     "BudgetExceeded",
     "ChildRunFailed",
@@ -39,6 +42,9 @@ __all__ = [
     "RunNotFound",
     "RunSpec",
     "RunStatus",
+    "Scheduler",
+    "SharedResource",
+    "SharedScheduler",
     "ShutdownError",
     "StepFailed",
     "StepPolicy",

@@ -24,6 +24,7 @@ from corral.models import (
     RunSpec,
     RunStatus,
 )
+from corral.store.sql_resources import ResourceLimits, ResourceSnapshot
 from corral.store.user_sql import StepTransaction
 
 if TYPE_CHECKING:
@@ -107,6 +108,30 @@ class Store(Protocol):
     async def set_tenant_fanout(
         self, tenant: str, *, max_children: int | None, max_depth: int | None
     ) -> None: ...
+
+    # shared contention resources (capacity and rate limits for all processes)
+    async def define_resource(self, limits: ResourceLimits) -> None: ...
+    async def resource_request(
+        self,
+        name: str,
+        request_id: str,
+        agent_id: str,
+        *,
+        weight: float,
+        tokens: int,
+        ttl: float,
+        max_waiters: int,
+        max_waiters_per_agent: int | None,
+    ) -> str: ...
+    async def resource_poll(
+        self, name: str, request_ids: Sequence[str], ttl: float
+    ) -> dict[str, str]: ...
+    async def resource_release(
+        self, name: str, request_id: str, *, tokens_used: int | None, ttl: float
+    ) -> bool: ...
+    async def resource_pause(self, name: str, until: float) -> None: ...
+    async def resource_snapshot(self, name: str) -> ResourceSnapshot: ...
+    async def wait_for_change(self, seen: int, timeout: float) -> int: ...
 
     # load signal and tenancy
     async def stats(self) -> QueueStats: ...

@@ -242,7 +242,7 @@ class PostgresStore(SqlStore):
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
             async for _ in conn.notifies():
-                self._local_work.set()
+                self._signal_local_work()
         except psycopg.Error as exc:
             # Idle workers still poll meanwhile; the next wait reconnects.
             log.warning("LISTEN connection lost (%s); reconnecting on next wait", exc)

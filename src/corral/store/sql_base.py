@@ -87,6 +87,8 @@ class SqlBase(ABC):
         self.clock = clock
         self.q = load_queries(self.dialect)
         self._local_work = asyncio.Event()
+        self._generation = 0
+        self._change_waiters: list[asyncio.Future[None]] = []
 
     # -- backend hooks ------------------------------------------------------------------------
 
@@ -116,7 +118,25 @@ class SqlBase(ABC):
         """Return when new work may be leasable (a submit, a freed slot) or after ``timeout``."""
 
     def _signal_local_work(self) -> None:
+        """Something other waiters may care about changed (a local commit, a notification)."""
         self._local_work.set()
+        self._generation += 1
+        for waiter in self._change_waiters:
+            if not waiter.done():
+                waiter.set_result(None)
+        self._change_waiters.clear()
+
+    async def wait_for_change(self, seen: int, timeout: float) -> int:
+        """Wait until the change generation moves past ``seen`` (or ``timeout``); return the
+        current generation. Unlike wait_for_work, any number of waiters may use it."""
+        if self._generation == seen:
+            waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+            self._change_waiters.append(waiter)
+            try:
+                await asyncio.wait_for(asyncio.shield(waiter), timeout)
+            except TimeoutError:
+                pass
+        return self._generation
 
     async def _seed_plans(self) -> None:
         async def body(tx: Transaction) -> None:

@@ -18,11 +18,18 @@ from corral.store.sql_durable import DurableMixin
 from corral.store.sql_keys import ApiKeysMixin, ServiceReadsMixin
 from corral.store.sql_lease import LeaseMixin
 from corral.store.sql_queue import QueueMixin
+from corral.store.sql_resources import ResourcesMixin
 from corral.store.sql_tenancy import TenancyMixin
 
 
 class SqlStore(
-    QueueMixin, LeaseMixin, DurableMixin, TenancyMixin, ApiKeysMixin, ServiceReadsMixin
+    QueueMixin,
+    LeaseMixin,
+    DurableMixin,
+    TenancyMixin,
+    ResourcesMixin,
+    ApiKeysMixin,
+    ServiceReadsMixin,
 ):
     """A backend subclasses this and implements the hooks declared on ``SqlBase``."""
 

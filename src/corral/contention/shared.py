@@ -1,0 +1,269 @@
+"""The contention scheduler shared by every process: capacity, requests per minute and tokens
+per minute enforced together by all workers, through the store.
+
+    llm = SharedScheduler(app.store, "llm", capacity=8, rpm=600, tpm=200_000)
+    await llm.open()
+    async with llm.acquire("agent-7", tokens=1_500) as handle:
+        reply = await call_the_provider()
+        handle.report_usage(reply.total_tokens)          # settles the reservation
+
+The grant decision is the store's (``store/sql_resources.py``): the same load score as the
+in-process ``Scheduler``, over the waiters of every process. Each process keeps one task that
+renews its requests' expiry (so a killed process's slots come back within ``lease_ttl``) and
+polls for grants, woken at once by the store's change notifications (LISTEN/NOTIFY on
+PostgreSQL) and otherwise every ``poll_interval``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+import uuid
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+from corral.contention.resource import check_capacity
+from corral.contention.score import DEFAULT_ALPHA, check_alpha, check_weight
+from corral.errors import BackpressureError, InvalidInput, ShutdownError, StoreUnavailable
+from corral.store.sql_resources import ResourceLimits, ResourceSnapshot
+
+if TYPE_CHECKING:
+    from corral.store import Store
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(eq=False)
+class SharedHandle:
+    """One acquire of a shared resource. Release it exactly once (the context manager does)."""
+
+    agent_id: str
+    request_id: str
+    tokens: int
+    weight: float = 1.0
+    granted_at: float | None = None
+    released: bool = False
+    tokens_used: int | None = None
+    _granted: asyncio.Future[None] = field(
+        default_factory=lambda: asyncio.get_running_loop().create_future(), repr=False
+    )
+
+    @property
+    def granted(self) -> bool:
+        return self._granted.done() and self._granted.exception() is None
+
+    def report_usage(self, tokens: int) -> None:
+        """The tokens the call actually used; settled against the reservation at release."""
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise InvalidInput("usage must be a whole number of tokens >= 0")
+        self.tokens_used = tokens
+
+
+class SharedScheduler:
+    def __init__(
+        self,
+        store: Store,
+        name: str,
+        *,
+        capacity: int,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        alpha: float = DEFAULT_ALPHA,
+        max_waiters: int = 100,
+        max_waiters_per_agent: int | None = None,
+        lease_ttl: float = 10.0,
+        poll_interval: float = 0.05,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise InvalidInput("a shared resource needs a name")
+        for what, value in (("rpm", rpm), ("tpm", tpm)):
+            if value is not None and (
+                isinstance(value, bool) or not isinstance(value, int) or value < 1
+            ):
+                raise InvalidInput(f"{what} must be a whole number >= 1")
+        if lease_ttl <= 0 or poll_interval <= 0:
+            raise InvalidInput("lease_ttl and poll_interval must be > 0")
+        self.store = store
+        self.limits = ResourceLimits(name, check_capacity(capacity), rpm, tpm, check_alpha(alpha))
+        self.max_waiters = max_waiters
+        self.max_waiters_per_agent = max_waiters_per_agent
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self._handles: dict[str, SharedHandle] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._closed = False
+        self._wake = asyncio.Event()
+
+    @property
+    def name(self) -> str:
+        return self.limits.name
+
+    async def open(self) -> None:
+        """Create or update the resource's limits in the store and start renewing/polling."""
+        await self.store.define_resource(self.limits)
+        if self._task is None:
+            self._task = asyncio.create_task(self._maintain(), name=f"corral-shared-{self.name}")
+
+    @asynccontextmanager
+    async def acquire(
+        self, agent_id: str, weight: float = 1.0, timeout: float | None = None, tokens: int = 0
+    ) -> AsyncIterator[SharedHandle]:
+        handle = await self.acquire_start(agent_id, weight=weight, timeout=timeout, tokens=tokens)
+        try:
+            yield handle
+        finally:
+            await self.release_handle(handle)
+
+    async def acquire_start(
+        self,
+        agent_id: str,
+        *,
+        weight: float = 1.0,
+        timeout: float | None = None,
+        tokens: int = 0,
+    ) -> SharedHandle:
+        """Wait for a slot (BackpressureError at once if the shared queue is full). On timeout
+        or cancellation the request leaves the queue; a grant that raced it is handed on."""
+        if self._closed:
+            raise ShutdownError(f"shared resource {self.name} is shut down")
+        if self._task is None:
+            await self.open()
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
+            raise InvalidInput("tokens must be a whole number >= 0")
+        handle = SharedHandle(agent_id, uuid.uuid4().hex, tokens, check_weight(weight))
+        try:
+            state = await self.store.resource_request(
+                self.name,
+                handle.request_id,
+                agent_id,
+                weight=handle.weight,
+                tokens=tokens,
+                ttl=self.lease_ttl,
+                max_waiters=self.max_waiters,
+                max_waiters_per_agent=self.max_waiters_per_agent,
+            )
+        except asyncio.CancelledError:
+            # the request may or may not have been written: remove it either way
+            await asyncio.shield(
+                self.store.resource_release(
+                    self.name, handle.request_id, tokens_used=None, ttl=self.lease_ttl
+                )
+            )
+            raise
+        # Known to the renewing task only once the store has it: polled any earlier, it would
+        # look expired and be queued a second time.
+        self._handles[handle.request_id] = handle
+        if state == "holding":
+            self._grant(handle)
+        else:
+            self._wake.set()
+        try:
+            async with asyncio.timeout(timeout):
+                await asyncio.shield(handle._granted)
+        except BaseException:
+            await self.release_handle(handle)  # leaves the queue, or hands on a raced grant
+            raise
+        return handle
+
+    async def release_handle(self, handle: SharedHandle) -> None:
+        """Give the slot back (or leave the queue). A second release is a no-op."""
+        if handle.released:
+            return
+        handle.released = True
+        self._handles.pop(handle.request_id, None)
+        if not handle._granted.done():
+            handle._granted.set_exception(ShutdownError("request withdrawn"))
+            handle._granted.exception()  # retrieved: no "never retrieved" warning
+        await self.store.resource_release(
+            self.name, handle.request_id, tokens_used=handle.tokens_used, ttl=self.lease_ttl
+        )
+
+    async def report_throttled(self, retry_after: float) -> None:
+        """The provider answered 429: no process is granted anything for ``retry_after``."""
+        await self.store.resource_pause(self.name, self.store.clock() + max(0.0, retry_after))
+
+    async def snapshot(self) -> ResourceSnapshot:
+        return await self.store.resource_snapshot(self.name)
+
+    async def close(self) -> None:
+        """Stop: waiters of this process get ShutdownError; holders may finish and release."""
+        self._closed = True
+        for handle in list(self._handles.values()):
+            if not handle._granted.done():
+                await self.release_handle(handle)
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+
+    async def _rejoin(self, handle: SharedHandle) -> None:
+        """This process was too slow to renew a waiting request (a long pause) and the store
+        dropped it: queue it again, at the back, rather than fail the caller."""
+        self._handles.pop(handle.request_id, None)
+        handle.request_id = uuid.uuid4().hex  # a new request: the old id may have usage rows
+        self._handles[handle.request_id] = handle
+        try:
+            state = await self.store.resource_request(
+                self.name,
+                handle.request_id,
+                handle.agent_id,
+                weight=handle.weight,
+                tokens=handle.tokens,
+                ttl=self.lease_ttl,
+                max_waiters=self.max_waiters,
+                max_waiters_per_agent=self.max_waiters_per_agent,
+            )
+        except BackpressureError as exc:
+            if not handle._granted.done():
+                handle._granted.set_exception(exc)
+            return
+        if state == "holding":
+            self._grant(handle)
+
+    def _grant(self, handle: SharedHandle) -> None:
+        if not handle._granted.done():
+            handle.granted_at = time.time()
+            handle._granted.set_result(None)
+
+    async def _maintain(self) -> None:
+        while True:
+            try:
+                await self._maintain_loop()
+            except StoreUnavailable as exc:  # keep renewing once the store is back
+                log.warning("shared resource %s: %s", self.name, exc)
+                await asyncio.sleep(self.poll_interval)
+
+    async def _maintain_loop(self) -> None:
+        seen = 0
+        renewed = time.monotonic()
+        while True:
+            waiting = [h for h in self._handles.values() if not h._granted.done()]
+            due = time.monotonic() - renewed > self.lease_ttl / 3
+            if self._handles and (waiting or due):
+                ids = list(self._handles)
+                states = await self.store.resource_poll(self.name, ids, self.lease_ttl)
+                renewed = time.monotonic()
+                for request_id, state in states.items():
+                    handle = self._handles.get(request_id)
+                    if handle is None:
+                        continue
+                    if state == "holding":
+                        self._grant(handle)
+                    elif state == "gone" and not handle._granted.done():
+                        await self._rejoin(handle)
+            self._wake.clear()
+            interval = self.poll_interval if waiting else self.lease_ttl / 3
+            change = asyncio.ensure_future(self.store.wait_for_change(seen, interval))
+            wake = asyncio.ensure_future(self._wake.wait())
+            done, pending = await asyncio.wait(
+                {change, wake}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+            )
+            for f in pending:
+                f.cancel()
+            if change in done:
+                seen = change.result()
