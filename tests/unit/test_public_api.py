@@ -26,6 +26,7 @@ EXPECTED = {
     "RunSpec",
     "RunStatus",
     "Scheduler",
+    "SharedScheduler",
     "SharedResource",
     "ShutdownError",
     "StepFailed",
