@@ -12,6 +12,7 @@ from typing import Any
 
 from corral.clock import Clock, system_clock
 from corral.config import PlanSpec, StoreConfig
+from corral.contention.shared import SharedScheduler
 from corral.errors import InvalidInput, RunNotFound, UnknownAgent
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
@@ -54,6 +55,8 @@ class Corral:
         self.max_attempts = max_attempts
         self.store: Store = store or create_store(self.url, config, clock)
         self.agents: dict[str, AgentFn] = {}
+        #: shared resources (capacity and rate limits for all workers), by name
+        self.resources: dict[str, SharedScheduler] = {}
         self._opened = False
         self._open_lock = asyncio.Lock()
 
@@ -74,6 +77,38 @@ class Corral:
 
         return register
 
+    def shared_resource(
+        self,
+        name: str,
+        *,
+        capacity: int,
+        rpm: int | None = None,
+        tpm: int | None = None,
+        alpha: float = 0.25,
+        max_waiters: int = 100,
+        max_waiters_per_agent: int | None = None,
+        lease_ttl: float = 10.0,
+    ) -> SharedScheduler:
+        """Declare a resource every worker of this app shares (an LLM API): at most
+        ``capacity`` calls at once, ``rpm`` requests and ``tpm`` tokens per minute across all
+        processes. Agents use it with ``async with ctx.acquire(name, tokens=...)``."""
+        _name("resource", name)
+        if name in self.resources:
+            raise ValueError(f"a shared resource named {name!r} is already declared")
+        scheduler = SharedScheduler(
+            self.store,
+            name,
+            capacity=capacity,
+            rpm=rpm,
+            tpm=tpm,
+            alpha=alpha,
+            max_waiters=max_waiters,
+            max_waiters_per_agent=max_waiters_per_agent,
+            lease_ttl=lease_ttl,
+        )
+        self.resources[name] = scheduler
+        return scheduler
+
     # -- lifecycle ----------------------------------------------------------------------------
 
     async def open(self) -> None:
@@ -84,6 +119,8 @@ class Corral:
 
     async def close(self) -> None:
         async with self._open_lock:
+            for scheduler in self.resources.values():
+                await scheduler.close()
             if self._opened:
                 await self.store.close()
                 self._opened = False
@@ -293,6 +330,7 @@ class Corral:
             retry_base=float(retry_base),
             retry_cap=float(retry_cap),
             limits=self.limits,
+            resources=self.resources,
         )
         return Worker(self.store, self.agents, options, worker_id)
 

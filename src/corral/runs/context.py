@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -29,6 +30,7 @@ from corral.runs.signals import CancelRequested, Suspended
 from corral.store.user_sql import StepTransaction
 
 if TYPE_CHECKING:
+    from corral.contention.shared import SharedHandle, SharedScheduler
     from corral.store import Store
 
 
@@ -59,11 +61,13 @@ class RunContext:
         *,
         history: Sequence[JournalEntry] = (),
         limits: FanoutLimits | None = None,
+        resources: Mapping[str, SharedScheduler] | None = None,
     ) -> None:
         self._lease = lease
         self._store = store
         self._replay = Replay(lease.run_id, history)
         self._limits = limits or FanoutLimits()
+        self._resources = resources or {}
         self.ref = LeaseRef(lease.run_id, lease.epoch)
 
     # -- identity -----------------------------------------------------------------------------
@@ -315,6 +319,30 @@ class RunContext:
         except BudgetExceeded as exc:
             await self._record("charge", reason, {"amount": amount, "error": _describe(exc)})
             raise
+
+    @asynccontextmanager
+    async def acquire(
+        self,
+        resource: str,
+        *,
+        tokens: int = 0,
+        weight: float = 1.0,
+        timeout: float | None = None,
+    ) -> AsyncIterator[SharedHandle]:
+        """A slot of a shared resource of the app (``Corral.shared_resource``), for this run:
+        its agent id is ``tenant/agent``. Report what the call used with
+        ``handle.report_usage(tokens)``; at release it is charged to the run's budget (not
+        journaled: if the surrounding step runs again, so does its spend)."""
+        scheduler = self._resources.get(resource)
+        if scheduler is None:
+            known = ", ".join(sorted(self._resources)) or "none"
+            raise InvalidInput(f"no shared resource named {resource!r} (the app has: {known})")
+        async with scheduler.acquire(
+            f"{self.tenant}/{self.agent}", weight=weight, timeout=timeout, tokens=tokens
+        ) as handle:
+            yield handle
+        if handle.tokens_used:
+            await self._store.charge(self.ref, float(handle.tokens_used), None)
 
     async def journal(self, after: int = 0) -> list[JournalEntry]:
         return await self._store.journal(self.run_id, after=after)

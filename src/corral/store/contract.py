@@ -95,7 +95,7 @@ class Store(Protocol):
         entry: tuple[str, str | None, JSON],
     ) -> bool: ...
     async def charge(
-        self, ref: LeaseRef, amount: float, entry: tuple[str, str | None, JSON]
+        self, ref: LeaseRef, amount: float, entry: tuple[str, str | None, JSON] | None
     ) -> float | None: ...
     async def transact(
         self,
@@ -151,7 +151,12 @@ class Store(Protocol):
 
     # the HTTP service: API keys (stored hashed) and its read-only queries
     async def create_api_key(
-        self, key_id: str, key_hash: str, tenant: str, *, admin: bool = False,
+        self,
+        key_id: str,
+        key_hash: str,
+        tenant: str,
+        *,
+        admin: bool = False,
         label: str | None = None,
     ) -> ApiKey: ...
     async def api_key_by_hash(self, key_hash: str) -> ApiKey | None: ...

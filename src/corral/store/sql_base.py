@@ -9,6 +9,7 @@ with any number of workers. Tenant rows are always updated in sorted order (no l
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
@@ -132,10 +133,8 @@ class SqlBase(ABC):
         if self._generation == seen:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._change_waiters.append(waiter)
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(asyncio.shield(waiter), timeout)
-            except TimeoutError:
-                pass
         return self._generation
 
     async def _seed_plans(self) -> None:

@@ -134,8 +134,9 @@ class DurableMixin(SqlBase):
                 left = row[0] if left is None else min(left, row[0])
         return None if left is None else max(0.0, float(left))
 
-    async def charge(self, ref: LeaseRef, amount: float, entry: Entry) -> float | None:
-        """Draw ``amount`` from the run and every ancestor's budget, journaling ``entry``.
+    async def charge(self, ref: LeaseRef, amount: float, entry: Entry | None) -> float | None:
+        """Draw ``amount`` from the run and every ancestor's budget, journaling ``entry`` (if
+        any).
         Returns the root's remaining budget (None when it has none)."""
         now = self.clock()
 
@@ -154,10 +155,10 @@ class DurableMixin(SqlBase):
                     )
                 if index == 0 and row[0] is not None:
                     root_left = max(0.0, float(row[0]) - float(row[1]))
-            kind, name, data = entry
-            await self._append_in_tx(
-                tx, ref, [(kind, name, {**(data or {}), "remaining": root_left})], now
-            )
+            if entry is not None:
+                kind, name, data = entry
+                recorded = {**(data or {}), "remaining": root_left}
+                await self._append_in_tx(tx, ref, [(kind, name, recorded)], now)
             return root_left
 
         return await self._tx(body)

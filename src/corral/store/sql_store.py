@@ -8,7 +8,8 @@ written to be re-runnable.
 
 Tenant counters (``queued``, ``in_flight`` on ``corral_tenants``) are moved in the same
 transaction as the run rows they count; caps and quotas are checked against them, so they hold
-with any number of workers. Tenant rows are always locked in sorted order (no lock cycles; see sql_lease).
+with any number of workers. Tenant rows are always locked in sorted order (no lock cycles;
+see sql_lease).
 """
 
 from __future__ import annotations

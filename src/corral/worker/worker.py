@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
+from corral.contention.shared import SharedScheduler
 from corral.dispatch import retry_delay
 from corral.errors import (
     BudgetExceeded,
@@ -71,6 +72,8 @@ class WorkerOptions:
     retry_base: float = 1.0
     retry_cap: float = 300.0
     limits: FanoutLimits = field(default_factory=FanoutLimits)
+    #: shared resources agents reach with ctx.acquire(name)
+    resources: Mapping[str, SharedScheduler] = field(default_factory=dict)
 
 
 class _Slot:
@@ -207,7 +210,13 @@ class Worker:
         if agent is None:
             raise NonRetryableError(f"no agent named {lease.agent!r} is registered on this worker")
         history = await self._history(lease) if lease.journal_seq > 1 else []
-        ctx = RunContext(lease, self.store, history=history, limits=self.options.limits)
+        ctx = RunContext(
+            lease,
+            self.store,
+            history=history,
+            limits=self.options.limits,
+            resources=self.options.resources,
+        )
         return await agent(ctx, lease.input)
 
     async def _history(self, lease: Lease) -> list[JournalEntry]:
