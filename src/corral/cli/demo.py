@@ -1,111 +1,131 @@
-"""``corral demo``: a small end-to-end run on the embedded default. Three tenants submit
-work, an in-process worker executes it, and the results are summarised."""
+"""``corral demo``: the service, its dashboard, embedded workers and a simulated rate-limited
+LLM provider, all in this process on the embedded default (SQLite in a temp dir); a pro, a
+free and a noisy free tenant; live progress; a closing report. See docs/demo.md."""
 
 from __future__ import annotations
 
 import asyncio
-import random
-import statistics
-import tempfile
-import time
+import json
 from pathlib import Path
 
 import click
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TextColumn
-from rich.table import Table
 
-from corral.app import Corral
-from corral.cli.common import run_async
-from corral.models import RunStatus
-from corral.runs import RunContext
+from corral.cli.common import CliError, run_async
 
 console = Console()
 
 
-def build_app(url: str) -> Corral:
-    app = Corral(url, lease_ttl=10)
-
-    @app.agent("summarise")
-    async def summarise(ctx: RunContext, input: dict[str, object]) -> dict[str, object]:
-        # stands in for an LLM call: a latency drawn from a skewed distribution
-        await asyncio.sleep(min(0.5, random.lognormvariate(-3.2, 0.6)))
-        text = str(input.get("text", ""))
-        await ctx.emit("progress", {"words": len(text.split())})
-        return {"summary": text[:24], "words": len(text.split())}
-
-    return app
+def _quiet_tenants(value: str) -> int:
+    try:
+        n = int(value)
+    except ValueError:
+        raise click.BadParameter("a whole number of quiet tenants, 1 to 8") from None
+    if not 1 <= n <= 8:
+        raise click.BadParameter("a whole number of quiet tenants, 1 to 8")
+    return n
 
 
 @click.command()
-@click.option("--runs", "n_runs", type=click.IntRange(1, 100_000), default=150, show_default=True)
-@click.option("--concurrency", type=click.IntRange(1, 1000), default=16, show_default=True)
-@click.option("--db", default=None, help="Database URL (default: a fresh SQLite file).")
+@click.option(
+    "--duration",
+    type=click.FloatRange(min=1, max=3600),
+    default=60.0,
+    show_default=True,
+    help="Seconds quiet tenants keep submitting; then in-flight runs are drained.",
+)
+@click.option(
+    "--tenants",
+    "quiet_tenants",
+    default="2",
+    show_default=True,
+    help="Quiet tenants besides the noisy one (1-8; they alternate pro, free, pro, ...).",
+)
+@click.option(
+    "--noisy-runs",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Runs the noisy free tenant submits in one burst.",
+)
+@click.option(
+    "--drain",
+    type=click.FloatRange(min=1, max=3600),
+    default=20.0,
+    show_default=True,
+    help="Longest wait for in-flight runs after the duration.",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(1, 64),
+    default=3,
+    show_default=True,
+    help="Embedded workers.",
+)
+@click.option(
+    "--provider-concurrency",
+    type=click.IntRange(1, 1000),
+    default=6,
+    show_default=True,
+    help="Calls the simulated provider serves at once.",
+)
+@click.option(
+    "--provider-rpm",
+    type=click.IntRange(1, 1_000_000),
+    default=600,
+    show_default=True,
+    help="Requests per minute the simulated provider accepts.",
+)
+@click.option("--db", default=None, metavar="URL", help="Database URL (default: a temp SQLite).")
+@click.option(
+    "--keep-serving", is_flag=True, help="Keep the API and dashboard up after the report."
+)
+@click.option(
+    "--json",
+    "json_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=None,
+    help="Also write the report as JSON here.",
+)
+@click.option("--seed", type=int, default=None, help="Seed the demo's random choices.")
 @run_async
-async def demo(n_runs: int, concurrency: int, db: str | None) -> None:
-    """Submit runs for three tenants, execute them with one worker, print a report."""
-    url = db or f"sqlite:///{Path(tempfile.mkdtemp(prefix='corral-demo-')) / 'corral.db'}"
-    app = build_app(url)
-    console.print(f"[bold]corral demo[/bold] on {url}")
-    async with app:
-        await app.set_tenant("acme", plan="pro")
-        await app.set_tenant("globex", plan="free")
-        await app.set_tenant("initech", plan="free")
-        mix = {"acme": 0.2, "globex": 0.1, "initech": 0.7}  # initech is the noisy one
-        submitted_at: dict[str, float] = {}
-        specs = []
-        for i in range(n_runs):
-            tenant = random.choices(list(mix), weights=list(mix.values()))[0]
-            specs.append(
-                {
-                    "agent": "summarise",
-                    "tenant": tenant,
-                    "input": {"text": f"document {i} " + "lorem ipsum " * (i % 7)},
-                }
-            )
-        started = time.time()
-        ids = await app.submit_many(specs)
-        for run_id in ids:
-            submitted_at[run_id] = started
-        console.print(f"submitted {len(ids)} runs in {1000 * (time.time() - started):.0f} ms")
+async def demo(
+    duration: float,
+    quiet_tenants: str,
+    noisy_runs: int,
+    drain: float,
+    workers: int,
+    provider_concurrency: int,
+    provider_rpm: int,
+    db: str | None,
+    keep_serving: bool,
+    json_path: Path | None,
+    seed: int | None,
+) -> None:
+    """Run three kinds of tenants through a live corral service and report on fairness."""
+    from corral.demo.report import render_report
+    from corral.demo.runner import Demo, DemoOptions
 
-        worker = app.worker(concurrency=concurrency, poll_interval=0.05)
-        task = asyncio.create_task(worker.run(until_idle=True))
-        with Progress(
-            TextColumn("{task.description}"),
-            BarColumn(),
-            TextColumn("{task.completed}/{task.total}"),
-            console=console,
-        ) as progress:
-            bar = progress.add_task("running", total=len(ids))
-            while not task.done():
-                stats = await app.stats()
-                progress.update(
-                    bar,
-                    completed=stats.by_status.get("succeeded", 0)
-                    + stats.by_status.get("failed", 0),
-                )
-                await asyncio.sleep(0.1)
-            progress.update(bar, completed=len(ids))
-        await task
-
-        runs = [await app.get(i) for i in ids]
-    table = Table("tenant", "plan cap", "runs", "succeeded", "p50 wait", "max wait")
-    caps = {"acme": "20", "globex": "2", "initech": "2"}
-    for tenant in mix:
-        mine = [r for r in runs if r.tenant == tenant]
-        waits = [(r.started_at or 0) - r.created_at for r in mine if r.started_at]
-        ok = sum(r.status == RunStatus.SUCCEEDED for r in mine)
-        table.add_row(
-            tenant,
-            caps[tenant],
-            str(len(mine)),
-            str(ok),
-            f"{statistics.median(waits):.2f}s" if waits else "-",
-            f"{max(waits):.2f}s" if waits else "-",
-        )
-    console.print(table)
-    lost = sum(not r.done for r in runs)
-    console.print(f"runs lost: {lost}   elapsed: {time.time() - started:.1f}s")
-    if lost:
-        raise click.ClickException(f"{lost} runs did not finish")
+    options = DemoOptions(
+        duration=duration,
+        quiet_tenants=_quiet_tenants(quiet_tenants),
+        noisy_runs=noisy_runs,
+        workers=workers,
+        provider_concurrency=provider_concurrency,
+        provider_rpm=provider_rpm,
+        drain=drain,
+        db=db,
+        keep_serving=keep_serving,
+        seed=seed,
+    )
+    if not console.is_terminal:
+        console.width = max(console.width, 150)  # CI logs: no wrapped tables or URLs
+    report = await Demo(options, console).run()
+    render_report(console, report)
+    if json_path is not None:
+        await asyncio.to_thread(json_path.write_text, json.dumps(report, indent=2) + "\n")
+        console.print(f"report written to {json_path}")
+    if report["interrupted"]:
+        raise CliError("interrupted before the demo ended", 130)
+    if report["runs"]["lost"]:
+        raise CliError(f"{report['runs']['lost']} runs did not end", 1)
