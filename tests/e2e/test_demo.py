@@ -1,0 +1,103 @@
+"""``corral demo`` as a newcomer runs it: a real subprocess on the embedded default, judged by
+its machine-readable report."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="module")
+def demo_run(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], float]:
+    out = tmp_path_factory.mktemp("demo") / "report.json"
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("CORRAL_DATABASE_URL", None)
+    started = time.monotonic()
+    proc = subprocess.run(
+        [sys.executable, "-m", "corral.cli.main", "demo", "--duration", "20", "--json", str(out)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=90,
+    )
+    elapsed = time.monotonic() - started
+    report = json.loads(out.read_text()) if out.exists() else {}
+    return proc, report, elapsed
+
+
+def test_demo_exits_cleanly(
+    demo_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], float],
+) -> None:
+    proc, report, elapsed = demo_run
+    output = proc.stdout + proc.stderr
+    assert proc.returncode == 0, output
+    assert "Traceback" not in output
+    assert "Task was destroyed" not in output and "never awaited" not in output
+    assert report, output
+    assert not report["interrupted"]
+    assert "/?key=crl_" in output  # the dashboard URL, with an admin key
+    assert elapsed < 60
+
+
+def test_no_run_is_lost(
+    demo_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], float],
+) -> None:
+    _, report, _ = demo_run
+    runs = report["runs"]
+    assert runs["lost"] == 0
+    assert runs["submitted"] >= 1000  # the noisy burst plus the quiet tenants' researchers
+    assert runs["children"] > 0  # researchers fanned out
+    assert runs["succeeded"] + runs["failed"] + runs["cancelled"] == (
+        runs["submitted"] + runs["children"]
+    )
+    for name, tenant in report["tenants"].items():
+        assert tenant["lost"] == 0, name
+        if not tenant["noisy"]:
+            # quiet work is never cut off: all of it ends, and successfully
+            assert tenant["submitted"] > 0, name
+            assert tenant["succeeded"] == tenant["submitted"] + tenant["children"], name
+
+
+def test_quiet_tenants_are_isolated_from_the_noisy_one(
+    demo_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], float],
+) -> None:
+    _, report, _ = demo_run
+    tenants = report["tenants"]
+    assert {t["plan"] for t in tenants.values() if not t["noisy"]} == {"pro", "free"}
+    noisy = [t for t in tenants.values() if t["noisy"]]
+    assert len(noisy) == 1 and noisy[0]["plan"] == "free" and noisy[0]["submitted"] == 1000
+    fair = report["fairness"]
+    assert fair["quiet_wait_p95_max"] is not None and fair["noisy_wait_p95"] is not None
+    assert fair["quiet_wait_p95_max"] < 3.0
+    assert fair["noisy_wait_p95"] > 5.0
+    assert fair["noisy_wait_p95"] > 5 * fair["quiet_wait_p95_max"]
+
+
+def test_provider_and_budget_figures(
+    demo_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], float],
+) -> None:
+    _, report, _ = demo_run
+    provider = report["provider"]
+    assert isinstance(provider["throttled_429"], int) and provider["throttled_429"] >= 0
+    assert provider["accepted"] > 0
+    # the shared resource keeps the provider within its concurrency limit
+    assert provider["peak_in_flight"] <= provider["concurrency"]
+    assert report["shared_resource"]["capacity"] == provider["concurrency"]
+    budget = report["budget"]
+    assert budget["spent"] > 0
+    assert budget["spent"] <= budget["budgeted"]
+    # every accepted call's tokens are charged to its run's budget (a noisy run cancelled
+    # during its call may miss the charge: at most one call per noisy slot, 250 tokens each)
+    assert provider["tokens"] - 2 * 250 <= budget["spent"] <= provider["tokens"]
