@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from rich import box
 from rich.console import Console
 from rich.table import Table
 
@@ -141,35 +142,34 @@ def _secs(value: float | None) -> str:
 
 
 def render_report(console: Console, report: dict[str, Any]) -> None:
-    table = Table(title="corral demo: report", title_justify="left")
-    for column in (
-        "tenant",
-        "plan",
-        "submitted",
-        "children",
-        "succeeded",
-        "failed",
-        "cancelled",
-        "lost",
-        "wait p50",
-        "wait p95",
-        "LLM calls",
-        "tokens spent",
-    ):
-        table.add_column(column, justify="left" if column in ("tenant", "plan") else "right")
+    table = Table(
+        title="corral demo: report",
+        title_justify="left",
+        caption="* the noisy tenant. wait: from submit to first start",
+        caption_justify="left",
+        box=box.SIMPLE_HEAD,
+        pad_edge=False,
+        collapse_padding=True,
+    )
+    headers = (
+        "tenant", "plan", "runs+sub", "ok", "fail", "cxl", "lost",
+        "p50 wait", "p95 wait", "tokens",
+    )  # fmt: skip
+    for column in headers:
+        table.add_column(
+            column, justify="left" if column in ("tenant", "plan") else "right", no_wrap=True
+        )
     for name, t in report["tenants"].items():
         table.add_row(
-            f"{name} (noisy)" if t["noisy"] else name,
+            f"{name}*" if t["noisy"] else name,
             t["plan"],
-            str(t["submitted"]),
-            str(t["children"]),
+            f"{t['submitted']}+{t['children']}",
             str(t["succeeded"]),
             str(t["failed"]),
             str(t["cancelled"]),
             str(t["lost"]),
             _secs(t["wait_p50"]),
             _secs(t["wait_p95"]),
-            str(t["provider_calls"]),
             f"{t['spent']:,.0f}",
         )
     console.print(table)
@@ -192,4 +192,7 @@ def render_report(console: Console, report: dict[str, Any]) -> None:
         f"{r['succeeded']} succeeded, {r['failed']} failed, {r['cancelled']} cancelled, "
         f"[bold]{r['lost']} lost[/bold]"
     )
-    console.print(f"elapsed {report['elapsed']:.1f}s on {report['db']}")
+    console.print(
+        f"elapsed {report['elapsed']:.1f}s on {report['db']}"
+        + ("   [bold]interrupted[/bold]" if report["interrupted"] else "")
+    )

@@ -158,6 +158,10 @@ class Demo:
                 f"concurrent, {self.o.provider_rpm} rpm, 429 above)"
             )
             interrupted = await self._traffic(service)
+            if interrupted:
+                # the workers are gone: end what they left (queued, waiting, released runs)
+                self.console.print("interrupted: cancelling the demo's unfinished runs")
+                await self._cancel(self.roots.items())
             report = await self._report(interrupted)
             if self.o.keep_serving and not service.done():
                 self.console.print(f"\nstill serving: dashboard {self.dashboard}  (Ctrl-C to stop)")
