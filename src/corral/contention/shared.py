@@ -240,14 +240,19 @@ class SharedScheduler:
 
     async def _maintain_loop(self) -> None:
         seen = 0
-        renewed = time.monotonic()
+        renewed = polled = time.monotonic()
         while True:
+            granted = self.store.granted_requests
+            for request_id in [r for r in self._handles if r in granted]:
+                granted.discard(request_id)  # told by a notification or a local grant
+                self._grant(self._handles[request_id])
             waiting = [h for h in self._handles.values() if not h._granted.done()]
             due = time.monotonic() - renewed > self.lease_ttl / 3
-            if self._handles and (waiting or due):
+            polling = waiting and time.monotonic() - polled >= self.poll_interval
+            if self._handles and (polling or due):
                 ids = list(self._handles)
                 states = await self.store.resource_poll(self.name, ids, self.lease_ttl)
-                renewed = time.monotonic()
+                renewed = polled = time.monotonic()
                 for request_id, state in states.items():
                     handle = self._handles.get(request_id)
                     if handle is None:

@@ -33,6 +33,8 @@ if TYPE_CHECKING:
 
 class Store(Protocol):
     dialect: str
+    #: shared-resource requests this process learned were granted (notifications)
+    granted_requests: set[str]
     config: StoreConfig
     clock: Clock
 

@@ -34,6 +34,8 @@ T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 CHANNEL = "corral_work"
+#: grants of shared resources; the payload names the resource and the granted requests
+GRANTS_CHANNEL = "corral_grants"
 #: a fixed key for pg_advisory_xact_lock, so processes starting together migrate one at a time
 MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral"
 RETRIES = 8
@@ -220,6 +222,10 @@ class PostgresStore(SqlStore):
             await asyncio.wait_for(self._local_work.wait(), timeout=timeout)
         self._local_work.clear()
 
+    async def _listen_for_changes(self) -> None:
+        if self._listener is None:
+            await self._start_listener()
+
     async def _start_listener(self) -> None:
         # Shielded: a waiter cancelled half-way must not leave an open, unowned connection.
         async with self._listen_lock:
@@ -237,12 +243,17 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
         self._listen_conn = conn
         await conn.execute(f"LISTEN {CHANNEL}")
+        await conn.execute(f"LISTEN {GRANTS_CHANNEL}")
         self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
-            async for _ in conn.notifies():
-                self._signal_local_work()
+            async for notify in conn.notifies():
+                if notify.channel == GRANTS_CHANNEL:
+                    _name, *granted = notify.payload.split(",")
+                    self._note_grants(granted)
+                else:
+                    self._signal_local_work()
         except psycopg.Error as exc:
             # Idle workers still poll meanwhile; the next wait reconnects.
             log.warning("LISTEN connection lost (%s); reconnecting on next wait", exc)

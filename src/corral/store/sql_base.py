@@ -89,6 +89,8 @@ class SqlBase(ABC):
         self.q = load_queries(self.dialect)
         self._local_work = asyncio.Event()
         self._generation = 0
+        #: request ids of shared resources granted, as learned by this process
+        self.granted_requests: set[str] = set()
         self._change_waiters: list[asyncio.Future[None]] = []
 
     # -- backend hooks ------------------------------------------------------------------------
@@ -127,9 +129,17 @@ class SqlBase(ABC):
                 waiter.set_result(None)
         self._change_waiters.clear()
 
+    async def _listen_for_changes(self) -> None:
+        """Start receiving other processes' notifications, where the backend has them."""
+
+    def _note_grants(self, request_ids: list[str]) -> None:
+        self.granted_requests.update(request_ids)
+        self._signal_local_work()
+
     async def wait_for_change(self, seen: int, timeout: float) -> int:
         """Wait until the change generation moves past ``seen`` (or ``timeout``); return the
         current generation. Unlike wait_for_work, any number of waiters may use it."""
+        await self._listen_for_changes()
         if self._generation == seen:
             waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             self._change_waiters.append(waiter)

@@ -76,7 +76,7 @@ class ResourcesMixin(SqlBase):
         A full queue raises BackpressureError and takes nothing."""
         now = self.clock()
 
-        async def body(tx: Transaction) -> str:
+        async def body(tx: Transaction) -> tuple[str, list[str]]:
             row = await self._lock_resource(tx, name, now)
             counts = await self._counts(tx, name)
             if counts.get("waiting", 0) >= max_waiters:
@@ -104,13 +104,16 @@ class ResourcesMixin(SqlBase):
                     "expires_at": now + ttl,
                 },
             )
-            await self._grant(tx, name, row, now, ttl)
+            granted = await self._grant(tx, name, row, now, ttl)
             state = await tx.fetchone(
                 self.q["request_states"], {"name": name, "request_id": request_id}
             )
-            return str(state[1]) if state else "gone"
+            return (str(state[1]) if state else "gone"), granted
 
-        return await self._tx(body)
+        state, granted = await self._tx(body)
+        if granted:
+            self._note_grants(granted)
+        return state
 
     async def resource_poll(
         self, name: str, request_ids: Sequence[str], ttl: float
@@ -119,18 +122,22 @@ class ResourcesMixin(SqlBase):
         (``waiting``, ``holding``, or ``gone`` if it expired)."""
         now = self.clock()
 
-        async def body(tx: Transaction) -> dict[str, str]:
+        async def body(tx: Transaction) -> tuple[dict[str, str], list[str]]:
             row = await self._lock_resource(tx, name, now)
-            await self._grant(tx, name, row, now, ttl)
+            granted = await self._grant(tx, name, row, now, ttl)
             states = await tx.fetch_each(
                 self.q["renew_request"],
                 [{"name": name, "request_id": r, "expires_at": now + ttl} for r in request_ids],
             )
-            return {
+            found = {
                 r: (str(s[0][0]) if s else "gone") for r, s in zip(request_ids, states, strict=True)
             }
+            return found, granted
 
-        return await self._tx(body)
+        found, granted = await self._tx(body)
+        if granted:
+            self._note_grants(granted)
+        return found
 
     async def resource_release(
         self, name: str, request_id: str, *, tokens_used: int | None, ttl: float
@@ -139,8 +146,8 @@ class ResourcesMixin(SqlBase):
         a waiter just leaves the queue. True if it was holding."""
         now = self.clock()
 
-        async def body(tx: Transaction) -> bool:
-            await self._lock_resource(tx, name, now)
+        async def body(tx: Transaction) -> tuple[bool, list[str]]:
+            row = await self._lock_resource(tx, name, now)
             removed = await tx.fetchone(
                 self.q["remove_request"], {"name": name, "request_id": request_id}
             )
@@ -156,11 +163,14 @@ class ResourcesMixin(SqlBase):
                             "tokens": tokens_used,
                         },
                     )
-            row = await self._lock_resource(tx, name, now, purge=False)
-            await self._grant(tx, name, row, now, ttl)
-            return held
+            if held:  # the tick the grant step scores with has just advanced
+                row = (*row[:4], row[4] + 1, *row[5:])
+            return held, await self._grant(tx, name, row, now, ttl)
 
-        return await self._tx(body)
+        held, granted = await self._tx(body)
+        if granted:
+            self._note_grants(granted)
+        return held
 
     async def resource_pause(self, name: str, until: float) -> None:
         """Grant nothing before ``until`` (the provider answered 429: everyone backs off)."""
@@ -217,15 +227,17 @@ class ResourcesMixin(SqlBase):
             str(s): int(n) for s, n in await tx.fetchall(self.q["count_requests"], {"name": name})
         }
 
-    async def _grant(self, tx: Transaction, name: str, row: Row, now: float, ttl: float) -> int:
+    async def _grant(
+        self, tx: Transaction, name: str, row: Row, now: float, ttl: float
+    ) -> list[str]:
         capacity, rpm, tpm, alpha, tick, _seq, paused_until = row
         if paused_until > now:
-            return 0
+            return []
         holding = (await self._counts(tx, name)).get("holding", 0)
         window = await tx.fetchone(self.q["usage_window"], {"name": name, "since": now - WINDOW})
         assert window is not None
         requests, tokens = int(window[0]), int(window[1])
-        granted = 0
+        granted: list[str] = []
         while holding < capacity and (rpm is None or requests < rpm):
             agents = [
                 AgentLoad(str(a), float(q), int(oldest), int(seq))
@@ -262,9 +274,9 @@ class ResourcesMixin(SqlBase):
             holding += 1
             requests += 1
             tokens += int(expected)
-            granted += 1
+            granted.append(str(request_id))
         if granted:
-            await tx.execute(self.q["forget_usage"], {"name": name, "before": now - 2 * WINDOW})
-            await tx.execute(self.q["notify_work"])
-            self._signal_local_work()
+            if int(tick) % 64 == 0:  # prune the usage window now and then, not per grant
+                await tx.execute(self.q["forget_usage"], {"name": name, "before": now - 2 * WINDOW})
+            await tx.execute(self.q["notify_grants"], {"payload": ",".join([name, *granted])})
         return granted

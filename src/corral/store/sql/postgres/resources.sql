@@ -83,3 +83,8 @@ WHERE name = :name;
 -- name: resource_requests
 SELECT agent_id, state, COUNT(*) FROM corral_resource_requests WHERE resource = :name
 GROUP BY agent_id, state;
+
+-- name: notify_grants
+-- PostgreSQL tells every process which requests were granted (payload: name then ids);
+-- SQLite has no notifications: the same statement only echoes the payload
+SELECT pg_notify('corral_grants', :payload);
