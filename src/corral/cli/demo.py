@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from typing import Any
 
 import click
 from rich.console import Console
@@ -120,11 +121,14 @@ async def demo(
     )
     if not console.is_terminal:
         console.width = max(console.width, 150)  # CI logs: no wrapped tables or URLs
-    report = await Demo(options, console).run()
-    render_report(console, report)
-    if json_path is not None:
-        await asyncio.to_thread(json_path.write_text, json.dumps(report, indent=2) + "\n")
-        console.print(f"report written to {json_path}")
+
+    async def show(report: dict[str, Any]) -> None:
+        render_report(console, report)
+        if json_path is not None:
+            await asyncio.to_thread(json_path.write_text, json.dumps(report, indent=2) + "\n")
+            console.print(f"report written to {json_path}")
+
+    report = await Demo(options, console).run(on_report=show)
     if report["interrupted"]:
         raise CliError("interrupted before the demo ended", 130)
     if report["runs"]["lost"]:

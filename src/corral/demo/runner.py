@@ -16,7 +16,7 @@ import contextlib
 import random
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -112,7 +112,10 @@ class Demo:
 
     # -- the whole demo ------------------------------------------------------------------------
 
-    async def run(self) -> dict[str, Any]:
+    async def run(
+        self, on_report: Callable[[dict[str, Any]], Awaitable[None]] | None = None
+    ) -> dict[str, Any]:
+        """The whole demo; ``on_report`` gets the report before ``--keep-serving`` waits."""
         provider_url = await self.provider_server.start()
         self.client.base_url = provider_url
         await self.client.open()
@@ -163,6 +166,8 @@ class Demo:
                 self.console.print("interrupted: cancelling the demo's unfinished runs")
                 await self._cancel(self.roots.items())
             report = await self._report(interrupted)
+            if on_report is not None:
+                await on_report(report)
             if self.o.keep_serving and not service.done():
                 self.console.print(f"\nstill serving: dashboard {self.dashboard}  (Ctrl-C to stop)")
                 await service
