@@ -22,7 +22,13 @@ def render(report: dict[str, Any]) -> str:
         f"(shared_buffers {pg.get('shared_buffers', '?')}, synchronous_commit "
         f"{pg.get('synchronous_commit', '?')}), Python {meta['python']}; "
         f"{params.get('jobs', '?'):,} jobs per end-to-end run, cap {params.get('cap_s', '?')} s; "
-        f"whole run {meta.get('total_seconds', '?')} s.",
+        f"whole run {meta.get('total_seconds', '?')} s."
+        + (
+            f" corral at commit {meta['corral_git']['head']}"
+            + (" plus uncommitted changes in src/." if meta["corral_git"].get("src_dirty") else ".")
+            if meta.get("corral_git", {}).get("head")
+            else ""
+        ),
         "",
         markdown_table(report["results"]),
         "",

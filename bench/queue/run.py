@@ -338,8 +338,18 @@ def meta() -> dict[str, Any]:
         ):
             row = conn.execute(f"SHOW {name}").fetchone()
             pg[name] = row[0] if row else ""
+    git: dict[str, Any] = {}
+    with contextlib.suppress(Exception):
+        git["head"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True
+        ).stdout.strip()
+        status = subprocess.run(
+            ["git", "status", "--porcelain", "--", "src"], cwd=REPO, capture_output=True, text=True
+        ).stdout
+        git["src_dirty"] = bool(status.strip())
     return {
         "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "corral_git": git,
         "machine": {
             "cpus": os.cpu_count(),
             "cpu_model": cpu,
