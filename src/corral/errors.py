@@ -14,7 +14,9 @@
     ├── ChildRunFailed                      a run awaited with ctx.wait() ended failed/cancelled
     ├── StepFailed                          a journaled step raised (recorded, replayed as is)
     ├── ShutdownError                       a scheduler or worker is shutting down
-    └── StoreUnavailable                    the database cannot be reached or opened
+    ├── StoreUnavailable                    the database cannot be reached or opened
+    ├── Unauthorized                        no API key, or an unknown or revoked one (HTTP 401)
+    └── PayloadTooLarge                     a request body over the limit (HTTP 413)
 
 Raised by agents, not by corral:
 
@@ -138,6 +140,18 @@ class StoreUnavailable(CorralError):
     code = "store_unavailable"
 
 
+class Unauthorized(CorralError):
+    """No API key, or one that is unknown or revoked (HTTP 401)."""
+
+    code = "unauthorized"
+
+
+class PayloadTooLarge(CorralError):
+    """A request body over the configured limit (HTTP 413)."""
+
+    code = "payload_too_large"
+
+
 class NonRetryableError(Exception):
     """Raise (or subclass) in an agent or a step to fail at once: no retry, no backoff."""
 
@@ -153,10 +167,12 @@ __all__ = [
     "LeaseLost",
     "NonDeterminismError",
     "NonRetryableError",
+    "PayloadTooLarge",
     "RunCancelled",
     "RunNotFound",
     "ShutdownError",
     "StepFailed",
     "StoreUnavailable",
+    "Unauthorized",
     "UnknownAgent",
 ]

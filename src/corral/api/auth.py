@@ -8,9 +8,8 @@ from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from corral.api.errors import Unauthorized
 from corral.api.tokens import MAX_TOKEN_LENGTH, hash_token
-from corral.errors import RunNotFound
+from corral.errors import RunNotFound, Unauthorized
 from corral.models import Run
 from corral.store import Store
 

@@ -25,24 +25,14 @@ from corral.errors import (
     FanoutLimitError,
     InvalidInput,
     LeaseLost,
+    PayloadTooLarge,
     RunNotFound,
     ShutdownError,
     StoreUnavailable,
+    Unauthorized,
 )
 
 log = logging.getLogger(__name__)
-
-
-class Unauthorized(CorralError):
-    """No API key, or one that is unknown or revoked (HTTP 401)."""
-
-    code = "unauthorized"
-
-
-class PayloadTooLarge(CorralError):
-    """A request body over the configured limit (HTTP 413)."""
-
-    code = "payload_too_large"
 
 
 STATUS: tuple[tuple[type[CorralError], int], ...] = (

@@ -10,7 +10,8 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from corral.api.errors import PayloadTooLarge, error_body
+from corral.api.errors import error_body
+from corral.errors import PayloadTooLarge
 
 
 class BodyLimit:

@@ -13,9 +13,9 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from corral.api.auth import Principal
 from corral.api.context import Service, error_responses, principal_dependency
-from corral.api.errors import Unauthorized
 from corral.api.metrics import suggest
 from corral.api.schemas import Health, QueuesOut, TenantQueue
+from corral.errors import Unauthorized
 from corral.models import QueueStats
 
 
