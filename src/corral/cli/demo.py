@@ -17,16 +17,6 @@ from corral.cli.common import CliError, run_async
 console = Console()
 
 
-def _quiet_tenants(value: str) -> int:
-    try:
-        n = int(value)
-    except ValueError:
-        raise click.BadParameter("a whole number of quiet tenants, 1 to 8") from None
-    if not 1 <= n <= 8:
-        raise click.BadParameter("a whole number of quiet tenants, 1 to 8")
-    return n
-
-
 @click.command()
 @click.option(
     "--duration",
@@ -38,7 +28,8 @@ def _quiet_tenants(value: str) -> int:
 @click.option(
     "--tenants",
     "quiet_tenants",
-    default="2",
+    type=click.IntRange(1, 8),
+    default=2,
     show_default=True,
     help="Quiet tenants besides the noisy one (1-8; they alternate pro, free, pro, ...).",
 )
@@ -92,7 +83,7 @@ def _quiet_tenants(value: str) -> int:
 @run_async
 async def demo(
     duration: float,
-    quiet_tenants: str,
+    quiet_tenants: int,
     noisy_runs: int,
     drain: float,
     workers: int,
@@ -109,7 +100,7 @@ async def demo(
 
     options = DemoOptions(
         duration=duration,
-        quiet_tenants=_quiet_tenants(quiet_tenants),
+        quiet_tenants=quiet_tenants,
         noisy_runs=noisy_runs,
         workers=workers,
         provider_concurrency=provider_concurrency,
