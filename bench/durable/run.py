@@ -113,8 +113,9 @@ async def measure(url: str, steps: int, wakes: int) -> dict[str, Any]:
 
 async def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--pg", default=os.environ.get("BENCH_PG_DSN",
-                                                       "postgresql://postgres@127.0.0.1:5432/test"))
+    parser.add_argument(
+        "--pg", default=os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+    )
     parser.add_argument("--steps", type=int, default=500)
     parser.add_argument("--wakes", type=int, default=50)
     args = parser.parse_args()
@@ -148,7 +149,8 @@ async def main() -> None:
         print(f"{label:42} {results['sqlite'][key]:>10.2f} {results['postgres'][key]:>12.2f}")
     RESULTS.mkdir(exist_ok=True)
     out = {
-        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}",
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, "
+        f"Python {platform.python_version()}",
         "date": time.strftime("%Y-%m-%d"),
         "steps": args.steps,
         "results": results,

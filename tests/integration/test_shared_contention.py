@@ -5,6 +5,7 @@ in every window."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sqlite3
@@ -69,10 +70,9 @@ async def test_capacity_holds_across_four_processes(db_url: str) -> None:
 
     def sample() -> None:
         while not stop.is_set():
-            try:
+            # the table may not exist for the first few ms
+            with contextlib.suppress(sqlite3.OperationalError, psycopg.Error):
                 seen.append(holders(db_url, "llm"))
-            except (sqlite3.OperationalError, psycopg.Error):
-                pass  # the table may not exist for the first few ms
             time.sleep(0.002)
 
     sampler = threading.Thread(target=sample)

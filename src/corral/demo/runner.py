@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 from rich.console import Console, Group
 from rich.live import Live
@@ -62,6 +63,15 @@ class DemoOptions:
     host: str = "127.0.0.1"
     keep_serving: bool = False
     seed: int | None = None
+
+
+def redact(url: str) -> str:
+    """The database URL without its password, for printing."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return urlunsplit(parts._replace(netloc=netloc))
 
 
 class DemoInterrupted(Exception):
@@ -153,7 +163,7 @@ class Demo:
             self.api_url = listening.result()
             self.dashboard = f"{self.api_url}/?key={token}"
             self.console.print(
-                f"[bold]corral demo[/bold] on {self.url}\n"
+                f"[bold]corral demo[/bold] on {redact(self.url)}\n"
                 f"  service   {self.api_url}  ({self.o.workers} workers x "
                 f"{self.o.concurrency} slots)\n"
                 f"  dashboard [link={self.dashboard}]{self.dashboard}[/link]\n"
@@ -314,7 +324,7 @@ class Demo:
             meta={
                 "duration": self.o.duration,
                 "elapsed": self.app.store.clock() - self.started,
-                "db": self.url,
+                "db": redact(self.url),
                 "dashboard": self.api_url,
                 "interrupted": interrupted,
                 "workers": self.o.workers,

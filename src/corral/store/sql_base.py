@@ -129,7 +129,7 @@ class SqlBase(ABC):
                 waiter.set_result(None)
         self._change_waiters.clear()
 
-    async def _listen_for_changes(self) -> None:
+    async def _listen_for_changes(self) -> None:  # noqa: B027 - optional hook, no-op here
         """Start receiving other processes' notifications, where the backend has them."""
 
     def _note_grants(self, request_ids: list[str]) -> None:

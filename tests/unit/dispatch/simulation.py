@@ -1,14 +1,14 @@
 """A discrete-time model of the store's fair lease, built on the pure policy.
 
 It mirrors what ``LeaseMixin.lease`` (store/sql_lease.py) does with ``fairness="tenant"``,
-minus the SQL and the concurrency (the store serializes the decisions that matter): every
-tick, runs that end free their slot and their tenant's in-flight count, new runs arrive, then
-each worker with free slots makes one lease call (the store serializes them). A lease call
-takes the candidate tenants the way ``candidate_tenants`` does (a queued run, below the cap,
-ordered by ``in_flight / weight``, then least recently served, then name, at most ``free``
-of them), lets ``allocate`` split the free slots, and takes each granted tenant's runs in
-``sort_key`` order (``available_at - priority * aging``). A global cap, when set, limits the
-slots of a lease call the way ``global_cap`` / ``total_in_flight`` do.
+minus the SQL, and with lease calls one after another: every tick, runs that end free their
+slot and their tenant's in-flight count, new runs arrive, then each worker with free slots
+makes one lease call. A lease call takes the candidate tenants the way ``candidate_tenants``
+does (a queued run, below the cap, ordered by ``in_flight / weight``, then least recently
+served, then name, at most ``free`` of them), lets ``allocate`` split the free slots, and
+takes each granted tenant's runs in ``sort_key`` order (``available_at - priority *
+aging``). A global cap, when set, limits the slots of a lease call the way ``global_cap`` /
+``total_in_flight`` do.
 
 Everything the tests assert is read back from the ``Trace``: no assertion lives here.
 """
