@@ -68,7 +68,7 @@ class DemoOptions:
 def redact(url: str) -> str:
     """The database URL without its password, for printing."""
     parts = urlsplit(url)
-    if parts.password is None:
+    if not parts.password:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
     return urlunsplit(parts._replace(netloc=netloc))
