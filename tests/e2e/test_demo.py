@@ -101,3 +101,51 @@ def test_provider_and_budget_figures(
     # every accepted call's tokens are charged to its run's budget (a noisy run cancelled
     # during its call may miss the charge: at most one call per noisy slot, 250 tokens each)
     assert provider["tokens"] - 2 * 250 <= budget["spent"] <= provider["tokens"]
+
+
+# -- the report's arithmetic, on hand-made runs (the demo itself never loses one) -------------
+
+
+def _run(
+    run_id: str, tenant: str, status: str, *, started: float | None, parent: str | None = None
+) -> Any:
+    from corral.models import Run, RunStatus
+
+    return Run(
+        id=run_id, tenant=tenant, agent="a", input=None, status=RunStatus(status), priority=0,
+        attempts=1, max_attempts=3, result=None, error=None, created_at=100.0,
+        started_at=started, finished_at=None if status in ("queued", "running") else 110.0,
+        available_at=100.0, lease_epoch=1, lease_owner=None, lease_expires_at=None,
+        cancel_requested=False, idempotency_key=None, parent_id=parent,
+        root_id=parent or run_id, depth=0 if parent is None else 1, budget=None if parent else 10.0,
+        spent=4.0 if parent is None else 0.0,
+    )  # fmt: skip
+
+
+def test_report_counts_unfinished_runs_as_lost_and_censors_waits() -> None:
+    from corral.demo.report import TenantRole, build_report, percentile
+
+    assert percentile([], 0.5) is None
+    assert percentile([3.0, 1.0, 2.0, 4.0], 0.5) == 2.0
+    assert percentile([float(i) for i in range(1, 101)], 0.95) == 95.0
+    roles = [TenantRole("q", "pro", noisy=False), TenantRole("n", "free", noisy=True)]
+    runs = [
+        _run("r1", "q", "succeeded", started=100.5),
+        _run("c1", "q", "running", started=101.0, parent="r1"),  # never ended: lost
+        _run("r2", "n", "cancelled", started=None),  # never started: waited 10 s, then cancelled
+        _run("r3", "n", "queued", started=None),  # still queued at 120: lost, waited 20 s
+        _run("x", "other", "queued", started=None),  # not a demo tenant: ignored
+    ]
+    report = build_report(
+        roles, runs, now=120.0, provider={"throttled": 2}, calls_by_tenant={"q": 3},
+        client_throttled=2, meta={},
+    )  # fmt: skip
+    assert report["runs"] == {
+        "submitted": 3, "children": 1, "succeeded": 1, "failed": 0, "cancelled": 1, "lost": 2,
+    }  # fmt: skip
+    assert report["tenants"]["q"]["lost"] == 1 and report["tenants"]["n"]["lost"] == 1
+    assert report["tenants"]["q"]["wait_p95"] == 0.5
+    assert report["tenants"]["n"]["wait_p50"] == 10.0 and report["tenants"]["n"]["wait_max"] == 20.0
+    assert report["fairness"]["noisy_over_quiet_p95"] == 40.0
+    assert report["provider"]["throttled_429"] == 2
+    assert report["budget"] == {"budgeted": 30.0, "spent": 12.0}
