@@ -44,10 +44,12 @@ async def test_runs_share_a_resource_and_pay_for_what_they_used(db_url: str) -> 
         runs = [await app.get(i) for i in ids]
         failed = await app.get(bad)
         snapshot = await llm.snapshot()
+        stats = llm.statistics()
     assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * 6
     assert all(r.spent == 120 for r in runs)
     assert most == 1  # capacity 1: one call at a time across the six runs
     assert snapshot.holders == 0 and snapshot.tokens_in_window == 6 * 120
+    assert (stats.grants, stats.holders, stats.waiters) == (6, 0, 0)
     assert (
         failed.status == RunStatus.FAILED
         and "no shared resource named 'gpu'" in (failed.error["message"])

@@ -41,7 +41,7 @@ async def run_service(
     ``on_listening`` is called with the base URL once the socket is bound (``port`` 0 picks a
     free port). Raises RuntimeError when the server cannot start."""
     config = uvicorn.Config(
-        create_api(app, settings),
+        create_api(app, settings, schedulers=app.resources),
         host=host,
         port=port,
         log_config=None,

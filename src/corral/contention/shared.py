@@ -37,6 +37,16 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class SharedStatistics:
+    """This process's view of a shared resource (each process exports its own)."""
+
+    holders: int
+    waiters: int
+    grants: int
+    rejections: int
+
+
 @dataclass(eq=False)
 class SharedHandle:
     """One acquire of a shared resource. Release it exactly once (the context manager does)."""
@@ -97,6 +107,8 @@ class SharedScheduler:
         self._task: asyncio.Task[None] | None = None
         self._closed = False
         self._wake = asyncio.Event()
+        self._grants = 0
+        self._rejections = 0
 
     @property
     def name(self) -> str:
@@ -146,6 +158,9 @@ class SharedScheduler:
                 max_waiters=self.max_waiters,
                 max_waiters_per_agent=self.max_waiters_per_agent,
             )
+        except BackpressureError:
+            self._rejections += 1
+            raise
         except asyncio.CancelledError:
             # the request may or may not have been written: remove it either way
             await asyncio.shield(
@@ -225,8 +240,18 @@ class SharedScheduler:
         if state == "holding":
             self._grant(handle)
 
+    def statistics(self) -> SharedStatistics:
+        granted = sum(1 for h in self._handles.values() if h.granted)
+        return SharedStatistics(
+            holders=granted,
+            waiters=len(self._handles) - granted,
+            grants=self._grants,
+            rejections=self._rejections,
+        )
+
     def _grant(self, handle: SharedHandle) -> None:
         if not handle._granted.done():
+            self._grants += 1
             handle.granted_at = time.time()
             handle._granted.set_result(None)
 
