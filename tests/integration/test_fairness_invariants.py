@@ -455,16 +455,6 @@ async def test_fifo_lease_skips_a_capped_tenant(db_url: str) -> None:
         await store.close()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "defect (SQLite): candidate_tenants' EXISTS probes corral_runs_listing (tenant, "
-        "created_at) instead of the partial index corral_runs_ready, so every lease walks "
-        "the tenant's finished runs before its first queued one: 41 ms per lease query at "
-        "100k finished runs, 0.01 ms with INDEXED BY corral_runs_ready (tenant_stats has "
-        "the same subquery shape)"
-    ),
-)
 async def test_sqlite_lease_query_cost_does_not_grow_with_finished_runs(tmp_path: Path) -> None:
     async def median_candidate_query(history: int) -> float:
         clock = FakeClock()

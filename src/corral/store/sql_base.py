@@ -89,6 +89,8 @@ class SqlBase(ABC):
         self.q = load_queries(self.dialect)
         self._local_work = asyncio.Event()
         self._generation = 0
+        self._last_maintenance = float("-inf")
+        self._global_cap_unset_at: float | None = None
         #: request ids of shared resources granted, as learned by this process
         self.granted_requests: set[str] = set()
         self._change_waiters: list[asyncio.Future[None]] = []

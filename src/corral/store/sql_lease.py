@@ -27,6 +27,10 @@ from corral.models import Lease, RunStatus
 from corral.store.sql_base import Deltas, SqlBase, dumps, loads, merge
 from corral.store.transaction import Row, Transaction
 
+#: reclaiming expired leases and firing due timers happens at most this often per process
+#: (seconds): it is a scan, and the lease's hot path should not pay for it every time
+MAINTENANCE_INTERVAL = 0.25
+
 
 class LeaseMixin(SqlBase):
     async def lease(self, worker_id: str, ttl: float, limit: int) -> list[Lease]:
@@ -35,9 +39,13 @@ class LeaseMixin(SqlBase):
         now = self.clock()
         take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
 
+        maintain = not (0 <= now - self._last_maintenance < MAINTENANCE_INTERVAL)
+
         async def body(tx: Transaction) -> list[Lease]:
-            deltas = await self._reap_expired(tx, now)
-            merge(deltas, await self._wake_timers(tx, now))
+            deltas: Deltas = {}
+            if maintain:
+                merge(deltas, await self._reap_expired(tx, now))
+                merge(deltas, await self._wake_timers(tx, now))
             requeued = any(d[0] > 0 for d in deltas.values())
             slots = await self._global_slots(tx, limit)
             wanted: list[str] = []
@@ -87,10 +95,19 @@ class LeaseMixin(SqlBase):
                 await tx.execute(self.q["notify_work"])
             return leases
 
-        return await self._tx(body)
+        leases = await self._tx(body)
+        if maintain:
+            self._last_maintenance = now
+        return leases
 
     async def _global_slots(self, tx: Transaction, limit: int) -> int:
+        # No cap (the common case): skip locking the cap row, re-checking now and then, so a
+        # cap set by another process applies here within a second.
+        now = self.clock()
+        if self._global_cap_unset_at is not None and 0 <= now - self._global_cap_unset_at < 1.0:
+            return limit
         cap_row = await tx.fetchone(self.q["global_cap"])
+        self._global_cap_unset_at = now if cap_row is None or cap_row[0] is None else None
         if cap_row is None or cap_row[0] is None:
             return limit
         used = await tx.fetchone(self.q["total_in_flight"])

@@ -119,6 +119,8 @@ class TenancyMixin(SqlBase):
         self._signal_local_work()
 
     async def set_global_cap(self, cap: int | None) -> None:
+        self._global_cap_unset_at = None
+
         async def body(tx: Transaction) -> None:
             await tx.execute(self.q["set_global_cap"], {"value": cap})
             await tx.execute(self.q["notify_work"])

@@ -82,7 +82,7 @@ SELECT COALESCE(SUM(in_flight), 0) FROM corral_tenants;
 SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued
 FROM corral_tenants t
 WHERE t.queued > 0 AND t.in_flight < t.cap
-  AND EXISTS (SELECT 1 FROM corral_runs r
+  AND EXISTS (SELECT 1 FROM corral_runs r INDEXED BY corral_runs_ready
               WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now)
 ORDER BY t.in_flight / t.weight, t.last_served_at, t.tenant
 LIMIT :limit;
@@ -190,7 +190,7 @@ LIMIT :limit;
 
 -- name: tenant_stats
 SELECT t.tenant, t.plan, t.queued, t.in_flight, t.cap, t.weight,
-    (SELECT MIN(r.available_at) FROM corral_runs r
+    (SELECT MIN(r.available_at) FROM corral_runs r INDEXED BY corral_runs_ready
      WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now) AS oldest
 FROM corral_tenants t
 ORDER BY t.tenant;
