@@ -40,6 +40,44 @@ app_option = click.option(
 )
 
 
+def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """The options of an embedded or standalone worker: slots, lease TTL, poll, drain."""
+    for option in reversed(
+        (
+            click.option(
+                "--concurrency",
+                "-c",
+                type=click.IntRange(1, 10_000),
+                default=10,
+                show_default=True,
+                help="Runs executed at once by each worker.",
+            ),
+            click.option(
+                "--lease-ttl",
+                type=click.FloatRange(min=0.1, max=86_400),
+                default=None,
+                help="Seconds a lease lasts without a heartbeat (default: the app's).",
+            ),
+            click.option(
+                "--poll-interval",
+                type=click.FloatRange(min=0.001, max=3600),
+                default=1.0,
+                show_default=True,
+                help="Longest an idle worker waits before looking again.",
+            ),
+            click.option(
+                "--drain-timeout",
+                type=click.FloatRange(min=0, max=86_400),
+                default=30.0,
+                show_default=True,
+                help="On SIGTERM, seconds to let runs finish before releasing them.",
+            ),
+        )
+    ):
+        fn = option(fn)
+    return fn
+
+
 class CliError(click.ClickException):
     """A message for the user and an exit code: 2 bad input, 3 database unreachable,
     4 timed out waiting, 1 anything else."""

@@ -22,6 +22,7 @@ from corral.cli.common import (
     resolve_app,
     run_async,
     when,
+    worker_options,
 )
 from corral.cli.demo import demo
 from corral.cli.serve import keys, serve
@@ -41,34 +42,7 @@ def cli(verbose: int) -> None:
 
 @cli.command()
 @click.argument("app_path", metavar="MODULE:ATTR")
-@click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(min=1, max=10_000),
-    default=10,
-    show_default=True,
-    help="Runs executed at once.",
-)
-@click.option(
-    "--lease-ttl",
-    type=click.FloatRange(min=0.1, max=86_400),
-    default=None,
-    help="Seconds a lease lasts without a heartbeat (default: the app's).",
-)
-@click.option(
-    "--drain-timeout",
-    type=click.FloatRange(min=0, max=86_400),
-    default=30.0,
-    show_default=True,
-    help="On SIGTERM, seconds to let runs finish before releasing them.",
-)
-@click.option(
-    "--poll-interval",
-    type=click.FloatRange(min=0.001, max=3600),
-    default=1.0,
-    show_default=True,
-    help="Longest an idle worker waits before looking again.",
-)
+@worker_options
 @db_option
 @run_async
 async def worker(

@@ -14,7 +14,15 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-from corral.cli.common import CliError, app_option, db_option, resolve_app, run_async, when
+from corral.cli.common import (
+    CliError,
+    app_option,
+    db_option,
+    resolve_app,
+    run_async,
+    when,
+    worker_options,
+)
 
 console = Console()
 
@@ -46,34 +54,6 @@ console = Console()
     "(default: 1 with --app, else 0; $CORRAL_WORKERS).",
 )
 @click.option(
-    "--concurrency",
-    "-c",
-    type=click.IntRange(1, 10_000),
-    default=10,
-    show_default=True,
-    help="Run slots of each embedded worker.",
-)
-@click.option(
-    "--lease-ttl",
-    type=click.FloatRange(min=0.1, max=86_400),
-    default=None,
-    help="Seconds a lease lasts without a heartbeat (default: the app's).",
-)
-@click.option(
-    "--poll-interval",
-    type=click.FloatRange(min=0.001, max=3600),
-    default=1.0,
-    show_default=True,
-    help="Longest an idle worker waits before looking again.",
-)
-@click.option(
-    "--drain-timeout",
-    type=click.FloatRange(min=0, max=86_400),
-    default=30.0,
-    show_default=True,
-    help="On SIGTERM, seconds to let runs finish before releasing.",
-)
-@click.option(
     "--max-body-bytes",
     type=click.IntRange(min=1),
     default=1_048_576,
@@ -96,6 +76,7 @@ console = Console()
     help="Serve /metrics without a key (default: admin key required).",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
+@worker_options
 def serve(**options: Any) -> None:
     """Serve the HTTP API (and run embedded workers) until SIGTERM/SIGINT."""
     with _fast_event_loop():
