@@ -148,16 +148,7 @@ class SharedScheduler:
             raise InvalidInput("tokens must be a whole number >= 0")
         handle = SharedHandle(agent_id, uuid.uuid4().hex, tokens, check_weight(weight))
         try:
-            state = await self.store.resource_request(
-                self.name,
-                handle.request_id,
-                agent_id,
-                weight=handle.weight,
-                tokens=tokens,
-                ttl=self.lease_ttl,
-                max_waiters=self.max_waiters,
-                max_waiters_per_agent=self.max_waiters_per_agent,
-            )
+            state = await self._enqueue(handle)
         except BackpressureError:
             self._rejections += 1
             raise
@@ -216,6 +207,19 @@ class SharedScheduler:
                 await self._task
             self._task = None
 
+    async def _enqueue(self, handle: SharedHandle) -> str:
+        """Put the handle's request in the store's queue: ``holding`` or ``waiting``."""
+        return await self.store.resource_request(
+            self.name,
+            handle.request_id,
+            handle.agent_id,
+            weight=handle.weight,
+            tokens=handle.tokens,
+            ttl=self.lease_ttl,
+            max_waiters=self.max_waiters,
+            max_waiters_per_agent=self.max_waiters_per_agent,
+        )
+
     async def _rejoin(self, handle: SharedHandle) -> None:
         """This process was too slow to renew a waiting request (a long pause) and the store
         dropped it: queue it again, at the back, rather than fail the caller."""
@@ -223,16 +227,7 @@ class SharedScheduler:
         handle.request_id = uuid.uuid4().hex  # a new request: the old id may have usage rows
         self._handles[handle.request_id] = handle
         try:
-            state = await self.store.resource_request(
-                self.name,
-                handle.request_id,
-                handle.agent_id,
-                weight=handle.weight,
-                tokens=handle.tokens,
-                ttl=self.lease_ttl,
-                max_waiters=self.max_waiters,
-                max_waiters_per_agent=self.max_waiters_per_agent,
-            )
+            state = await self._enqueue(handle)
         except BackpressureError as exc:
             if not handle._granted.done():
                 handle._granted.set_exception(exc)

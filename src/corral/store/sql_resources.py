@@ -207,19 +207,17 @@ class ResourcesMixin(SqlBase):
 
     # -- the grant step -----------------------------------------------------------------------
 
-    async def _lock_resource(
-        self, tx: Transaction, name: str, now: float, *, purge: bool = True
-    ) -> Row:
+    async def _lock_resource(self, tx: Transaction, name: str, now: float) -> Row:
+        """Lock the resource row and drop expired requests (an expired holder is a release)."""
         row = await tx.fetchone(self.q["lock_resource"], {"name": name})
         if row is None:
             raise InvalidInput(f"no shared resource named {name!r}")
-        if purge:
-            expired = await tx.fetchall(self.q["expired_requests"], {"name": name, "now": now})
-            released = sum(1 for (state,) in expired if state == "holding")
-            if released:
-                await tx.execute(self.q["advance_tick"], {"name": name, "n": released})
-                row = await tx.fetchone(self.q["lock_resource"], {"name": name})
-                assert row is not None
+        expired = await tx.fetchall(self.q["expired_requests"], {"name": name, "now": now})
+        released = sum(1 for (state,) in expired if state == "holding")
+        if released:
+            await tx.execute(self.q["advance_tick"], {"name": name, "n": released})
+            row = await tx.fetchone(self.q["lock_resource"], {"name": name})
+            assert row is not None
         return row
 
     async def _counts(self, tx: Transaction, name: str) -> dict[str, int]:
