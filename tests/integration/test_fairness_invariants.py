@@ -393,6 +393,84 @@ async def test_under_fifo_spreading_over_priorities_buys_a_tenant_the_queue(
     assert Counter(t for _, t in spread[:50]) == {"noisy": 50}
 
 
+# -------------------------------------------------------- virtual time, through the store
+
+
+async def serve_one_slot(
+    store: Store, clock: FakeClock, duration: dict[str, float], leases: int
+) -> Counter[str]:
+    """One slot, always busy: lease a run, hold it its tenant's ``duration`` seconds on the
+    fake clock, ack it, repeat. Returns the leases per tenant."""
+    served: Counter[str] = Counter()
+    for _ in range(leases):
+        (lease,) = await store.lease("w", TTL, 1)
+        served[lease.tenant] += 1
+        clock.advance(duration[lease.tenant])
+        await store.ack(LeaseRef(lease.run_id, lease.epoch))
+    return served
+
+
+async def test_weights_hold_when_one_slot_is_shared(store: Store, clock: FakeClock) -> None:
+    """Weights 1 and 3 on a single slot: 3 leases to 1 (an in-flight count, always 0 at the
+    moment of choice, would alternate them)."""
+    await store.set_tenant("light", weight=1.0)
+    await store.set_tenant("heavy", weight=3.0)
+    await store.submit([RunSpec("echo", tenant=t) for t in ("light", "heavy") for _ in range(200)])
+    served = await serve_one_slot(store, clock, {"light": 1.0, "heavy": 1.0}, 200)
+    assert served["heavy"] / served["light"] == pytest.approx(3.0, rel=0.1), served
+
+
+async def test_a_tenant_is_charged_for_the_slot_time_its_runs_take(
+    store: Store, clock: FakeClock
+) -> None:
+    """Equal weights, one tenant's runs hold the slot 4 s, the other's 1 s: once the run
+    costs are learnt, the short-run tenant gets about four leases for each long one, so both
+    hold the slot about half the time."""
+    await store.submit([RunSpec("echo", tenant=t) for t in ("long", "short") for _ in range(400)])
+    durations = {"long": 4.0, "short": 1.0}
+    await serve_one_slot(store, clock, durations, 100)  # learn the costs
+    served = await serve_one_slot(store, clock, durations, 250)
+    held = {t: served[t] * durations[t] for t in durations}
+    assert held["long"] / held["short"] == pytest.approx(1.0, rel=0.15), served
+
+
+async def test_idle_time_banks_no_credit(store: Store, clock: FakeClock) -> None:
+    """``busy`` runs alone for a while; ``late`` then arrives with a backlog as deep. Had
+    ``late`` kept its old (zero) virtual time it would take every slot until it caught up;
+    lifted to ``busy``'s, the two share the slots from the start."""
+    await store.submit([RunSpec("echo", tenant="busy") for _ in range(300)])
+    await serve_one_slot(store, clock, {"busy": 1.0}, 100)
+    await store.submit([RunSpec("echo", tenant="late") for _ in range(100)])
+    served = await serve_one_slot(store, clock, {"busy": 1.0, "late": 1.0}, 40)
+    assert served == {"busy": 20, "late": 20}
+
+
+async def test_time_at_the_cap_banks_no_credit(store: Store, clock: FakeClock) -> None:
+    """``capped`` (cap 1) sits at its cap beside ``open`` on 4 slots, far below its share; when
+    its cap is raised it gets its share, not every slot until its vtime catches up."""
+    await store.set_tenant("capped", cap=1)
+    await store.submit([RunSpec("echo", tenant=t) for t in ("capped", "open") for _ in range(400)])
+    running: list[LeaseRef] = []
+    for _ in range(60):  # 4 slots; every run takes 1 s
+        for lease in await store.lease("w", TTL, 4 - len(running)):
+            running.append(LeaseRef(lease.run_id, lease.epoch))
+        clock.advance(1)
+        for ref in running:
+            await store.ack(ref)
+        running.clear()
+    await store.set_tenant("capped", cap=100)
+    served: Counter[str] = Counter()
+    for _ in range(10):
+        for lease in await store.lease("w", TTL, 4):
+            served[lease.tenant] += 1
+            running.append(LeaseRef(lease.run_id, lease.epoch))
+        clock.advance(1)
+        for ref in running:
+            await store.ack(ref)
+        running.clear()
+    assert served["capped"] <= 24, served  # its share is 20 of 40; all 40 would be credit
+
+
 # -------------------------------------------------------------- lease defects
 
 

@@ -201,14 +201,22 @@ class SqlBase(ABC):
     async def _wake_timers(self, tx: Transaction, now: float) -> Deltas:
         """Queue waiting runs whose timer is due (see sql_durable)."""
 
-    async def _adjust_tenants(self, tx: Transaction, deltas: Deltas) -> bool:
-        """Apply (queued, in_flight) deltas; True when an adjusted tenant has runs queued."""
+    async def _adjust_tenants(
+        self, tx: Transaction, deltas: Deltas, held: LeaseTimes | None = None
+    ) -> bool:
+        """Apply (queued, in_flight) deltas, and fold the lease times of runs that ended into
+        their tenants' run cost; True when an adjusted tenant has runs queued."""
         if not deltas:
             return False
         rows = await tx.fetch_each(
             self.q["adjust_tenant"],
             [
-                {"tenant": t, "queued": deltas[t][0], "in_flight": deltas[t][1]}
+                {
+                    "tenant": t,
+                    "queued": deltas[t][0],
+                    "in_flight": deltas[t][1],
+                    "cost": held.mean(t) if held else -1.0,
+                }
                 for t in sorted(deltas)
             ],
         )
@@ -216,6 +224,25 @@ class SqlBase(ABC):
         if backlog:
             await tx.execute(self.q["notify_work"])
         return backlog
+
+
+class LeaseTimes:
+    """How long the runs that just ended held their lease, per tenant: what the fair lease
+    charges a tenant per run (dispatch/policy.py) is a moving average of these."""
+
+    def __init__(self) -> None:
+        self._sums: dict[str, list[float]] = {}
+
+    def add(self, tenant: str, leased_at: float | None, now: float) -> None:
+        if leased_at is not None:
+            total = self._sums.setdefault(tenant, [0.0, 0.0])
+            total[0] += max(0.0, now - float(leased_at))
+            total[1] += 1
+
+    def mean(self, tenant: str) -> float:
+        """Mean lease time of ``tenant``'s ended runs, or -1 when none was measured."""
+        total = self._sums.get(tenant)
+        return total[0] / total[1] if total else -1.0
 
 
 def merge(into: Deltas, other: Deltas) -> Deltas:

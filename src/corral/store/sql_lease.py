@@ -2,8 +2,8 @@
 
 One lease, in order:
 1. reclaim expired leases and fire due timers (run rows, ``SKIP LOCKED``: never waits);
-2. choose candidate tenants from an unlocked snapshot (tenant mode: lowest share first; fifo
-   mode: the tenants of the oldest runnable runs);
+2. choose candidate tenants from an unlocked snapshot (tenant mode: lowest virtual time
+   first, see dispatch/policy.py; fifo mode: the tenants of the oldest runnable runs);
 3. lock every tenant row this lease touches, in sorted order, waiting rather than skipping —
    skipping a busy row would hand its slot to a tenant further above its share. Locked rows
    give fresh counters: caps are checked against them, so they hold across workers;
@@ -11,7 +11,8 @@ One lease, in order:
 4. fill the slots in rounds among them: allocate on the fresh counters, take runs (``SKIP
    LOCKED``), and offer the slots a tenant could not fill (its queued runs are delayed, or
    taken by a concurrent lease) to the others;
-5. write all tenant counter changes, again in sorted order.
+5. write all tenant counter changes, again in sorted order, charging each served tenant's
+   virtual time for the leases it got.
 
 Run rows are only ever taken with SKIP LOCKED or waited on after tenant rows are released, and
 tenant rows are always locked in sorted order, so leases, acks and submits form no lock cycle.
@@ -86,6 +87,7 @@ class LeaseMixin(SqlBase):
                         "queued": deltas[t][0],
                         "in_flight": deltas[t][1],
                         "served": 1 if t in served else 0,
+                        "charge": served[t] * loads_[t].charge if t in served else 0.0,
                         "now": now,
                     }
                     for t in sorted(deltas)
@@ -121,9 +123,11 @@ class LeaseMixin(SqlBase):
         found: dict[str, TenantLoad] = {}
         for result in rows:
             if result:
-                tenant, in_flight, cap, weight, queued = result[0]
+                tenant, in_flight, cap, weight, queued, vtime, cost = result[0]
                 dq, df = deltas.get(tenant, (0, 0))
-                found[tenant] = TenantLoad(tenant, in_flight + df, cap, weight, queued + dq)
+                found[tenant] = TenantLoad(
+                    tenant, in_flight + df, cap, weight, queued + dq, vtime, cost
+                )
         return found
 
     async def _fill_fair(
@@ -145,6 +149,8 @@ class LeaseMixin(SqlBase):
                     c.cap,
                     c.weight,
                     0 if c.tenant in exhausted else c.queued - granted[c.tenant],
+                    c.vtime + granted[c.tenant] * c.charge,
+                    c.cost,
                 )
                 for c in loads_
             ]

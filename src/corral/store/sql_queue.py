@@ -23,7 +23,16 @@ from corral.models import (
     RunSpec,
     RunStatus,
 )
-from corral.store.sql_base import Deltas, Entry, SqlBase, dumps, loads, merge, run_from_row
+from corral.store.sql_base import (
+    Deltas,
+    Entry,
+    LeaseTimes,
+    SqlBase,
+    dumps,
+    loads,
+    merge,
+    run_from_row,
+)
 from corral.store.transaction import Params, Row, Transaction
 
 T = TypeVar("T")
@@ -158,14 +167,18 @@ class QueueMixin(SqlBase):
     ) -> frozenset[str]:
         async def body(tx: Transaction) -> frozenset[str]:
             results = await tx.fetch_each(query, params)
+            now = self.clock()
             deltas: Deltas = {}
+            held = LeaseTimes()
             ended = []
             for run_id, rows in zip(run_ids, results, strict=True):
                 if rows:
-                    deltas.setdefault(rows[0][0], [0, 0])[1] -= 1
-                    ended.append((run_id, rows[0][1]))
-            merge(deltas, await self._wake_parents(tx, ended, self.clock()))
-            await self._adjust_tenants(tx, deltas)
+                    tenant, parent, leased_at = rows[0]
+                    deltas.setdefault(tenant, [0, 0])[1] -= 1
+                    held.add(tenant, leased_at, now)
+                    ended.append((run_id, parent))
+            merge(deltas, await self._wake_parents(tx, ended, now))
+            await self._adjust_tenants(tx, deltas, held)
             return frozenset(i for i, rows in zip(run_ids, results, strict=True) if not rows)
 
         lost = await self._tx(body)
@@ -194,9 +207,11 @@ class QueueMixin(SqlBase):
                 raise LeaseLost(ref.run_id, ref.epoch)
             status = RunStatus(row[1])
             deltas: Deltas = {row[0]: [1 if status == RunStatus.QUEUED else 0, -1]}
+            held = LeaseTimes()
+            held.add(row[0], row[3], now)
             if status.terminal:
                 merge(deltas, await self._wake_parents(tx, [(ref.run_id, row[2])], now))
-            await self._adjust_tenants(tx, deltas)
+            await self._adjust_tenants(tx, deltas, held)
             return status
 
         status = await self._tx(body)

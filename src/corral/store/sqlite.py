@@ -137,7 +137,18 @@ class SQLiteStore(SqlStore):
             timeout=self.config.busy_timeout,
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
-        conn.execute("PRAGMA journal_mode = WAL")
+        # Switching a new file to WAL needs an exclusive lock and does not always wait on the
+        # busy handler: processes opening one fresh file together retry here.
+        deadline = time.monotonic() + self.config.busy_timeout
+        while True:
+            try:
+                conn.execute("PRAGMA journal_mode = WAL")
+                break
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    conn.close()
+                    raise
+                time.sleep(0.01)
         conn.execute(f"PRAGMA synchronous = {self.config.synchronous}")
         return conn
 

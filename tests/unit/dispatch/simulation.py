@@ -4,11 +4,16 @@ It mirrors what ``LeaseMixin.lease`` (store/sql_lease.py) does with ``fairness="
 minus the SQL, and with lease calls one after another: every tick, runs that end free their
 slot and their tenant's in-flight count, new runs arrive, then each worker with free slots
 makes one lease call. A lease call takes the candidate tenants the way ``candidate_tenants``
-does (a queued run, below the cap, ordered by ``in_flight / weight``, then least recently
-served, then name, at most ``free`` of them), lets ``allocate`` split the free slots, and
-takes each granted tenant's runs in ``sort_key`` order (``available_at - priority *
-aging``). A global cap, when set, limits the slots of a lease call the way ``global_cap`` /
-``total_in_flight`` do.
+does (a queued run, below the cap, ordered by ``vtime``, then ``in_flight / weight``, then
+least recently served, then name, at most ``free`` of them), lets ``allocate`` split the free
+slots, charges each served tenant ``cost / weight`` per run (``settle_tenant``), and takes
+each granted tenant's runs in ``sort_key`` order (``available_at - priority * aging``). A run
+that ends folds its duration into its tenant's ``cost`` (``adjust_tenant``: 0.8 old + 0.2
+new); a tenant that becomes eligible again (a run arrives at its empty queue, or a run ends
+that had it at its cap) is lifted to the lowest vtime of the eligible tenants (below their
+cap, runs queued), or to the highest vtime when none is eligible (``reserve_queued`` /
+``adjust_tenant``). A global cap, when set,
+limits the slots of a lease call the way ``global_cap`` / ``total_in_flight`` do.
 
 Everything the tests assert is read back from the ``Trace``: no assertion lives here.
 """
@@ -89,6 +94,8 @@ class FairDispatcher:
         self.global_cap = global_cap
         self.in_flight: Counter[str] = Counter()
         self.last_served: dict[str, float] = {t.name: 0.0 for t in tenants}
+        self.vtime: dict[str, float] = {t.name: 0.0 for t in tenants}
+        self.cost: dict[str, float] = {t.name: 1.0 for t in tenants}
         self._queues: dict[str, list[tuple[float, int, Job]]] = {t.name: [] for t in tenants}
         self._seq = itertools.count()
         self._running: list[tuple[int, int, int, Job]] = []  # (end, seq, worker, job)
@@ -104,11 +111,17 @@ class FairDispatcher:
             while self._running and self._running[0][0] <= tick:
                 _, _, worker, job = heapq.heappop(self._running)
                 self.workers[worker] -= 1
+                at_cap = self.in_flight[job.tenant] >= self.tenants[job.tenant].cap
+                if at_cap and self._queues[job.tenant]:
+                    self._lift(job.tenant)  # eligible again (if it has runs queued)
                 self.in_flight[job.tenant] -= 1
+                self.cost[job.tenant] = 0.8 * self.cost[job.tenant] + 0.2 * job.duration
                 trace.completions.append((tick, job.tenant))
             while next_arrival < len(pending) and pending[next_arrival].arrival <= tick:
                 job = pending[next_arrival]
                 next_arrival += 1
+                if not self._queues[job.tenant]:
+                    self._lift(job.tenant)
                 heapq.heappush(
                     self._queues[job.tenant], (job.sort_key(self.aging), next(self._seq), job)
                 )
@@ -118,6 +131,15 @@ class FairDispatcher:
             trace.queued.append({t: self.queued(t) for t in self.tenants})
             trace.free_slots.append(self._free(None))
         return trace
+
+    def _lift(self, tenant: str) -> None:
+        waiting = [
+            self.vtime[t.name]
+            for t in self.tenants.values()
+            if self._queues[t.name] and self.in_flight[t.name] < t.cap
+        ]
+        floor = min(waiting) if waiting else max(self.vtime.values())
+        self.vtime[tenant] = max(self.vtime[tenant], floor)
 
     def _free(self, worker: int | None) -> int:
         if worker is None:
@@ -138,10 +160,23 @@ class FairDispatcher:
             if self._queues[t.name] and self.in_flight[t.name] < t.cap
         ]
         eligible.sort(
-            key=lambda t: (self.in_flight[t.name] / t.weight, self.last_served[t.name], t.name)
+            key=lambda t: (
+                self.vtime[t.name],
+                self.in_flight[t.name] / t.weight,
+                self.last_served[t.name],
+                t.name,
+            )
         )
         ordered = tuple(
-            TenantLoad(t.name, self.in_flight[t.name], t.cap, t.weight, self.queued(t.name))
+            TenantLoad(
+                t.name,
+                self.in_flight[t.name],
+                t.cap,
+                t.weight,
+                self.queued(t.name),
+                self.vtime[t.name],
+                self.cost[t.name],
+            )
             for t in eligible
         )
         loads = ordered[:free]
@@ -159,6 +194,7 @@ class FairDispatcher:
             self.workers[worker] += n
             self.in_flight[tenant] += n
             self.last_served[tenant] = tick
+            self.vtime[tenant] += n * next(c for c in ordered if c.tenant == tenant).charge
 
 
 def fair_shares(tenants: Sequence[TenantSpec], slots: int) -> dict[str, float]:

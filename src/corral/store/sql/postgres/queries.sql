@@ -22,22 +22,42 @@ SELECT :tenant, p.name, p.cap, p.weight, p.max_queued FROM corral_plans p WHERE 
 ON CONFLICT (tenant) DO NOTHING;
 
 -- name: reserve_queued
-UPDATE corral_tenants SET queued = queued + :n
+-- A tenant that starts queueing again is lifted to the eligible tenants' lowest vtime (or,
+-- when none is eligible, to the highest vtime): idle time banks no credit (docs/fairness.md).
+UPDATE corral_tenants SET queued = queued + :n,
+    vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, COALESCE(
+                  (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
+                  (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END
 WHERE tenant = :tenant AND queued + :n <= max_queued
 RETURNING queued;
 
 -- name: adjust_tenant
-UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight
+-- A tenant that becomes eligible again (runs queued, below its cap) is lifted as in
+-- reserve_queued: idle or capped time banks no credit. :cost, when not negative, is the mean
+-- lease time of this tenant's runs that just ended.
+UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
+    vtime = CASE WHEN (queued = 0 AND :queued > 0)
+                   OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
+              THEN GREATEST(vtime, COALESCE(
+                  (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
+                  (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END,
+    run_cost = CASE WHEN :cost::float8 < 0 THEN run_cost ELSE 0.8 * run_cost + 0.2 * :cost::float8 END
 WHERE tenant = :tenant
 RETURNING queued;
 
 -- name: settle_tenant
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
-    last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END
+    last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END,
+    vtime = CASE WHEN (queued = 0 AND :queued > 0)
+                   OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
+              THEN GREATEST(vtime, COALESCE(
+                  (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
+                  (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END + :charge::float8
 WHERE tenant = :tenant;
 
 -- name: lock_tenant
-SELECT tenant, in_flight, cap, weight, queued FROM corral_tenants WHERE tenant = :tenant
+SELECT tenant, in_flight, cap, weight, queued, vtime, run_cost FROM corral_tenants
+WHERE tenant = :tenant
 FOR UPDATE;
 
 -- name: get_run
@@ -82,12 +102,12 @@ FOR UPDATE;
 SELECT COALESCE(SUM(in_flight), 0) FROM corral_tenants;
 
 -- name: candidate_tenants
-SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued
+SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued, t.vtime, t.run_cost
 FROM corral_tenants t
 WHERE t.queued > 0 AND t.in_flight < t.cap
   AND EXISTS (SELECT 1 FROM corral_runs r
               WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now)
-ORDER BY t.in_flight / t.weight, t.last_served_at, t.tenant
+ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
 LIMIT :limit;
 
 -- name: pick_tenant_runs
@@ -117,7 +137,8 @@ UPDATE corral_runs SET
     lease_epoch = lease_epoch + 1,
     lease_owner = :owner,
     lease_expires_at = :expires_at,
-    started_at = COALESCE(started_at, :now)
+    started_at = COALESCE(started_at, :now),
+    leased_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
     root_id, parent_id, depth, journal_seq;
@@ -131,7 +152,7 @@ RETURNING id, cancel_requested;
 UPDATE corral_runs SET status = 'succeeded', result = :result, finished_at = :now,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING tenant, parent_id;
+RETURNING tenant, parent_id, leased_at;
 
 -- name: fail_run
 UPDATE corral_runs SET
@@ -146,7 +167,7 @@ UPDATE corral_runs SET
     lease_owner = NULL,
     lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING tenant, status, parent_id;
+RETURNING tenant, status, parent_id, leased_at;
 
 -- name: release_run
 UPDATE corral_runs SET
@@ -161,7 +182,7 @@ RETURNING tenant, status, parent_id;
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
-RETURNING tenant, parent_id;
+RETURNING tenant, parent_id, leased_at;
 
 -- name: cancel_idle
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now, cancel_requested = 1
