@@ -14,7 +14,9 @@ from functools import cache
 from importlib import resources
 
 #: queries only one dialect has: a faster form of something the shared logic also does
-DIALECT_ONLY: dict[str, frozenset[str]] = {"postgres": frozenset({"append_one_relaxed"})}
+DIALECT_ONLY: dict[str, frozenset[str]] = {
+    "postgres": frozenset({"append_one_relaxed", "lease_fast"})
+}
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")

@@ -14,6 +14,11 @@ One lease, in order:
 5. write all tenant counter changes, again in sorted order, charging each served tenant's
    virtual time for the leases it got.
 
+On PostgreSQL, when no maintenance is due and no global cap is set, steps 2-5 run as one
+statement (``lease_fast`` in sql/postgres/queries.sql, the allocation written as "the ``slots``
+lowest start tags"): one round trip instead of five. If it allocated slots but concurrent
+leases had taken every run, the general path runs and re-offers them.
+
 Run rows are only ever taken with SKIP LOCKED or waited on after tenant rows are released, and
 tenant rows are always locked in sorted order, so leases, acks and submits form no lock cycle.
 """
@@ -24,6 +29,7 @@ from collections import Counter
 from typing import Any
 
 from corral.dispatch import TenantLoad, allocate
+from corral.dispatch.policy import MIN_RUN_COST
 from corral.models import Lease, RunStatus
 from corral.store.sql_base import Deltas, SqlBase, dumps, loads, merge
 from corral.store.transaction import Row, Transaction
@@ -31,6 +37,9 @@ from corral.store.transaction import Row, Transaction
 #: reclaiming expired leases and firing due timers happens at most this often per process
 #: (seconds): it is a scan, and the lease's hot path should not pay for it every time
 MAINTENANCE_INTERVAL = 0.25
+#: with no global cap set, leases skip its row and re-check this often (seconds), so a cap set
+#: by another process applies within that time
+GLOBAL_CAP_RECHECK = 1.0
 
 
 class LeaseMixin(SqlBase):
@@ -41,6 +50,12 @@ class LeaseMixin(SqlBase):
         take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
 
         maintain = not (0 <= now - self._last_maintenance < MAINTENANCE_INTERVAL)
+        if not maintain and self._fast_lease_applies(now):
+            leases, short = await self._lease_fast(take, limit)
+            if leases or not short:
+                return leases
+            # slots were allocated but concurrent leases took every run: the general path
+            # re-offers them to other tenants
 
         async def body(tx: Transaction) -> list[Lease]:
             deltas: Deltas = {}
@@ -102,11 +117,33 @@ class LeaseMixin(SqlBase):
             self._last_maintenance = now
         return leases
 
+    def _fast_lease_applies(self, now: float) -> bool:
+        """One-statement lease (PostgreSQL): tenant fairness, no global cap (as last seen)."""
+        return (
+            "lease_fast" in self.q
+            and self.config.fairness == "tenant"
+            and self._global_cap_unset_at is not None
+            and 0 <= now - self._global_cap_unset_at < GLOBAL_CAP_RECHECK
+        )
+
+    async def _lease_fast(self, take: dict[str, Any], limit: int) -> tuple[list[Lease], bool]:
+        """The lease in one statement; also says whether slots were allocated but not filled."""
+        args = {**take, "slots": limit, "min_cost": MIN_RUN_COST}
+
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["lease_fast"], args)
+
+        rows = await self._tx(body)
+        leases = [_lease_from_row(r) for r in rows if r[0] is not None]
+        wanted = int(rows[0][12]) if rows else 0
+        return leases, len(leases) < wanted
+
     async def _global_slots(self, tx: Transaction, limit: int) -> int:
         # No cap (the common case): skip locking the cap row, re-checking now and then, so a
         # cap set by another process applies here within a second.
         now = self.clock()
-        if self._global_cap_unset_at is not None and 0 <= now - self._global_cap_unset_at < 1.0:
+        unset_at = self._global_cap_unset_at
+        if unset_at is not None and 0 <= now - unset_at < GLOBAL_CAP_RECHECK:
             return limit
         cap_row = await tx.fetchone(self.q["global_cap"])
         self._global_cap_unset_at = now if cap_row is None or cap_row[0] is None else None

@@ -104,9 +104,12 @@ SELECT COALESCE(SUM(in_flight), 0) FROM corral_tenants;
 -- name: candidate_tenants
 SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued, t.vtime, t.run_cost
 FROM corral_tenants t
+-- LATERAL ... LIMIT 1, not EXISTS: the planner may turn an EXISTS into a hash of every queued
+-- run (all of them, on every lease); this probes each candidate's index entries instead
+CROSS JOIN LATERAL (SELECT 1 FROM corral_runs r
+                    WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
+                    LIMIT 1) ready
 WHERE t.queued > 0 AND t.in_flight < t.cap
-  AND EXISTS (SELECT 1 FROM corral_runs r
-              WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now)
 ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
 LIMIT :limit;
 
@@ -129,6 +132,77 @@ FOR UPDATE OF r SKIP LOCKED;
 -- name: tenant_headroom
 SELECT tenant, cap - in_flight FROM corral_tenants WHERE tenant = :tenant
 FOR UPDATE;
+
+-- name: lease_fast
+-- The whole fair lease in one statement (one round trip), for the common case: no global cap,
+-- no maintenance due (see sql_lease.py). The same steps as the general path: candidates from
+-- the snapshot; their rows locked in sorted order (fresh counters: FOR UPDATE returns the
+-- newest version); the slots handed out by lowest start tag, as dispatch.allocate does; runs
+-- taken with SKIP LOCKED; counters and vtime charged. ``wanted`` (slots allocated) against the
+-- rows returned tells the caller whether a tenant came up short.
+WITH cand AS (
+    SELECT t.tenant FROM corral_tenants t
+    CROSS JOIN LATERAL (SELECT 1 FROM corral_runs r  -- not EXISTS: see candidate_tenants
+                        WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
+                        LIMIT 1) ready
+    WHERE t.queued > 0 AND t.in_flight < t.cap
+    ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
+    LIMIT :slots
+), locked AS (
+    SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued, t.vtime, t.last_served_at,
+        GREATEST(t.run_cost, :min_cost::float8) / t.weight AS charge
+    FROM corral_tenants t
+    WHERE t.tenant IN (SELECT tenant FROM cand)
+    ORDER BY t.tenant
+    FOR UPDATE
+), tags AS (
+    SELECT l.tenant
+    FROM locked l
+    CROSS JOIN LATERAL generate_series(0, LEAST(l.cap - l.in_flight, l.queued, :slots) - 1) AS k
+    WHERE l.weight > 0
+    ORDER BY l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
+        l.tenant
+    LIMIT :slots
+), alloc AS (
+    SELECT tenant, count(*) AS n FROM tags GROUP BY tenant
+), picked AS (
+    SELECT p.id FROM alloc a
+    CROSS JOIN LATERAL (
+        SELECT r.id FROM corral_runs r
+        WHERE r.tenant = a.tenant AND r.status = 'queued' AND r.available_at <= :now
+        ORDER BY r.sort_key
+        LIMIT a.n
+        FOR UPDATE SKIP LOCKED
+    ) p
+), taken AS (
+    UPDATE corral_runs r SET
+        status = 'running',
+        attempts = r.attempts + 1,
+        lease_epoch = r.lease_epoch + 1,
+        lease_owner = :owner,
+        lease_expires_at = :expires_at,
+        started_at = COALESCE(r.started_at, :now),
+        leased_at = :now
+    FROM picked p
+    WHERE r.id = p.id
+    RETURNING r.id, r.lease_epoch, r.tenant, r.agent, r.input, r.attempts, r.max_attempts,
+        r.lease_expires_at, r.root_id, r.parent_id, r.depth, r.journal_seq, r.sort_key
+), served AS (
+    UPDATE corral_tenants t SET
+        in_flight = t.in_flight + s.n,
+        queued = t.queued - s.n,
+        vtime = t.vtime + s.n * GREATEST(t.run_cost, :min_cost::float8) / t.weight,
+        last_served_at = :now
+    FROM (SELECT tenant, count(*) AS n FROM taken GROUP BY tenant) s
+    WHERE t.tenant = s.tenant
+    RETURNING t.tenant
+)
+SELECT x.id, x.lease_epoch, x.tenant, x.agent, x.input, x.attempts, x.max_attempts,
+    x.lease_expires_at, x.root_id, x.parent_id, x.depth, x.journal_seq,
+    (SELECT COALESCE(sum(n), 0) FROM alloc) AS wanted
+FROM (SELECT 1) one
+LEFT JOIN taken x ON true
+ORDER BY x.sort_key;
 
 -- name: lease_run
 UPDATE corral_runs SET
