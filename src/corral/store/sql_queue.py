@@ -148,10 +148,29 @@ class QueueMixin(SqlBase):
         if not acks:
             return frozenset()
         now = self.clock()
+        if len(acks) > 1 and "ack_runs_batch" in self.q:
+            return await self._ack_batch(acks, now)
         params = [
             {"id": a.run_id, "epoch": a.epoch, "result": dumps(a.result), "now": now} for a in acks
         ]
         return await self._finish_many(self.q["ack_run"], params, [a.run_id for a in acks])
+
+    async def _ack_batch(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
+        """``ack_many`` as one statement over arrays (PostgreSQL)."""
+        args = {
+            "ids": [a.run_id for a in acks],
+            "epochs": [a.epoch for a in acks],
+            "results": [dumps(a.result) for a in acks],
+            "now": now,
+        }
+
+        async def body(tx: Transaction) -> frozenset[str]:
+            rows = await tx.fetchall(self.q["ack_runs_batch"], args)
+            return await self._settle_finished(tx, [(r[0], r[1], r[2], r[3]) for r in rows])
+
+        acked = await self._tx(body)
+        self._signal_local_work()
+        return frozenset(a.run_id for a in acks) - acked
 
     async def ack(self, ref: LeaseRef, result: JSON = None) -> None:
         if await self.ack_many([Ack(ref.run_id, ref.epoch, result)]):
@@ -167,23 +186,30 @@ class QueueMixin(SqlBase):
     ) -> frozenset[str]:
         async def body(tx: Transaction) -> frozenset[str]:
             results = await tx.fetch_each(query, params)
-            now = self.clock()
-            deltas: Deltas = {}
-            held = LeaseTimes()
-            ended = []
-            for run_id, rows in zip(run_ids, results, strict=True):
-                if rows:
-                    tenant, parent, leased_at = rows[0]
-                    deltas.setdefault(tenant, [0, 0])[1] -= 1
-                    held.add(tenant, leased_at, now)
-                    ended.append((run_id, parent))
-            merge(deltas, await self._wake_parents(tx, ended, now))
-            await self._adjust_tenants(tx, deltas, held)
-            return frozenset(i for i, rows in zip(run_ids, results, strict=True) if not rows)
+            finished = [
+                (run_id, *rows[0]) for run_id, rows in zip(run_ids, results, strict=True) if rows
+            ]
+            return frozenset(run_ids) - await self._settle_finished(tx, finished)
 
         lost = await self._tx(body)
         self._signal_local_work()
         return lost
+
+    async def _settle_finished(
+        self, tx: Transaction, finished: Sequence[tuple[str, str, str | None, float | None]]
+    ) -> frozenset[str]:
+        """Count down the tenants (and wake the parents) of runs that just ended, given as
+        (run id, tenant, parent id, leased at); returns their ids."""
+        now = self.clock()
+        deltas: Deltas = {}
+        held = LeaseTimes()
+        for _, tenant, _, leased_at in finished:
+            deltas.setdefault(tenant, [0, 0])[1] -= 1
+            held.add(tenant, leased_at, now)
+        ended = [(run_id, parent) for run_id, _, parent, _ in finished]
+        merge(deltas, await self._wake_parents(tx, ended, now))
+        await self._adjust_tenants(tx, deltas, held)
+        return frozenset(run_id for run_id, *_ in finished)
 
     async def fail(
         self, ref: LeaseRef, error: JSON, *, retryable: bool, retry_at: float | None = None

@@ -228,6 +228,15 @@ UPDATE corral_runs SET status = 'succeeded', result = :result, finished_at = :no
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING tenant, parent_id, leased_at;
 
+-- name: ack_runs_batch
+-- ack_run for a whole batch in one statement: the server plans and runs one UPDATE, not one
+-- per run. Rows whose lease was lost are simply not returned.
+UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
+WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status = 'running' AND r.lease_expires_at > :now
+RETURNING r.id, r.tenant, r.parent_id, r.leased_at;
+
 -- name: fail_run
 UPDATE corral_runs SET
     status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
