@@ -21,7 +21,7 @@ from tests.support.postgres import fresh_schema
 HOT = {
     "candidate_tenants": {"limit": 32},
     "lease_fast": {"slots": 32, "owner": "w", "expires_at": 1e12, "min_cost": 0.01},
-    "pick_tenant_runs": {"tenant": "t7", "n": 32},
+    "take_tenant_runs": {"tenant": "t7", "n": 32, "owner": "w", "expires_at": 1e12},
     "select_expired": {"limit": 100},
     "due_timers": {"limit": 100},
     "tenant_stats": {},

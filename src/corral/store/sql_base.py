@@ -13,7 +13,7 @@ import contextlib
 import json
 from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, ClassVar, TypeVar
 
 from corral.clock import Clock, system_clock
 from corral.config import UNLIMITED, StoreConfig
@@ -82,6 +82,9 @@ def run_from_row(row: dict[str, Any]) -> Run:
 
 class SqlBase(ABC):
     dialect: str
+    #: True when a write transaction excludes every other writer from its start (SQLite's
+    #: BEGIN IMMEDIATE): what it reads is then already as fresh as a row lock would make it
+    writes_serialized: ClassVar[bool] = False
 
     def __init__(self, config: StoreConfig | None = None, clock: Clock = system_clock) -> None:
         self.config = config or StoreConfig()

@@ -66,9 +66,12 @@ class LeaseMixin(SqlBase):
             slots = await self._global_slots(tx, limit)
             wanted: list[str] = []
             oldest: list[Row] = []
+            fresh: dict[str, TenantLoad] = {}
             if slots > 0 and self.config.fairness == "tenant":
                 rows = await tx.fetchall(self.q["candidate_tenants"], {"now": now, "limit": slots})
                 snapshot = [TenantLoad(*r) for r in rows]
+                if self.writes_serialized:
+                    fresh = {c.tenant: c for c in snapshot}
                 # tenants whose runs were just requeued above are candidates too: their
                 # counters in the table do not show those runs until this lease settles
                 snapshot += [
@@ -81,7 +84,10 @@ class LeaseMixin(SqlBase):
             elif slots > 0:
                 oldest = await tx.fetchall(self.q["pick_oldest_runs"], {"now": now, "n": slots})
                 wanted = list(dict.fromkeys(r[1] for r in oldest))
-            loads_ = await self._lock_tenants(tx, sorted(set(deltas) | set(wanted)), deltas)
+            touched = set(deltas) | set(wanted)
+            loads_ = await self._lock_tenants(tx, sorted(touched - set(fresh)), deltas)
+            for tenant in touched & set(fresh):
+                loads_[tenant] = _with_deltas(fresh[tenant], deltas)
             leases: list[Lease] = []
             if slots > 0 and self.config.fairness == "tenant":
                 leases = await self._fill_fair(
@@ -160,11 +166,8 @@ class LeaseMixin(SqlBase):
         found: dict[str, TenantLoad] = {}
         for result in rows:
             if result:
-                tenant, in_flight, cap, weight, queued, vtime, cost = result[0]
-                dq, df = deltas.get(tenant, (0, 0))
-                found[tenant] = TenantLoad(
-                    tenant, in_flight + df, cap, weight, queued + dq, vtime, cost
-                )
+                load = _with_deltas(TenantLoad(*result[0]), deltas)
+                found[load.tenant] = load
         return found
 
     async def _fill_fair(
@@ -194,18 +197,17 @@ class LeaseMixin(SqlBase):
             shares = allocate(current, slots)
             if not shares:
                 break
-            picked = await tx.fetch_each(
-                self.q["pick_tenant_runs"],
-                [{"tenant": t, "n": n, "now": now} for t, n in shares.items()],
+            taken = await tx.fetch_each(
+                self.q["take_tenant_runs"],
+                [{"tenant": t, "n": n, **take} for t, n in shares.items()],
             )
-            ids: list[str] = []
-            for (tenant, n), rows in zip(shares.items(), picked, strict=True):
+            for (tenant, n), rows in zip(shares.items(), taken, strict=True):
                 granted[tenant] += len(rows)
                 if len(rows) < n:
                     exhausted.add(tenant)  # delayed runs, or taken by another lease
-                ids.extend(r[0] for r in rows)
-            leases.extend(await self._take(tx, ids, take))
-            slots -= len(ids)
+                # RETURNING keeps no order: a tenant's runs in the order they were chosen
+                leases.extend(_lease_from_row(r) for r in sorted(rows, key=lambda r: r[12]))
+                slots -= len(rows)
         return leases
 
     async def _fill_oldest(
@@ -252,6 +254,19 @@ class LeaseMixin(SqlBase):
                 else:
                     ended.append((run_id, parent))
         return merge(deltas, await self._wake_parents(tx, ended, now))
+
+
+def _with_deltas(load: TenantLoad, deltas: Deltas) -> TenantLoad:
+    dq, df = deltas.get(load.tenant, (0, 0))
+    return TenantLoad(
+        load.tenant,
+        load.in_flight + df,
+        load.cap,
+        load.weight,
+        load.queued + dq,
+        load.vtime,
+        load.cost,
+    )
 
 
 def _lease_from_row(r: Row) -> Lease:

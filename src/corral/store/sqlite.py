@@ -94,6 +94,7 @@ def _execute_many(conn: sqlite3.Connection, query: str, params: Sequence[Params]
 
 class SQLiteStore(SqlStore):
     dialect = "sqlite"
+    writes_serialized = True
 
     def __init__(
         self, path: str | Path, config: StoreConfig | None = None, clock: Clock = system_clock

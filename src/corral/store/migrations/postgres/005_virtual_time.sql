@@ -10,3 +10,5 @@ ALTER TABLE corral_tenants ADD COLUMN run_cost DOUBLE PRECISION NOT NULL DEFAULT
 ALTER TABLE corral_runs ADD COLUMN leased_at DOUBLE PRECISION;
 CREATE INDEX corral_tenants_vtime ON corral_tenants (vtime) WHERE queued > 0;
 CREATE INDEX corral_tenants_vtime_all ON corral_tenants (vtime);
+-- candidates are ordered by vtime now; last_served_at only breaks ties, so its index goes
+DROP INDEX IF EXISTS corral_tenants_backlog;

@@ -107,11 +107,24 @@ WHERE t.queued > 0 AND t.in_flight < t.cap
 ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
 LIMIT :limit;
 
--- name: pick_tenant_runs
-SELECT id FROM corral_runs
-WHERE tenant = :tenant AND status = 'queued' AND available_at <= :now
-ORDER BY sort_key
-LIMIT :n;
+-- name: take_tenant_runs
+-- a tenant's next :n runnable runs (priority with aging, then age), leased in one statement
+UPDATE corral_runs SET
+    status = 'running',
+    attempts = attempts + 1,
+    lease_epoch = lease_epoch + 1,
+    lease_owner = :owner,
+    lease_expires_at = :expires_at,
+    started_at = COALESCE(started_at, :now),
+    leased_at = :now
+WHERE id IN (
+    SELECT id FROM corral_runs
+    WHERE tenant = :tenant AND status = 'queued' AND available_at <= :now
+    ORDER BY sort_key
+    LIMIT :n
+)
+RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
+    root_id, parent_id, depth, journal_seq, sort_key;
 
 -- name: pick_oldest_runs
 -- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
