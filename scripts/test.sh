@@ -7,7 +7,7 @@ cd "$(dirname "$0")/.."
 bash scripts/bootstrap.sh
 [ -f scripts/system-deps.sh ] && bash scripts/system-deps.sh
 
-.venv/bin/ruff check src tests bench
+.venv/bin/ruff check src tests bench scripts
 .venv/bin/mypy
 .venv/bin/lint-imports
 .venv/bin/pytest "$@"

@@ -34,6 +34,16 @@ def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
 
 
 @pytest.fixture
+def second_db_url(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
+    """Another empty database on the same backend as ``db_url``."""
+    if db_url.startswith("sqlite"):
+        yield f"sqlite:///{tmp_path / 'second.db'}"
+    else:
+        with fresh_schema(request.getfixturevalue("pg_dsn")) as dsn:
+            yield dsn
+
+
+@pytest.fixture
 def clock() -> FakeClock:
     return FakeClock()
 

@@ -19,7 +19,7 @@ import sqlite3
 import threading
 import time
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -312,16 +312,6 @@ async def test_low_priority_is_not_starved_by_a_stream_of_higher_priority(
 
 
 # ------------------------------------ spreading over agents and priorities (fake clock)
-
-
-@pytest.fixture
-def second_db_url(db_url: str, tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[str]:
-    """Another empty database on the same backend as ``db_url``."""
-    if db_url.startswith("sqlite"):
-        yield f"sqlite:///{tmp_path / 'second.db'}"
-    else:
-        with fresh_schema(request.getfixturevalue("pg_dsn")) as dsn:
-            yield dsn
 
 
 QUIET = ("quiet1", "quiet2")
