@@ -7,7 +7,7 @@ tenant ever has more running rows, or a bigger in-flight counter, than its cap, 
 total never exceeds the global cap. Then, on a fake clock: queue quotas, low priority under
 a stream of higher priority, and that spreading a backlog over agents and priorities buys a
 tenant nothing. The last section pins lease defects found while writing these tests (fixed
-since, so they guard against a return) and, as xfail(strict), one still open.
+since, so they guard against a return).
 """
 
 from __future__ import annotations
@@ -560,16 +560,10 @@ async def test_sqlite_lease_query_cost_does_not_grow_with_finished_runs(tmp_path
     assert old < 10 * fresh, f"{old * 1000:.3f} ms with 30k finished runs, {fresh * 1000:.3f} ms"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "defect (fifo mode, comparison only): pick_oldest_runs takes the `limit` oldest runs "
-        "of tenants below their cap, then _fill_oldest drops those beyond a tenant's headroom "
-        "without looking further: one run below its cap, tenant a takes 1 slot of 4 and "
-        "tenant b's runnable runs get none"
-    ),
-)
 async def test_fifo_lease_fills_the_slots_a_nearly_capped_tenant_cannot_take(db_url: str) -> None:
+    """pick_oldest_runs took the ``limit`` oldest runs of tenants below their cap and dropped
+    those beyond a tenant's headroom without looking further: tenant a, one run below its
+    cap, took 1 slot of 4 and tenant b's runnable runs got none (was a strict xfail)."""
     clock = FakeClock()
     store = create_store(db_url, StoreConfig(fairness="fifo"), clock)
     await store.open()

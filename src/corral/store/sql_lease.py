@@ -25,6 +25,7 @@ tenant rows are always locked in sorted order, so leases, acks and submits form 
 
 from __future__ import annotations
 
+import json
 from collections import Counter
 from typing import Any
 
@@ -82,7 +83,9 @@ class LeaseMixin(SqlBase):
                 # lock only the tenants a first allocation on the snapshot would use
                 wanted = [c.tenant for c in snapshot if c.tenant in allocate(snapshot, slots)]
             elif slots > 0:
-                oldest = await tx.fetchall(self.q["pick_oldest_runs"], {"now": now, "n": slots})
+                oldest = await tx.fetchall(
+                    self.q["pick_oldest_runs"], {"now": now, "n": slots, "full": "[]"}
+                )
                 wanted = list(dict.fromkeys(r[1] for r in oldest))
             touched = set(deltas) | set(wanted)
             loads_ = await self._lock_tenants(tx, sorted(touched - set(fresh)), deltas)
@@ -94,7 +97,7 @@ class LeaseMixin(SqlBase):
                     tx, now, slots, [loads_[t] for t in wanted if t in loads_], take
                 )
             elif slots > 0:
-                leases = await self._fill_oldest(tx, oldest, loads_, take)
+                leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
             served = Counter(lease.tenant for lease in leases)
             for tenant, n in served.items():
                 d = deltas.setdefault(tenant, [0, 0])
@@ -213,17 +216,40 @@ class LeaseMixin(SqlBase):
     async def _fill_oldest(
         self,
         tx: Transaction,
+        slots: int,
         oldest: list[Row],
         loads_: dict[str, TenantLoad],
+        deltas: Deltas,
         take: dict[str, Any],
     ) -> list[Lease]:
+        """fifo: the oldest runs within each tenant's headroom. When a tenant's headroom runs
+        out before its runs among the oldest do, look again past that tenant, so its slots
+        go to the next oldest runs of others rather than stay idle."""
         headroom = {t: load.cap - load.in_flight for t, load in loads_.items()}
-        ids: list[str] = []
-        for run_id, tenant in oldest:
-            if headroom.get(tenant, 0) > 0:
-                headroom[tenant] -= 1
-                ids.append(run_id)
-        return await self._take(tx, ids, take)
+        full: set[str] = set()
+        leases: list[Lease] = []
+        rows = oldest
+        while True:
+            ids: list[str] = []
+            for run_id, tenant in rows:
+                if headroom.get(tenant, 0) > 0:
+                    headroom[tenant] -= 1
+                    ids.append(run_id)
+                else:
+                    full.add(tenant)
+            leases.extend(await self._take(tx, ids, take))
+            if len(leases) >= slots or len(ids) == len(rows):
+                return leases
+            rows = await tx.fetchall(
+                self.q["pick_oldest_runs"],
+                {"now": take["now"], "n": slots - len(leases), "full": json.dumps(sorted(full))},
+            )
+            # tenants first seen now: their fresh counters decide (on PostgreSQL this locks
+            # rows out of sorted order; a deadlock with another lease is retried whole)
+            new = sorted({t for _, t in rows} - set(loads_))
+            for tenant, load in (await self._lock_tenants(tx, new, deltas)).items():
+                loads_[tenant] = load
+                headroom[tenant] = load.cap - load.in_flight
 
     async def _take(self, tx: Transaction, ids: list[str], take: dict[str, Any]) -> list[Lease]:
         if not ids:

@@ -128,9 +128,11 @@ RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_e
 
 -- name: pick_oldest_runs
 -- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
+-- and those in :full (a JSON array: tenants this lease has just filled to their cap)
 SELECT r.id, r.tenant FROM corral_runs r
 JOIN corral_tenants t ON t.tenant = r.tenant
 WHERE r.status = 'queued' AND r.available_at <= :now AND t.in_flight < t.cap
+  AND r.tenant NOT IN (SELECT value FROM json_each(:full))
 ORDER BY r.sort_key
 LIMIT :n;
 
