@@ -187,6 +187,7 @@ class SharedScheduler:
         await self.store.resource_release(
             self.name, handle.request_id, tokens_used=handle.tokens_used, ttl=self.lease_ttl
         )
+        self._take_grants()  # a waiter of this process granted by this release: at once
 
     async def report_throttled(self, retry_after: float) -> None:
         """The provider answered 429: no process is granted anything for ``retry_after``."""
@@ -244,6 +245,15 @@ class SharedScheduler:
             rejections=self._rejections,
         )
 
+    def _take_grants(self) -> None:
+        """Grant the handles the store has learned were granted (by this process's own
+        commits, or by a notification)."""
+        granted = self.store.granted_requests
+        if granted:
+            for request_id in [r for r in self._handles if r in granted]:
+                granted.discard(request_id)
+                self._grant(self._handles[request_id])
+
     def _grant(self, handle: SharedHandle) -> None:
         if not handle._granted.done():
             self._grants += 1
@@ -262,10 +272,7 @@ class SharedScheduler:
         seen = 0
         renewed = polled = time.monotonic()
         while True:
-            granted = self.store.granted_requests
-            for request_id in [r for r in self._handles if r in granted]:
-                granted.discard(request_id)  # told by a notification or a local grant
-                self._grant(self._handles[request_id])
+            self._take_grants()
             waiting = [h for h in self._handles.values() if not h._granted.done()]
             due = time.monotonic() - renewed > self.lease_ttl / 3
             polling = waiting and time.monotonic() - polled >= self.poll_interval

@@ -8,19 +8,33 @@ is free and the rolling one-minute request and token windows allow, the waiting 
 highest load score L(i) (``corral.contention.score.choose``, the same pure function the
 in-process scheduler is checked against) gets its oldest request granted. Tokens are reserved
 at grant (the request's expected tokens) and settled to the actual usage at release.
+
+**The lock is held only while the server executes.** Every process's hand-off of a slot
+queues on that lock, so a request or a release is a single round trip: the lock, its writes,
+the grant step (``grant_next``, in SQL: the order of ``choose``, checked against it by
+``tests/contract/test_shared_grant_order.py``) and the COMMIT go out together (pipeline mode,
+PostgreSQL) and none of them waits for a result. The granted requests are announced by the
+NOTIFY (PostgreSQL, to this process too) or read in the transaction (SQLite, where a
+statement costs no round trip). A request learns its own state with a read after the commit,
+outside the lock. A poll that finds nothing to grant and nothing to renew takes no lock.
 """
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from corral.contention.score import AgentLoad, choose
 from corral.errors import BackpressureError, InvalidInput
 from corral.store.sql_base import SqlBase
 from corral.store.transaction import Row, Transaction
 
 WINDOW = 60.0  #: seconds of the request-per-minute and token-per-minute windows
+#: a poll renews its requests once this fraction of their TTL has passed since the last
+#: renewal (SharedScheduler polls at least every ttl/3, so it renews at least that often)
+RENEW_AFTER = 0.25
+#: one release in this many also deletes the usage rows older than two windows
+PRUNE_EVERY = 64
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,6 +59,8 @@ class ResourceSnapshot:
 
 
 class ResourcesMixin(SqlBase):
+    _releases = 0  #: releases by this store (this process): every PRUNE_EVERY-th prunes usage
+
     async def define_resource(self, limits: ResourceLimits) -> None:
         async def body(tx: Transaction) -> None:
             await tx.execute(
@@ -76,21 +92,8 @@ class ResourcesMixin(SqlBase):
         A full queue raises BackpressureError and takes nothing."""
         now = self.clock()
 
-        async def body(tx: Transaction) -> tuple[str, list[str]]:
-            row = await self._lock_resource(tx, name, now)
-            counts = await self._counts(tx, name)
-            if counts.get("waiting", 0) >= max_waiters:
-                raise BackpressureError(f"{name}: {max_waiters} requests already waiting")
-            if max_waiters_per_agent is not None:
-                mine = await tx.fetchone(
-                    self.q["count_agent_waiting"], {"name": name, "agent_id": agent_id}
-                )
-                if mine is not None and mine[0] >= max_waiters_per_agent:
-                    raise BackpressureError(
-                        f"{name}: agent {agent_id!r} already has {max_waiters_per_agent} waiting"
-                    )
-            seq = await tx.fetchone(self.q["bump_seq"], {"name": name})
-            assert seq is not None
+        async def body(tx: Transaction) -> list[str]:
+            await tx.execute(self.q["lock_resource"], {"name": name})
             await tx.execute(
                 self.q["insert_request"],
                 {
@@ -99,32 +102,76 @@ class ResourcesMixin(SqlBase):
                     "agent_id": agent_id,
                     "weight": weight,
                     "tokens": tokens,
-                    "tick": row[4],
-                    "seq": seq[0],
+                    "now": now,
                     "expires_at": now + ttl,
+                    "max_waiters": max_waiters,
+                    "max_waiters_per_agent": max_waiters_per_agent,
                 },
             )
-            granted = await self._grant(tx, name, row, now, ttl)
-            state = await tx.fetchone(
-                self.q["request_states"], {"name": name, "request_id": request_id}
-            )
-            return (str(state[1]) if state else "gone"), granted
+            return await self._grant(tx, name, now, ttl)
 
-        state, granted = await self._tx(body)
+        granted = await self._tx(body)
         if granted:
             self._note_grants(granted)
+        if request_id in granted:
+            return "holding"
+
+        async def look(tx: Transaction) -> str | None:
+            row = await tx.fetchone(
+                self.q["request_state"], {"name": name, "request_id": request_id}
+            )
+            return None if row is None else str(row[0])
+
+        state = await self._read(look)
+        if state is None:  # not inserted: the queue was full (or there is no such resource)
+            snapshot = await self.resource_snapshot(name)
+            if sum(snapshot.waiting.values()) >= max_waiters:
+                raise BackpressureError(f"{name}: {max_waiters} requests already waiting")
+            raise BackpressureError(
+                f"{name}: agent {agent_id!r} already has {max_waiters_per_agent} waiting"
+            )
         return state
 
     async def resource_poll(
         self, name: str, request_ids: Sequence[str], ttl: float
     ) -> dict[str, str]:
         """Renew these requests, run the grant step, and return each one's state
-        (``waiting``, ``holding``, or ``gone`` if it expired)."""
+        (``waiting``, ``holding``, or ``gone`` if it expired).
+
+        A first look takes no lock: when nothing could be granted (no expired row, and no
+        free slot with waiters outside a pause) and no request is due for renewal, that look
+        is the answer. Otherwise the poll locks the resource row and grants what it can."""
         now = self.clock()
 
+        async def look(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(
+                self.q["probe_requests"],
+                {"name": name, "ids": json.dumps(list(request_ids)), "now": now},
+            )
+
+        rows = await self._read(look)
+        if not rows:
+            raise InvalidInput(f"no shared resource named {name!r}")
+        seen = {str(r[0]): (str(r[1]), float(r[2])) for r in rows if r[0] is not None}
+        paused_until, capacity, holding, waiting, expired = (
+            float(rows[0][3]),
+            *(int(v) for v in rows[0][4:8]),
+        )
+        free = capacity - holding + expired  # at most: the expired rows may be waiters
+        could_grant = waiting > 0 and (expired > 0 or (paused_until <= now and free > 0))
+        renew_before = now + ttl * (1.0 - RENEW_AFTER)
+        due = any(expires_at < renew_before for _, expires_at in seen.values())
+        if not (could_grant or due or expired):
+            return {r: seen[r][0] if r in seen else "gone" for r in request_ids}
+
         async def body(tx: Transaction) -> tuple[dict[str, str], list[str]]:
-            row = await self._lock_resource(tx, name, now)
-            granted = await self._grant(tx, name, row, now, ttl)
+            await tx.execute(self.q["lock_resource"], {"name": name})
+            # expired rows count for nothing in the grant step; here they are dropped, an
+            # expired holder counting as a release (the tick advances)
+            await tx.execute(self.q["expire_holders"], {"name": name, "now": now})
+            await tx.execute(self.q["drop_expired"], {"name": name, "now": now})
+            await tx.execute(self.q["forget_usage"], {"name": name, "before": now - 2 * WINDOW})
+            granted = await self._grant(tx, name, now, ttl, grants=max(1, min(free, waiting)))
             states = await tx.fetch_each(
                 self.q["renew_request"],
                 [{"name": name, "request_id": r, "expires_at": now + ttl} for r in request_ids],
@@ -141,36 +188,27 @@ class ResourcesMixin(SqlBase):
 
     async def resource_release(
         self, name: str, request_id: str, *, tokens_used: int | None, ttl: float
-    ) -> bool:
+    ) -> None:
         """Remove a request: a holder's release advances the tick and grants the next waiter;
-        a waiter just leaves the queue. True if it was holding."""
+        a waiter just leaves the queue."""
         now = self.clock()
+        self._releases += 1
+        prune = self._releases % PRUNE_EVERY == 0
 
-        async def body(tx: Transaction) -> tuple[bool, list[str]]:
-            row = await self._lock_resource(tx, name, now)
-            removed = await tx.fetchone(
-                self.q["remove_request"], {"name": name, "request_id": request_id}
-            )
-            held = removed is not None and removed[0] == "holding"
-            if held:
-                await tx.execute(self.q["advance_tick"], {"name": name, "n": 1})
-                if tokens_used is not None:
-                    await tx.execute(
-                        self.q["settle_usage"],
-                        {
-                            "name": name,
-                            "request_id": request_id,
-                            "tokens": tokens_used,
-                        },
-                    )
-            if held:  # the tick the grant step scores with has just advanced
-                row = (*row[:4], row[4] + 1, *row[5:])
-            return held, await self._grant(tx, name, row, now, ttl)
+        async def body(tx: Transaction) -> list[str]:
+            await tx.execute(self.q["lock_resource"], {"name": name})
+            ids = {"name": name, "request_id": request_id}
+            await tx.execute(self.q["release_tick"], ids)
+            if tokens_used is not None:
+                await tx.execute(self.q["settle_usage"], {**ids, "tokens": tokens_used})
+            await tx.execute(self.q["remove_request"], ids)
+            if prune:  # the usage window's old rows, now and then rather than every time
+                await tx.execute(self.q["forget_usage"], {"name": name, "before": now - 2 * WINDOW})
+            return await self._grant(tx, name, now, ttl)
 
-        held, granted = await self._tx(body)
+        granted = await self._tx(body)
         if granted:
             self._note_grants(granted)
-        return held
 
     async def resource_pause(self, name: str, until: float) -> None:
         """Grant nothing before ``until`` (the provider answered 429: everyone backs off)."""
@@ -207,74 +245,24 @@ class ResourcesMixin(SqlBase):
 
     # -- the grant step -----------------------------------------------------------------------
 
-    async def _lock_resource(self, tx: Transaction, name: str, now: float) -> Row:
-        """Lock the resource row and drop expired requests (an expired holder is a release)."""
-        row = await tx.fetchone(self.q["lock_resource"], {"name": name})
-        if row is None:
-            raise InvalidInput(f"no shared resource named {name!r}")
-        expired = await tx.fetchall(self.q["expired_requests"], {"name": name, "now": now})
-        released = sum(1 for (state,) in expired if state == "holding")
-        if released:
-            await tx.execute(self.q["advance_tick"], {"name": name, "n": released})
-            row = await tx.fetchone(self.q["lock_resource"], {"name": name})
-            assert row is not None
-        return row
-
-    async def _counts(self, tx: Transaction, name: str) -> dict[str, int]:
-        return {
-            str(s): int(n) for s, n in await tx.fetchall(self.q["count_requests"], {"name": name})
-        }
-
     async def _grant(
-        self, tx: Transaction, name: str, row: Row, now: float, ttl: float
+        self, tx: Transaction, name: str, now: float, ttl: float, *, grants: int = 1
     ) -> list[str]:
-        capacity, rpm, tpm, alpha, tick, _seq, paused_until = row
-        if paused_until > now:
+        """Run the grant step up to ``grants`` times (each grants at most one request) and
+        reserve the grants' tokens. Returns the granted requests where the backend has no
+        notifications (SQLite); on PostgreSQL nothing is awaited (the NOTIFY tells every
+        process, this one included, at COMMIT) and the list is empty.
+
+        A request or a release grants once: the one slot it could free. Where more slots are
+        free (expired holders, a raised capacity, a window that rolled), the next poll of any
+        waiting process grants them."""
+        params = {"name": name, "now": now, "since": now - WINDOW, "expires_at": now + ttl}
+        for _ in range(grants):  # each grant in the window before the next is decided
+            await tx.execute(self.q["grant_next"], params)
+            await tx.execute(self.q["record_grants"], {"name": name, "now": now})
+        if self.dialect == "postgres":
+            await tx.execute(self.q["grants_made"], {"name": name, "now": now})
             return []
-        holding = (await self._counts(tx, name)).get("holding", 0)
-        window = await tx.fetchone(self.q["usage_window"], {"name": name, "since": now - WINDOW})
-        assert window is not None
-        requests, tokens = int(window[0]), int(window[1])
-        granted: list[str] = []
-        while holding < capacity and (rpm is None or requests < rpm):
-            agents = [
-                AgentLoad(str(a), float(q), int(oldest), int(seq))
-                for a, q, oldest, seq in await tx.fetchall(self.q["waiting_agents"], {"name": name})
-            ]
-            winner = choose(agents, int(tick), float(alpha))
-            if winner is None:
-                break
-            request = await tx.fetchone(
-                self.q["oldest_request_of"], {"name": name, "agent_id": winner}
-            )
-            assert request is not None
-            request_id, expected = request
-            if tpm is not None and tokens + int(expected) > tpm:
-                break  # the winner waits for the window to roll; nobody overtakes it
-            await tx.execute(
-                self.q["grant_request"],
-                {
-                    "name": name,
-                    "request_id": request_id,
-                    "now": now,
-                    "expires_at": now + ttl,
-                },
-            )
-            await tx.execute(
-                self.q["record_usage"],
-                {
-                    "name": name,
-                    "request_id": request_id,
-                    "now": now,
-                    "tokens": int(expected),
-                },
-            )
-            holding += 1
-            requests += 1
-            tokens += int(expected)
-            granted.append(str(request_id))
-        if granted:
-            if int(tick) % 64 == 0:  # prune the usage window now and then, not per grant
-                await tx.execute(self.q["forget_usage"], {"name": name, "before": now - 2 * WINDOW})
-            await tx.execute(self.q["notify_grants"], {"payload": ",".join([name, *granted])})
-        return granted
+        return [
+            str(r[0]) for r in await tx.fetchall(self.q["grants_made"], {"name": name, "now": now})
+        ]
