@@ -15,7 +15,9 @@ from importlib import resources
 
 #: queries only one dialect has: a faster form of something the shared logic also does
 DIALECT_ONLY: dict[str, frozenset[str]] = {
-    "postgres": frozenset({"append_one_relaxed", "lease_fast", "ack_runs_batch"})
+    "postgres": frozenset(
+        {"append_one_relaxed", "lease_fast", "ack_runs_batch", "use_generic_plans"}
+    )
 }
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)

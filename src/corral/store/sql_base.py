@@ -204,6 +204,13 @@ class SqlBase(ABC):
     async def _wake_timers(self, tx: Transaction, now: float) -> Deltas:
         """Queue waiting runs whose timer is due (see sql_durable)."""
 
+    async def _skip_planning(self, tx: Transaction) -> None:
+        """On the hot paths (lease, submit, ack), whose statements are written to plan well
+        without their parameters: reuse each prepared statement's generic plan for the rest
+        of the transaction instead of planning it anew on every run (PostgreSQL)."""
+        if "use_generic_plans" in self.q:
+            await tx.execute(self.q["use_generic_plans"])
+
     async def _adjust_tenants(
         self, tx: Transaction, deltas: Deltas, held: LeaseTimes | None = None
     ) -> bool:

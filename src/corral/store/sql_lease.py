@@ -140,6 +140,7 @@ class LeaseMixin(SqlBase):
         args = {**take, "slots": limit, "min_cost": MIN_RUN_COST}
 
         async def body(tx: Transaction) -> list[Row]:
+            await self._skip_planning(tx)
             return await tx.fetchall(self.q["lease_fast"], args)
 
         rows = await self._tx(body)

@@ -70,6 +70,7 @@ class QueueMixin(SqlBase):
             )
 
         async def body(tx: Transaction) -> list[str]:
+            await self._skip_planning(tx)
             inserted = await tx.fetch_each(self.q["insert_run"], params)
             ids: list[str] = []
             new_per_tenant: Counter[str] = Counter()
@@ -148,7 +149,7 @@ class QueueMixin(SqlBase):
         if not acks:
             return frozenset()
         now = self.clock()
-        if len(acks) > 1 and "ack_runs_batch" in self.q:
+        if "ack_runs_batch" in self.q:
             return await self._ack_batch(acks, now)
         params = [
             {"id": a.run_id, "epoch": a.epoch, "result": dumps(a.result), "now": now} for a in acks
@@ -165,6 +166,7 @@ class QueueMixin(SqlBase):
         }
 
         async def body(tx: Transaction) -> frozenset[str]:
+            await self._skip_planning(tx)
             rows = await tx.fetchall(self.q["ack_runs_batch"], args)
             return await self._settle_finished(tx, [(r[0], r[1], r[2], r[3]) for r in rows])
 

@@ -148,9 +148,17 @@ FOR UPDATE OF r SKIP LOCKED;
 SELECT tenant, cap - in_flight FROM corral_tenants WHERE tenant = :tenant
 FOR UPDATE;
 
+-- name: use_generic_plans
+-- for the rest of the transaction, prepared statements (psycopg prepares a statement on its
+-- fifth run on a connection) reuse their generic plan instead of planning every run
+SET LOCAL plan_cache_mode = force_generic_plan;
+
 -- name: lease_fast
 -- The whole fair lease in one statement (one round trip), for the common case: no global cap,
--- no maintenance due (see sql_lease.py). The same steps as the general path: candidates from
+-- no maintenance due (see sql_lease.py). Written so that its generic plan is as good as a
+-- custom one (= ANY(ARRAY(...)) keeps every row lookup on an index whatever the estimates),
+-- so the lease runs it as a prepared statement with plan_cache_mode = force_generic_plan and
+-- skips planning (a custom plan costs about as much to plan as to run). The same steps as the general path: candidates from
 -- the snapshot; their rows locked in sorted order (fresh counters: FOR UPDATE returns the
 -- newest version); the slots handed out by lowest start tag, as dispatch.allocate does; runs
 -- taken with SKIP LOCKED; counters and vtime charged. ``wanted`` (slots allocated) against the
@@ -167,7 +175,7 @@ WITH cand AS (
     SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued, t.vtime, t.last_served_at,
         GREATEST(t.run_cost, :min_cost::float8) / t.weight AS charge
     FROM corral_tenants t
-    WHERE t.tenant IN (SELECT tenant FROM cand)
+    WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM cand))
     ORDER BY t.tenant
     FOR UPDATE
 ), tags AS (
@@ -198,8 +206,7 @@ WITH cand AS (
         lease_expires_at = :expires_at,
         started_at = COALESCE(r.started_at, :now),
         leased_at = :now
-    FROM picked p
-    WHERE r.id = p.id
+    WHERE r.id = ANY(ARRAY(SELECT id FROM picked))
     RETURNING r.id, r.lease_epoch, r.tenant, r.agent, r.input, r.attempts, r.max_attempts,
         r.lease_expires_at, r.root_id, r.parent_id, r.depth, r.journal_seq, r.sort_key
 ), served AS (
@@ -209,7 +216,7 @@ WITH cand AS (
         vtime = t.vtime + s.n * GREATEST(t.run_cost, :min_cost::float8) / t.weight,
         last_served_at = :now
     FROM (SELECT tenant, count(*) AS n FROM taken GROUP BY tenant) s
-    WHERE t.tenant = s.tenant
+    WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM taken)) AND t.tenant = s.tenant
     RETURNING t.tenant
 )
 SELECT x.id, x.lease_epoch, x.tenant, x.agent, x.input, x.attempts, x.max_attempts,
@@ -249,7 +256,8 @@ RETURNING tenant, parent_id, leased_at;
 UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
     lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
-WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status = 'running' AND r.lease_expires_at > :now
+WHERE r.id = ANY(:ids::text[])  -- an index lookup whatever the plan's estimate of the batch
+  AND r.id = a.id AND r.lease_epoch = a.epoch AND r.status = 'running' AND r.lease_expires_at > :now
 RETURNING r.id, r.tenant, r.parent_id, r.leased_at;
 
 -- name: fail_run
