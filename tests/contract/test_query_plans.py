@@ -38,6 +38,17 @@ GENERIC = {
     "lease_fast": HOT["lease_fast"],
     "ack_runs_batch": {"epochs": [1, 1], "results": ["null", "null"]},
     "reserve_queued": {"tenant": "t7", "n": 1},
+    "submit_one": {
+        "id": "probe-run",
+        "tenant": "t7",
+        "agent": "echo",
+        "input": "null",
+        "priority": 0,
+        "sort_key": 0.0,
+        "available_at": 0.0,
+        "max_attempts": 3,
+        "budget": 1.0,
+    },
 }
 PARAM = re.compile(r"%\((\w+)\)s")  # psycopg's named placeholders
 

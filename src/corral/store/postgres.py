@@ -192,6 +192,27 @@ class PostgresStore(SqlStore):
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
 
+    async def _round_trip(self, statements: Sequence[tuple[str, Params | None]]) -> list[Row]:
+        # Sent together, up to one Sync: PostgreSQL runs them as one implicit transaction,
+        # committed at the Sync, so the whole transaction costs one round trip.
+        assert self._pool is not None, "store is not open"
+        *first, (last, params) = statements
+        for attempt in range(RETRIES):
+            try:
+                async with self._pool.connection() as conn, conn.pipeline() as pipeline:
+                    for query, args in first:
+                        await conn.execute(query, args)
+                    cursor = await conn.execute(last, params)
+                    await pipeline.sync()
+                    return await cursor.fetchall()
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+                if attempt == RETRIES - 1:
+                    raise
+                await asyncio.sleep(0.001 * (2**attempt))
+            except (psycopg.OperationalError, PoolTimeout) as exc:
+                raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+        raise AssertionError("unreachable")
+
     async def append(self, ref: LeaseRef, entries: Sequence[Entry]) -> Appended:
         if len(entries) != 1 or self.config.durable_steps:
             return await super().append(ref, entries)

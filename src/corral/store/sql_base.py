@@ -26,7 +26,7 @@ from corral.models import (
     RunStatus,
 )
 from corral.store.queries import load_queries
-from corral.store.transaction import Transaction
+from corral.store.transaction import Params, Row, Transaction
 
 T = TypeVar("T")
 
@@ -203,6 +203,18 @@ class SqlBase(ABC):
     @abstractmethod
     async def _wake_timers(self, tx: Transaction, now: float) -> Deltas:
         """Queue waiting runs whose timer is due (see sql_durable)."""
+
+    async def _round_trip(self, statements: Sequence[tuple[str, Params | None]]) -> list[Row]:
+        """Run ``statements`` as one transaction; the rows of the last. A backend that can
+        sends them all at once (PostgreSQL: one round trip, an implicit transaction)."""
+
+        async def body(tx: Transaction) -> list[Row]:
+            *first, (last, params) = statements
+            for query, args in first:
+                await tx.execute(query, args)
+            return await tx.fetchall(last, params)
+
+        return await self._tx(body)
 
     async def _skip_planning(self, tx: Transaction) -> None:
         """On the hot paths (lease, submit, ack), whose statements are written to plan well

@@ -139,11 +139,9 @@ class LeaseMixin(SqlBase):
         """The lease in one statement; also says whether slots were allocated but not filled."""
         args = {**take, "slots": limit, "min_cost": MIN_RUN_COST}
 
-        async def body(tx: Transaction) -> list[Row]:
-            await self._skip_planning(tx)
-            return await tx.fetchall(self.q["lease_fast"], args)
-
-        rows = await self._tx(body)
+        rows = await self._round_trip(
+            [(self.q["use_generic_plans"], None), (self.q["lease_fast"], args)]
+        )
         leases = [_lease_from_row(r) for r in rows if r[0] is not None]
         wanted = int(rows[0][12]) if rows else 0
         return leases, len(leases) < wanted

@@ -9,6 +9,32 @@ VALUES (:id, :tenant, :agent, :input, 'queued', :priority, :sort_key, :available
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
+-- name: submit_one
+-- submit of one run without an idempotency key, in one statement: count it against the
+-- tenant's quota (lifting its vtime as reserve_queued does), insert it and its first journal
+-- entry, wake the workers. No row back: the tenant is new or over its quota, and nothing was
+-- written (the caller then takes the general path, which creates the tenant or refuses).
+WITH reserved AS (
+    UPDATE corral_tenants SET queued = queued + 1,
+        vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, COALESCE(
+                      (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
+                      (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END
+    WHERE tenant = :tenant AND queued + 1 <= max_queued
+    RETURNING tenant
+), run AS (
+    INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
+        max_attempts, root_id, depth, budget, created_at, journal_seq)
+    SELECT :id::text, tenant, :agent::text, :input::text, 'queued', :priority::int,
+        :sort_key::float8, :available_at::float8, :max_attempts::int, :id::text, 0,
+        :budget::float8, :now::float8, 1
+    FROM reserved
+    RETURNING id
+), entry AS (
+    INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
+    SELECT id, 1, 'submitted', :agent::text, NULL, 0, :now::float8 FROM run
+)
+SELECT id, pg_notify('corral_work', '') FROM run;
+
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
 
