@@ -292,10 +292,15 @@ class SharedScheduler:
             interval = self.poll_interval if waiting else self.lease_ttl / 3
             change = asyncio.ensure_future(self.store.wait_for_change(seen, interval))
             wake = asyncio.ensure_future(self._wake.wait())
-            done, pending = await asyncio.wait(
-                {change, wake}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
-            )
-            for f in pending:
-                f.cancel()
+            try:
+                done, _ = await asyncio.wait(
+                    {change, wake}, timeout=interval, return_when=asyncio.FIRST_COMPLETED
+                )
+            finally:
+                # also when close() cancels this loop: a wait left running would go on using
+                # the store (and open a listening connection) after the store is closed
+                for f in (change, wake):
+                    if not f.done():
+                        f.cancel()
             if change in done:
                 seen = change.result()

@@ -85,6 +85,12 @@ class _PgTransaction:
             await cur.executemany(query, params)
 
 
+def _retrieve(future: asyncio.Future[None]) -> None:
+    """Mark a background future's exception as seen (its waiters, if any, got it too)."""
+    if not future.cancelled():
+        future.exception()
+
+
 class PostgresStore(SqlStore):
     dialect = "postgres"
 
@@ -98,10 +104,13 @@ class PostgresStore(SqlStore):
         self._listen_conn: psycopg.AsyncConnection[Any] | None = None
         self._listen_lock = asyncio.Lock()
         self._connecting: asyncio.Future[None] | None = None
+        #: set by close(): a wait still running then must not open a listening connection
+        self._closed = False
 
     async def open(self) -> None:
         if self._pool is not None:
             return
+        self._closed = False
         try:
             # one direct attempt first: a wrong host or port fails at once with its reason,
             # where the pool would keep retrying until its timeout
@@ -127,6 +136,7 @@ class PostgresStore(SqlStore):
         await self._seed_plans()
 
     async def close(self) -> None:
+        self._closed = True
         if self._connecting is not None and not self._connecting.done():
             with contextlib.suppress(Exception):
                 await self._connecting  # a cancelled waiter may have left it running
@@ -248,11 +258,17 @@ class PostgresStore(SqlStore):
             await self._start_listener()
 
     async def _start_listener(self) -> None:
-        # Shielded: a waiter cancelled half-way must not leave an open, unowned connection.
+        # One connecting task at a time, shielded: a waiter cancelled half-way must neither
+        # leave an open, unowned connection nor let a second task start beside the first
+        # (which would close the first one's connection under it).
         async with self._listen_lock:
-            if self._listener is None:
+            if self._closed or (self._listener is not None and not self._listener.done()):
+                return
+            if self._connecting is None or self._connecting.done():
                 self._connecting = asyncio.ensure_future(self._connect_listener())
-                await asyncio.shield(self._connecting)
+                self._connecting.add_done_callback(_retrieve)
+            connecting = self._connecting
+        await asyncio.shield(connecting)
 
     async def _connect_listener(self) -> None:
         if self._listen_conn is not None:
@@ -262,6 +278,9 @@ class PostgresStore(SqlStore):
             conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        if self._closed:  # close() ran while this connected
+            await conn.close()
+            return
         self._listen_conn = conn
         await conn.execute(f"LISTEN {CHANNEL}")
         await conn.execute(f"LISTEN {GRANTS_CHANNEL}")
