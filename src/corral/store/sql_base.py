@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 from abc import ABC, abstractmethod
+from collections import deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, ClassVar, TypeVar
 
@@ -29,6 +30,9 @@ from corral.store.queries import load_queries
 from corral.store.transaction import Params, Row, Transaction
 
 T = TypeVar("T")
+
+#: how long (seconds) a process remembers grants it heard of but has no waiter for
+GRANT_MEMORY = 60.0
 
 #: per-tenant (queued, in_flight) counter changes, applied at the end of a transaction
 Deltas = dict[str, list[int]]
@@ -96,6 +100,7 @@ class SqlBase(ABC):
         self._global_cap_unset_at: float | None = None
         #: request ids of shared resources granted, as learned by this process
         self.granted_requests: set[str] = set()
+        self._grant_log: deque[tuple[float, str]] = deque()
         self._change_waiters: list[asyncio.Future[None]] = []
 
     # -- backend hooks ------------------------------------------------------------------------
@@ -138,7 +143,13 @@ class SqlBase(ABC):
         """Start receiving other processes' notifications, where the backend has them."""
 
     def _note_grants(self, request_ids: list[str]) -> None:
+        # Every process hears of every grant, and only takes its own: forget the others after
+        # a while (a waiter of this process takes its grant within a poll interval).
+        now = self.clock()
         self.granted_requests.update(request_ids)
+        self._grant_log.extend((now, r) for r in request_ids)
+        while self._grant_log and now - self._grant_log[0][0] > GRANT_MEMORY:
+            self.granted_requests.discard(self._grant_log.popleft()[1])
         self._signal_local_work()
 
     async def wait_for_change(self, seen: int, timeout: float) -> int:
