@@ -37,6 +37,7 @@ HOT = {
 GENERIC = {
     "lease_fast": HOT["lease_fast"],
     "ack_runs_batch": {"epochs": [1, 1], "results": ["null", "null"]},
+    "ack_fast": {"epochs": [1, 1], "results": ["null", "null"]},
     "reserve_queued": {"tenant": "t7", "n": 1},
     "submit_one": {
         "id": "probe-run",

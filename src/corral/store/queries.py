@@ -16,7 +16,14 @@ from importlib import resources
 #: queries only one dialect has: a faster form of something the shared logic also does
 DIALECT_ONLY: dict[str, frozenset[str]] = {
     "postgres": frozenset(
-        {"append_one_relaxed", "lease_fast", "ack_runs_batch", "use_generic_plans", "submit_one"}
+        {
+            "append_one_relaxed",
+            "lease_fast",
+            "ack_runs_batch",
+            "ack_fast",
+            "use_generic_plans",
+            "submit_one",
+        }
     )
 }
 

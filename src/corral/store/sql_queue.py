@@ -158,12 +158,34 @@ class QueueMixin(SqlBase):
         if not acks:
             return frozenset()
         now = self.clock()
+        if "ack_fast" in self.q:
+            acked = await self._ack_fast(acks, now)
+            rest = [a for a in acks if a.run_id not in acked]
+            if not rest:
+                return frozenset()
+            # runs with a parent to wake, or whose lease was lost: the general path decides
+            return await self._ack_batch(rest, now)
         if "ack_runs_batch" in self.q:
             return await self._ack_batch(acks, now)
         params = [
             {"id": a.run_id, "epoch": a.epoch, "result": dumps(a.result), "now": now} for a in acks
         ]
         return await self._finish_many(self.q["ack_run"], params, [a.run_id for a in acks])
+
+    async def _ack_fast(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
+        """Ack the runs without a parent in one round trip (PostgreSQL); their ids."""
+        args = {
+            "ids": [a.run_id for a in acks],
+            "epochs": [a.epoch for a in acks],
+            "results": [dumps(a.result) for a in acks],
+            "now": now,
+        }
+        rows = await self._round_trip(
+            [(self.q["use_generic_plans"], None), (self.q["ack_fast"], args)]
+        )
+        if rows:
+            self._signal_local_work()
+        return frozenset(r[0] for r in rows)
 
     async def _ack_batch(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
         """``ack_many`` as one statement over arrays (PostgreSQL)."""

@@ -286,6 +286,43 @@ WHERE r.id = ANY(:ids::text[])  -- an index lookup whatever the plan's estimate 
   AND r.id = a.id AND r.lease_epoch = a.epoch AND r.status = 'running' AND r.lease_expires_at > :now
 RETURNING r.id, r.tenant, r.parent_id, r.leased_at;
 
+-- name: ack_fast
+-- ack_runs_batch plus the tenant counters, in one statement, for runs without a parent (a
+-- parent to wake needs the general path): lock the tenants in sorted order, count their runs
+-- down, learn their run cost, lift a tenant this frees from its cap (as adjust_tenant does),
+-- and wake idle workers when a tenant still has runs queued. Rows back: the runs acked.
+WITH done AS (
+    UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
+    WHERE r.id = ANY(:ids::text[])
+      AND r.id = a.id AND r.lease_epoch = a.epoch AND r.status = 'running'
+      AND r.lease_expires_at > :now AND r.parent_id IS NULL
+    RETURNING r.id, r.tenant, r.leased_at
+), per AS (
+    SELECT tenant, count(*) AS n, avg(GREATEST(:now::float8 - leased_at, 0)) AS cost
+    FROM done GROUP BY tenant
+), locked AS (
+    SELECT t.tenant FROM corral_tenants t
+    WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM per))
+    ORDER BY t.tenant
+    FOR UPDATE
+), counted AS (
+    UPDATE corral_tenants t SET in_flight = t.in_flight - p.n,
+        vtime = CASE WHEN t.in_flight >= t.cap AND t.in_flight - p.n < t.cap AND t.queued > 0
+                  THEN GREATEST(t.vtime, COALESCE(
+                      (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
+                      (SELECT MAX(b.vtime) FROM corral_tenants b)))
+                  ELSE t.vtime END,
+        run_cost = CASE WHEN p.cost IS NULL THEN t.run_cost ELSE 0.8 * t.run_cost + 0.2 * p.cost END
+    FROM per p
+    WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM locked)) AND t.tenant = p.tenant
+    RETURNING t.queued
+), woken AS (
+    SELECT pg_notify('corral_work', '') FROM counted WHERE queued > 0 LIMIT 1
+)
+SELECT d.id, (SELECT count(*) FROM woken) FROM done d;
+
 -- name: fail_run
 UPDATE corral_runs SET
     status = CASE WHEN cancel_requested = 1 THEN 'cancelled'
