@@ -176,49 +176,52 @@ class PostgresStore(SqlStore):
         await self._tx(body)
 
     async def _tx(self, body: Callable[[Transaction], Awaitable[T]], *, relaxed: bool = False) -> T:
-        assert self._pool is not None, "store is not open"
         begin = RELAXED_BEGIN if relaxed else ("BEGIN",)
-        for attempt in range(RETRIES):
+
+        async def attempt(conn: psycopg.AsyncConnection[Any]) -> T:
             try:
-                async with self._pool.connection() as conn:
-                    try:
-                        # Pipeline mode: statements whose results nobody awaits yet go out
-                        # together, so a transaction costs fewer round trips.
-                        async with conn.pipeline():
-                            for statement in begin:
-                                await conn.execute(statement)
-                            result = await body(_PgTransaction(conn))
-                            await conn.execute("COMMIT")
-                    except BaseException:
-                        if conn.info.transaction_status != TransactionStatus.IDLE:
-                            await conn.execute("ROLLBACK")
-                        raise
-                    return result
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                if attempt == RETRIES - 1:
-                    raise
-                await asyncio.sleep(0.001 * (2**attempt))
-            except (psycopg.OperationalError, PoolTimeout) as exc:
-                raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
-        raise AssertionError("unreachable")
+                # Pipeline mode: statements whose results nobody awaits yet go out together,
+                # so a transaction costs fewer round trips.
+                async with conn.pipeline():
+                    for statement in begin:
+                        await conn.execute(statement)
+                    result = await body(_PgTransaction(conn))
+                    await conn.execute("COMMIT")
+            except BaseException:
+                if conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.execute("ROLLBACK")
+                raise
+            return result
+
+        return await self._retrying(attempt)
 
     async def _round_trip(self, statements: Sequence[tuple[str, Params | None]]) -> list[Row]:
         # Sent together, up to one Sync: PostgreSQL runs them as one implicit transaction,
         # committed at the Sync, so the whole transaction costs one round trip.
-        assert self._pool is not None, "store is not open"
         *first, (last, params) = statements
-        for attempt in range(RETRIES):
+
+        async def attempt(conn: psycopg.AsyncConnection[Any]) -> list[Row]:
+            async with conn.pipeline() as pipeline:
+                for query, args in first:
+                    await conn.execute(query, args)
+                cursor = await conn.execute(last, params)
+                await pipeline.sync()
+                return await cursor.fetchall()
+
+        return await self._retrying(attempt)
+
+    async def _retrying(self, attempt: Callable[[psycopg.AsyncConnection[Any]], Awaitable[T]]) -> T:
+        """Run one transaction on a pooled connection, again whole if it loses a deadlock or
+        serialization race; an unreachable server is StoreUnavailable."""
+        assert self._pool is not None, "store is not open"
+        for n in range(RETRIES):
             try:
-                async with self._pool.connection() as conn, conn.pipeline() as pipeline:
-                    for query, args in first:
-                        await conn.execute(query, args)
-                    cursor = await conn.execute(last, params)
-                    await pipeline.sync()
-                    return await cursor.fetchall()
+                async with self._pool.connection() as conn:
+                    return await attempt(conn)
             except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
-                if attempt == RETRIES - 1:
+                if n == RETRIES - 1:
                     raise
-                await asyncio.sleep(0.001 * (2**attempt))
+                await asyncio.sleep(0.001 * (2**n))
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")

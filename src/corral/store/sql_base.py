@@ -227,6 +227,11 @@ class SqlBase(ABC):
 
         return await self._tx(body)
 
+    async def _hot_statement(self, name: str, params: Params) -> list[Row]:
+        """One hot-path statement that is a whole transaction (PostgreSQL only: one round trip,
+        on its generic plan, see ``_skip_planning``); its rows."""
+        return await self._round_trip([(self.q["use_generic_plans"], None), (self.q[name], params)])
+
     async def _skip_planning(self, tx: Transaction) -> None:
         """On the hot paths (lease, submit, ack), whose statements are written to plan well
         without their parameters: reuse each prepared statement's generic plan for the rest

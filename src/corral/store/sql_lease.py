@@ -94,7 +94,7 @@ class LeaseMixin(SqlBase):
             leases: list[Lease] = []
             if slots > 0 and self.config.fairness == "tenant":
                 leases = await self._fill_fair(
-                    tx, now, slots, [loads_[t] for t in wanted if t in loads_], take
+                    tx, slots, [loads_[t] for t in wanted if t in loads_], take
                 )
             elif slots > 0:
                 leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
@@ -137,10 +137,8 @@ class LeaseMixin(SqlBase):
 
     async def _lease_fast(self, take: dict[str, Any], limit: int) -> tuple[list[Lease], bool]:
         """The lease in one statement; also says whether slots were allocated but not filled."""
-        args = {**take, "slots": limit, "min_cost": MIN_RUN_COST}
-
-        rows = await self._round_trip(
-            [(self.q["use_generic_plans"], None), (self.q["lease_fast"], args)]
+        rows = await self._hot_statement(
+            "lease_fast", {**take, "slots": limit, "min_cost": MIN_RUN_COST}
         )
         leases = [_lease_from_row(r) for r in rows if r[0] is not None]
         wanted = int(rows[0][12]) if rows else 0
@@ -175,7 +173,6 @@ class LeaseMixin(SqlBase):
     async def _fill_fair(
         self,
         tx: Transaction,
-        now: float,
         slots: int,
         loads_: list[TenantLoad],
         take: dict[str, Any],

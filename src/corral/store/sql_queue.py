@@ -69,14 +69,12 @@ class QueueMixin(SqlBase):
                 }
             )
 
-        if len(specs) == 1 and specs[0].idempotency_key is None and "submit_one" in self.q:
-            rows = await self._round_trip(
-                [(self.q["use_generic_plans"], None), (self.q["submit_one"], params[0])]
-            )
-            if rows:
-                self._signal_local_work()
-                return [params[0]["id"]]
-            # a tenant seen for the first time, or one at its quota: the general path below
+        # one run without an idempotency key: one round trip (PostgreSQL). No row back means
+        # a tenant seen for the first time, or one at its quota: the general path below
+        one = len(specs) == 1 and specs[0].idempotency_key is None and "submit_one" in self.q
+        if one and await self._hot_statement("submit_one", params[0]):
+            self._signal_local_work()
+            return [params[0]["id"]]
 
         async def body(tx: Transaction) -> list[str]:
             await self._skip_planning(tx)
@@ -165,8 +163,6 @@ class QueueMixin(SqlBase):
                 return frozenset()
             # runs with a parent to wake, or whose lease was lost: the general path decides
             return await self._ack_batch(rest, now)
-        if "ack_runs_batch" in self.q:
-            return await self._ack_batch(acks, now)
         params = [
             {"id": a.run_id, "epoch": a.epoch, "result": dumps(a.result), "now": now} for a in acks
         ]
@@ -174,27 +170,14 @@ class QueueMixin(SqlBase):
 
     async def _ack_fast(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
         """Ack the runs without a parent in one round trip (PostgreSQL); their ids."""
-        args = {
-            "ids": [a.run_id for a in acks],
-            "epochs": [a.epoch for a in acks],
-            "results": [dumps(a.result) for a in acks],
-            "now": now,
-        }
-        rows = await self._round_trip(
-            [(self.q["use_generic_plans"], None), (self.q["ack_fast"], args)]
-        )
+        rows = await self._hot_statement("ack_fast", _ack_arrays(acks, now))
         if rows:
             self._signal_local_work()
         return frozenset(r[0] for r in rows)
 
     async def _ack_batch(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
-        """``ack_many`` as one statement over arrays (PostgreSQL)."""
-        args = {
-            "ids": [a.run_id for a in acks],
-            "epochs": [a.epoch for a in acks],
-            "results": [dumps(a.result) for a in acks],
-            "now": now,
-        }
+        """``ack_many`` as one statement over arrays, then the counters (PostgreSQL)."""
+        args = _ack_arrays(acks, now)
 
         async def body(tx: Transaction) -> frozenset[str]:
             await self._skip_planning(tx)
@@ -410,3 +393,13 @@ class QueueMixin(SqlBase):
             return await tx.fetch_dicts(self.q["list_runs"], args)
 
         return [run_from_row(r) for r in await self._read(body)]
+
+
+def _ack_arrays(acks: Sequence[Ack], now: float) -> Params:
+    """The array parameters of the PostgreSQL batch acks (``ack_fast``, ``ack_runs_batch``)."""
+    return {
+        "ids": [a.run_id for a in acks],
+        "epochs": [a.epoch for a in acks],
+        "results": [dumps(a.result) for a in acks],
+        "now": now,
+    }
