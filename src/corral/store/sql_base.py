@@ -215,22 +215,15 @@ class SqlBase(ABC):
     async def _wake_timers(self, tx: Transaction, now: float) -> Deltas:
         """Queue waiting runs whose timer is due (see sql_durable)."""
 
-    async def _round_trip(self, statements: Sequence[tuple[str, Params | None]]) -> list[Row]:
-        """Run ``statements`` as one transaction; the rows of the last. A backend that can
-        sends them all at once (PostgreSQL: one round trip, an implicit transaction)."""
+    async def _hot_statement(self, name: str, params: Params) -> list[Row]:
+        """One hot-path statement that is a whole transaction (lease, submit, ack), on its
+        generic plan; its rows. PostgreSQL overrides this with one plain round trip."""
 
         async def body(tx: Transaction) -> list[Row]:
-            *first, (last, params) = statements
-            for query, args in first:
-                await tx.execute(query, args)
-            return await tx.fetchall(last, params)
+            await self._skip_planning(tx)
+            return await tx.fetchall(self.q[name], params)
 
         return await self._tx(body)
-
-    async def _hot_statement(self, name: str, params: Params) -> list[Row]:
-        """One hot-path statement that is a whole transaction (PostgreSQL only: one round trip,
-        on its generic plan, see ``_skip_planning``); its rows."""
-        return await self._round_trip([(self.q["use_generic_plans"], None), (self.q[name], params)])
 
     async def _skip_planning(self, tx: Transaction) -> None:
         """On the hot paths (lease, submit, ack), whose statements are written to plan well
