@@ -18,6 +18,7 @@ from corral.cli.common import (
     app_option,
     db_option,
     load_app,
+    on_fast_loop,
     parse_json,
     resolve_app,
     run_async,
@@ -44,6 +45,7 @@ def cli(verbose: int) -> None:
 @click.argument("app_path", metavar="MODULE:ATTR")
 @worker_options
 @db_option
+@on_fast_loop
 @run_async
 async def worker(
     app_path: str,

@@ -4,10 +4,7 @@ are read from options and environment variables."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
-from collections.abc import Iterator
 from typing import Any
 
 import click
@@ -18,6 +15,7 @@ from corral.cli.common import (
     CliError,
     app_option,
     db_option,
+    fast_event_loop,
     resolve_app,
     run_async,
     when,
@@ -79,28 +77,8 @@ console = Console()
 @worker_options
 def serve(**options: Any) -> None:
     """Serve the HTTP API (and run embedded workers) until SIGTERM/SIGINT."""
-    with _fast_event_loop():
+    with fast_event_loop():
         _serve(**options)
-
-
-def _fast_event_loop() -> contextlib.AbstractContextManager[None]:
-    """uvloop's event loop for the service when it is installed (a faster loop for the
-    HTTP server and the store drivers); the standard one otherwise."""
-    try:
-        import uvloop
-    except ImportError:
-        return contextlib.nullcontext()
-    return _event_loop_policy(uvloop.EventLoopPolicy())
-
-
-@contextlib.contextmanager
-def _event_loop_policy(policy: asyncio.AbstractEventLoopPolicy) -> Iterator[None]:
-    previous = asyncio.get_event_loop_policy()
-    asyncio.set_event_loop_policy(policy)
-    try:
-        yield
-    finally:
-        asyncio.set_event_loop_policy(previous)
 
 
 @run_async
