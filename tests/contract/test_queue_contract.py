@@ -117,6 +117,29 @@ async def test_expired_lease_is_redelivered_and_zombie_writes_are_refused(
     assert run is not None and run.status == "succeeded" and run.result == "ok"
 
 
+async def test_expired_leases_come_back_while_every_lease_is_busy(
+    store: Store, clock: FakeClock
+) -> None:
+    """Reclaiming expired leases must not wait for an idle moment: leases that keep finding
+    runs (on PostgreSQL the one-statement lease, which reclaims in the background) still
+    bring expired ones back, within about a TTL."""
+    (expired,) = await store.submit([spec()])
+    zombie = await lease_one(store, "zombie")
+    await store.submit([spec() for _ in range(100)])  # more than this test leases
+    leased: dict[str, int] = {}
+    for _ in range(40):  # 20 s of steady leasing, twice the TTL
+        clock.advance(0.5)
+        got = await store.lease("w2", 1000.0, 1)
+        assert got, "a busy queue must keep handing out runs"
+        leased.update((x.run_id, x.epoch) for x in got)
+        if expired in leased:
+            break
+        await asyncio.sleep(0.005)  # background maintenance gets its turn
+    assert leased.get(expired) == zombie.epoch + 1
+    stats = await store.stats()
+    assert stats.in_flight == len(leased) and stats.queued == 101 - len(leased)
+
+
 async def test_ack_is_final(store: Store, clock: FakeClock) -> None:
     (run_id,) = await store.submit([spec()])
     ref = await lease_one(store)

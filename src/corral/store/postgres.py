@@ -159,6 +159,7 @@ class PostgresStore(SqlStore):
 
     async def close(self) -> None:
         self._closed = True
+        await self._finish_maintenance()
         if self._connecting is not None and not self._connecting.done():
             with contextlib.suppress(Exception):
                 await self._connecting  # a cancelled waiter may have left it running

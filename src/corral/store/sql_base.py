@@ -97,6 +97,8 @@ class SqlBase(ABC):
         self._local_work = asyncio.Event()
         self._generation = 0
         self._last_maintenance = float("-inf")
+        #: maintenance started after a lease, off that lease's path (see sql_lease.py)
+        self._maintenance: asyncio.Task[None] | None = None
         self._global_cap_unset_at: float | None = None
         #: request ids of shared resources granted, as learned by this process
         self.granted_requests: set[str] = set()

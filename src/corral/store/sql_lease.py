@@ -14,10 +14,12 @@ One lease, in order:
 5. write all tenant counter changes, again in sorted order, charging each served tenant's
    virtual time for the leases it got.
 
-On PostgreSQL, when no maintenance is due and no global cap is set, steps 2-5 run as one
-statement (``lease_fast`` in sql/postgres/queries.sql, the allocation written as "the ``slots``
-lowest start tags"): one round trip instead of five. If it allocated slots but concurrent
-leases had taken every run, the general path runs and re-offers them.
+On PostgreSQL, when no global cap is set, steps 2-5 run as one statement (``lease_fast`` in
+sql/postgres/queries.sql, the allocation written as "the ``slots`` lowest start tags"): one
+round trip instead of five. If it allocated slots but concurrent leases had taken every run,
+the general path runs and re-offers them. Step 1, when due, then runs in the background after
+a lease that got runs (so it never delays the runs it hands out) and inside the general path
+of a lease that got none (so an expired lease is leasable by the very next lease call).
 
 Run rows are only ever taken with SKIP LOCKED or waited on after tenant rows are released, and
 tenant rows are always locked in sorted order, so leases, acks and submits form no lock cycle.
@@ -25,7 +27,10 @@ tenant rows are always locked in sorted order, so leases, acks and submits form 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
+import logging
 from collections import Counter
 from typing import Any
 
@@ -34,6 +39,8 @@ from corral.dispatch.policy import MIN_RUN_COST
 from corral.models import Lease, RunStatus
 from corral.store.sql_base import Deltas, SqlBase, dumps, loads, merge
 from corral.store.transaction import Row, Transaction
+
+log = logging.getLogger(__name__)
 
 #: reclaiming expired leases and firing due timers happens at most this often per process
 #: (seconds): it is a scan, and the lease's hot path should not pay for it every time
@@ -51,12 +58,16 @@ class LeaseMixin(SqlBase):
         take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
 
         maintain = not (0 <= now - self._last_maintenance < MAINTENANCE_INTERVAL)
-        if not maintain and self._fast_lease_applies(now):
+        if self._fast_lease_applies(now):
             leases, short = await self._lease_fast(take, limit)
-            if leases or not short:
+            if leases:
+                if maintain:
+                    self._maintain_soon(now)
                 return leases
-            # slots were allocated but concurrent leases took every run: the general path
-            # re-offers them to other tenants
+            if not short and not maintain:
+                return leases
+            # nothing leased: maintenance due may requeue expired runs, or slots were allocated
+            # but concurrent leases took every run (the general path re-offers them)
 
         async def body(tx: Transaction) -> list[Lease]:
             deltas: Deltas = {}
@@ -126,6 +137,35 @@ class LeaseMixin(SqlBase):
             self._last_maintenance = now
         return leases
 
+    def _maintain_soon(self, now: float) -> None:
+        """Start maintenance in the background unless it is already running."""
+        if self._maintenance is not None and not self._maintenance.done():
+            return
+        self._last_maintenance = now
+        self._maintenance = asyncio.create_task(self._maintain(now), name="corral-maintenance")
+
+    async def _maintain(self, now: float) -> None:
+        """Reclaim expired leases and fire due timers in a transaction of their own; re-read
+        the global cap too, so the fast lease keeps applying under steady load."""
+
+        async def body(tx: Transaction) -> None:
+            deltas = merge(await self._reap_expired(tx, now), await self._wake_timers(tx, now))
+            await self._global_slots(tx, 1, refresh=True)
+            await self._adjust_tenants(tx, deltas)  # notifies when runs were requeued
+
+        try:
+            await self._tx(body)
+        except Exception as exc:  # the next due lease runs it again, in its own path
+            log.warning("background maintenance failed: %s", exc)
+            self._last_maintenance = float("-inf")
+
+    async def _finish_maintenance(self) -> None:
+        """Wait for background maintenance (store close)."""
+        if self._maintenance is not None:
+            with contextlib.suppress(Exception):
+                await self._maintenance
+            self._maintenance = None
+
     def _fast_lease_applies(self, now: float) -> bool:
         """One-statement lease (PostgreSQL): tenant fairness, no global cap (as last seen)."""
         return (
@@ -144,12 +184,12 @@ class LeaseMixin(SqlBase):
         wanted = int(rows[0][12]) if rows else 0
         return leases, len(leases) < wanted
 
-    async def _global_slots(self, tx: Transaction, limit: int) -> int:
+    async def _global_slots(self, tx: Transaction, limit: int, *, refresh: bool = False) -> int:
         # No cap (the common case): skip locking the cap row, re-checking now and then, so a
         # cap set by another process applies here within a second.
         now = self.clock()
         unset_at = self._global_cap_unset_at
-        if unset_at is not None and 0 <= now - unset_at < GLOBAL_CAP_RECHECK:
+        if not refresh and unset_at is not None and 0 <= now - unset_at < GLOBAL_CAP_RECHECK:
             return limit
         cap_row = await tx.fetchone(self.q["global_cap"])
         self._global_cap_unset_at = now if cap_row is None or cap_row[0] is None else None

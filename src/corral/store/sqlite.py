@@ -154,6 +154,7 @@ class SQLiteStore(SqlStore):
         return conn
 
     async def close(self) -> None:
+        await self._finish_maintenance()
         if self._conn is None or self._executor is None:
             return
         async with self._lock:
