@@ -151,9 +151,12 @@ class Worker:
             for lease in leases:
                 self._start(lease)
             if leases:
-                # let the runs just leased start before the next lease call is sent: that call
-                # costs the event loop ~0.5 ms of client work before it yields
-                await asyncio.sleep(0)
+                if len(leases) < free:
+                    # the queue ran dry (the next lease will likely find little): let the runs
+                    # just leased start before that call, whose client work delays them
+                    # ~0.5 ms. With a full lease, going on at once measured faster: the acks
+                    # of the runs about to end go out ahead of the next lease.
+                    await asyncio.sleep(0)
                 continue
             if until_idle and not self._slots and await self._store_idle():
                 return
