@@ -468,14 +468,22 @@ async def run_all(
     gap = (args.gap_min, args.gap_max)
     plan: list[tuple[str, str, Any]] = []
     for sc in ("enqueue", "e2e32", "pickup", "load", "e2e1"):
+        if sc == "e2e32" and "e2e" in args.scenarios and 32 in args.concurrency:
+            # rounds interleave the systems: round 1 runs each once, then round 2, ...
+            for r in range(args.rounds):
+                for s in systems:
+                    plan.append(
+                        (
+                            s.name,
+                            f"e2e_c32_round{r + 1}",
+                            lambda s=s: end_to_end(s, 32, args.jobs, args.cap, logdir),
+                        )
+                    )
+            continue
         for s in systems:
             if sc == "enqueue" and "enqueue" in args.scenarios:
                 plan.append(
                     (s.name, "enqueue_single", lambda s=s: enqueue_single(s, args.single, args.cap))
-                )
-            elif sc == "e2e32" and "e2e" in args.scenarios and 32 in args.concurrency:
-                plan.append(
-                    (s.name, "e2e_c32", lambda s=s: end_to_end(s, 32, args.jobs, args.cap, logdir))
                 )
             elif sc == "pickup" and "pickup" in args.scenarios and s.has_pickup:
                 plan.append(
@@ -498,6 +506,15 @@ async def run_all(
         await step(by_name[name], results[name], key, make())
     for s in systems:
         out = results[s.name]
+        rounds = [out.pop(k) for k in sorted(out) if k.startswith("e2e_c32_round")]
+        done = [r for r in rounds if "jobs_per_s" in r]
+        if done:
+            # the median round stands for the system; every round's rate stays in the JSON
+            rates = [r["jobs_per_s"] for r in done]
+            done.sort(key=lambda r: r["jobs_per_s"])
+            out["e2e_c32"] = dict(done[(len(done) - 1) // 2], rounds_jobs_per_s=rates)
+        elif rounds:
+            out["e2e_c32"] = rounds[0]
         # The pre-fill of each end-to-end run is the batched-enqueue measurement.
         fills = [
             out[k]["prefill"] for k in ("e2e_c1", "e2e_c32") if k in out and "prefill" in out[k]
@@ -563,6 +580,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument("--concurrency", nargs="+", type=int, default=[1, 32], choices=[1, 32])
     ap.add_argument("--jobs", type=int, default=20_000, help="pre-filled jobs per e2e run")
+    ap.add_argument(
+        "--rounds",
+        type=int,
+        default=3,
+        help="end-to-end runs at concurrency 32 per system (interleaved); the median counts",
+    )
     ap.add_argument(
         "--cap",
         type=float,
