@@ -49,5 +49,5 @@ class StoreConfig:
     #: flushes them, a worker crash loses nothing, and only a database server crash can lose
     #: the last fraction of a second of step records (those steps then run again).
     durable_steps: bool = False
-    #: PostgreSQL: connections in the pool
+    #: PostgreSQL: connections in each of the two pools (transactions; hot single statements)
     pool_size: int = 8
