@@ -60,6 +60,10 @@ RESULTS = REPO / "bench" / "results" / "fairness.json"
 PG_DSN = os.environ.get("BENCH_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 WORKERS = 4
 SLOTS = 8
+#: the express variants: extra slots per worker that only tenants with fewer than
+#: EXPRESS_BELOW runs in flight may take (``corral worker --express-slots/--express-below``)
+EXPRESS_SLOTS = 2
+EXPRESS_BELOW = 3
 QUIET = ("B", "C", "D", "E")
 WEIGHTED = {"N1": 1.0, "N2": 2.0, "N3": 3.0}
 
@@ -131,7 +135,7 @@ def fresh_database(backend: str, workdir: Path) -> Iterator[str]:
 class WorkerPool:
     """``WORKERS`` ``corral worker bench.fairness.app:app`` processes."""
 
-    def __init__(self, dsn: str, mode: str, stamps: Path) -> None:
+    def __init__(self, dsn: str, mode: str, stamps: Path, express: bool = False) -> None:
         env = dict(
             os.environ,
             BENCH_FAIRNESS_DSN=dsn,
@@ -155,6 +159,16 @@ class WorkerPool:
                     "30",
                     "--drain-timeout",
                     "0",
+                    *(
+                        [
+                            "--express-slots",
+                            str(EXPRESS_SLOTS),
+                            "--express-below",
+                            str(EXPRESS_BELOW),
+                        ]
+                        if express
+                        else []
+                    ),
                 ],
                 cwd=REPO,
                 env=env,
@@ -313,13 +327,13 @@ async def wait_started(
 
 @contextlib.asynccontextmanager
 async def running(
-    backend: str, mode: str, workdir: Path
+    backend: str, mode: str, workdir: Path, express: bool = False
 ) -> AsyncIterator[tuple[Corral, Path, WorkerPool]]:
     stamps = Path(tempfile.mkdtemp(prefix="stamps-", dir=workdir))
     with fresh_database(backend, workdir) as dsn:
         client = Corral(dsn, config=StoreConfig(fairness=mode))  # type: ignore[arg-type]
         await client.open()  # migrates before the workers race to
-        pool = WorkerPool(dsn, mode, stamps)
+        pool = WorkerPool(dsn, mode, stamps, express)
         try:
             await pool.ready()
             yield client, stamps, pool
@@ -363,9 +377,10 @@ async def noisy(
     schedule: list[tuple[float, str, float]],
     *,
     with_noisy: bool = True,
+    express: bool = False,
 ) -> dict[str, Any]:
     rng = random.Random(7)
-    async with running(backend, mode, workdir) as (client, stamps_dir, pool):
+    async with running(backend, mode, workdir, express) as (client, stamps_dir, pool):
         if with_noisy:
             at = time.time()
             await client.submit_many(
@@ -528,7 +543,15 @@ def print_tables(results: dict[str, Any]) -> None:
     print("|---|---|---|---|---|---|---|---|---|---|---|")
     for backend, r in results["backends"].items():
         solo = r["solo"]["quiet"]
-        for name in ("solo", "noisy_fair", "spread_fair", "noisy_fifo", "spread_fifo"):
+        for name in (
+            "solo",
+            "noisy_fair",
+            "spread_fair",
+            "noisy_express",
+            "spread_express",
+            "noisy_fifo",
+            "spread_fifo",
+        ):
             if name not in r:
                 continue
             for tenant, q in r[name]["quiet"].items():
@@ -633,6 +656,7 @@ async def main(argv: Sequence[str] | None = None) -> None:
         "sizes": asdict(sizes),
         "workers": WORKERS,
         "slots_per_worker": SLOTS,
+        "express": {"slots_per_worker": EXPRESS_SLOTS, "below": EXPRESS_BELOW},
         "backends": {},
     }
     try:
@@ -648,6 +672,16 @@ async def main(argv: Sequence[str] | None = None) -> None:
                 ),
                 ("noisy_fair", partial(noisy, backend, "tenant", False, sizes, workdir, schedule)),
                 ("spread_fair", partial(noisy, backend, "tenant", True, sizes, workdir, schedule)),
+                (
+                    "noisy_express",
+                    partial(
+                        noisy, backend, "tenant", False, sizes, workdir, schedule, express=True
+                    ),
+                ),
+                (
+                    "spread_express",
+                    partial(noisy, backend, "tenant", True, sizes, workdir, schedule, express=True),
+                ),
                 ("noisy_fifo", partial(noisy, backend, "fifo", False, sizes, workdir, schedule)),
                 ("spread_fifo", partial(noisy, backend, "fifo", True, sizes, workdir, schedule)),
                 ("weighted_fair", partial(weighted, backend, "tenant", sizes, workdir)),

@@ -314,8 +314,17 @@ class Corral:
         retry_base: float = 1.0,
         retry_cap: float = 300.0,
         worker_id: str | None = None,
+        express_slots: int = 0,
+        express_below: int = 1,
     ) -> Worker:
+        """A worker of this app's agents: ``concurrency`` slots, plus ``express_slots`` that
+        only runs of tenants with fewer than ``express_below`` runs in flight take."""
         _at_least_one("concurrency", concurrency)
+        if isinstance(express_slots, bool) or not isinstance(express_slots, int):
+            raise InvalidInput(f"express_slots must be a whole number, not {express_slots!r}")
+        if express_slots < 0:
+            raise InvalidInput(f"express_slots must be 0 or more, not {express_slots}")
+        _at_least_one("express_below", express_below)
         _positive("drain_timeout", drain_timeout, allow_zero=True)
         _positive("poll_interval", poll_interval)
         _positive("retry_base", retry_base, allow_zero=True)
@@ -331,6 +340,8 @@ class Corral:
             retry_cap=float(retry_cap),
             limits=self.limits,
             resources=self.resources,
+            express_slots=express_slots,
+            express_below=express_below,
         )
         return Worker(self.store, self.agents, options, worker_id)
 

@@ -25,8 +25,14 @@ from corral.store.queries import load_queries
 from tests.support.postgres import fresh_schema
 
 HOT = {
-    "candidate_tenants": {"limit": 32},
-    "lease_fast": {"slots": 32, "owner": "w", "expires_at": 1e12, "min_cost": 0.01},
+    "candidate_tenants": {"limit": 32, "light_below": 2_000_000_000},
+    "lease_fast": {
+        "slots": 32,
+        "owner": "w",
+        "expires_at": 1e12,
+        "min_cost": 0.01,
+        "light_below": 2_000_000_000,
+    },
     "take_tenant_runs": {"tenant": "t7", "n": 32, "owner": "w", "expires_at": 1e12},
     "select_expired": {"limit": 100},
     "due_timers": {"limit": 100},

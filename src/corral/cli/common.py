@@ -73,6 +73,20 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 show_default=True,
                 help="On SIGTERM, seconds to let runs finish before releasing them.",
             ),
+            click.option(
+                "--express-slots",
+                type=click.IntRange(0, 10_000),
+                default=0,
+                show_default=True,
+                help="Extra slots only for runs of light tenants (see --express-below).",
+            ),
+            click.option(
+                "--express-below",
+                type=click.IntRange(1, 10_000),
+                default=1,
+                show_default=True,
+                help="A light tenant has fewer than this many runs in flight.",
+            ),
         )
     ):
         fn = option(fn)

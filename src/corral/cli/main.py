@@ -53,6 +53,8 @@ async def worker(
     lease_ttl: float | None,
     drain_timeout: float,
     poll_interval: float,
+    express_slots: int,
+    express_below: int,
     db: str | None,
 ) -> None:
     """Run a worker for the app at MODULE:ATTR until SIGTERM/SIGINT."""
@@ -66,10 +68,18 @@ async def worker(
             lease_ttl=lease_ttl,
             drain_timeout=drain_timeout,
             poll_interval=poll_interval,
+            express_slots=express_slots,
+            express_below=express_below,
         )
         w.install_signal_handlers()
         click.echo(
-            f"corral worker {w.worker_id}: {concurrency} slots, "
+            f"corral worker {w.worker_id}: {concurrency} slots"
+            + (
+                f" + {express_slots} express (tenants below {express_below} in flight)"
+                if express_slots
+                else ""
+            )
+            + ", "
             f"agents: {', '.join(sorted(app.agents))}",
             err=True,
         )

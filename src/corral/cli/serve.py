@@ -92,6 +92,8 @@ async def _serve(
     lease_ttl: float | None,
     poll_interval: float,
     drain_timeout: float,
+    express_slots: int,
+    express_below: int,
     max_body_bytes: int,
     age_target: float,
     public_metrics: bool,
@@ -119,6 +121,8 @@ async def _serve(
                 lease_ttl=lease_ttl,
                 poll_interval=poll_interval,
                 drain_timeout=drain_timeout,
+                express_slots=express_slots,
+                express_below=express_below,
             )
             for _ in range(workers)
         ]

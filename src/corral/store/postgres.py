@@ -288,9 +288,12 @@ class PostgresStore(SqlStore):
             raise LeaseLost(ref.run_id, ref.epoch)
         return Appended([int(row[0])], bool(row[1]))
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float, *, light_below: int | None = None) -> None:
         if self._listener is None:
             await self._start_listener()
+        if light_below is not None:
+            await self._wait_light(timeout, light_below)
+            return
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._local_work.wait(), timeout=timeout)
         self._local_work.clear()
@@ -335,7 +338,9 @@ class PostgresStore(SqlStore):
                     _name, *granted = notify.payload.split(",")
                     self._note_grants(granted)
                 else:
-                    self._signal_local_work()
+                    # the payload, when set: the fewest runs in flight of a tenant with work
+                    level = notify.payload
+                    self._signal_local_work(int(level) if level.isdigit() else None)
         except psycopg.Error as exc:
             # Idle workers still poll meanwhile; the next wait reconnects.
             log.warning("LISTEN connection lost (%s); reconnecting on next wait", exc)

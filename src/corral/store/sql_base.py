@@ -95,6 +95,8 @@ class SqlBase(ABC):
         self.clock = clock
         self.q = load_queries(self.dialect)
         self._local_work = asyncio.Event()
+        #: express-slot waiters: (wake for work of tenants below this many in flight, future)
+        self._light_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._generation = 0
         self._last_maintenance = float("-inf")
         #: maintenance started after a lease, off that lease's path (see sql_lease.py)
@@ -129,11 +131,29 @@ class SqlBase(ABC):
         return await self._tx(body)
 
     @abstractmethod
-    async def wait_for_work(self, timeout: float) -> None:
-        """Return when new work may be leasable (a submit, a freed slot) or after ``timeout``."""
+    async def wait_for_work(self, timeout: float, *, light_below: int | None = None) -> None:
+        """Return when new work may be leasable (a submit, a freed slot) or after ``timeout``.
+        With ``light_below``, only for work of a tenant with fewer runs than that in flight
+        (as far as the backend can tell; what a worker waits for with only express slots)."""
 
-    def _signal_local_work(self) -> None:
-        """Something other waiters may care about changed (a local commit, a notification)."""
+    async def _wait_light(self, timeout: float, below: int) -> None:
+        """Wait for a signal of work at a level below ``below`` (or of unknown level)."""
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (below, waiter)
+        self._light_waiters.append(entry)
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(waiter, timeout=timeout)
+        finally:
+            with contextlib.suppress(ValueError):
+                self._light_waiters.remove(entry)
+
+    def _signal_local_work(self, level: int | None = None) -> None:
+        """Something other waiters may care about changed (a local commit, a notification).
+        ``level``: the fewest runs in flight of a tenant that has work now, when known."""
+        for below, light in self._light_waiters:
+            if (level is None or level < below) and not light.done():
+                light.set_result(None)
         self._local_work.set()
         self._generation += 1
         for waiter in self._change_waiters:

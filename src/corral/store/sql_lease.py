@@ -29,11 +29,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import json
 import logging
 from collections import Counter
 from typing import Any
 
+from corral.config import UNLIMITED
 from corral.dispatch import TenantLoad, allocate
 from corral.dispatch.policy import MIN_RUN_COST
 from corral.models import Lease, RunStatus
@@ -51,15 +53,22 @@ GLOBAL_CAP_RECHECK = 1.0
 
 
 class LeaseMixin(SqlBase):
-    async def lease(self, worker_id: str, ttl: float, limit: int) -> list[Lease]:
+    async def lease(
+        self, worker_id: str, ttl: float, limit: int, *, light_below: int | None = None
+    ) -> list[Lease]:
+        """Up to ``limit`` runs, chosen fairly. With ``light_below``, only runs of tenants that
+        have fewer than that many runs in flight, and no more than brings a tenant to it (what
+        a worker's express slots take)."""
         if limit <= 0:
             return []
         now = self.clock()
         take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
+        light = UNLIMITED if light_below is None else max(0, light_below)
+        fair = self.config.fairness == "tenant" or light_below is not None
 
         maintain = not (0 <= now - self._last_maintenance < MAINTENANCE_INTERVAL)
         if self._fast_lease_applies(now):
-            leases, short = await self._lease_fast(take, limit)
+            leases, short = await self._lease_fast(take, limit, light)
             if leases:
                 if maintain:
                     self._maintain_soon(now)
@@ -79,15 +88,17 @@ class LeaseMixin(SqlBase):
             wanted: list[str] = []
             oldest: list[Row] = []
             fresh: dict[str, TenantLoad] = {}
-            if slots > 0 and self.config.fairness == "tenant":
-                rows = await tx.fetchall(self.q["candidate_tenants"], {"now": now, "limit": slots})
-                snapshot = [TenantLoad(*r) for r in rows]
+            if slots > 0 and fair:
+                rows = await tx.fetchall(
+                    self.q["candidate_tenants"], {"now": now, "limit": slots, "light_below": light}
+                )
+                snapshot = [_light(TenantLoad(*r), light) for r in rows]
                 if self.writes_serialized:
                     fresh = {c.tenant: c for c in snapshot}
                 # tenants whose runs were just requeued above are candidates too: their
                 # counters in the table do not show those runs until this lease settles
                 snapshot += [
-                    TenantLoad(t, 0, 1, 1.0, d[0])
+                    _light(TenantLoad(t, 0, 1, 1.0, d[0]), light)
                     for t, d in deltas.items()
                     if d[0] > 0 and t not in {c.tenant for c in snapshot}
                 ]
@@ -103,9 +114,9 @@ class LeaseMixin(SqlBase):
             for tenant in touched & set(fresh):
                 loads_[tenant] = _with_deltas(fresh[tenant], deltas)
             leases: list[Lease] = []
-            if slots > 0 and self.config.fairness == "tenant":
+            if slots > 0 and fair:
                 leases = await self._fill_fair(
-                    tx, slots, [loads_[t] for t in wanted if t in loads_], take
+                    tx, slots, [_light(loads_[t], light) for t in wanted if t in loads_], take
                 )
             elif slots > 0:
                 leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
@@ -175,10 +186,13 @@ class LeaseMixin(SqlBase):
             and 0 <= now - self._global_cap_unset_at < GLOBAL_CAP_RECHECK
         )
 
-    async def _lease_fast(self, take: dict[str, Any], limit: int) -> tuple[list[Lease], bool]:
+    async def _lease_fast(
+        self, take: dict[str, Any], limit: int, light_below: int
+    ) -> tuple[list[Lease], bool]:
         """The lease in one statement; also says whether slots were allocated but not filled."""
         rows = await self._hot_statement(
-            "lease_fast", {**take, "slots": limit, "min_cost": MIN_RUN_COST}
+            "lease_fast",
+            {**take, "slots": limit, "min_cost": MIN_RUN_COST, "light_below": light_below},
         )
         leases = [_lease_from_row(r) for r in rows if r[0] is not None]
         wanted = int(rows[0][12]) if rows else 0
@@ -316,6 +330,13 @@ class LeaseMixin(SqlBase):
                 else:
                     ended.append((run_id, parent))
         return merge(deltas, await self._wake_parents(tx, ended, now))
+
+
+def _light(load: TenantLoad, light_below: int) -> TenantLoad:
+    """``load`` as an express lease sees it: its cap lowered to ``light_below``."""
+    if load.cap <= light_below:
+        return load
+    return dataclasses.replace(load, cap=light_below)
 
 
 def _with_deltas(load: TenantLoad, deltas: Deltas) -> TenantLoad:

@@ -214,8 +214,20 @@ class SQLiteStore(SqlStore):
         async with self._transaction("BEGIN") as tx:
             return await body(tx)
 
-    async def wait_for_work(self, timeout: float) -> None:
+    async def wait_for_work(self, timeout: float, *, light_below: int | None = None) -> None:
         deadline = time.monotonic() + timeout
+        if light_below is not None:
+            # SQLite has no notification payloads: on every commit seen, look (reading only,
+            # no write lock) whether a light tenant has work
+            while time.monotonic() < deadline:
+                await self.wait_for_work(deadline - time.monotonic())
+                async with self._lock:
+                    rows = await self._call(
+                        _fetchall, self.q["light_work"], {"light_below": light_below}
+                    )
+                if rows:
+                    return
+            return
         if self._data_version is None:
             self._data_version = await self._read_data_version()
         while True:

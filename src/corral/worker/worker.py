@@ -74,13 +74,19 @@ class WorkerOptions:
     limits: FanoutLimits = field(default_factory=FanoutLimits)
     #: shared resources agents reach with ctx.acquire(name)
     resources: Mapping[str, SharedScheduler] = field(default_factory=dict)
+    #: slots beyond ``concurrency`` that only runs of light tenants take (fewer than
+    #: ``express_below`` runs in flight anywhere): a quiet tenant's run starts at once even
+    #: while a backlogged tenant holds every regular slot. 0: none.
+    express_slots: int = 0
+    express_below: int = 1
 
 
 class _Slot:
-    __slots__ = ("lease", "ref", "stop_reason", "task")
+    __slots__ = ("express", "lease", "ref", "stop_reason", "task")
 
-    def __init__(self, lease: Lease) -> None:
+    def __init__(self, lease: Lease, express: bool) -> None:
         self.lease = lease
+        self.express = express
         self.ref = LeaseRef(lease.run_id, lease.epoch)
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: _Stop | None = None
@@ -101,8 +107,13 @@ class Worker:
             raise ValueError("concurrency must be at least 1")
         if self.options.lease_ttl <= 0:
             raise ValueError("lease_ttl must be positive")
+        if self.options.express_slots < 0:
+            raise ValueError("express_slots must not be negative")
+        if self.options.express_below < 1:
+            raise ValueError("express_below must be at least 1")
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._slots: dict[str, _Slot] = {}
+        self._express_in_use = 0
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acker = AckBatcher(store)
@@ -136,20 +147,29 @@ class Worker:
             await self._acker.close()
 
     async def _lease_loop(self, until_idle: bool) -> None:
+        options = self.options
         while not self._stopping.is_set():
-            free = self.options.concurrency - len(self._slots)
+            regular_free = options.concurrency - (len(self._slots) - self._express_in_use)
+            express_free = options.express_slots - self._express_in_use
+            express = regular_free <= 0
+            free = express_free if express else regular_free
             if free <= 0:
                 self._slot_freed.clear()
                 await self._until(self._slot_freed.wait(), None)
                 continue
             try:
-                leases = await self.store.lease(self.worker_id, self.options.lease_ttl, free)
+                leases = await self.store.lease(
+                    self.worker_id,
+                    options.lease_ttl,
+                    free,
+                    light_below=options.express_below if express else None,
+                )
             except StoreUnavailable as exc:
                 log.warning("lease failed, retrying: %s", exc)
-                await self._until(asyncio.sleep(self.options.poll_interval), None)
+                await self._until(asyncio.sleep(options.poll_interval), None)
                 continue
             for lease in leases:
-                self._start(lease)
+                self._start(lease, express)
             if leases:
                 if len(leases) < free:
                     # the queue ran dry (the next lease will likely find little): let the runs
@@ -158,10 +178,22 @@ class Worker:
                     # of the runs about to end go out ahead of the next lease.
                     await asyncio.sleep(0)
                 continue
+            if express:
+                # every regular slot is busy: wait for one to free, or for a light tenant's work
+                if len(self._slots) - self._express_in_use < options.concurrency:
+                    continue  # one freed while the lease ran
+                self._slot_freed.clear()
+                await self._until_any(
+                    self._slot_freed.wait(),
+                    self.store.wait_for_work(
+                        options.poll_interval, light_below=options.express_below
+                    ),
+                )
+                continue
             if until_idle and not self._slots and await self._store_idle():
                 return
             await self._until(
-                self.store.wait_for_work(self.options.poll_interval), self.options.poll_interval
+                self.store.wait_for_work(options.poll_interval), options.poll_interval
             )
 
     async def _store_idle(self) -> bool:
@@ -180,9 +212,22 @@ class Worker:
                     f.cancel()
             await asyncio.gather(waiter, stop, return_exceptions=True)
 
-    def _start(self, lease: Lease) -> None:
-        slot = _Slot(lease)
+    async def _until_any(self, *awaitables: Awaitable[Any]) -> None:
+        """Wait for the first of ``awaitables`` (or a stop request); cancel the rest."""
+        futures = [asyncio.ensure_future(a) for a in awaitables]
+        futures.append(asyncio.ensure_future(self._stopping.wait()))
+        try:
+            await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for f in futures:
+                if not f.done():
+                    f.cancel()
+            await asyncio.gather(*futures, return_exceptions=True)
+
+    def _start(self, lease: Lease, express: bool = False) -> None:
+        slot = _Slot(lease, express)
         self._slots[lease.run_id] = slot
+        self._express_in_use += express
         slot.task = asyncio.create_task(self._execute(slot), name=f"corral-run-{lease.run_id}")
 
     async def _execute(self, slot: _Slot) -> None:
@@ -208,7 +253,8 @@ class Worker:
         except Exception:  # never let one run's bookkeeping take the worker down
             log.exception("bookkeeping for run %s failed", lease.run_id)
         finally:
-            self._slots.pop(lease.run_id, None)
+            if self._slots.pop(lease.run_id, None) is not None and slot.express:
+                self._express_in_use -= 1
             self._slot_freed.set()
 
     async def _call_agent(self, lease: Lease) -> JSON:

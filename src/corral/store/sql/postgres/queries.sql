@@ -20,7 +20,7 @@ WITH reserved AS (
                       (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
                       (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END
     WHERE tenant = :tenant AND queued + 1 <= max_queued
-    RETURNING tenant
+    RETURNING tenant, in_flight
 ), run AS (
     INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
         max_attempts, root_id, depth, budget, created_at, journal_seq)
@@ -33,7 +33,7 @@ WITH reserved AS (
     INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
     SELECT id, 1, 'submitted', :agent::text, NULL, 0, :now::float8 FROM run
 )
-SELECT id, pg_notify('corral_work', '') FROM run;
+SELECT id, pg_notify('corral_work', (SELECT in_flight FROM reserved)::text) FROM run;
 
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
@@ -135,7 +135,7 @@ FROM corral_tenants t
 CROSS JOIN LATERAL (SELECT 1 FROM corral_runs r
                     WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
                     LIMIT 1) ready
-WHERE t.queued > 0 AND t.in_flight < t.cap
+WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
 ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
 LIMIT :limit;
 
@@ -188,13 +188,14 @@ SET LOCAL plan_cache_mode = force_generic_plan;
 -- the snapshot; their rows locked in sorted order (fresh counters: FOR UPDATE returns the
 -- newest version); the slots handed out by lowest start tag, as dispatch.allocate does; runs
 -- taken with SKIP LOCKED; counters and vtime charged. ``wanted`` (slots allocated) against the
--- rows returned tells the caller whether a tenant came up short.
+-- rows returned tells the caller whether a tenant came up short. :light_below limits the lease
+-- to tenants with fewer runs in flight, and each to that many (a worker's express slots).
 WITH cand AS (
     SELECT t.tenant FROM corral_tenants t
     CROSS JOIN LATERAL (SELECT 1 FROM corral_runs r  -- not EXISTS: see candidate_tenants
                         WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
                         LIMIT 1) ready
-    WHERE t.queued > 0 AND t.in_flight < t.cap
+    WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
     ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
     LIMIT :slots
 ), locked AS (
@@ -207,7 +208,8 @@ WITH cand AS (
 ), tags AS (
     SELECT l.tenant
     FROM locked l
-    CROSS JOIN LATERAL generate_series(0, LEAST(l.cap - l.in_flight, l.queued, :slots) - 1) AS k
+    CROSS JOIN LATERAL generate_series(
+        0, LEAST(l.cap - l.in_flight, l.queued, :slots, :light_below - l.in_flight) - 1) AS k
     WHERE l.weight > 0
     ORDER BY l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
         l.tenant
@@ -290,7 +292,9 @@ RETURNING r.id, r.tenant, r.parent_id, r.leased_at;
 -- ack_runs_batch plus the tenant counters, in one statement, for runs without a parent (a
 -- parent to wake needs the general path): lock the tenants in sorted order, count their runs
 -- down, learn their run cost, lift a tenant this frees from its cap (as adjust_tenant does),
--- and wake idle workers when a tenant still has runs queued. Rows back: the runs acked.
+-- and wake idle workers when a tenant still has runs queued (the payload: the fewest runs such
+-- a tenant has in flight, for workers waiting with express slots only). Rows back: the runs
+-- acked.
 WITH done AS (
     UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
         lease_owner = NULL, lease_expires_at = NULL
@@ -317,9 +321,10 @@ WITH done AS (
         run_cost = CASE WHEN p.cost IS NULL THEN t.run_cost ELSE 0.8 * t.run_cost + 0.2 * p.cost END
     FROM per p
     WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM locked)) AND t.tenant = p.tenant
-    RETURNING t.queued
+    RETURNING t.queued, t.in_flight
 ), woken AS (
-    SELECT pg_notify('corral_work', '') FROM counted WHERE queued > 0 LIMIT 1
+    SELECT pg_notify('corral_work', min(in_flight)::text) FROM counted WHERE queued > 0
+    HAVING count(*) > 0
 )
 SELECT d.id, (SELECT count(*) FROM woken) FROM done d;
 
@@ -449,3 +454,10 @@ entry AS (
     SELECT id, journal_seq, :kind, :name, :data, lease_epoch, :now FROM bumped
 )
 SELECT journal_seq, cancel_requested FROM bumped;
+
+-- name: light_work
+-- is any tenant with fewer than :light_below runs in flight (and below its cap) holding queued
+-- runs? (a worker with only express slots free asks, reading only)
+SELECT 1 FROM corral_tenants
+WHERE queued > 0 AND in_flight < cap AND in_flight < :light_below
+LIMIT 1;
