@@ -12,8 +12,9 @@ import pytest
 
 from corral import Corral, RunContext
 from corral.clock import FakeClock
+from corral.config import StoreConfig
 from corral.models import RunSpec, RunStatus
-from corral.store import Store
+from corral.store import Store, create_store
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -89,3 +90,27 @@ async def test_express_slots_are_validated(db_url: str) -> None:
         app.worker(express_slots=-1)
     with pytest.raises(InvalidInput, match="express_below"):
         app.worker(express_slots=1, express_below=0)
+
+
+async def test_waiting_for_light_work_ignores_a_heavy_tenants_work(
+    db_url: str, clock: FakeClock
+) -> None:
+    """A worker whose regular slots are all busy waits for light tenants' work only: on
+    PostgreSQL the notification carries the tenant's in-flight count, SQLite looks."""
+    waiter = create_store(db_url, StoreConfig(), clock)
+    other = create_store(db_url, StoreConfig(), clock)
+    await waiter.open()
+    await other.open()
+    try:
+        await other.submit([RunSpec("a", tenant="heavy") for _ in range(3)])
+        assert len(await other.lease("w", TTL, 2)) == 2  # heavy: 2 in flight, 1 queued
+        waiting = asyncio.create_task(waiter.wait_for_work(10.0, light_below=2))
+        await asyncio.sleep(0.1)
+        await other.submit([RunSpec("a", tenant="heavy")])  # still 2 in flight: not light
+        await asyncio.sleep(0.4)
+        assert not waiting.done()
+        await other.submit([RunSpec("a", tenant="light")])
+        await asyncio.wait_for(waiting, 3.0)
+    finally:
+        await waiter.close()
+        await other.close()
