@@ -544,7 +544,7 @@ async def test_sqlite_lease_query_cost_does_not_grow_with_finished_runs(tmp_path
             await store.close()
         conn = sqlite3.connect(path)
         try:
-            args = {"now": clock.now, "limit": 8}
+            args = {"now": clock.now, "limit": 8, "light_below": 2_000_000_000}
             assert [r[0] for r in conn.execute(query, args)] == ["acme"]
             times = []
             for _ in range(30):
