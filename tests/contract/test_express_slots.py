@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -113,4 +114,25 @@ async def test_waiting_for_light_work_ignores_a_heavy_tenants_work(
         await asyncio.wait_for(waiting, 3.0)
     finally:
         await waiter.close()
+        await other.close()
+
+
+async def test_sqlite_light_wait_ignores_runs_not_yet_due(tmp_path: Path) -> None:
+    """SQLite looks for light work after each commit: a light tenant's run that is not due yet
+    (retry backoff, not_before) must not wake a worker into an empty lease over and over."""
+    clock = FakeClock()
+    store = create_store(f"sqlite:///{tmp_path / 'light.db'}", StoreConfig(), clock)
+    other = create_store(f"sqlite:///{tmp_path / 'light.db'}", StoreConfig(), clock)
+    await store.open()
+    await other.open()
+    try:
+        waiting = asyncio.create_task(store.wait_for_work(10.0, light_below=1))
+        await asyncio.sleep(0.05)
+        await other.submit([RunSpec("a", tenant="later", not_before=clock.now + 60)])
+        await asyncio.sleep(0.3)
+        assert not waiting.done()
+        await other.submit([RunSpec("a", tenant="now")])
+        await asyncio.wait_for(waiting, 3.0)
+    finally:
+        await store.close()
         await other.close()

@@ -13,7 +13,7 @@ import re
 from functools import cache
 from importlib import resources
 
-#: queries only one dialect has: a faster form of something the shared logic also does
+#: queries only one dialect has (mostly a faster form of something the shared logic also does)
 DIALECT_ONLY: dict[str, frozenset[str]] = {
     "postgres": frozenset(
         {
@@ -24,7 +24,9 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
             "use_generic_plans",
             "submit_one",
         }
-    )
+    ),
+    # PostgreSQL learns of light work from notification payloads instead
+    "sqlite": frozenset({"light_work"}),
 }
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)

@@ -223,7 +223,9 @@ class SQLiteStore(SqlStore):
                 await self.wait_for_work(deadline - time.monotonic())
                 async with self._lock:
                     rows = await self._call(
-                        _fetchall, self.q["light_work"], {"light_below": light_below}
+                        _fetchall,
+                        self.q["light_work"],
+                        {"light_below": light_below, "now": self.clock()},
                     )
                 if rows:
                     return

@@ -454,10 +454,3 @@ entry AS (
     SELECT id, journal_seq, :kind, :name, :data, lease_epoch, :now FROM bumped
 )
 SELECT journal_seq, cancel_requested FROM bumped;
-
--- name: light_work
--- is any tenant with fewer than :light_below runs in flight (and below its cap) holding queued
--- runs? (a worker with only express slots free asks, reading only)
-SELECT 1 FROM corral_tenants
-WHERE queued > 0 AND in_flight < cap AND in_flight < :light_below
-LIMIT 1;

@@ -274,8 +274,10 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 SELECT 1;
 
 -- name: light_work
--- is any tenant with fewer than :light_below runs in flight (and below its cap) holding queued
--- runs? (a worker with only express slots free asks, reading only)
-SELECT 1 FROM corral_tenants
-WHERE queued > 0 AND in_flight < cap AND in_flight < :light_below
+-- does any tenant with fewer than :light_below runs in flight (and below its cap) hold a
+-- runnable queued run? (a worker with only express slots free asks, reading only)
+SELECT 1 FROM corral_tenants t
+WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
+  AND EXISTS (SELECT 1 FROM corral_runs r INDEXED BY corral_runs_ready
+              WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now)
 LIMIT 1;
