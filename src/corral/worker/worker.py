@@ -113,7 +113,6 @@ class Worker:
             raise ValueError("express_below must be at least 1")
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._slots: dict[str, _Slot] = {}
-        self._express_in_use = 0
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acker = AckBatcher(store)
@@ -122,6 +121,9 @@ class Worker:
     @property
     def in_flight(self) -> int:
         return len(self._slots)
+
+    def _regular_in_flight(self) -> int:
+        return sum(not s.express for s in self._slots.values())
 
     def stop(self) -> None:
         """Stop leasing and drain (what SIGTERM and SIGINT do)."""
@@ -149,13 +151,14 @@ class Worker:
     async def _lease_loop(self, until_idle: bool) -> None:
         options = self.options
         while not self._stopping.is_set():
-            regular_free = options.concurrency - (len(self._slots) - self._express_in_use)
-            express_free = options.express_slots - self._express_in_use
+            regular = self._regular_in_flight()
+            regular_free = options.concurrency - regular
+            express_free = options.express_slots - (len(self._slots) - regular)
             express = regular_free <= 0
             free = express_free if express else regular_free
             if free <= 0:
                 self._slot_freed.clear()
-                await self._until(self._slot_freed.wait(), None)
+                await self._until(self._slot_freed.wait())
                 continue
             try:
                 leases = await self.store.lease(
@@ -166,7 +169,7 @@ class Worker:
                 )
             except StoreUnavailable as exc:
                 log.warning("lease failed, retrying: %s", exc)
-                await self._until(asyncio.sleep(options.poll_interval), None)
+                await self._until(asyncio.sleep(options.poll_interval))
                 continue
             for lease in leases:
                 self._start(lease, express)
@@ -180,10 +183,10 @@ class Worker:
                 continue
             if express:
                 # every regular slot is busy: wait for one to free, or for a light tenant's work
-                if len(self._slots) - self._express_in_use < options.concurrency:
+                if self._regular_in_flight() < options.concurrency:
                     continue  # one freed while the lease ran
                 self._slot_freed.clear()
-                await self._until_any(
+                await self._until(
                     self._slot_freed.wait(),
                     self.store.wait_for_work(
                         options.poll_interval, light_below=options.express_below
@@ -193,31 +196,20 @@ class Worker:
             if until_idle and not self._slots and await self._store_idle():
                 return
             await self._until(
-                self.store.wait_for_work(options.poll_interval), options.poll_interval
+                self.store.wait_for_work(options.poll_interval), timeout=options.poll_interval
             )
 
     async def _store_idle(self) -> bool:
         stats = await self.store.stats()
         return stats.queued == 0 and stats.in_flight == 0 and stats.waiting == 0
 
-    async def _until(self, awaitable: Awaitable[Any], timeout: float | None) -> None:
-        """Wait for ``awaitable`` but return early when the worker is asked to stop."""
-        waiter = asyncio.ensure_future(awaitable)
-        stop = asyncio.ensure_future(self._stopping.wait())
-        try:
-            await asyncio.wait({waiter, stop}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            for f in (waiter, stop):
-                if not f.done():
-                    f.cancel()
-            await asyncio.gather(waiter, stop, return_exceptions=True)
-
-    async def _until_any(self, *awaitables: Awaitable[Any]) -> None:
-        """Wait for the first of ``awaitables`` (or a stop request); cancel the rest."""
+    async def _until(self, *awaitables: Awaitable[Any], timeout: float | None = None) -> None:
+        """Wait for the first of ``awaitables`` (at most ``timeout``), returning early when
+        the worker is asked to stop; the others are cancelled."""
         futures = [asyncio.ensure_future(a) for a in awaitables]
         futures.append(asyncio.ensure_future(self._stopping.wait()))
         try:
-            await asyncio.wait(futures, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait(futures, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
         finally:
             for f in futures:
                 if not f.done():
@@ -227,7 +219,6 @@ class Worker:
     def _start(self, lease: Lease, express: bool = False) -> None:
         slot = _Slot(lease, express)
         self._slots[lease.run_id] = slot
-        self._express_in_use += express
         slot.task = asyncio.create_task(self._execute(slot), name=f"corral-run-{lease.run_id}")
 
     async def _execute(self, slot: _Slot) -> None:
@@ -253,8 +244,7 @@ class Worker:
         except Exception:  # never let one run's bookkeeping take the worker down
             log.exception("bookkeeping for run %s failed", lease.run_id)
         finally:
-            if self._slots.pop(lease.run_id, None) is not None and slot.express:
-                self._express_in_use -= 1
+            self._slots.pop(lease.run_id, None)
             self._slot_freed.set()
 
     async def _call_agent(self, lease: Lease) -> JSON:
