@@ -45,9 +45,9 @@ class Corral:
         store: Store | None = None,
     ) -> None:
         _positive("lease_ttl", lease_ttl)
-        _at_least_one("max_attempts", max_attempts)
-        _at_least_one("max_children", max_children)
-        _at_least_one("max_depth", max_depth)
+        _integer("max_attempts", max_attempts)
+        _integer("max_children", max_children)
+        _integer("max_depth", max_depth)
         self.url = url or DEFAULT_URL
         #: fan-out limits for runs of this app (a tenant's own limits, when set, win)
         self.limits = FanoutLimits(max_children=max_children, max_depth=max_depth)
@@ -253,9 +253,9 @@ class Corral:
     ) -> None:
         _name("plan", name)
         if cap is not None:
-            _at_least_one("cap", cap)
+            _integer("cap", cap)
         if max_queued is not None:
-            _at_least_one("max_queued", max_queued)
+            _integer("max_queued", max_queued)
         _positive("weight", weight)
         await self.open()
         await self.store.set_plan(PlanSpec(name, cap, float(weight), max_queued))
@@ -275,9 +275,9 @@ class Corral:
     ) -> None:
         _name("tenant", tenant)
         if cap is not None:
-            _at_least_one("cap", cap)
+            _integer("cap", cap)
         if max_queued is not None:
-            _at_least_one("max_queued", max_queued)
+            _integer("max_queued", max_queued)
         if weight is not None:
             _positive("weight", weight)
         await self.open()
@@ -292,13 +292,13 @@ class Corral:
         _name("tenant", tenant)
         for what, value in (("max_children", max_children), ("max_depth", max_depth)):
             if value is not None:
-                _at_least_one(what, value)
+                _integer(what, value)
         await self.open()
         await self.store.set_tenant_fanout(tenant, max_children=max_children, max_depth=max_depth)
 
     async def set_global_cap(self, cap: int | None) -> None:
         if cap is not None:
-            _at_least_one("global cap", cap)
+            _integer("global cap", cap)
         await self.open()
         await self.store.set_global_cap(cap)
 
@@ -319,12 +319,9 @@ class Corral:
     ) -> Worker:
         """A worker of this app's agents: ``concurrency`` slots, plus ``express_slots`` that
         only runs of tenants with fewer than ``express_below`` runs in flight take."""
-        _at_least_one("concurrency", concurrency)
-        if isinstance(express_slots, bool) or not isinstance(express_slots, int):
-            raise InvalidInput(f"express_slots must be a whole number, not {express_slots!r}")
-        if express_slots < 0:
-            raise InvalidInput(f"express_slots must be 0 or more, not {express_slots}")
-        _at_least_one("express_below", express_below)
+        _integer("concurrency", concurrency)
+        _integer("express_slots", express_slots, minimum=0)
+        _integer("express_below", express_below)
         _positive("drain_timeout", drain_timeout, allow_zero=True)
         _positive("poll_interval", poll_interval)
         _positive("retry_base", retry_base, allow_zero=True)
@@ -384,7 +381,7 @@ class Corral:
         except (TypeError, ValueError) as exc:
             raise InvalidInput(f"input is not a JSON value: {exc}") from exc
         attempts = self.max_attempts if max_attempts is None else max_attempts
-        _at_least_one("max_attempts", attempts)
+        _integer("max_attempts", attempts)
         if delay is not None:
             _positive("delay", delay, allow_zero=True)
             not_before = self.store.clock() + delay
@@ -434,9 +431,9 @@ def _positive(what: str, value: object, *, allow_zero: bool = False) -> None:
         raise InvalidInput(f"{what} must be {'>= 0' if allow_zero else '> 0'}, not {value!r}")
 
 
-def _at_least_one(what: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise InvalidInput(f"{what} must be an integer >= 1, not {value!r}")
+def _integer(what: str, value: object, *, minimum: int = 1) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInput(f"{what} must be an integer >= {minimum}, not {value!r}")
 
 
 __all__ = ["Corral"]

@@ -159,17 +159,17 @@ def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
 
 
 def on_fast_loop(fn: Callable[P, R]) -> Callable[P, R]:
-    """Run a command on uvloop's event loop when it is installed (see ``fast_event_loop``)."""
+    """Run a command on uvloop's event loop when it is installed (see ``_fast_event_loop``)."""
 
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        with fast_event_loop():
+        with _fast_event_loop():
             return fn(*args, **kwargs)
 
     return wrapper
 
 
-def fast_event_loop() -> contextlib.AbstractContextManager[None]:
+def _fast_event_loop() -> contextlib.AbstractContextManager[None]:
     """uvloop's event loop when it is installed, the standard one otherwise: it costs the
     worker and the service less CPU per task, callback and socket read (a worker of no-op
     runs did ~14% more runs/s on it here)."""

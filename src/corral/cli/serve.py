@@ -15,7 +15,7 @@ from corral.cli.common import (
     CliError,
     app_option,
     db_option,
-    fast_event_loop,
+    on_fast_loop,
     resolve_app,
     run_async,
     when,
@@ -77,10 +77,10 @@ console = Console()
 @worker_options
 def serve(**options: Any) -> None:
     """Serve the HTTP API (and run embedded workers) until SIGTERM/SIGINT."""
-    with fast_event_loop():
-        _serve(**options)
+    _serve(**options)
 
 
+@on_fast_loop
 @run_async
 async def _serve(
     app_path: str | None,

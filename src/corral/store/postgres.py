@@ -133,36 +133,41 @@ class PostgresStore(SqlStore):
             await probe.close()
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
+        self._pool = await self._new_pool("corral")
+        try:
+            self._hot_pool = await self._new_pool(
+                "corral-hot", configure=_configure_hot, prepare_threshold=0
+            )
+        except StoreUnavailable:
+            await self.close()
+            raise
+        await self._migrate()
+        await self._seed_plans()
+
+    async def _new_pool(
+        self,
+        name: str,
+        *,
+        configure: Callable[[psycopg.AsyncConnection[Any]], Awaitable[None]] | None = None,
+        **connect: Any,
+    ) -> AsyncConnectionPool:
+        """An open pool of up to ``pool_size`` autocommit connections (``connect``: more
+        connection arguments), or StoreUnavailable."""
         pool = AsyncConnectionPool(
             self.dsn,
             min_size=1,
             max_size=self.config.pool_size,
             open=False,
-            kwargs={"autocommit": True},
-            name="corral",
+            kwargs={"autocommit": True, **connect},
+            configure=configure,
+            name=name,
         )
         try:
             await pool.open(wait=True, timeout=10.0)
         except (PoolTimeout, psycopg.Error) as exc:
             await pool.close()
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
-        self._pool = pool
-        self._hot_pool = AsyncConnectionPool(
-            self.dsn,
-            min_size=1,
-            max_size=self.config.pool_size,
-            open=False,
-            kwargs={"autocommit": True, "prepare_threshold": 0},
-            configure=_configure_hot,
-            name="corral-hot",
-        )
-        try:
-            await self._hot_pool.open(wait=True, timeout=10.0)
-        except (PoolTimeout, psycopg.Error) as exc:
-            await self.close()
-            raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
-        await self._migrate()
-        await self._seed_plans()
+        return pool
 
     async def close(self) -> None:
         self._closed = True
