@@ -39,12 +39,20 @@ Deltas = dict[str, list[int]]
 Entry = tuple[str, str | None, JSON]
 
 
+_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_DECODER = json.JSONDecoder()
+
+
 def dumps(value: JSON) -> str:
-    return json.dumps(value, separators=(",", ":"))
+    # None (an agent without a result, a run without input) is the common case on the hot
+    # path: answered without the encoder's per-call set-up
+    return "null" if value is None else _ENCODER.encode(value)
 
 
 def loads(text: str | None) -> JSON:
-    return None if text is None else json.loads(text)
+    if text is None or text == "null":
+        return None
+    return _DECODER.decode(text)
 
 
 def _limit(value: int | None) -> int:

@@ -280,12 +280,16 @@ RETURNING tenant, parent_id, leased_at;
 
 -- name: ack_runs_batch
 -- ack_run for a whole batch in one statement: the server plans and runs one UPDATE, not one
--- per run. Rows whose lease was lost are simply not returned.
+-- per run. Rows whose lease was lost are simply not returned. Each run is found through the
+-- primary key, one probe per array element. The status test is written under COLLATE "C" (the
+-- same equality) so that it cannot match the predicate of the partial index corral_runs_leased:
+-- with it, the generic plan ANDed the primary key lookups with a scan of that whole index,
+-- every running run, which cost more than the update itself.
 UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
     lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
-WHERE r.id = ANY(:ids::text[])  -- an index lookup whatever the plan's estimate of the batch
-  AND r.id = a.id AND r.lease_epoch = a.epoch AND r.status = 'running' AND r.lease_expires_at > :now
+WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status COLLATE "C" = 'running'
+  AND r.lease_expires_at > :now
 RETURNING r.id, r.tenant, r.parent_id, r.leased_at;
 
 -- name: ack_fast
@@ -299,8 +303,7 @@ WITH done AS (
     UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
         lease_owner = NULL, lease_expires_at = NULL
     FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
-    WHERE r.id = ANY(:ids::text[])
-      AND r.id = a.id AND r.lease_epoch = a.epoch AND r.status = 'running'
+    WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status COLLATE "C" = 'running'
       AND r.lease_expires_at > :now AND r.parent_id IS NULL
     RETURNING r.id, r.tenant, r.leased_at
 ), per AS (
