@@ -258,6 +258,29 @@ async def test_tenant_caps_and_fair_allocation(store: Store) -> None:
     assert nxt.tenant == "capped"
 
 
+async def test_one_lease_fills_from_many_tenants_in_each_ones_order(
+    store: Store, clock: FakeClock
+) -> None:
+    """A lease spread over several tenants takes each one's runs in priority-then-age order,
+    and a tenant with fewer due runs than its share leaves the rest to the others."""
+    due = await store.submit([spec("brief")])
+    await store.submit([spec("brief", not_before=clock.now + 60) for _ in range(5)])
+    ids: dict[str, list[str]] = {t: [] for t in "xyz"}
+    for i in range(6):
+        for t in "xyz":
+            ids[t] += await store.submit([spec(t, priority=i % 3)])
+        clock.advance(0.01)
+    leases = await store.lease("w", TTL, 10)
+    assert len(leases) == 10
+    mine = {t: [x.run_id for x in leases if x.tenant == t] for t in ("brief", *"xyz")}
+    assert mine["brief"] == due
+    assert sorted(len(mine[t]) for t in "xyz") == [3, 3, 3]
+    for t in "xyz":
+        # priorities 0,1,2,0,1,2 in submit order: the 2s first, then the 1s, oldest first
+        expected = [ids[t][i] for i in (2, 5, 1, 4, 0, 3)][: len(mine[t])]
+        assert mine[t] == expected, t
+
+
 async def test_lease_prefers_tenant_furthest_below_share(store: Store) -> None:
     await store.submit([spec("noisy") for _ in range(50)])
     first = await store.lease("w", TTL, 8)

@@ -23,10 +23,12 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
             "ack_fast",
             "use_generic_plans",
             "submit_one",
+            "take_tenant_runs",
         }
     ),
-    # PostgreSQL learns of light work from notification payloads instead
-    "sqlite": frozenset({"light_work"}),
+    # PostgreSQL learns of light work from notification payloads instead; it takes runs one
+    # tenant per statement (take_tenant_runs, with FOR UPDATE SKIP LOCKED)
+    "sqlite": frozenset({"light_work", "take_tenants_runs", "tenant_runs_pick"}),
 }
 
 _HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)

@@ -30,9 +30,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 from collections import Counter
+from collections.abc import Mapping
 from typing import Any
 
 from corral.config import UNLIMITED
@@ -103,7 +105,8 @@ class LeaseMixin(SqlBase):
                     if d[0] > 0 and t not in {c.tenant for c in snapshot}
                 ]
                 # lock only the tenants a first allocation on the snapshot would use
-                wanted = [c.tenant for c in snapshot if c.tenant in allocate(snapshot, slots)]
+                first = allocate(snapshot, slots)
+                wanted = [c.tenant for c in snapshot if c.tenant in first]
             elif slots > 0:
                 oldest = await tx.fetchall(
                     self.q["pick_oldest_runs"], {"now": now, "n": slots, "full": "[]"}
@@ -250,10 +253,7 @@ class LeaseMixin(SqlBase):
             shares = allocate(current, slots)
             if not shares:
                 break
-            taken = await tx.fetch_each(
-                self.q["take_tenant_runs"],
-                [{"tenant": t, "n": n, **take} for t, n in shares.items()],
-            )
+            taken = await self._take_shares(tx, shares, take)
             for (tenant, n), rows in zip(shares.items(), taken, strict=True):
                 granted[tenant] += len(rows)
                 if len(rows) < n:
@@ -262,6 +262,25 @@ class LeaseMixin(SqlBase):
                 leases.extend(_lease_from_row(r) for r in sorted(rows, key=lambda r: r[12]))
                 slots -= len(rows)
         return leases
+
+    async def _take_shares(
+        self, tx: Transaction, shares: dict[str, int], take: dict[str, Any]
+    ) -> list[list[Row]]:
+        """Lease each tenant's next ``shares[tenant]`` runs; the rows taken, per tenant."""
+        if "take_tenants_runs" not in self.q:
+            return await tx.fetch_each(
+                self.q["take_tenant_runs"],
+                [{"tenant": t, "n": n, **take} for t, n in shares.items()],
+            )
+        params = dict(take)
+        for i, (tenant, n) in enumerate(shares.items()):
+            params[f"tenant_{i}"] = tenant
+            params[f"n_{i}"] = n
+        rows = await tx.fetchall(_take_tenants_sql(self.q, len(shares)), params)
+        taken: dict[str, list[Row]] = {tenant: [] for tenant in shares}
+        for row in rows:
+            taken[row[2]].append(row)
+        return list(taken.values())
 
     async def _fill_oldest(
         self,
@@ -330,6 +349,19 @@ class LeaseMixin(SqlBase):
                 else:
                     ended.append((run_id, parent))
         return merge(deltas, await self._wake_parents(tx, ended, now))
+
+
+@functools.lru_cache(maxsize=256)
+def _take_tenants_sql_cached(template: str, pick: str, tenants: int) -> str:
+    picks = " UNION ALL ".join(pick.replace("{i}", str(i)) for i in range(tenants))
+    return template.replace("{picks}", picks)
+
+
+def _take_tenants_sql(queries: Mapping[str, str], tenants: int) -> str:
+    """take_tenants_runs for ``tenants`` tenants (one text per count: statement caches hit)."""
+    return _take_tenants_sql_cached(
+        queries["take_tenants_runs"], queries["tenant_runs_pick"], tenants
+    )
 
 
 def _light(load: TenantLoad, light_below: int) -> TenantLoad:

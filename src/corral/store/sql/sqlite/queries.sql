@@ -107,8 +107,11 @@ WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
 ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
 LIMIT :limit;
 
--- name: take_tenant_runs
--- a tenant's next :n runnable runs (priority with aging, then age), leased in one statement
+-- name: take_tenants_runs
+-- the next runnable runs (priority with aging, then age) of several tenants, each its own
+-- number, leased in one statement. {picks} stands for one tenant_runs_pick per tenant joined
+-- by UNION ALL ({i} numbering their parameters): SQLite cannot take a per-row LIMIT from a
+-- correlated subquery, and one statement per tenant cost a round of statement overhead each.
 UPDATE corral_runs SET
     status = 'running',
     attempts = attempts + 1,
@@ -117,14 +120,17 @@ UPDATE corral_runs SET
     lease_expires_at = :expires_at,
     started_at = COALESCE(started_at, :now),
     leased_at = :now
-WHERE id IN (
-    SELECT id FROM corral_runs
-    WHERE tenant = :tenant AND status = 'queued' AND available_at <= :now
-    ORDER BY sort_key
-    LIMIT :n
-)
+WHERE id IN ({picks})
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
     root_id, parent_id, depth, journal_seq, sort_key;
+
+-- name: tenant_runs_pick
+SELECT id FROM (
+    SELECT id FROM corral_runs
+    WHERE tenant = :tenant_{i} AND status = 'queued' AND available_at <= :now
+    ORDER BY sort_key
+    LIMIT :n_{i}
+)
 
 -- name: pick_oldest_runs
 -- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
