@@ -1,5 +1,11 @@
 """Batches acknowledgements: every ack that arrives while one batch is being written goes into
-the next, so a busy worker acks many runs per transaction and an idle one acks at once."""
+the next, so a busy worker acks many runs per transaction and an idle one acks at once.
+
+An ack is fire-and-forget for the run that made it: its slot is already free. A refused ack
+(the lease was lost to another worker) needs nothing from this worker, since the new owner
+finishes the run; a batch that cannot be written at all leaves its leases to expire, and the
+runs are delivered again. Both are logged, not raised.
+"""
 
 from __future__ import annotations
 
@@ -16,7 +22,7 @@ class AckBatcher:
     def __init__(self, store: Store, max_batch: int = 500) -> None:
         self._store = store
         self._max_batch = max_batch
-        self._pending: list[tuple[Ack, asyncio.Future[bool]]] = []
+        self._pending: list[Ack] = []
         self._wake = asyncio.Event()
         self._closing = False
         self._task: asyncio.Task[None] | None = None
@@ -24,12 +30,10 @@ class AckBatcher:
     def start(self) -> None:
         self._task = asyncio.create_task(self._flush_loop(), name="corral-acker")
 
-    def ack(self, ack: Ack) -> asyncio.Future[bool]:
-        """Queue an ack; the future resolves True when written, False if the lease was lost."""
-        future: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
-        self._pending.append((ack, future))
+    def ack(self, ack: Ack) -> None:
+        """Queue an ack; it is written with the next batch."""
+        self._pending.append(ack)
         self._wake.set()
-        return future
 
     async def close(self) -> None:
         """Write every pending ack, then stop."""
@@ -46,15 +50,15 @@ class AckBatcher:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
                 try:
-                    lost = await self._store.ack_many([a for a, _ in batch])
+                    lost = await self._store.ack_many(batch)
                 except Exception as exc:  # the store is down: the leases will expire and redeliver
                     log.error("writing %d acks failed: %s", len(batch), exc)
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
                     continue
-                for ack, future in batch:
-                    if not future.done():
-                        future.set_result(ack.run_id not in lost)
+                if lost:
+                    log.info(
+                        "%d acks refused, their leases lost to other workers: %s",
+                        len(lost),
+                        ", ".join(sorted(lost)[:10]),
+                    )
             if self._closing:
                 return
