@@ -8,7 +8,9 @@ Scenarios, for every system (see README.md beside this file):
    all jobs are finished);
 3. pickup latency with an idle worker: submit one job at a time with a random gap, the job
    writes ``time.time()`` at its start to a file, compared with the time taken just before the
-   submit call;
+   submit call; before the first pickup run, the same gaps before one round trip, one durable
+   commit, and a commit followed by a commit on a connection its notification woke, with no
+   queue at all (the floor of a durable pickup: accepting the run, then leasing it);
 4. (corral only) submit latency while 100 runs are in flight and 1,000 are queued.
 """
 
@@ -268,6 +270,61 @@ async def pickup(
     return out
 
 
+async def server_floor(samples: int, gap: tuple[float, float]) -> dict[str, Any]:
+    """What this machine's PostgreSQL allows a pickup, without any queue: after the same idle
+    gaps as the pickup runs, one round trip (``SELECT 1``), one durable commit (a one-row
+    INSERT), and the least a durable pickup needs: a commit that notifies (accepting the run)
+    and, woken by that notification, a second commit on another connection (leasing it), as a
+    worker listens on one connection and leases on another. The listener lives in this
+    process; a worker in another process only adds to it."""
+    table = "corral_bench_floor"
+    out: dict[str, Any] = {"samples": samples, "gap_s": list(gap)}
+    dsn = base_dsn()
+    async with (
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn,
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as listener,
+        await psycopg.AsyncConnection.connect(dsn, autocommit=True) as leaser,
+    ):
+        await conn.execute(f"CREATE TABLE IF NOT EXISTS {table} (x int)")
+        await listener.execute("LISTEN corral_bench_floor")
+        try:
+            for name, statement in (
+                ("round_trip", "SELECT 1"),
+                ("commit", f"INSERT INTO {table} VALUES (1)"),
+            ):
+                lat: list[float] = []
+                for _ in range(samples):
+                    await asyncio.sleep(random.uniform(*gap))
+                    t = time.perf_counter()
+                    await conn.execute(statement)
+                    lat.append(time.perf_counter() - t)
+                out[name] = latency_summary(lat)
+            woken: asyncio.Queue[float] = asyncio.Queue()
+
+            async def lease_on_notify() -> None:
+                async for _ in listener.notifies():
+                    await leaser.execute(f"INSERT INTO {table} VALUES (2)")
+                    woken.put_nowait(time.perf_counter())
+
+            task = asyncio.create_task(lease_on_notify())
+            lat = []
+            for _ in range(samples):
+                await asyncio.sleep(random.uniform(*gap))
+                t = time.perf_counter()
+                await conn.execute(
+                    f"WITH i AS (INSERT INTO {table} VALUES (1)) "
+                    "SELECT pg_notify('corral_bench_floor', '')"
+                )
+                lat.append(await asyncio.wait_for(woken.get(), 10) - t)
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, psycopg.Error):
+                await task
+            out["notified_commit"] = latency_summary(lat)
+        finally:
+            await conn.execute(f"DROP TABLE IF EXISTS {table}")
+    return out
+
+
 async def submit_under_load(
     system: CorralSystem, samples: int, in_flight: int, queued: int, logdir: Path
 ) -> dict[str, Any]:
@@ -428,6 +485,18 @@ def print_table(results: dict[str, dict[str, Any]]) -> None:
     Console(width=200).print(t)
 
 
+def floor_line(floor: dict[str, Any]) -> str:
+    parts = [
+        f"{label} {fmt_lat(floor.get(key))} ms"
+        for key, label in (
+            ("round_trip", "one round trip"),
+            ("commit", "one durable commit"),
+            ("notified_commit", "a commit, then a commit on a notified connection"),
+        )
+    ]
+    return "PostgreSQL floor after the pickup's idle gaps (p50 / p99): " + "; ".join(parts)
+
+
 def markdown_table(results: dict[str, dict[str, Any]]) -> str:
     headers = [h for h, _ in COLUMNS]
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
@@ -502,7 +571,12 @@ async def run_all(
                     (s.name, "e2e_c1", lambda s=s: end_to_end(s, 1, args.jobs, args.cap, logdir))
                 )
     by_name = {s.name: s for s in systems}
+    floor_done = "pickup" not in args.scenarios
     for name, key, make in plan:
+        if key == "pickup" and not floor_done:
+            floor_done = True
+            log("server floor: round trip and durable commits after idle gaps ...")
+            results["_floor"] = await server_floor(args.pickup_samples, gap)
         await step(by_name[name], results[name], key, make())
     for s in systems:
         out = results[s.name]
@@ -557,6 +631,9 @@ async def amain(args: argparse.Namespace) -> dict[str, Any]:
     for system in systems:
         report["results"][system.name] = {"label": system.label}
     await run_all(systems, args, logdir, report["results"])
+    floor = report["results"].pop("_floor", None)
+    if floor is not None:
+        report["server_floor"] = floor
     for system in systems:
         out = report["results"][system.name]
         out["settings"] = {"c1": system.settings(1), "c32": system.settings(32)}
@@ -609,6 +686,9 @@ def main(argv: list[str] | None = None) -> int:
     report = asyncio.run(amain(args))
     print_table(report["results"])
     report["markdown_table"] = markdown_table(report["results"])
+    if "server_floor" in report:
+        report["floor_line"] = floor_line(report["server_floor"])
+        print(report["floor_line"])
     out_path = Path(args.output)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.write_text(json.dumps(report, indent=2, default=str) + "\n")
