@@ -241,6 +241,16 @@ class Corral:
         await self.open()
         return await self.store.stats()
 
+    async def purge_finished(self, older_than: float, *, limit: int = 1000) -> int:
+        """Delete runs that ended more than ``older_than`` seconds ago, with their journals,
+        at most ``limit`` top-level runs (each with all its descendants) per call; a tree goes
+        only once every run in it has ended that long ago. Returns the runs deleted (0: none
+        left to delete). An idempotency key of a deleted run can be used again."""
+        _positive("older_than", older_than, allow_zero=True)
+        _integer("limit", limit)
+        await self.open()
+        return await self.store.purge_finished(self.store.clock() - float(older_than), limit=limit)
+
     # -- tenancy ------------------------------------------------------------------------------
 
     async def set_plan(

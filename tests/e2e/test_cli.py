@@ -48,6 +48,9 @@ def sqlite_url(tmp_path: Path) -> str:
         (["runs", "list", "--status", "lost"], 2, "'lost' is not one of"),
         (["tenants", "set", "acme", "--plan", "platinum"], 2, "no plan named 'platinum'"),
         (["tenants", "set", "acme", "--cap", "-3"], 2, "-3 is not in the range"),
+        (["runs", "purge", "--older-than", "a week"], 2, "'a week' is not a duration"),
+        (["runs", "purge", "--older-than", "-2d"], 2, "is not a duration of zero or more"),
+        (["runs", "purge"], 2, "Missing option '--older-than'"),
     ],
 )
 def test_bad_input_gives_one_clear_line(
@@ -94,6 +97,11 @@ def test_submit_show_list_status_and_journal(sqlite_url: str) -> None:
     assert "submitted" in journal.stdout
     cancelled = corral("runs", "cancel", run_id, db=sqlite_url)
     assert cancelled.returncode == 0 and "cancelled" in cancelled.stdout
+    kept = corral("runs", "purge", "--older-than", "1h", db=sqlite_url)
+    assert kept.returncode == 0 and "deleted 0 runs" in kept.stdout, kept.stderr
+    purged = corral("runs", "purge", "--older-than", "0", db=sqlite_url)
+    assert purged.returncode == 0 and "deleted 1 runs" in purged.stdout, purged.stderr
+    assert corral("runs", "show", run_id, db=sqlite_url).returncode == 1
 
 
 def test_plans_and_tenants(sqlite_url: str) -> None:

@@ -106,10 +106,14 @@ class _StoreCollector:
         for status, n in sorted(s.by_status.items()):
             runs.add_metric([status], n)
         submitted = CounterMetricFamily(
-            "corral_runs_submitted", "Runs ever accepted.", value=sum(s.by_status.values())
+            "corral_runs_submitted",
+            "Runs accepted (those deleted by a purge no longer count: a counter reset).",
+            value=sum(s.by_status.values()),
         )
         finished = CounterMetricFamily(
-            "corral_runs_finished", "Runs that ended, per final status.", labels=["status"]
+            "corral_runs_finished",
+            "Runs that ended, per final status (a purge resets it).",
+            labels=["status"],
         )
         for status in sorted(TERMINAL):
             finished.add_metric([status.value], s.by_status.get(status.value, 0))

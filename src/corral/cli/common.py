@@ -8,6 +8,7 @@ import contextlib
 import functools
 import importlib
 import json
+import math
 import os
 import sys
 import time
@@ -197,12 +198,36 @@ def parse_json(text: str, what: str) -> Any:
         raise CliError(f"{what} is not valid JSON: {exc}", 2) from exc
 
 
+_DURATION_UNITS = {"s": 1.0, "m": 60.0, "h": 3600.0, "d": 86_400.0}
+
+
+def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> float | None:
+    """An option callback: a length of time, in seconds or with a unit (90s, 30m, 12h, 7d)."""
+    if value is None:
+        return None
+    text = value.strip().lower()
+    scale = _DURATION_UNITS.get(text[-1:])
+    try:
+        seconds = float(text[:-1] if scale else text) * (scale or 1.0)
+    except ValueError:
+        raise click.BadParameter(
+            f"{value!r} is not a duration (e.g. 3600, 90s, 30m, 12h, 7d)"
+        ) from None
+    if not math.isfinite(seconds) or seconds < 0:
+        raise click.BadParameter(f"{value!r} is not a duration of zero or more")
+    return seconds
+
+
 def age(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"
     if seconds < 120:
         return f"{seconds:.1f}s"
-    return f"{seconds / 60:.1f}m"
+    if seconds < 7200:
+        return f"{seconds / 60:.1f}m"
+    if seconds < 172_800:
+        return f"{seconds / 3600:.1f}h"
+    return f"{seconds / 86_400:.1f}d"
 
 
 def when(ts: float | None) -> str:

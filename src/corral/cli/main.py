@@ -17,6 +17,7 @@ from corral.cli.common import (
     age,
     app_option,
     db_option,
+    duration,
     load_app,
     on_fast_loop,
     parse_json,
@@ -212,6 +213,34 @@ async def runs_cancel(run_id: str, db: str | None) -> None:
         await app.close()
     note = " (cancellation requested; its worker stops it)" if run.status == "running" else ""
     click.echo(f"{run.id} {run.status.value}{note}")
+
+
+@runs.command("purge")
+@click.option(
+    "--older-than",
+    callback=duration,
+    required=True,
+    help="Delete runs that ended longer ago than this (seconds, or 90s, 30m, 12h, 7d).",
+)
+@click.option(
+    "--batch",
+    type=click.IntRange(1, 100_000),
+    default=1000,
+    show_default=True,
+    help="Top-level runs deleted per transaction.",
+)
+@db_option
+@run_async
+async def runs_purge(older_than: float, batch: int, db: str | None) -> None:
+    """Delete ended runs and their journals; a run tree goes once all of it has ended."""
+    app = resolve_app(None, db)
+    total = 0
+    try:
+        while deleted := await app.purge_finished(older_than, limit=batch):
+            total += deleted
+    finally:
+        await app.close()
+    click.echo(f"deleted {total} runs that ended more than {age(older_than)} ago")
 
 
 @runs.command("journal")

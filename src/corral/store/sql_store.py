@@ -20,6 +20,7 @@ from corral.store.sql_keys import ApiKeysMixin, ServiceReadsMixin
 from corral.store.sql_lease import LeaseMixin
 from corral.store.sql_queue import QueueMixin
 from corral.store.sql_resources import ResourcesMixin
+from corral.store.sql_retention import RetentionMixin
 from corral.store.sql_tenancy import TenancyMixin
 
 
@@ -29,6 +30,7 @@ class SqlStore(
     DurableMixin,
     TenancyMixin,
     ResourcesMixin,
+    RetentionMixin,
     ApiKeysMixin,
     ServiceReadsMixin,
 ):

@@ -1,0 +1,27 @@
+-- Retention: deleting finished runs. Every name here exists in sql/postgres/retention.sql too.
+-- :ids is a JSON array of strings here, a text[] on PostgreSQL.
+
+-- name: finished_roots
+-- top-level runs that ended before :before (no index on finished_at: a purge is an occasional
+-- maintenance read, and an index would cost every ack a write)
+SELECT id, children FROM corral_runs
+WHERE parent_id IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
+  AND finished_at < :before
+LIMIT :limit;
+
+-- name: children_of
+SELECT id, status, finished_at, children FROM corral_runs
+WHERE parent_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_journal_of
+DELETE FROM corral_journal WHERE run_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_waits_of
+DELETE FROM corral_waits
+WHERE parent_id IN (SELECT value FROM json_each(:ids)) OR child_id IN (SELECT value FROM json_each(:ids));
+
+-- name: delete_runs
+-- only runs still ended: a run is never deleted from under a writer
+DELETE FROM corral_runs
+WHERE id IN (SELECT value FROM json_each(:ids)) AND status IN ('succeeded', 'failed', 'cancelled')
+RETURNING id;

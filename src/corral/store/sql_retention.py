@@ -1,0 +1,60 @@
+"""Retention: deleting runs that ended long enough ago, with their journals.
+
+The unit is a tree (a top-level run and every run it spawned, at any depth): it goes only once
+every run in it has ended before the cutoff, so a parent never loses a child whose outcome it
+may still read, and a run's journal never loses entries a replay would need. Ended runs hold
+no tenant counters, so nothing else changes. Each call deletes at most ``limit`` trees, in one
+transaction, so a large purge proceeds in short steps (the CLI loops).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from typing import Any
+
+from corral.models import TERMINAL
+from corral.store.sql_base import SqlBase
+from corral.store.transaction import Transaction
+
+
+class RetentionMixin(SqlBase):
+    async def purge_finished(self, before: float, *, limit: int = 1000) -> int:
+        """Delete up to ``limit`` trees of runs that all ended before ``before`` (epoch
+        seconds); returns how many runs went."""
+        if limit < 1:
+            return 0
+
+        async def body(tx: Transaction) -> int:
+            roots = await tx.fetchall(self.q["finished_roots"], {"before": before, "limit": limit})
+            doomed = [str(r[0]) for r in roots if int(r[1]) == 0]
+            for root, _ in (r for r in roots if int(r[1]) > 0):
+                tree = await self._ended_tree(tx, str(root), before)
+                if tree is not None:
+                    doomed += tree
+            if not doomed:
+                return 0
+            ids = self._id_list(doomed)
+            await tx.execute(self.q["delete_journal_of"], {"ids": ids})
+            await tx.execute(self.q["delete_waits_of"], {"ids": ids})
+            rows = await tx.fetchall(self.q["delete_runs"], {"ids": ids})
+            return len(rows)
+
+        return await self._tx(body)
+
+    async def _ended_tree(self, tx: Transaction, root: str, before: float) -> list[str] | None:
+        """``root`` and all its descendants, or None if any has not ended before ``before``."""
+        tree = [root]
+        level = [root]
+        while level:
+            rows = await tx.fetchall(self.q["children_of"], {"ids": self._id_list(level)})
+            for _, status, finished_at, _ in rows:
+                if status not in TERMINAL or finished_at is None or finished_at >= before:
+                    return None
+            level = [str(r[0]) for r in rows if int(r[3]) > 0]
+            tree += [str(r[0]) for r in rows]
+        return tree
+
+    def _id_list(self, ids: Sequence[str]) -> Any:
+        """A list of ids as the dialect's queries take it: an array, or a JSON text."""
+        return list(ids) if self.dialect == "postgres" else json.dumps(list(ids))

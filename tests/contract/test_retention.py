@@ -1,0 +1,118 @@
+"""Retention (``purge_finished``) on every backend: ended runs go with their journals, a tree
+only once all of it has ended, never a run that is still queued, running or waiting."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from corral import Corral, NonRetryableError, RunContext
+from corral.errors import InvalidInput, RunNotFound
+from corral.models import RunStatus
+
+pytestmark = pytest.mark.timeout(60)
+
+
+async def drain(app: Corral) -> None:
+    worker = app.worker(concurrency=8, poll_interval=0.02, retry_base=0.0)
+    await asyncio.wait_for(worker.run(until_idle=True), 45)
+
+
+async def test_ended_runs_and_trees_go_with_their_journals(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("leaf")
+    async def leaf(ctx: RunContext, input: Any) -> Any:
+        return input
+
+    @app.agent("mid")
+    async def mid(ctx: RunContext, input: Any) -> Any:
+        return await ctx.wait(await ctx.spawn("leaf", input))
+
+    @app.agent("root")
+    async def root(ctx: RunContext, input: Any) -> Any:
+        return await ctx.wait([await ctx.spawn("mid", n) for n in (1, 2)])
+
+    @app.agent("broken")
+    async def broken(ctx: RunContext, input: Any) -> Any:
+        raise NonRetryableError("no")
+
+    try:
+        tree = await app.submit("root")
+        single = await app.submit("leaf", 7)
+        failed = await app.submit("broken")
+        cancelled = await app.submit("leaf", not_before=1e12)
+        await app.cancel(cancelled)
+        await drain(app)
+        family = [run.id for run in await app.list_runs(limit=100)]
+        assert len(family) == 8  # root, 2 mids, 2 leaves, single, failed, cancelled
+        assert (await app.get(failed)).status == RunStatus.FAILED
+
+        assert await app.purge_finished(3600) == 0  # all ended moments ago
+        kept = await app.submit("leaf", not_before=1e12)  # queued: never purged
+        assert await app.purge_finished(0) == 8
+        assert await app.purge_finished(0) == 0
+        for run_id in family:
+            with pytest.raises(RunNotFound):
+                await app.get(run_id)
+            assert await app.store.journal(run_id) == []
+        assert [r.id for r in await app.list_runs(limit=100)] == [kept]
+        assert tree in family and single in family
+        stats = await app.stats()
+        assert stats.queued == 1 and stats.in_flight == 0
+    finally:
+        await app.close()
+
+
+async def test_a_tree_stays_while_any_run_in_it_has_not_ended(db_url: str) -> None:
+    app = Corral(db_url)
+    release = asyncio.Event()
+
+    @app.agent("slow")
+    async def slow(ctx: RunContext, input: Any) -> Any:
+        await release.wait()
+        return "done"
+
+    @app.agent("fire_and_forget")
+    async def fire_and_forget(ctx: RunContext, input: Any) -> Any:
+        await ctx.spawn("slow")  # not awaited: this run ends before its child
+        return "spawned"
+
+    try:
+        root = await app.submit("fire_and_forget")
+        worker = asyncio.create_task(drain(app))
+        while (await app.get(root)).status != RunStatus.SUCCEEDED:
+            await asyncio.sleep(0.02)
+        assert await app.purge_finished(0) == 0  # the root ended, its child has not
+        assert (await app.get(root)).status == RunStatus.SUCCEEDED
+        release.set()
+        await worker
+        assert await app.purge_finished(0) == 2
+        with pytest.raises(RunNotFound):
+            await app.get(root)
+    finally:
+        release.set()
+        await app.close()
+
+
+async def test_purge_goes_in_batches_and_frees_idempotency_keys(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("leaf")
+    async def leaf(ctx: RunContext, input: Any) -> Any:
+        return input
+
+    try:
+        first = [await app.submit("leaf", n, idempotency_key=f"k{n}") for n in range(5)]
+        await drain(app)
+        assert [await app.purge_finished(0, limit=2) for _ in range(4)] == [2, 2, 1, 0]
+        again = await app.submit("leaf", 0, idempotency_key="k0")
+        assert again not in first
+        with pytest.raises(InvalidInput):
+            await app.purge_finished(-1)
+        with pytest.raises(InvalidInput):
+            await app.purge_finished(0, limit=0)
+    finally:
+        await app.close()
