@@ -83,8 +83,7 @@ async def test_a_tree_stays_while_any_run_in_it_has_not_ended(db_url: str) -> No
     try:
         root = await app.submit("fire_and_forget")
         worker = asyncio.create_task(drain(app))
-        while (await app.get(root)).status != RunStatus.SUCCEEDED:
-            await asyncio.sleep(0.02)
+        assert (await app.wait(root, timeout=30)).status == RunStatus.SUCCEEDED
         assert await app.purge_finished(0) == 0  # the root ended, its child has not
         assert (await app.get(root)).status == RunStatus.SUCCEEDED
         release.set()
