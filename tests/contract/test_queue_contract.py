@@ -115,6 +115,13 @@ async def test_expired_lease_is_redelivered_and_zombie_writes_are_refused(
     await store.ack(LeaseRef(lease.run_id, lease.epoch), "ok")
     run = await store.get(run_id)
     assert run is not None and run.status == "succeeded" and run.result == "ok"
+    # the expiry is in the journal (written by the store: epoch 0, like the submit's entry)
+    journal = await store.journal(run_id)
+    assert [(e.seq, e.kind, e.epoch) for e in journal] == [
+        (1, "submitted", 0),
+        (2, "lease_expired", 0),
+    ]
+    assert journal[1].data == {"attempt": 1, "epoch": zombie.epoch, "then": "queued"}
 
 
 async def test_expired_leases_come_back_while_every_lease_is_busy(

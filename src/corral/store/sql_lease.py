@@ -339,15 +339,29 @@ class LeaseMixin(SqlBase):
         )
         deltas: Deltas = {}
         ended = []
+        entries = []
         for (run_id,), result in zip(expired, rows, strict=True):
             if result:
-                tenant, status, parent = result[0]
+                tenant, status, parent, seq, attempt, epoch = result[0]
+                entries.append(
+                    {
+                        "id": run_id,
+                        "seq": int(seq),
+                        "now": now,
+                        "data": dumps(
+                            {"attempt": int(attempt), "epoch": int(epoch), "then": str(status)}
+                        ),
+                    }
+                )
                 d = deltas.setdefault(tenant, [0, 0])
                 d[1] -= 1
                 if status == RunStatus.QUEUED:
                     d[0] += 1
                 else:
                     ended.append((run_id, parent))
+        # the event stream and `corral runs journal` show the expiry, not only the next attempt
+        if entries:
+            await tx.execute_many(self.q["expiry_entry"], entries)
         return merge(deltas, await self._wake_parents(tx, ended, now))
 
 

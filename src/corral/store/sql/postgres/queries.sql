@@ -116,9 +116,16 @@ UPDATE corral_runs SET
     finished_at = CASE WHEN cancel_requested = 1 OR attempts >= max_attempts THEN :now END,
     available_at = :now,
     lease_owner = NULL,
-    lease_expires_at = NULL
+    lease_expires_at = NULL,
+    journal_seq = journal_seq + 1
 WHERE id = :id AND status = 'running' AND lease_expires_at <= :now
-RETURNING tenant, status, parent_id;
+RETURNING tenant, status, parent_id, journal_seq, attempts, lease_epoch;
+
+-- name: expiry_entry
+-- the journal's record of an expired lease (seq reserved by expire_run); written by the
+-- store, not by a lease holder, so its epoch is 0 like the submit's entry
+INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
+VALUES (:id, :seq, 'lease_expired', NULL, :data, 0, :now);
 
 -- name: global_cap
 SELECT value FROM corral_settings WHERE key = 'global_cap'
