@@ -10,8 +10,6 @@ transaction, so a large purge proceeds in short steps (the CLI loops).
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
-from typing import Any
 
 from corral.models import TERMINAL
 from corral.store.sql_base import SqlBase
@@ -34,7 +32,7 @@ class RetentionMixin(SqlBase):
                     doomed += tree
             if not doomed:
                 return 0
-            ids = self._id_list(doomed)
+            ids = json.dumps(doomed)
             await tx.execute(self.q["delete_journal_of"], {"ids": ids})
             await tx.execute(self.q["delete_waits_of"], {"ids": ids})
             rows = await tx.fetchall(self.q["delete_runs"], {"ids": ids})
@@ -47,14 +45,10 @@ class RetentionMixin(SqlBase):
         tree = [root]
         level = [root]
         while level:
-            rows = await tx.fetchall(self.q["children_of"], {"ids": self._id_list(level)})
+            rows = await tx.fetchall(self.q["children_of"], {"ids": json.dumps(level)})
             for _, status, finished_at, _ in rows:
                 if status not in TERMINAL or finished_at is None or finished_at >= before:
                     return None
             level = [str(r[0]) for r in rows if int(r[3]) > 0]
             tree += [str(r[0]) for r in rows]
         return tree
-
-    def _id_list(self, ids: Sequence[str]) -> Any:
-        """A list of ids as the dialect's queries take it: an array, or a JSON text."""
-        return list(ids) if self.dialect == "postgres" else json.dumps(list(ids))

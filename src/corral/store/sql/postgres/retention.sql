@@ -1,5 +1,5 @@
 -- Retention: deleting finished runs. Every name here exists in sql/sqlite/retention.sql too.
--- :ids is a text[] here, a JSON array of strings on SQLite.
+-- :ids is a JSON array of strings (as in resources.sql), on both dialects.
 
 -- name: finished_roots
 -- top-level runs that ended before :before (no index on finished_at: a purge is an occasional
@@ -10,16 +10,20 @@ WHERE parent_id IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
 LIMIT :limit;
 
 -- name: children_of
-SELECT id, status, finished_at, children FROM corral_runs WHERE parent_id = ANY(:ids::text[]);
+SELECT id, status, finished_at, children FROM corral_runs
+WHERE parent_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
 
 -- name: delete_journal_of
-DELETE FROM corral_journal WHERE run_id = ANY(:ids::text[]);
+DELETE FROM corral_journal WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
 
 -- name: delete_waits_of
-DELETE FROM corral_waits WHERE parent_id = ANY(:ids::text[]) OR child_id = ANY(:ids::text[]);
+DELETE FROM corral_waits
+WHERE parent_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)))
+   OR child_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
 
 -- name: delete_runs
 -- only runs still ended: a run is never deleted from under a writer
 DELETE FROM corral_runs
-WHERE id = ANY(:ids::text[]) AND status IN ('succeeded', 'failed', 'cancelled')
+WHERE id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)))
+  AND status IN ('succeeded', 'failed', 'cancelled')
 RETURNING id;

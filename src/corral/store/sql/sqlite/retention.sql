@@ -1,5 +1,5 @@
 -- Retention: deleting finished runs. Every name here exists in sql/postgres/retention.sql too.
--- :ids is a JSON array of strings here, a text[] on PostgreSQL.
+-- :ids is a JSON array of strings (as in resources.sql), on both dialects.
 
 -- name: finished_roots
 -- top-level runs that ended before :before (no index on finished_at: a purge is an occasional
