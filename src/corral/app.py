@@ -326,9 +326,13 @@ class Corral:
         worker_id: str | None = None,
         express_slots: int = 0,
         express_below: int = 1,
+        retain: float | None = None,
+        retention_interval: float = 60.0,
     ) -> Worker:
         """A worker of this app's agents: ``concurrency`` slots, plus ``express_slots`` that
-        only runs of tenants with fewer than ``express_below`` runs in flight take."""
+        only runs of tenants with fewer than ``express_below`` runs in flight take. With
+        ``retain`` (seconds), it also deletes, every ``retention_interval`` seconds, the run
+        trees that ended more than ``retain`` seconds ago (as ``purge_finished`` does)."""
         _integer("concurrency", concurrency)
         _integer("express_slots", express_slots, minimum=0)
         _integer("express_below", express_below)
@@ -336,6 +340,9 @@ class Corral:
         _positive("poll_interval", poll_interval)
         _positive("retry_base", retry_base, allow_zero=True)
         _positive("retry_cap", retry_cap, allow_zero=True)
+        if retain is not None:
+            _positive("retain", retain, allow_zero=True)
+        _positive("retention_interval", retention_interval)
         ttl = self.lease_ttl if lease_ttl is None else lease_ttl
         _positive("lease_ttl", ttl)
         options = WorkerOptions(
@@ -349,6 +356,8 @@ class Corral:
             resources=self.resources,
             express_slots=express_slots,
             express_below=express_below,
+            retain=None if retain is None else float(retain),
+            retention_interval=float(retention_interval),
         )
         return Worker(self.store, self.agents, options, worker_id)
 

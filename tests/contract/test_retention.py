@@ -115,3 +115,68 @@ async def test_purge_goes_in_batches_and_frees_idempotency_keys(db_url: str) -> 
             await app.purge_finished(0, limit=0)
     finally:
         await app.close()
+
+
+async def test_a_worker_with_retain_deletes_ended_runs_as_it_goes(db_url: str) -> None:
+    app = Corral(db_url)
+    release = asyncio.Event()
+
+    @app.agent("leaf")
+    async def leaf(ctx: RunContext, input: Any) -> Any:
+        return input
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> Any:
+        return await ctx.wait(await ctx.spawn("slow", input))
+
+    @app.agent("slow")
+    async def slow(ctx: RunContext, input: Any) -> Any:
+        await release.wait()
+        return input
+
+    worker = app.worker(concurrency=4, poll_interval=0.02, retain=0.2, retention_interval=0.05)
+    try:
+        ended = [await app.submit("leaf", n) for n in range(3)]
+        waiting = await app.submit("parent", 1)  # waits on its child, which runs until released
+        queued = await app.submit("leaf", 3, not_before=1e12)
+        task = asyncio.create_task(worker.run())
+
+        async def gone(run_id: str) -> bool:
+            try:
+                await app.get(run_id)
+            except RunNotFound:
+                return True
+            return False
+
+        deadline = asyncio.get_running_loop().time() + 20
+        while not all([await gone(r) for r in ended]):
+            assert asyncio.get_running_loop().time() < deadline, "ended runs were not purged"
+            await asyncio.sleep(0.05)
+        while not (children := await app.store.children(waiting)):
+            assert asyncio.get_running_loop().time() < deadline, "the parent spawned nothing"
+            await asyncio.sleep(0.02)
+        running = children[0].id
+        await asyncio.sleep(0.3)  # a few more passes: what has not ended stays
+        assert (await app.get(waiting)).status == RunStatus.WAITING
+        assert (await app.get(running)).status == RunStatus.RUNNING
+        assert (await app.get(queued)).status == RunStatus.QUEUED
+        assert worker.purged >= 3
+        release.set()
+        while not (await gone(waiting) and await gone(running)):  # the tree goes once it ended
+            assert asyncio.get_running_loop().time() < deadline + 20, "the tree was not purged"
+            await asyncio.sleep(0.05)
+        assert worker.purged >= 5
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+    finally:
+        release.set()
+        worker.stop()
+        await app.close()
+
+
+def test_retain_is_validated() -> None:
+    app = Corral("sqlite:///unused.db")
+    with pytest.raises(InvalidInput):
+        app.worker(retain=-1)
+    with pytest.raises(InvalidInput):
+        app.worker(retain=60, retention_interval=0)

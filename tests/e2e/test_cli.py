@@ -51,6 +51,7 @@ def sqlite_url(tmp_path: Path) -> str:
         (["runs", "purge", "--older-than", "a week"], 2, "'a week' is not a duration"),
         (["runs", "purge", "--older-than", "-2d"], 2, "is not a duration of zero or more"),
         (["runs", "purge"], 2, "Missing option '--older-than'"),
+        (["worker", APP, "--retain", "forever"], 2, "'forever' is not a duration"),
     ],
 )
 def test_bad_input_gives_one_clear_line(

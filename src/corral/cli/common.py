@@ -88,6 +88,13 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 show_default=True,
                 help="A light tenant has fewer than this many runs in flight.",
             ),
+            click.option(
+                "--retain",
+                metavar="DURATION",
+                default=None,
+                callback=duration,
+                help="Delete runs that ended longer ago than this (e.g. 7d; default: keep all).",
+            ),
         )
     ):
         fn = option(fn)

@@ -56,6 +56,7 @@ async def worker(
     poll_interval: float,
     express_slots: int,
     express_below: int,
+    retain: float | None,
     db: str | None,
 ) -> None:
     """Run a worker for the app at MODULE:ATTR until SIGTERM/SIGINT."""
@@ -71,6 +72,7 @@ async def worker(
             poll_interval=poll_interval,
             express_slots=express_slots,
             express_below=express_below,
+            retain=retain,
         )
         w.install_signal_handlers()
         click.echo(
@@ -80,6 +82,7 @@ async def worker(
                 if express_slots
                 else ""
             )
+            + (f", deleting runs ended over {age(retain)} ago" if retain is not None else "")
             + ", "
             f"agents: {', '.join(sorted(app.agents))}",
             err=True,

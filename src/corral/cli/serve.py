@@ -94,6 +94,7 @@ async def _serve(
     drain_timeout: float,
     express_slots: int,
     express_below: int,
+    retain: float | None,
     max_body_bytes: int,
     age_target: float,
     public_metrics: bool,
@@ -123,6 +124,7 @@ async def _serve(
                 drain_timeout=drain_timeout,
                 express_slots=express_slots,
                 express_below=express_below,
+                retain=retain,
             )
             for _ in range(workers)
         ]

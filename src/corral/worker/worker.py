@@ -40,6 +40,7 @@ from corral.runs.context import FanoutLimits, RunContext
 from corral.runs.signals import CancelRequested, Suspended
 from corral.store import Store
 from corral.worker.acker import AckBatcher
+from corral.worker.retention import retention_loop
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +80,11 @@ class WorkerOptions:
     #: while a backlogged tenant holds every regular slot. 0: none.
     express_slots: int = 0
     express_below: int = 1
+    #: delete run trees that ended more than this many seconds ago (see retention.py);
+    #: None: keep every run
+    retain: float | None = None
+    #: seconds between two retention passes of this worker
+    retention_interval: float = 60.0
 
 
 class _Slot:
@@ -111,12 +117,18 @@ class Worker:
             raise ValueError("express_slots must not be negative")
         if self.options.express_below < 1:
             raise ValueError("express_below must be at least 1")
+        if self.options.retain is not None and self.options.retain < 0:
+            raise ValueError("retain must not be negative")
+        if self.options.retention_interval <= 0:
+            raise ValueError("retention_interval must be positive")
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._slots: dict[str, _Slot] = {}
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acker = AckBatcher(store)
         self.completed = 0
+        #: runs this worker's retention passes deleted
+        self.purged = 0
 
     @property
     def in_flight(self) -> int:
@@ -138,15 +150,31 @@ class Worker:
         """Lease and execute until ``stop()``; with ``until_idle``, also stop once nothing is
         queued, running or waiting anywhere in the store."""
         self._acker.start()
-        heartbeats = asyncio.create_task(self._heartbeat_loop(), name="corral-heartbeat")
+        background = [asyncio.create_task(self._heartbeat_loop(), name="corral-heartbeat")]
+        if self.options.retain is not None:
+            background.append(
+                asyncio.create_task(
+                    retention_loop(
+                        self.store,
+                        self.options.retain,
+                        self.options.retention_interval,
+                        on_purged=self._count_purged,
+                    ),
+                    name="corral-retention",
+                )
+            )
         try:
             await self._lease_loop(until_idle)
         finally:
             await self._drain()
-            heartbeats.cancel()
+            for task in background:
+                task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
-                await heartbeats
+                await asyncio.gather(*background)
             await self._acker.close()
+
+    def _count_purged(self, n: int) -> None:
+        self.purged += n
 
     async def _lease_loop(self, until_idle: bool) -> None:
         options = self.options
