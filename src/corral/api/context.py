@@ -16,6 +16,7 @@ from corral.api.batching import SubmitBatcher
 from corral.api.metrics import ServiceMetrics
 from corral.api.schemas import MAX_NAME, ErrorBody, clean_text
 from corral.api.settings import ApiSettings
+from corral.api.watch import RunWatcher
 from corral.app import Corral
 
 
@@ -26,6 +27,8 @@ class Service:
     keys: KeyResolver
     metrics: ServiceMetrics
     submits: SubmitBatcher
+    #: one poll of the store for all open event streams
+    watcher: RunWatcher
 
 
 bearer = HTTPBearer(

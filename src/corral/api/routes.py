@@ -60,7 +60,7 @@ def runs_router(svc: Service) -> APIRouter:
             app.store,
             run_id,
             after=after,
-            poll_interval=settings.stream_poll_interval,
+            watcher=svc.watcher,
             keepalive=settings.stream_keepalive,
             first=first,
         )

@@ -22,6 +22,7 @@ from corral.api.metrics import SchedulerLike, ServiceMetrics
 from corral.api.operations import operations_router
 from corral.api.routes import runs_router
 from corral.api.settings import ApiSettings
+from corral.api.watch import RunWatcher
 from corral.app import Corral
 
 
@@ -47,12 +48,16 @@ def create_api(
         keys=KeyResolver(app.store, settings.key_cache_ttl),
         metrics=ServiceMetrics(app.store, settings, schedulers),
         submits=SubmitBatcher(app),
+        watcher=RunWatcher(app.store, settings.stream_poll_interval),
     )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await app.open()
-        yield
+        try:
+            yield
+        finally:
+            await svc.watcher.close()
 
     api = FastAPI(
         title="corral",

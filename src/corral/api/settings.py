@@ -20,7 +20,8 @@ class ApiSettings:
     slots_per_worker: int = 10
     min_workers: int = 0
     max_workers: int | None = None
-    #: how often an event stream looks for new journal entries (seconds)
+    #: how often the event streams look for new journal entries (seconds; one query per
+    #: interval for all open streams of a service instance)
     stream_poll_interval: float = 0.1
     #: an idle event stream sends a comment this often, so proxies keep it open (seconds)
     stream_keepalive: float = 15.0

@@ -5,15 +5,15 @@ that reconnects with ``Last-Event-ID: <seq>`` gets exactly the entries after it 
 lost, nothing repeated. When the run has ended, the stream sends the entries still unsent,
 then one ``end`` event with the run's final status, result and error, and closes.
 
-The stream polls the store at a short interval (one read of the run, one of the journal
-after the last sent seq). It reads the run *before* the journal: a run seen ended has no
+The stream reads the run, then the journal after the last sent seq, then waits until the
+service's ``RunWatcher`` (watch.py: one poll for all open streams) sees the run's journal grow
+past that seq, or the run end. It reads the run *before* the journal: a run seen ended has no
 writer left (writes are fenced), so the journal read after it is complete. An idle stream
 sends a comment every ``keepalive`` seconds, which also notices a client that went away.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import time
@@ -22,6 +22,7 @@ from typing import Any
 
 from starlette.responses import StreamingResponse
 
+from corral.api.watch import RunWatcher
 from corral.errors import StoreUnavailable
 from corral.models import RunStatus
 from corral.store import Store
@@ -118,7 +119,7 @@ async def journal_events(
     run_id: str,
     *,
     after: int,
-    poll_interval: float,
+    watcher: RunWatcher,
     keepalive: float,
     first: str | None = None,
 ) -> AsyncIterator[str]:
@@ -169,7 +170,7 @@ async def journal_events(
         if time.monotonic() - last_sent >= keepalive:
             yield ": keepalive\n\n"
             last_sent = time.monotonic()
-        await asyncio.sleep(poll_interval)
+        await watcher.wait(run_id, after, keepalive - (time.monotonic() - last_sent))
 
 
 def event_stream(

@@ -7,11 +7,13 @@ Queries live in ``sql/<dialect>/api_keys.sql`` and ``sql/<dialect>/api_queries.s
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from corral.errors import InvalidInput
-from corral.models import Run
+from corral.models import Run, RunStatus
 from corral.store.sql_base import SqlBase, run_from_row
 from corral.store.transaction import Row, Transaction
 
@@ -126,6 +128,17 @@ class ServiceReadsMixin(SqlBase):
             return await tx.fetch_dicts(self.q["child_runs"], {"id": run_id, "limit": limit})
 
         return [run_from_row(r) for r in await self._read(body)]
+
+    async def progress(self, run_ids: Sequence[str]) -> dict[str, tuple[RunStatus, int]]:
+        """Status and journal length of each run that exists, in one read: what the event
+        streams of many runs poll, instead of reading each run and its journal."""
+        if not run_ids:
+            return {}
+
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["run_progress"], {"ids": json.dumps(list(run_ids))})
+
+        return {str(r[0]): (RunStatus(r[1]), int(r[2])) for r in await self._read(body)}
 
     async def queue_waits(
         self, since: float, until: float, *, limit: int = 10_000

@@ -25,3 +25,7 @@ FROM corral_runs;
 
 -- name: expired_unreclaimed
 SELECT COUNT(*) FROM corral_runs WHERE status = 'running' AND lease_expires_at <= :now;
+
+-- name: run_progress
+-- status and journal length of many runs (:ids, a JSON array), one primary-key probe each
+SELECT id, status, journal_seq FROM corral_runs WHERE id IN (SELECT value FROM json_each(:ids));
