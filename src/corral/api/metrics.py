@@ -102,17 +102,19 @@ class _StoreCollector:
             in_flight.add_metric([t.tenant], t.in_flight)
             if t.cap is not None:
                 cap.add_metric([t.tenant], t.cap)
-        runs = GaugeMetricFamily("corral_runs", "Runs per status.", labels=["status"])
+        runs = GaugeMetricFamily("corral_runs",
+            "Runs per status (ended statuses: every run that ever ended, purged ones too).",
+            labels=["status"],)
         for status, n in sorted(s.by_status.items()):
             runs.add_metric([status], n)
         submitted = CounterMetricFamily(
             "corral_runs_submitted",
-            "Runs accepted (those deleted by a purge no longer count: a counter reset).",
+            "Runs accepted.",
             value=sum(s.by_status.values()),
         )
         finished = CounterMetricFamily(
             "corral_runs_finished",
-            "Runs that ended, per final status (a purge resets it).",
+            "Runs that ended, per final status.",
             labels=["status"],
         )
         for status in sorted(TERMINAL):

@@ -34,8 +34,10 @@ T = TypeVar("T")
 #: how long (seconds) a process remembers grants it heard of but has no waiter for
 GRANT_MEMORY = 60.0
 
-#: per-tenant (queued, in_flight) counter changes, applied at the end of a transaction
+#: per-tenant counter changes, applied at the end of a transaction:
+#: [queued, in_flight, succeeded, failed, cancelled] (the last three count runs that ended)
 Deltas = dict[str, list[int]]
+_ENDED_AT = {RunStatus.SUCCEEDED: 2, RunStatus.FAILED: 3, RunStatus.CANCELLED: 4}
 Entry = tuple[str, str | None, JSON]
 
 
@@ -265,7 +267,7 @@ class SqlBase(ABC):
     async def _adjust_tenants(
         self, tx: Transaction, deltas: Deltas, held: LeaseTimes | None = None
     ) -> bool:
-        """Apply (queued, in_flight) deltas, and fold the lease times of runs that ended into
+        """Apply counter deltas (see ``Deltas``), and fold the lease times of runs that ended into
         their tenants' run cost; True when an adjusted tenant has runs queued."""
         if not deltas:
             return False
@@ -274,8 +276,7 @@ class SqlBase(ABC):
             [
                 {
                     "tenant": t,
-                    "queued": deltas[t][0],
-                    "in_flight": deltas[t][1],
+                    **tenant_counter_params(deltas, t),
                     "cost": held.mean(t) if held else -1.0,
                 }
                 for t in sorted(deltas)
@@ -306,9 +307,33 @@ class LeaseTimes:
         return total[0] / total[1] if total else -1.0
 
 
+def delta(deltas: Deltas, tenant: str) -> list[int]:
+    """The counter changes of ``tenant`` (created as no change)."""
+    return deltas.setdefault(tenant, [0, 0, 0, 0, 0])
+
+
+def count_ended(deltas: Deltas, tenant: str, status: str) -> None:
+    """Count a run of ``tenant`` that just ended with ``status`` (nothing for other statuses)."""
+    at = _ENDED_AT.get(RunStatus(status))
+    if at is not None:
+        delta(deltas, tenant)[at] += 1
+
+
 def merge(into: Deltas, other: Deltas) -> Deltas:
-    for tenant, (queued, in_flight) in other.items():
-        d = into.setdefault(tenant, [0, 0])
-        d[0] += queued
-        d[1] += in_flight
+    for tenant, changes in other.items():
+        d = delta(into, tenant)
+        for i, n in enumerate(changes):
+            d[i] += n
     return into
+
+
+def tenant_counter_params(deltas: Deltas, tenant: str) -> dict[str, int]:
+    """The counter parameters of adjust_tenant and settle_tenant."""
+    queued, in_flight, succeeded, failed, cancelled = deltas[tenant]
+    return {
+        "queued": queued,
+        "in_flight": in_flight,
+        "succeeded": succeeded,
+        "failed": failed,
+        "cancelled": cancelled,
+    }

@@ -20,7 +20,7 @@ from typing import Any
 from corral.errors import BudgetExceeded, FanoutLimitError, LeaseLost, RunCancelled
 from corral.ids import new_run_id
 from corral.models import JSON, LeaseRef, RunOutcome, RunSpec, RunStatus
-from corral.store.sql_base import Deltas, Entry, SqlBase, dumps, loads
+from corral.store.sql_base import Deltas, Entry, SqlBase, delta, dumps, loads
 from corral.store.transaction import Row, Transaction
 from corral.store.user_sql import StepTransaction
 
@@ -205,7 +205,9 @@ class DurableMixin(SqlBase):
             )
             if row is None:
                 raise LeaseLost(ref.run_id, ref.epoch)
-            await self._adjust_tenants(tx, {tenant: [0, -1]})
+            deltas: Deltas = {}
+            delta(deltas, tenant)[1] -= 1  # the run holds no slot while it waits
+            await self._adjust_tenants(tx, deltas)
             return True
 
         suspended = await self._tx(body)
@@ -283,7 +285,7 @@ class DurableMixin(SqlBase):
     async def _wake(self, tx: Transaction, run_id: str, now: float, deltas: Deltas) -> None:
         row = await tx.fetchone(self.q["wake_run"], {"id": run_id, "now": now})
         if row is not None:
-            deltas.setdefault(row[0], [0, 0])[0] += 1
+            delta(deltas, row[0])[0] += 1
 
     async def _wake_timers(self, tx: Transaction, now: float) -> Deltas:
         deltas: Deltas = {}

@@ -41,7 +41,16 @@ from corral.config import UNLIMITED
 from corral.dispatch import TenantLoad, allocate
 from corral.dispatch.policy import MIN_RUN_COST
 from corral.models import Lease, RunStatus
-from corral.store.sql_base import Deltas, SqlBase, dumps, loads, merge
+from corral.store.sql_base import (
+    Deltas,
+    SqlBase,
+    count_ended,
+    delta,
+    dumps,
+    loads,
+    merge,
+    tenant_counter_params,
+)
 from corral.store.transaction import Row, Transaction
 
 log = logging.getLogger(__name__)
@@ -125,7 +134,7 @@ class LeaseMixin(SqlBase):
                 leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
             served = Counter(lease.tenant for lease in leases)
             for tenant, n in served.items():
-                d = deltas.setdefault(tenant, [0, 0])
+                d = delta(deltas, tenant)
                 d[0] -= n
                 d[1] += n
             await tx.execute_many(
@@ -133,8 +142,7 @@ class LeaseMixin(SqlBase):
                 [
                     {
                         "tenant": t,
-                        "queued": deltas[t][0],
-                        "in_flight": deltas[t][1],
+                        **tenant_counter_params(deltas, t),
                         "served": 1 if t in served else 0,
                         "charge": served[t] * loads_[t].charge if t in served else 0.0,
                         "now": now,
@@ -353,11 +361,12 @@ class LeaseMixin(SqlBase):
                         ),
                     }
                 )
-                d = deltas.setdefault(tenant, [0, 0])
+                d = delta(deltas, tenant)
                 d[1] -= 1
                 if status == RunStatus.QUEUED:
                     d[0] += 1
                 else:
+                    count_ended(deltas, tenant, status)
                     ended.append((run_id, parent))
         # the event stream and `corral runs journal` show the expiry, not only the next attempt
         if entries:
@@ -386,7 +395,7 @@ def _light(load: TenantLoad, light_below: int) -> TenantLoad:
 
 
 def _with_deltas(load: TenantLoad, deltas: Deltas) -> TenantLoad:
-    dq, df = deltas.get(load.tenant, (0, 0))
+    dq, df = deltas.get(load.tenant, (0, 0))[:2]
     return TenantLoad(
         load.tenant,
         load.in_flight + df,

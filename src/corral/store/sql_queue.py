@@ -28,6 +28,8 @@ from corral.store.sql_base import (
     Entry,
     LeaseTimes,
     SqlBase,
+    count_ended,
+    delta,
     dumps,
     loads,
     merge,
@@ -166,7 +168,9 @@ class QueueMixin(SqlBase):
         params = [
             {"id": a.run_id, "epoch": a.epoch, "result": dumps(a.result), "now": now} for a in acks
         ]
-        return await self._finish_many(self.q["ack_run"], params, [a.run_id for a in acks])
+        return await self._finish_many(
+            self.q["ack_run"], params, [a.run_id for a in acks], RunStatus.SUCCEEDED
+        )
 
     async def _ack_fast(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
         """Ack the runs without a parent in one round trip (PostgreSQL); their ids."""
@@ -182,7 +186,9 @@ class QueueMixin(SqlBase):
         async def body(tx: Transaction) -> frozenset[str]:
             await self._skip_planning(tx)
             rows = await tx.fetchall(self.q["ack_runs_batch"], args)
-            return await self._settle_finished(tx, [(r[0], r[1], r[2], r[3]) for r in rows])
+            return await self._settle_finished(
+                tx, [(r[0], r[1], r[2], r[3]) for r in rows], RunStatus.SUCCEEDED
+            )
 
         acked = await self._tx(body)
         self._signal_local_work()
@@ -194,33 +200,42 @@ class QueueMixin(SqlBase):
 
     async def finish_cancelled(self, ref: LeaseRef) -> None:
         params = [{"id": ref.run_id, "epoch": ref.epoch, "now": self.clock()}]
-        if await self._finish_many(self.q["finish_cancelled"], params, [ref.run_id]):
+        if await self._finish_many(
+            self.q["finish_cancelled"], params, [ref.run_id], RunStatus.CANCELLED
+        ):
             raise LeaseLost(ref.run_id, ref.epoch)
 
     async def _finish_many(
-        self, query: str, params: Sequence[Params], run_ids: Sequence[str]
+        self, query: str, params: Sequence[Params], run_ids: Sequence[str], status: RunStatus
     ) -> frozenset[str]:
+        """Run ``query`` (a fenced write that ends a run with ``status``) for each run, then
+        settle the counters; returns the ids whose lease was lost."""
+
         async def body(tx: Transaction) -> frozenset[str]:
             results = await tx.fetch_each(query, params)
             finished = [
                 (run_id, *rows[0]) for run_id, rows in zip(run_ids, results, strict=True) if rows
             ]
-            return frozenset(run_ids) - await self._settle_finished(tx, finished)
+            return frozenset(run_ids) - await self._settle_finished(tx, finished, status)
 
         lost = await self._tx(body)
         self._signal_local_work()
         return lost
 
     async def _settle_finished(
-        self, tx: Transaction, finished: Sequence[tuple[str, str, str | None, float | None]]
+        self,
+        tx: Transaction,
+        finished: Sequence[tuple[str, str, str | None, float | None]],
+        status: RunStatus,
     ) -> frozenset[str]:
-        """Count down the tenants (and wake the parents) of runs that just ended, given as
-        (run id, tenant, parent id, leased at); returns their ids."""
+        """Count down the tenants (and wake the parents) of runs that just ended with
+        ``status``, given as (run id, tenant, parent id, leased at); returns their ids."""
         now = self.clock()
         deltas: Deltas = {}
         held = LeaseTimes()
         for _, tenant, _, leased_at in finished:
-            deltas.setdefault(tenant, [0, 0])[1] -= 1
+            delta(deltas, tenant)[1] -= 1
+            count_ended(deltas, tenant, status)
             held.add(tenant, leased_at, now)
         ended = [(run_id, parent) for run_id, _, parent, _ in finished]
         merge(deltas, await self._wake_parents(tx, ended, now))
@@ -248,7 +263,11 @@ class QueueMixin(SqlBase):
             if row is None:
                 raise LeaseLost(ref.run_id, ref.epoch)
             status = RunStatus(row[1])
-            deltas: Deltas = {row[0]: [1 if status == RunStatus.QUEUED else 0, -1]}
+            deltas: Deltas = {}
+            d = delta(deltas, row[0])
+            d[0] += 1 if status == RunStatus.QUEUED else 0
+            d[1] -= 1
+            count_ended(deltas, row[0], status)
             held = LeaseTimes()
             held.add(row[0], row[3], now)
             if status.terminal:
@@ -277,11 +296,12 @@ class QueueMixin(SqlBase):
             for ref, rows in zip(refs, results, strict=True):
                 if rows:
                     tenant, status, parent = rows[0]
-                    d = deltas.setdefault(tenant, [0, 0])
+                    d = delta(deltas, tenant)
                     d[1] -= 1
                     if status == RunStatus.QUEUED:
                         d[0] += 1
                     else:
+                        count_ended(deltas, tenant, status)
                         ended.append((ref.run_id, parent))
             merge(deltas, await self._wake_parents(tx, ended, now))
             await self._adjust_tenants(tx, deltas)
@@ -331,7 +351,9 @@ class QueueMixin(SqlBase):
                 self.q["cancel_idle"], {"id": run_id, "status": status.value, "now": now}
             )
             if row is not None:
-                deltas: Deltas = {row[0]: [-1 if status == RunStatus.QUEUED else 0, 0]}
+                deltas: Deltas = {}
+                delta(deltas, row[0])[0] -= 1 if status == RunStatus.QUEUED else 0
+                count_ended(deltas, row[0], RunStatus.CANCELLED)
                 if status == RunStatus.WAITING:
                     await tx.execute(self.q["drop_waits"], {"parent_id": run_id})
                 return merge(deltas, await self._wake_parents(tx, [(run_id, row[1])], now))

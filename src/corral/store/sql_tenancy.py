@@ -23,13 +23,13 @@ class TenancyMixin(SqlBase):
     async def stats(self) -> QueueStats:
         now = self.clock()
 
-        async def body(tx: Transaction) -> tuple[list[Row], list[Row], Row | None]:
+        async def body(tx: Transaction) -> tuple[list[Row], Row | None, Row | None]:
             tenants = await tx.fetchall(self.q["tenant_stats"], {"now": now})
-            counts = await tx.fetchall(self.q["count_by_status"])
+            waiting = await tx.fetchone(self.q["count_waiting"])
             cap = await tx.fetchone(self.q["global_cap"])
-            return tenants, counts, cap
+            return tenants, waiting, cap
 
-        tenant_rows, counts, cap = await self._read(body)
+        tenant_rows, waiting_row, cap = await self._read(body)
         tenants = tuple(
             TenantStats(
                 tenant=r[0],
@@ -38,16 +38,27 @@ class TenancyMixin(SqlBase):
                 in_flight=int(r[3]),
                 cap=_unlimited_to_none(int(r[4])),
                 weight=float(r[5]),
-                oldest_queued_age=max(0.0, now - r[6]) if r[6] is not None else 0.0,
+                oldest_queued_age=max(0.0, now - r[9]) if r[9] is not None else 0.0,
             )
             for r in tenant_rows
         )
-        by_status = {str(r[0]): int(r[1]) for r in counts}
+        # every count from the tenants' counters and one index: O(tenants), not O(table)
+        waiting = int(waiting_row[0]) if waiting_row else 0
+        ended = [sum(int(r[i]) for r in tenant_rows) for i in (6, 7, 8)]
+        counts = {
+            RunStatus.QUEUED: sum(t.queued for t in tenants),
+            RunStatus.RUNNING: sum(t.in_flight for t in tenants),
+            RunStatus.WAITING: waiting,
+            RunStatus.SUCCEEDED: ended[0],
+            RunStatus.FAILED: ended[1],
+            RunStatus.CANCELLED: ended[2],
+        }
+        by_status = {status.value: n for status, n in counts.items() if n}
         return QueueStats(
             tenants=tenants,
-            queued=sum(t.queued for t in tenants),
-            in_flight=sum(t.in_flight for t in tenants),
-            waiting=by_status.get(RunStatus.WAITING, 0),
+            queued=counts[RunStatus.QUEUED],
+            in_flight=counts[RunStatus.RUNNING],
+            waiting=waiting,
             oldest_queued_age=max((t.oldest_queued_age for t in tenants), default=0.0),
             global_cap=None if cap is None or cap[0] is None else int(cap[0]),
             by_status=by_status,

@@ -111,7 +111,10 @@ CREATE TABLE corral_tenants (
     max_children integer,
     max_depth integer,
     vtime double precision DEFAULT 0 NOT NULL,
-    run_cost double precision DEFAULT 1 NOT NULL
+    run_cost double precision DEFAULT 1 NOT NULL,
+    succeeded bigint DEFAULT 0 NOT NULL,
+    failed bigint DEFAULT 0 NOT NULL,
+    cancelled bigint DEFAULT 0 NOT NULL
 )
 WITH (fillfactor='50');
 

@@ -62,6 +62,8 @@ RETURNING queued;
 -- reserve_queued: idle or capped time banks no credit. :cost, when not negative, is the mean
 -- lease time of this tenant's runs that just ended.
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
+    succeeded = succeeded + :succeeded, failed = failed + :failed,
+    cancelled = cancelled + :cancelled,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
               THEN GREATEST(vtime, COALESCE(
@@ -73,6 +75,8 @@ RETURNING queued;
 
 -- name: settle_tenant
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
+    succeeded = succeeded + :succeeded, failed = failed + :failed,
+    cancelled = cancelled + :cancelled,
     last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
@@ -322,7 +326,7 @@ WITH done AS (
     ORDER BY t.tenant
     FOR UPDATE
 ), counted AS (
-    UPDATE corral_tenants t SET in_flight = t.in_flight - p.n,
+    UPDATE corral_tenants t SET in_flight = t.in_flight - p.n, succeeded = t.succeeded + p.n,
         vtime = CASE WHEN t.in_flight >= t.cap AND t.in_flight - p.n < t.cap AND t.queued > 0
                   THEN GREATEST(t.vtime, COALESCE(
                       (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
@@ -400,14 +404,16 @@ ORDER BY seq
 LIMIT :limit;
 
 -- name: tenant_stats
-SELECT t.tenant, t.plan, t.queued, t.in_flight, t.cap, t.weight,
+SELECT t.tenant, t.plan, t.queued, t.in_flight, t.cap, t.weight, t.succeeded, t.failed,
+    t.cancelled,
     (SELECT MIN(r.available_at) FROM corral_runs r
      WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now) AS oldest
 FROM corral_tenants t
 ORDER BY t.tenant;
 
--- name: count_by_status
-SELECT status, COUNT(*) FROM corral_runs GROUP BY status;
+-- name: count_waiting
+-- on the partial index of waiting runs: O(waiting), not O(table)
+SELECT COUNT(*) FROM corral_runs WHERE status = 'waiting';
 
 -- name: upsert_plan
 INSERT INTO corral_plans (name, cap, weight, max_queued) VALUES (:name, :cap, :weight, :max_queued)

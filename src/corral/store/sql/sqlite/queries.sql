@@ -36,6 +36,8 @@ RETURNING queued;
 -- reserve_queued: idle or capped time banks no credit. :cost, when not negative, is the mean
 -- lease time of this tenant's runs that just ended.
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
+    succeeded = succeeded + :succeeded, failed = failed + :failed,
+    cancelled = cancelled + :cancelled,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
               THEN MAX(vtime, COALESCE(
@@ -47,6 +49,8 @@ RETURNING queued;
 
 -- name: settle_tenant
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
+    succeeded = succeeded + :succeeded, failed = failed + :failed,
+    cancelled = cancelled + :cancelled,
     last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
@@ -238,14 +242,16 @@ ORDER BY seq
 LIMIT :limit;
 
 -- name: tenant_stats
-SELECT t.tenant, t.plan, t.queued, t.in_flight, t.cap, t.weight,
+SELECT t.tenant, t.plan, t.queued, t.in_flight, t.cap, t.weight, t.succeeded, t.failed,
+    t.cancelled,
     (SELECT MIN(r.available_at) FROM corral_runs r INDEXED BY corral_runs_ready
      WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now) AS oldest
 FROM corral_tenants t
 ORDER BY t.tenant;
 
--- name: count_by_status
-SELECT status, COUNT(*) FROM corral_runs GROUP BY status;
+-- name: count_waiting
+-- on the partial index of waiting runs: O(waiting), not O(table)
+SELECT COUNT(*) FROM corral_runs INDEXED BY corral_runs_timers WHERE status = 'waiting';
 
 -- name: upsert_plan
 INSERT INTO corral_plans (name, cap, weight, max_queued) VALUES (:name, :cap, :weight, :max_queued)

@@ -1,0 +1,143 @@
+"""Queue statistics come from counters kept by the statements that move runs, not from counting
+the runs table: after every way a run can end, the counters equal a count of the stored runs
+by status, on every backend; and a purge does not take ended runs off them."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from corral import Corral, NonRetryableError, RunContext
+from corral.models import LeaseRef, RunStatus
+
+pytestmark = pytest.mark.timeout(90)
+
+
+async def until(read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]) -> None:
+    for _ in range(1000):
+        if done(await read()):
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError("timed out")
+
+
+async def counted(app: Corral) -> dict[str, int]:
+    runs = await app.list_runs(limit=1000)
+    return dict(Counter(run.status.value for run in runs))
+
+
+async def test_counters_match_the_runs_after_every_way_to_end(db_url: str) -> None:
+    app = Corral(db_url)
+    release = asyncio.Event()
+    flaky_calls: Counter[Any] = Counter()
+
+    @app.agent("ok")
+    async def ok(ctx: RunContext, input: Any) -> Any:
+        return input
+
+    @app.agent("broken")
+    async def broken(ctx: RunContext, input: Any) -> Any:
+        raise NonRetryableError("no")
+
+    @app.agent("flaky")
+    async def flaky(ctx: RunContext, input: Any) -> Any:
+        flaky_calls[input] += 1
+        if flaky_calls[input] == 1:
+            raise RuntimeError("first attempt fails")
+        return input
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> Any:
+        return await ctx.wait([await ctx.spawn("ok", n) for n in range(3)])
+
+    @app.agent("blocked")
+    async def blocked(ctx: RunContext, input: Any) -> Any:
+        await release.wait()
+        return input
+
+    @app.agent("stuck_parent")
+    async def stuck_parent(ctx: RunContext, input: Any) -> Any:
+        return await ctx.wait(await ctx.spawn("blocked", input))
+
+    try:
+        for n in range(4):
+            await app.submit("ok", n)
+        await app.submit("broken")
+        await app.submit("flaky", "a")
+        await app.submit("parent")  # children acked on the general path (they have a parent)
+        doomed = await app.submit("ok", "never", not_before=1e12)
+        await app.cancel(doomed)  # queued -> cancelled
+        stuck = await app.submit("stuck_parent", "x")
+        # a short lease: the heartbeat (ttl/3) soon tells the cancelled child to stop
+        worker = app.worker(concurrency=6, poll_interval=0.02, retry_base=0.0, lease_ttl=0.6)
+        task = asyncio.create_task(worker.run())
+        await until(lambda: app.get(stuck), lambda run: run.status == RunStatus.WAITING)
+        await app.cancel(stuck)  # waiting parent -> cancelled; its running child flagged
+        await until(app.stats, lambda stats: stats.in_flight == stats.queued == 0)
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+
+        # a lease that expires with no attempts left: failed by the reaper
+        expiring = await app.submit("ok", "late", max_attempts=1)
+        (lease,) = await app.store.lease("gone-worker", 0.05, 1)
+        assert lease.run_id == expiring
+        await asyncio.sleep(0.1)
+        await app.store.lease("reaper", 30, 1)  # reclaims expired leases first
+        # a running run whose worker gives it back after cancellation was requested
+        given_back = await app.submit("ok", "back")
+        (lease,) = await app.store.lease("draining-worker", 30, 1)
+        await app.cancel(given_back)
+        await app.store.release(LeaseRef(lease.run_id, lease.epoch))
+
+        stats = await app.stats()
+        expected = await counted(app)
+        assert stats.by_status == expected
+        assert expected == {"succeeded": 9, "failed": 2, "cancelled": 4}
+        assert (stats.queued, stats.in_flight, stats.waiting) == (0, 0, 0)
+
+        # ended runs stay counted when they are purged
+        assert await app.purge_finished(0) == 15
+        assert (await app.stats()).by_status == expected
+        assert await counted(app) == {}
+    finally:
+        release.set()
+        await app.close()
+
+
+async def test_waiting_runs_are_counted(db_url: str) -> None:
+    app = Corral(db_url)
+    release = asyncio.Event()
+
+    @app.agent("child")
+    async def child(ctx: RunContext, input: Any) -> Any:
+        await release.wait()
+        return input
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> Any:
+        return await ctx.wait(await ctx.spawn("child", input))
+
+    worker = app.worker(concurrency=4, poll_interval=0.02)
+    try:
+        parents = [await app.submit("parent", n) for n in range(2)]
+        task = asyncio.create_task(worker.run())
+        for _ in range(500):
+            stats = await app.stats()
+            if stats.waiting == 2 and stats.in_flight == 2:
+                break
+            await asyncio.sleep(0.02)
+        assert stats.by_status == await counted(app) == {"waiting": 2, "running": 2}
+        release.set()
+        for run_id in parents:
+            await app.wait(run_id, timeout=20)
+        worker.stop()
+        await asyncio.wait_for(task, 20)
+        assert (await app.stats()).by_status == await counted(app) == {"succeeded": 4}
+    finally:
+        release.set()
+        worker.stop()
+        await app.close()
