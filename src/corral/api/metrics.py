@@ -102,9 +102,11 @@ class _StoreCollector:
             in_flight.add_metric([t.tenant], t.in_flight)
             if t.cap is not None:
                 cap.add_metric([t.tenant], t.cap)
-        runs = GaugeMetricFamily("corral_runs",
+        runs = GaugeMetricFamily(
+            "corral_runs",
             "Runs per status (ended statuses: every run that ever ended, purged ones too).",
-            labels=["status"],)
+            labels=["status"],
+        )
         for status, n in sorted(s.by_status.items()):
             runs.add_metric([status], n)
         submitted = CounterMetricFamily(
