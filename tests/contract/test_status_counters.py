@@ -1,6 +1,6 @@
-"""Queue statistics come from counters kept by the statements that move runs, not from counting
-the runs table: after every way a run can end, the counters equal a count of the stored runs
-by status, on every backend; and a purge does not take ended runs off them."""
+"""Queue statistics and delivery counters come from counters kept by the statements that move
+runs, not from counting the runs table: after every way a run can end, the counters equal a
+count of the stored runs, on every backend; and a purge does not take ended runs off them."""
 
 from __future__ import annotations
 
@@ -23,6 +23,11 @@ async def until(read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool])
             return
         await asyncio.sleep(0.02)
     raise AssertionError("timed out")
+
+
+async def redelivered(app: Corral) -> int:
+    """Deliveries past each stored run's first attempt, counted from the runs themselves."""
+    return sum(max(run.attempts - 1, 0) for run in await app.list_runs(limit=1000))
 
 
 async def counted(app: Corral) -> dict[str, int]:
@@ -85,7 +90,7 @@ async def test_counters_match_the_runs_after_every_way_to_end(db_url: str) -> No
         expiring = await app.submit("ok", "late", max_attempts=1)
         (lease,) = await app.store.lease("gone-worker", 0.05, 1)
         assert lease.run_id == expiring
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(0.3)  # past the lease, and past the store's maintenance interval
         await app.store.lease("reaper", 30, 1)  # reclaims expired leases first
         # a running run whose worker gives it back after cancellation was requested
         given_back = await app.submit("ok", "back")
@@ -93,15 +98,31 @@ async def test_counters_match_the_runs_after_every_way_to_end(db_url: str) -> No
         await app.cancel(given_back)
         await app.store.release(LeaseRef(lease.run_id, lease.epoch))
 
+        # a redelivery that a draining worker gives back is not one any more
+        requeued = await app.submit("ok", "again", max_attempts=3)
+        (lease,) = await app.store.lease("gone-again", 0.05, 1)
+        await asyncio.sleep(0.3)  # past the lease, and past the store's maintenance interval
+        (lease,) = await app.store.lease("draining-again", 30, 1)  # reaps, then attempt 2
+        assert (lease.run_id, lease.attempt) == (requeued, 2)
+        assert (await app.store.delivery_counters()).redeliveries == await redelivered(app)
+        await app.store.release(LeaseRef(lease.run_id, lease.epoch))
+        await app.cancel(requeued)
+
         stats = await app.stats()
         expected = await counted(app)
         assert stats.by_status == expected
-        assert expected == {"succeeded": 9, "failed": 2, "cancelled": 4}
+        assert expected == {"succeeded": 9, "failed": 2, "cancelled": 5}
         assert (stats.queued, stats.in_flight, stats.waiting) == (0, 0, 0)
+        deliveries = await app.store.delivery_counters()
+        # flaky's retry; the expired leases of `expiring` (last attempt: a dead letter) and
+        # `requeued` (redelivered, then released: no longer a redelivery)
+        assert deliveries.redeliveries == await redelivered(app) == 1
+        assert deliveries.lease_expiry_dead_letters == 1
 
         # ended runs stay counted when they are purged
-        assert await app.purge_finished(0) == 15
+        assert await app.purge_finished(0) == 16
         assert (await app.stats()).by_status == expected
+        assert await app.store.delivery_counters() == deliveries
         assert await counted(app) == {}
     finally:
         release.set()
@@ -140,4 +161,25 @@ async def test_waiting_runs_are_counted(db_url: str) -> None:
     finally:
         release.set()
         worker.stop()
+        await app.close()
+
+
+async def test_a_redelivered_run_that_suspends_counts_one_redelivery(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("napper")
+    async def napper(ctx: RunContext, input: Any) -> Any:
+        await ctx.sleep(0.1)  # suspends: gives its attempt back, as a release does
+        return input
+
+    try:
+        run_id = await app.submit("napper", 1)
+        assert [x.run_id for x in await app.store.lease("gone-worker", 0.05, 1)] == [run_id]
+        await asyncio.sleep(0.3)  # past the lease, and past the store's maintenance interval
+        worker = app.worker(concurrency=2, poll_interval=0.02)
+        await asyncio.wait_for(worker.run(until_idle=True), 30)
+        run = await app.get(run_id)
+        assert run.status == RunStatus.SUCCEEDED and run.attempts == 2
+        assert (await app.store.delivery_counters()).redeliveries == await redelivered(app) == 1
+    finally:
         await app.close()

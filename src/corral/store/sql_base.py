@@ -34,10 +34,12 @@ T = TypeVar("T")
 #: how long (seconds) a process remembers grants it heard of but has no waiter for
 GRANT_MEMORY = 60.0
 
-#: per-tenant counter changes, applied at the end of a transaction:
-#: [queued, in_flight, succeeded, failed, cancelled] (the last three count runs that ended)
+#: per-tenant counter changes, applied at the end of a transaction: [queued, in_flight,
+#: succeeded, failed, cancelled (runs that ended), redelivered, expiry_dead_letters]
 Deltas = dict[str, list[int]]
 _ENDED_AT = {RunStatus.SUCCEEDED: 2, RunStatus.FAILED: 3, RunStatus.CANCELLED: 4}
+REDELIVERED = 5
+EXPIRY_DEAD_LETTERS = 6
 Entry = tuple[str, str | None, JSON]
 
 
@@ -309,7 +311,7 @@ class LeaseTimes:
 
 def delta(deltas: Deltas, tenant: str) -> list[int]:
     """The counter changes of ``tenant`` (created as no change)."""
-    return deltas.setdefault(tenant, [0, 0, 0, 0, 0])
+    return deltas.setdefault(tenant, [0, 0, 0, 0, 0, 0, 0])
 
 
 def count_ended(deltas: Deltas, tenant: str, status: str) -> None:
@@ -329,11 +331,13 @@ def merge(into: Deltas, other: Deltas) -> Deltas:
 
 def tenant_counter_params(deltas: Deltas, tenant: str) -> dict[str, int]:
     """The counter parameters of adjust_tenant and settle_tenant."""
-    queued, in_flight, succeeded, failed, cancelled = deltas[tenant]
+    queued, in_flight, succeeded, failed, cancelled, redelivered, expiry_dead = deltas[tenant]
     return {
         "queued": queued,
         "in_flight": in_flight,
         "succeeded": succeeded,
         "failed": failed,
         "cancelled": cancelled,
+        "redelivered": redelivered,
+        "expiry_dead_letters": expiry_dead,
     }

@@ -20,7 +20,7 @@ from typing import Any
 from corral.errors import BudgetExceeded, FanoutLimitError, LeaseLost, RunCancelled
 from corral.ids import new_run_id
 from corral.models import JSON, LeaseRef, RunOutcome, RunSpec, RunStatus
-from corral.store.sql_base import Deltas, Entry, SqlBase, delta, dumps, loads
+from corral.store.sql_base import REDELIVERED, Deltas, Entry, SqlBase, delta, dumps, loads
 from corral.store.transaction import Row, Transaction
 from corral.store.user_sql import StepTransaction
 
@@ -206,7 +206,10 @@ class DurableMixin(SqlBase):
             if row is None:
                 raise LeaseLost(ref.run_id, ref.epoch)
             deltas: Deltas = {}
-            delta(deltas, tenant)[1] -= 1  # the run holds no slot while it waits
+            d = delta(deltas, tenant)
+            d[1] -= 1  # the run holds no slot while it waits
+            if int(row[1]) >= 1:  # a redelivery that gave its attempt back, as a release does
+                d[REDELIVERED] -= 1
             await self._adjust_tenants(tx, deltas)
             return True
 

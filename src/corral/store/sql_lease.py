@@ -42,6 +42,8 @@ from corral.dispatch import TenantLoad, allocate
 from corral.dispatch.policy import MIN_RUN_COST
 from corral.models import Lease, RunStatus
 from corral.store.sql_base import (
+    EXPIRY_DEAD_LETTERS,
+    REDELIVERED,
     Deltas,
     SqlBase,
     count_ended,
@@ -133,6 +135,9 @@ class LeaseMixin(SqlBase):
             elif slots > 0:
                 leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
             served = Counter(lease.tenant for lease in leases)
+            for lease in leases:
+                if lease.attempt > 1:
+                    delta(deltas, lease.tenant)[REDELIVERED] += 1
             for tenant, n in served.items():
                 d = delta(deltas, tenant)
                 d[0] -= n
@@ -367,6 +372,8 @@ class LeaseMixin(SqlBase):
                     d[0] += 1
                 else:
                     count_ended(deltas, tenant, status)
+                    if status == RunStatus.FAILED:
+                        d[EXPIRY_DEAD_LETTERS] += 1
                     ended.append((run_id, parent))
         # the event stream and `corral runs journal` show the expiry, not only the next attempt
         if entries:

@@ -24,6 +24,7 @@ from corral.models import (
     RunStatus,
 )
 from corral.store.sql_base import (
+    REDELIVERED,
     Deltas,
     Entry,
     LeaseTimes,
@@ -295,9 +296,11 @@ class QueueMixin(SqlBase):
             ended = []
             for ref, rows in zip(refs, results, strict=True):
                 if rows:
-                    tenant, status, parent = rows[0]
+                    tenant, status, parent, attempts = rows[0]
                     d = delta(deltas, tenant)
                     d[1] -= 1
+                    if attempts >= 1:  # it was a redelivery; the release gives the attempt back
+                        d[REDELIVERED] -= 1
                     if status == RunStatus.QUEUED:
                         d[0] += 1
                     else:

@@ -114,7 +114,9 @@ CREATE TABLE corral_tenants (
     run_cost double precision DEFAULT 1 NOT NULL,
     succeeded bigint DEFAULT 0 NOT NULL,
     failed bigint DEFAULT 0 NOT NULL,
-    cancelled bigint DEFAULT 0 NOT NULL
+    cancelled bigint DEFAULT 0 NOT NULL,
+    redelivered bigint DEFAULT 0 NOT NULL,
+    expiry_dead_letters bigint DEFAULT 0 NOT NULL
 )
 WITH (fillfactor='50');
 

@@ -63,7 +63,8 @@ RETURNING queued;
 -- lease time of this tenant's runs that just ended.
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
     succeeded = succeeded + :succeeded, failed = failed + :failed,
-    cancelled = cancelled + :cancelled,
+    cancelled = cancelled + :cancelled, redelivered = redelivered + :redelivered,
+    expiry_dead_letters = expiry_dead_letters + :expiry_dead_letters,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
               THEN GREATEST(vtime, COALESCE(
@@ -76,7 +77,8 @@ RETURNING queued;
 -- name: settle_tenant
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
     succeeded = succeeded + :succeeded, failed = failed + :failed,
-    cancelled = cancelled + :cancelled,
+    cancelled = cancelled + :cancelled, redelivered = redelivered + :redelivered,
+    expiry_dead_letters = expiry_dead_letters + :expiry_dead_letters,
     last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
@@ -253,8 +255,10 @@ WITH cand AS (
         in_flight = t.in_flight + s.n,
         queued = t.queued - s.n,
         vtime = t.vtime + s.n * GREATEST(t.run_cost, :min_cost::float8) / t.weight,
-        last_served_at = :now
-    FROM (SELECT tenant, count(*) AS n FROM taken GROUP BY tenant) s
+        last_served_at = :now,
+        redelivered = t.redelivered + s.again
+    FROM (SELECT tenant, count(*) AS n, count(*) FILTER (WHERE attempts > 1) AS again
+          FROM taken GROUP BY tenant) s
     WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM taken)) AND t.tenant = s.tenant
     RETURNING t.tenant
 )
@@ -364,7 +368,7 @@ UPDATE corral_runs SET
     attempts = attempts - 1, available_at = :now,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING tenant, status, parent_id;
+RETURNING tenant, status, parent_id, attempts;
 
 -- name: finish_cancelled
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,

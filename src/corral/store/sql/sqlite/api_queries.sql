@@ -17,11 +17,10 @@ ORDER BY started_at
 LIMIT :limit;
 
 -- name: delivery_counters
-SELECT
-    COALESCE(SUM(CASE WHEN attempts > 1 THEN attempts - 1 ELSE 0 END), 0),
-    COALESCE(SUM(CASE WHEN status = 'failed' AND instr(error, '"type":"LeaseExpired"') > 0
-                      THEN 1 ELSE 0 END), 0)
-FROM corral_runs;
+-- kept per tenant by the lease (a delivery past a run's first attempt), release (which gives
+-- an attempt back) and the reaper (a lease that expired on the last attempt)
+SELECT COALESCE(SUM(redelivered), 0), COALESCE(SUM(expiry_dead_letters), 0)
+FROM corral_tenants;
 
 -- name: expired_unreclaimed
 SELECT COUNT(*) FROM corral_runs WHERE status = 'running' AND lease_expires_at <= :now;

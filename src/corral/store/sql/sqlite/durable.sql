@@ -37,7 +37,7 @@ UPDATE corral_runs SET status = 'waiting', awaiting = :awaiting, wake_at = :wake
     attempts = attempts - 1,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING tenant;
+RETURNING tenant, attempts;
 
 -- name: run_outcome
 SELECT id, status, result, error FROM corral_runs WHERE id = :id;

@@ -37,7 +37,8 @@ RETURNING queued;
 -- lease time of this tenant's runs that just ended.
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
     succeeded = succeeded + :succeeded, failed = failed + :failed,
-    cancelled = cancelled + :cancelled,
+    cancelled = cancelled + :cancelled, redelivered = redelivered + :redelivered,
+    expiry_dead_letters = expiry_dead_letters + :expiry_dead_letters,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
               THEN MAX(vtime, COALESCE(
@@ -50,7 +51,8 @@ RETURNING queued;
 -- name: settle_tenant
 UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in_flight,
     succeeded = succeeded + :succeeded, failed = failed + :failed,
-    cancelled = cancelled + :cancelled,
+    cancelled = cancelled + :cancelled, redelivered = redelivered + :redelivered,
+    expiry_dead_letters = expiry_dead_letters + :expiry_dead_letters,
     last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
@@ -202,7 +204,7 @@ UPDATE corral_runs SET
     attempts = attempts - 1, available_at = :now,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING tenant, status, parent_id;
+RETURNING tenant, status, parent_id, attempts;
 
 -- name: finish_cancelled
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
