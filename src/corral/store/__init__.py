@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 from corral.clock import Clock, system_clock
 from corral.config import StoreConfig
 from corral.store.contract import Store
@@ -19,6 +21,8 @@ def create_store(
         return SQLiteStore(parsed.target, config, clock)
     from corral.store.postgres import PostgresStore
 
+    if parsed.pool_size is not None:
+        config = dataclasses.replace(config or StoreConfig(), pool_size=parsed.pool_size)
     return PostgresStore(parsed.target, config, clock)
 
 

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 from corral.errors import InvalidDatabaseURL
 
 DEFAULT_URL = "sqlite:///corral.db"
+#: query parameters of a PostgreSQL URL that corral reads (and takes out before libpq sees it)
+POOL_SIZE = "pool_size"
+MAX_POOL_SIZE = 1000
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,6 +19,8 @@ class DatabaseURL:
     dialect: Literal["sqlite", "postgres"]
     #: file path for SQLite, the libpq connection string for PostgreSQL
     target: str
+    #: PostgreSQL: ``?pool_size=N``, the most connections each of a process's two pools opens
+    pool_size: int | None = None
 
 
 def parse_database_url(url: str) -> DatabaseURL:
@@ -45,7 +50,25 @@ def parse_database_url(url: str) -> DatabaseURL:
             raise InvalidDatabaseURL(f"malformed PostgreSQL URL {url!r}: {exc}") from exc
         if not (parts.hostname or "host=" in (parts.query or "")):
             raise InvalidDatabaseURL(f"PostgreSQL URL needs a host: {url!r}")
-        return DatabaseURL("postgres", url)
+        query = parse_qsl(parts.query, keep_blank_values=True)
+        sizes = [v for k, v in query if k == POOL_SIZE]
+        if not sizes:
+            return DatabaseURL("postgres", url)
+        pool_size = _pool_size(sizes[-1], url)
+        rest = urlencode([(k, v) for k, v in query if k != POOL_SIZE])
+        return DatabaseURL("postgres", urlunsplit(parts._replace(query=rest)), pool_size)
     raise InvalidDatabaseURL(
         f"unsupported database scheme {scheme!r} in {url!r} (use sqlite or postgresql)"
     )
+
+
+def _pool_size(text: str, url: str) -> int:
+    try:
+        size = int(text)
+    except ValueError:
+        size = 0
+    if not 1 <= size <= MAX_POOL_SIZE:
+        raise InvalidDatabaseURL(
+            f"{POOL_SIZE} must be a whole number from 1 to {MAX_POOL_SIZE}, not {text!r} in {url!r}"
+        )
+    return size
