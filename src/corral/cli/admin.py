@@ -3,12 +3,9 @@
 from __future__ import annotations
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from corral.cli.common import age, db_option, resolve_app, run_async
-
-console = Console()
+from corral.cli.output import print_table
 
 
 def _cap(value: int | None) -> str:
@@ -57,18 +54,21 @@ async def tenants_list(db: str | None) -> None:
         stats = await app.stats()
     finally:
         await app.close()
-    table = Table("tenant", "plan", "cap", "weight", "in flight", "queued", "oldest", box=None)
-    for t in stats.tenants:
-        table.add_row(
-            t.tenant,
-            t.plan,
-            _cap(t.cap),
-            f"{t.weight:g}",
-            str(t.in_flight),
-            str(t.queued),
-            age(t.oldest_queued_age) if t.queued else "-",
-        )
-    console.print(table)
+    print_table(
+        ("tenant", "plan", "cap", "weight", "in flight", "queued", "oldest"),
+        (
+            (
+                t.tenant,
+                t.plan,
+                _cap(t.cap),
+                f"{t.weight:g}",
+                str(t.in_flight),
+                str(t.queued),
+                age(t.oldest_queued_age) if t.queued else "-",
+            )
+            for t in stats.tenants
+        ),
+    )
 
 
 @click.group()
@@ -106,10 +106,10 @@ async def plans_list(db: str | None) -> None:
         found = await app.plans()
     finally:
         await app.close()
-    table = Table("plan", "cap", "weight", "max queued", box=None)
-    for p in found:
-        table.add_row(p.name, _cap(p.cap), f"{p.weight:g}", _cap(p.max_queued))
-    console.print(table)
+    print_table(
+        ("plan", "cap", "weight", "max queued"),
+        ((p.name, _cap(p.cap), f"{p.weight:g}", _cap(p.max_queued)) for p in found),
+    )
 
 
 @plans.command("global-cap")

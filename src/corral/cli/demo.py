@@ -10,11 +10,8 @@ from pathlib import Path
 from typing import Any
 
 import click
-from rich.console import Console
 
 from corral.cli.common import CliError, run_async
-
-console = Console()
 
 
 @click.command()
@@ -95,8 +92,11 @@ async def demo(
     seed: int | None,
 ) -> None:
     """Run three kinds of tenants through a live corral service and report on fairness."""
+    from corral.cli.output import console as shared_console
     from corral.demo.report import render_report
     from corral.demo.runner import Demo, DemoOptions
+
+    console = shared_console()
 
     options = DemoOptions(
         duration=duration,

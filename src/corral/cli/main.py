@@ -8,8 +8,6 @@ from dataclasses import asdict
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from corral.cli.admin import plans, tenants
 from corral.cli.common import (
@@ -27,10 +25,9 @@ from corral.cli.common import (
     worker_options,
 )
 from corral.cli.demo import demo
+from corral.cli.output import console, print_table
 from corral.cli.serve import keys, serve
 from corral.models import Run, RunStatus
-
-console = Console()
 
 
 @click.group()
@@ -197,10 +194,13 @@ async def runs_list(
     if as_json:
         click.echo(json.dumps([_run_dict(r) for r in found], indent=2))
         return
-    table = Table("id", "tenant", "agent", "status", "attempts", "created", box=None)
-    for r in found:
-        table.add_row(r.id, r.tenant, r.agent, r.status.value, str(r.attempts), when(r.created_at))
-    console.print(table)
+    print_table(
+        ("id", "tenant", "agent", "status", "attempts", "created"),
+        (
+            (r.id, r.tenant, r.agent, r.status.value, str(r.attempts), when(r.created_at))
+            for r in found
+        ),
+    )
 
 
 @runs.command("cancel")
@@ -283,26 +283,28 @@ async def status(as_json: bool, db: str | None) -> None:
     if as_json:
         click.echo(json.dumps(asdict(stats), indent=2))
         return
-    table = Table("tenant", "plan", "queued", "in flight / cap", "oldest queued", box=None)
-    for t in stats.tenants:
-        cap = "∞" if t.cap is None else str(t.cap)
-        table.add_row(
+    rows = [
+        (
             t.tenant,
             t.plan,
             str(t.queued),
-            f"{t.in_flight} / {cap}",
+            f"{t.in_flight} / {'∞' if t.cap is None else t.cap}",
             age(t.oldest_queued_age) if t.queued else "-",
         )
+        for t in stats.tenants
+    ]
     cap = "∞" if stats.global_cap is None else str(stats.global_cap)
-    table.add_row(
-        "[bold]total[/bold]",
-        "",
-        str(stats.queued),
-        f"{stats.in_flight} / {cap}",
-        age(stats.oldest_queued_age) if stats.queued else "-",
+    rows.append(
+        (
+            "[bold]total[/bold]",
+            "",
+            str(stats.queued),
+            f"{stats.in_flight} / {cap}",
+            age(stats.oldest_queued_age) if stats.queued else "-",
+        )
     )
-    console.print(table)
-    console.print(
+    print_table(("tenant", "plan", "queued", "in flight / cap", "oldest queued"), rows)
+    console().print(
         f"waiting: {stats.waiting}   by status: "
         + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items()))
     )

@@ -8,8 +8,6 @@ import json
 from typing import Any
 
 import click
-from rich.console import Console
-from rich.table import Table
 
 from corral.cli.common import (
     CliError,
@@ -21,8 +19,7 @@ from corral.cli.common import (
     when,
     worker_options,
 )
-
-console = Console()
+from corral.cli.output import print_table
 
 
 @click.command()
@@ -215,17 +212,20 @@ async def keys_list(as_json: bool, db: str | None) -> None:
             )
         )
         return
-    table = Table("id", "tenant", "admin", "label", "created", "revoked", box=None)
-    for k in found:
-        table.add_row(
-            k.id,
-            k.tenant,
-            "yes" if k.admin else "",
-            k.label or "",
-            when(k.created_at),
-            when(k.revoked_at) if k.revoked else "",
-        )
-    console.print(table)
+    print_table(
+        ("id", "tenant", "admin", "label", "created", "revoked"),
+        (
+            (
+                k.id,
+                k.tenant,
+                "yes" if k.admin else "",
+                k.label or "",
+                when(k.created_at),
+                when(k.revoked_at) if k.revoked else "",
+            )
+            for k in found
+        ),
+    )
 
 
 @keys.command("revoke")
