@@ -136,7 +136,7 @@ async def test_an_api_only_node_accepts_runs_that_a_worker_elsewhere_executes(
     db_url: str, tmp_path: Path
 ) -> None:
     a = create_key(db_url, "acme")
-    with serve(db_url, tmp_path / "api.log", ["--workers", "0"]) as api_node:
+    with serve(db_url, tmp_path / "api.log", ["--workers", "0", "--retain", "7d"]) as api_node:
         async with httpx.AsyncClient(base_url=api_node.url, timeout=30) as client:
             run_id = (
                 await client.post("/v1/runs", json={"agent": "echo", "input": 42}, headers=H(a))
@@ -148,7 +148,8 @@ async def test_an_api_only_node_accepts_runs_that_a_worker_elsewhere_executes(
             with serve(db_url, tmp_path / "worker.log", ["--workers", "1"]):
                 done = await wait_status(client, a, run_id, "succeeded")
             assert done["result"] == 42
-    assert "listening on" in (tmp_path / "api.log").read_text()
+    log = (tmp_path / "api.log").read_text()
+    assert "listening on" in log and "deleting runs ended over 7.0d ago" in log, log
 
 
 async def test_sigterm_drains_and_exits_cleanly(db_url: str, tmp_path: Path) -> None:

@@ -4,6 +4,8 @@ are read from options and environment variables."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 from typing import Any
 
@@ -11,6 +13,7 @@ import click
 
 from corral.cli.common import (
     CliError,
+    age,
     app_option,
     db_option,
     on_fast_loop,
@@ -20,6 +23,7 @@ from corral.cli.common import (
     worker_options,
 )
 from corral.cli.output import print_table
+from corral.worker.retention import RETENTION_INTERVAL, retention_loop
 
 
 @click.command()
@@ -121,14 +125,22 @@ async def _serve(
                 drain_timeout=drain_timeout,
                 express_slots=express_slots,
                 express_below=express_below,
-                retain=retain,
+                retain=retain if i == 0 else None,  # one retention pass per process is enough
             )
-            for _ in range(workers)
+            for i in range(workers)
         ]
+        # with no embedded worker, the service keeps retention itself
+        retention = (
+            asyncio.create_task(retention_loop(app.store, retain, RETENTION_INTERVAL))
+            if retain is not None and not embedded
+            else None
+        )
 
         def listening(url: str) -> None:
+            kept = f", deleting runs ended over {age(retain)} ago" if retain is not None else ""
             click.echo(
-                f"corral serve: listening on {url} with {workers} worker(s) on {app.url}", err=True
+                f"corral serve: listening on {url} with {workers} worker(s) on {app.url}{kept}",
+                err=True,
             )
 
         try:
@@ -143,6 +155,11 @@ async def _serve(
             )
         except RuntimeError as exc:
             raise CliError(str(exc), 1) from exc
+        finally:
+            if retention is not None:
+                retention.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await retention
     finally:
         await app.close()
 

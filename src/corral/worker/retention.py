@@ -21,6 +21,8 @@ from corral.store import Store
 
 log = logging.getLogger(__name__)
 
+#: seconds between two retention passes of a process
+RETENTION_INTERVAL = 60.0
 #: top-level runs (each with its descendants) deleted per transaction
 RETENTION_BATCH = 500
 #: batches one pass deletes at most, so a first pass over a long backlog of ended runs

@@ -40,7 +40,7 @@ from corral.runs.context import FanoutLimits, RunContext
 from corral.runs.signals import CancelRequested, Suspended
 from corral.store import Store
 from corral.worker.acker import AckBatcher
-from corral.worker.retention import retention_loop
+from corral.worker.retention import RETENTION_INTERVAL, retention_loop
 
 log = logging.getLogger(__name__)
 
@@ -84,7 +84,7 @@ class WorkerOptions:
     #: None: keep every run
     retain: float | None = None
     #: seconds between two retention passes of this worker
-    retention_interval: float = 60.0
+    retention_interval: float = RETENTION_INTERVAL
 
 
 class _Slot:
