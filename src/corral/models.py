@@ -141,6 +141,10 @@ class TenantStats:
     cap: int | None
     weight: float
     oldest_queued_age: float
+    #: runs of this tenant that ended with each status, ever (purged ones included)
+    succeeded: int = 0
+    failed: int = 0
+    cancelled: int = 0
 
 
 @dataclass(frozen=True, slots=True)

@@ -112,6 +112,8 @@ async def test_counters_match_the_runs_after_every_way_to_end(db_url: str) -> No
         expected = await counted(app)
         assert stats.by_status == expected
         assert expected == {"succeeded": 9, "failed": 2, "cancelled": 5}
+        (tenant,) = stats.tenants  # every run here is the default tenant's
+        assert (tenant.succeeded, tenant.failed, tenant.cancelled) == (9, 2, 5)
         assert (stats.queued, stats.in_flight, stats.waiting) == (0, 0, 0)
         deliveries = await app.store.delivery_counters()
         # flaky's retry; the expired leases of `expiring` (last attempt: a dead letter) and

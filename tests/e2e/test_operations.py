@@ -127,6 +127,13 @@ async def test_metrics_export_queue_figures_counters_histograms_and_schedulers(
         assert sample(text, "corral_queue_depth", tenant="acme") == 0
         assert sample(text, "corral_runs_finished_total", status="succeeded") == 4
         assert sample(text, "corral_runs_finished_total", status="failed") == 1
+        finished = "corral_tenant_runs_finished_total"
+        assert sample(text, finished, tenant="acme", status="succeeded") == 4
+        assert sample(text, finished, tenant="globex", status="failed") == 1
+        assert sample(text, finished, tenant="globex", status="succeeded") == 0
+        queues = (await client.get("/v1/queues", headers=H(keys.b))).json()
+        (own,) = queues["tenants"]  # a tenant's key sees its own counts only
+        assert (own["tenant"], own["succeeded"], own["failed"]) == ("globex", 0, 1)
         assert sample(text, "corral_queue_wait_seconds_count") == 5  # each run's first lease
         assert sample(text, "corral_redeliveries_total") == 0
         assert sample(text, "corral_leases_expired_unreclaimed") == 0

@@ -96,7 +96,18 @@ class _StoreCollector:
             "In-flight cap per tenant (absent when unlimited).",
             labels=["tenant"],
         )
+        tenant_finished = CounterMetricFamily(
+            "corral_tenant_runs_finished",
+            "Runs that ended, per tenant and final status.",
+            labels=["tenant", "status"],
+        )
         for t in s.tenants:
+            for status, n in (
+                ("succeeded", t.succeeded),
+                ("failed", t.failed),
+                ("cancelled", t.cancelled),
+            ):
+                tenant_finished.add_metric([t.tenant, status], n)
             depth.add_metric([t.tenant], t.queued)
             oldest.add_metric([t.tenant], t.oldest_queued_age)
             in_flight.add_metric([t.tenant], t.in_flight)
@@ -130,6 +141,7 @@ class _StoreCollector:
             runs,
             submitted,
             finished,
+            tenant_finished,
             GaugeMetricFamily("corral_waiting_runs", "Runs suspended (ctx.wait).", value=s.waiting),
             CounterMetricFamily(
                 "corral_redeliveries",

@@ -156,6 +156,9 @@ class TenantQueue(BaseModel):
     cap: int | None
     weight: float
     oldest_queued_age: float
+    succeeded: int = Field(description="Runs of the tenant that ever succeeded.")
+    failed: int = Field(description="Runs of the tenant that ever failed (dead letters).")
+    cancelled: int = Field(description="Runs of the tenant that were ever cancelled.")
 
     @classmethod
     def of(cls, t: TenantStats) -> TenantQueue:
@@ -167,6 +170,9 @@ class TenantQueue(BaseModel):
             cap=t.cap,
             weight=t.weight,
             oldest_queued_age=t.oldest_queued_age,
+            succeeded=t.succeeded,
+            failed=t.failed,
+            cancelled=t.cancelled,
         )
 
 

@@ -55,7 +55,18 @@ async def tenants_list(db: str | None) -> None:
     finally:
         await app.close()
     print_table(
-        ("tenant", "plan", "cap", "weight", "in flight", "queued", "oldest"),
+        (
+            "tenant",
+            "plan",
+            "cap",
+            "weight",
+            "in flight",
+            "queued",
+            "oldest",
+            "succeeded",
+            "failed",
+            "cancelled",
+        ),
         (
             (
                 t.tenant,
@@ -65,6 +76,9 @@ async def tenants_list(db: str | None) -> None:
                 str(t.in_flight),
                 str(t.queued),
                 age(t.oldest_queued_age) if t.queued else "-",
+                str(t.succeeded),
+                str(t.failed),
+                str(t.cancelled),
             )
             for t in stats.tenants
         ),

@@ -39,19 +39,21 @@ class TenancyMixin(SqlBase):
                 cap=_unlimited_to_none(int(r[4])),
                 weight=float(r[5]),
                 oldest_queued_age=max(0.0, now - r[9]) if r[9] is not None else 0.0,
+                succeeded=int(r[6]),
+                failed=int(r[7]),
+                cancelled=int(r[8]),
             )
             for r in tenant_rows
         )
         # every count from the tenants' counters and one index: O(tenants), not O(table)
         waiting = int(waiting_row[0]) if waiting_row else 0
-        ended = [sum(int(r[i]) for r in tenant_rows) for i in (6, 7, 8)]
         counts = {
             RunStatus.QUEUED: sum(t.queued for t in tenants),
             RunStatus.RUNNING: sum(t.in_flight for t in tenants),
             RunStatus.WAITING: waiting,
-            RunStatus.SUCCEEDED: ended[0],
-            RunStatus.FAILED: ended[1],
-            RunStatus.CANCELLED: ended[2],
+            RunStatus.SUCCEEDED: sum(t.succeeded for t in tenants),
+            RunStatus.FAILED: sum(t.failed for t in tenants),
+            RunStatus.CANCELLED: sum(t.cancelled for t in tenants),
         }
         by_status = {status.value: n for status, n in counts.items() if n}
         return QueueStats(
