@@ -321,6 +321,14 @@ def count_ended(deltas: Deltas, tenant: str, status: str) -> None:
         delta(deltas, tenant)[at] += 1
 
 
+def count_delivery(deltas: Deltas, tenant: str, attempt: int, *, given_back: bool = False) -> None:
+    """Count a delivery of attempt number ``attempt`` of a run of ``tenant``: past the first
+    attempt it is a redelivery. ``given_back``: the attempt was handed back without counting
+    (a release by a draining worker, a suspension), so it is no delivery after all."""
+    if attempt > 1:
+        delta(deltas, tenant)[REDELIVERED] += -1 if given_back else 1
+
+
 def merge(into: Deltas, other: Deltas) -> Deltas:
     for tenant, changes in other.items():
         d = delta(into, tenant)

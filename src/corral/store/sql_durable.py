@@ -20,7 +20,15 @@ from typing import Any
 from corral.errors import BudgetExceeded, FanoutLimitError, LeaseLost, RunCancelled
 from corral.ids import new_run_id
 from corral.models import JSON, LeaseRef, RunOutcome, RunSpec, RunStatus
-from corral.store.sql_base import REDELIVERED, Deltas, Entry, SqlBase, delta, dumps, loads
+from corral.store.sql_base import (
+    Deltas,
+    Entry,
+    SqlBase,
+    count_delivery,
+    delta,
+    dumps,
+    loads,
+)
 from corral.store.transaction import Row, Transaction
 from corral.store.user_sql import StepTransaction
 
@@ -206,10 +214,9 @@ class DurableMixin(SqlBase):
             if row is None:
                 raise LeaseLost(ref.run_id, ref.epoch)
             deltas: Deltas = {}
-            d = delta(deltas, tenant)
-            d[1] -= 1  # the run holds no slot while it waits
-            if int(row[1]) >= 1:  # a redelivery that gave its attempt back, as a release does
-                d[REDELIVERED] -= 1
+            delta(deltas, tenant)[1] -= 1  # the run holds no slot while it waits
+            # row[1]: the attempts left after the suspension gave one back, as a release does
+            count_delivery(deltas, tenant, int(row[1]) + 1, given_back=True)
             await self._adjust_tenants(tx, deltas)
             return True
 

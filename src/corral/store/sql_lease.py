@@ -43,9 +43,9 @@ from corral.dispatch.policy import MIN_RUN_COST
 from corral.models import Lease, RunStatus
 from corral.store.sql_base import (
     EXPIRY_DEAD_LETTERS,
-    REDELIVERED,
     Deltas,
     SqlBase,
+    count_delivery,
     count_ended,
     delta,
     dumps,
@@ -136,8 +136,7 @@ class LeaseMixin(SqlBase):
                 leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
             served = Counter(lease.tenant for lease in leases)
             for lease in leases:
-                if lease.attempt > 1:
-                    delta(deltas, lease.tenant)[REDELIVERED] += 1
+                count_delivery(deltas, lease.tenant, lease.attempt)
             for tenant, n in served.items():
                 d = delta(deltas, tenant)
                 d[0] -= n

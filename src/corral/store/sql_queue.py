@@ -24,11 +24,11 @@ from corral.models import (
     RunStatus,
 )
 from corral.store.sql_base import (
-    REDELIVERED,
     Deltas,
     Entry,
     LeaseTimes,
     SqlBase,
+    count_delivery,
     count_ended,
     delta,
     dumps,
@@ -299,8 +299,8 @@ class QueueMixin(SqlBase):
                     tenant, status, parent, attempts = rows[0]
                     d = delta(deltas, tenant)
                     d[1] -= 1
-                    if attempts >= 1:  # it was a redelivery; the release gives the attempt back
-                        d[REDELIVERED] -= 1
+                    # attempts is what is left after the release gave one back
+                    count_delivery(deltas, tenant, int(attempts) + 1, given_back=True)
                     if status == RunStatus.QUEUED:
                         d[0] += 1
                     else:
