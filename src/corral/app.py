@@ -18,6 +18,7 @@ from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatu
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
 from corral.worker import AgentFn, Worker, WorkerOptions
+from corral.worker.retention import RETENTION_INTERVAL
 
 MAX_NAME = 200
 MAX_PRIORITY = 1_000_000
@@ -327,7 +328,7 @@ class Corral:
         express_slots: int = 0,
         express_below: int = 1,
         retain: float | None = None,
-        retention_interval: float = 60.0,
+        retention_interval: float = RETENTION_INTERVAL,
     ) -> Worker:
         """A worker of this app's agents: ``concurrency`` slots, plus ``express_slots`` that
         only runs of tenants with fewer than ``express_below`` runs in flight take. With

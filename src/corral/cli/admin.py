@@ -4,12 +4,8 @@ from __future__ import annotations
 
 import click
 
-from corral.cli.common import age, db_option, resolve_app, run_async
+from corral.cli.common import age, db_option, limit_text, resolve_app, run_async
 from corral.cli.output import print_table
-
-
-def _cap(value: int | None) -> str:
-    return "∞" if value is None else str(value)
 
 
 @click.group()
@@ -71,7 +67,7 @@ async def tenants_list(db: str | None) -> None:
             (
                 t.tenant,
                 t.plan,
-                _cap(t.cap),
+                limit_text(t.cap),
                 f"{t.weight:g}",
                 str(t.in_flight),
                 str(t.queued),
@@ -122,7 +118,7 @@ async def plans_list(db: str | None) -> None:
         await app.close()
     print_table(
         ("plan", "cap", "weight", "max queued"),
-        ((p.name, _cap(p.cap), f"{p.weight:g}", _cap(p.max_queued)) for p in found),
+        ((p.name, limit_text(p.cap), f"{p.weight:g}", limit_text(p.max_queued)) for p in found),
     )
 
 

@@ -225,6 +225,11 @@ def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> f
     return seconds
 
 
+def limit_text(value: int | None) -> str:
+    """A cap or quota for a table: None (unlimited) shows as ∞."""
+    return "∞" if value is None else str(value)
+
+
 def age(seconds: float) -> str:
     if seconds < 1:
         return f"{seconds * 1000:.0f}ms"

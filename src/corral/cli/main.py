@@ -16,6 +16,7 @@ from corral.cli.common import (
     app_option,
     db_option,
     duration,
+    limit_text,
     load_app,
     on_fast_loop,
     parse_json,
@@ -288,18 +289,17 @@ async def status(as_json: bool, db: str | None) -> None:
             t.tenant,
             t.plan,
             str(t.queued),
-            f"{t.in_flight} / {'∞' if t.cap is None else t.cap}",
+            f"{t.in_flight} / {limit_text(t.cap)}",
             age(t.oldest_queued_age) if t.queued else "-",
         )
         for t in stats.tenants
     ]
-    cap = "∞" if stats.global_cap is None else str(stats.global_cap)
     rows.append(
         (
             "[bold]total[/bold]",
             "",
             str(stats.queued),
-            f"{stats.in_flight} / {cap}",
+            f"{stats.in_flight} / {limit_text(stats.global_cap)}",
             age(stats.oldest_queued_age) if stats.queued else "-",
         )
     )
