@@ -170,6 +170,8 @@ CREATE INDEX corral_runs_listing ON corral_runs USING btree (tenant, created_at)
 
 CREATE INDEX corral_runs_parent ON corral_runs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 
+CREATE INDEX corral_runs_queued_age ON corral_runs USING btree (tenant, available_at) WHERE (status = 'queued'::text);
+
 CREATE INDEX corral_runs_ready ON corral_runs USING btree (tenant, sort_key) WHERE (status = 'queued'::text);
 
 CREATE INDEX corral_runs_ready_global ON corral_runs USING btree (sort_key) WHERE (status = 'queued'::text);

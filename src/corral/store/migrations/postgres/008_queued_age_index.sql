@@ -1,0 +1,8 @@
+-- The oldest runnable run of a tenant (stats, `corral status`, /metrics, /v1/queues) is the
+-- least available_at among its queued runs. The ready index orders them by sort_key, which
+-- mixes in priority, so that minimum read every queued run of the tenant: a scrape during a
+-- burst of 1,000,000 runs read all of them. On this index it is one entry a tenant.
+-- Partial like the ready index, so it costs a write at submit and requeue only: a lease's or
+-- an ack's new row version is not queued and gets no entry. (SQLite has no such index: there
+-- the lease deletes index entries in place, and a third one cost its lease+ack cycle ~25%.)
+CREATE INDEX corral_runs_queued_age ON corral_runs (tenant, available_at) WHERE status = 'queued';
