@@ -144,9 +144,14 @@ SELECT COALESCE(SUM(in_flight), 0) FROM corral_tenants;
 SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued, t.vtime, t.run_cost
 FROM corral_tenants t
 -- LATERAL ... LIMIT 1, not EXISTS: the planner may turn an EXISTS into a hash of every queued
--- run (all of them, on every lease); this probes each candidate's index entries instead
+-- run (all of them, on every lease); this probes each candidate's index entries instead. The
+-- ORDER BY is the order of corral_runs_queued_age, so the probe is its first entry whatever
+-- the statistics say: without it, statistics that guess thousands of runs for every tenant
+-- made a sequential scan look likely to meet one at once (it read the whole backlog of the
+-- busiest tenant, once per small tenant, on every lease)
 CROSS JOIN LATERAL (SELECT 1 FROM corral_runs r
                     WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
+                    ORDER BY r.available_at
                     LIMIT 1) ready
 WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
 ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
@@ -207,6 +212,7 @@ WITH cand AS (
     SELECT t.tenant FROM corral_tenants t
     CROSS JOIN LATERAL (SELECT 1 FROM corral_runs r  -- not EXISTS: see candidate_tenants
                         WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
+                        ORDER BY r.available_at
                         LIMIT 1) ready
     WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
     ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
