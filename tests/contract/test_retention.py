@@ -96,6 +96,49 @@ async def test_a_tree_stays_while_any_run_in_it_has_not_ended(db_url: str) -> No
         await app.close()
 
 
+async def test_trees_held_back_do_not_stop_the_purge_behind_them(db_url: str) -> None:
+    """More ended roots whose trees have not ended than one batch holds: the purge looks past
+    them (in a batch of 2, the 3 held roots come first) instead of finding nothing forever."""
+    app = Corral(db_url)
+    release = asyncio.Event()
+
+    @app.agent("slow")
+    async def slow(ctx: RunContext, input: Any) -> Any:
+        await release.wait()
+        return "done"
+
+    @app.agent("fire_and_forget")
+    async def fire_and_forget(ctx: RunContext, input: Any) -> Any:
+        await ctx.spawn("slow")  # not awaited: this run ends before its child
+        return "spawned"
+
+    @app.agent("leaf")
+    async def leaf(ctx: RunContext, input: Any) -> Any:
+        return input
+
+    try:
+        held = [await app.submit("fire_and_forget", n) for n in range(3)]
+        worker = asyncio.create_task(drain(app))
+        for root in held:
+            assert (await app.wait(root, timeout=30)).status == RunStatus.SUCCEEDED
+        done = [await app.submit("leaf", n) for n in range(3)]
+        for run_id in done:
+            assert (await app.wait(run_id, timeout=30)).status == RunStatus.SUCCEEDED
+        assert [await app.purge_finished(0, limit=2) for _ in range(3)] == [2, 1, 0]
+        for run_id in done:
+            with pytest.raises(RunNotFound):
+                await app.get(run_id)
+        for root in held:
+            assert (await app.get(root)).status == RunStatus.SUCCEEDED
+        release.set()
+        await worker
+        assert await app.purge_finished(0, limit=2) == 4  # two trees of two runs
+        assert await app.purge_finished(0, limit=2) == 2
+    finally:
+        release.set()
+        await app.close()
+
+
 async def test_purge_goes_in_batches_and_frees_idempotency_keys(db_url: str) -> None:
     app = Corral(db_url)
 

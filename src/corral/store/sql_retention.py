@@ -24,12 +24,26 @@ class RetentionMixin(SqlBase):
             return 0
 
         async def find(tx: Transaction) -> list[str]:
-            roots = await tx.fetchall(self.q["finished_roots"], {"before": before, "limit": limit})
-            doomed = [str(r[0]) for r in roots if int(r[1]) == 0]
-            for root, _ in (r for r in roots if int(r[1]) > 0):
-                tree = await self._ended_tree(tx, str(root), before)
-                if tree is not None:
-                    doomed += tree
+            # page past roots whose trees have not all ended (a child still running or
+            # sleeping): a batch of only those would otherwise stop every purge behind it
+            doomed: list[str] = []
+            trees = 0
+            after = ""
+            while trees < limit:
+                page = limit - trees
+                roots = await tx.fetchall(
+                    self.q["finished_roots"], {"before": before, "after": after, "limit": page}
+                )
+                for root, children, _ in roots:
+                    tree = [str(root)] if int(children) == 0 else None
+                    if tree is None:
+                        tree = await self._ended_tree(tx, str(root), before)
+                    if tree is not None:
+                        doomed += tree
+                        trees += 1
+                if len(roots) < page:
+                    break
+                after = str(roots[-1][2])  # the dialect's scan order: id, or SQLite's rowid
             return doomed
 
         async def delete(tx: Transaction) -> int:

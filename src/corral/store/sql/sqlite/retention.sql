@@ -2,11 +2,14 @@
 -- :ids is a JSON array of strings (as in resources.sql), on both dialects.
 
 -- name: finished_roots
--- top-level runs that ended before :before (no index on finished_at: a purge is an occasional
--- maintenance read, and an index would cost every ack a write)
-SELECT id, children FROM corral_runs
+-- top-level runs that ended before :before, after the cursor :after (the purge pages past
+-- roots whose trees have not ended). No index on finished_at: a purge is an occasional
+-- maintenance read, and an index would cost every ack a write. The cursor is the rowid: in
+-- its order the scan reads the table front to back (in id order it took twice as long).
+SELECT id, children, rowid FROM corral_runs
 WHERE parent_id IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
-  AND finished_at < :before
+  AND finished_at < :before AND rowid > CAST(:after AS INTEGER)
+ORDER BY rowid
 LIMIT :limit;
 
 -- name: children_of
