@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import json
 import re
+import sqlite3
+from pathlib import Path
 from typing import Any
 
 import psycopg
@@ -22,6 +24,7 @@ from corral.config import StoreConfig
 from corral.models import RunSpec
 from corral.store import create_store
 from corral.store.queries import load_queries
+from corral.store.sql_queue import _list_runs_sql
 from tests.support.postgres import fresh_schema
 
 HOT = {
@@ -209,3 +212,49 @@ async def test_acks_look_runs_up_by_key_while_thousands_are_running(
                     assert read <= 64, (name, analyzed, read, scans)
         finally:
             await store.close()
+
+
+@pytest.mark.parametrize("generic", [False, True])
+async def test_a_tenants_listing_walks_its_own_entries_behind_a_burst(
+    pg_dsn: str, generic: bool
+) -> None:
+    """A small tenant's newest-first page (what its API key lists) reads about a page of index
+    entries, not the burst another tenant submitted after it."""
+    with fresh_schema(pg_dsn) as dsn:
+        store = create_store(dsn, StoreConfig())
+        await store.open()
+        try:
+            await store.submit([RunSpec("echo", tenant="small") for _ in range(60)])
+            for _ in range(4):
+                await store.submit([RunSpec("echo", tenant="big") for _ in range(5000)])
+            template = load_queries("postgres")["list_runs"]
+            with psycopg.connect(dsn, autocommit=True) as conn:
+                newest = conn.execute(
+                    "SELECT max(id) FROM corral_runs WHERE tenant = 'small'"
+                ).fetchone()
+                assert newest is not None
+                for filters, args in (
+                    (("tenant",), {"tenant": "small"}),
+                    (("tenant", "status"), {"tenant": "small", "status": "queued"}),
+                    (("tenant", "before"), {"tenant": "small", "before": newest[0]}),
+                ):
+                    query = _list_runs_sql(template, "postgres", filters)
+                    scans, read = _runs_read(conn, query, {**args, "limit": 50}, generic)
+                    assert ("Seq Scan", "corral_runs") not in scans, (filters, scans)
+                    assert read <= 60, (filters, generic, read, scans)
+        finally:
+            await store.close()
+
+
+async def test_sqlite_listing_of_a_tenant_uses_its_index(tmp_path: Path) -> None:
+    store = create_store(f"sqlite:///{tmp_path / 'plans.db'}", StoreConfig())
+    await store.open()
+    await store.close()
+    template = load_queries("sqlite")["list_runs"]
+    with sqlite3.connect(tmp_path / "plans.db") as conn:
+        for filters in (("tenant",), ("tenant", "status", "before"), ("tenant", "agent")):
+            query = _list_runs_sql(template, "sqlite", filters)
+            args = {"tenant": "t", "status": "queued", "agent": "a", "before": "z", "limit": 50}
+            plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", args)]
+            assert any("USING INDEX corral_runs_listing" in step for step in plan), plan
+            assert not any("TEMP B-TREE" in step for step in plan), plan  # no sort

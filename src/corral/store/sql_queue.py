@@ -6,6 +6,7 @@ deadlock or a busy database: bodies are written to be re-runnable.
 
 from __future__ import annotations
 
+import functools
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -23,6 +24,7 @@ from corral.models import (
     RunSpec,
     RunStatus,
 )
+from corral.store.queries import to_dialect
 from corral.store.sql_base import (
     Deltas,
     Entry,
@@ -406,18 +408,35 @@ class QueueMixin(SqlBase):
         before: str | None = None,
     ) -> list[Run]:
         """Newest first; pass the last id as ``before`` for the next page."""
-        args = {
+        given = {
             "tenant": tenant,
             "status": None if status is None else str(status),
             "agent": agent,
-            "limit": limit,
             "before": before,
         }
+        args: dict[str, Any] = {k: v for k, v in given.items() if v is not None}
+        query = _list_runs_sql(self.q["list_runs"], self.dialect, tuple(args))
+        args["limit"] = limit
 
         async def body(tx: Transaction) -> list[dict[str, Any]]:
-            return await tx.fetch_dicts(self.q["list_runs"], args)
+            return await tx.fetch_dicts(query, args)
 
         return [run_from_row(r) for r in await self._read(body)]
+
+
+_LIST_FILTERS = {
+    "tenant": "tenant = :tenant",
+    "status": "status = :status",
+    "agent": "agent = :agent",
+    "before": "id < :before",
+}
+
+
+@functools.lru_cache(maxsize=64)
+def _list_runs_sql(template: str, dialect: str, filters: tuple[str, ...]) -> str:
+    """list_runs with the conditions of ``filters`` only (one text per combination)."""
+    conditions = " AND ".join(_LIST_FILTERS[f] for f in filters) or "1 = 1"
+    return template.replace("{filters}", to_dialect(conditions, dialect))
 
 
 def _ack_arrays(acks: Sequence[Ack], now: float) -> Params:

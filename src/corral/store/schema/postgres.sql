@@ -166,7 +166,7 @@ CREATE UNIQUE INDEX corral_runs_idempotency ON corral_runs USING btree (tenant, 
 
 CREATE INDEX corral_runs_leased ON corral_runs USING btree (lease_expires_at) WHERE (status = 'running'::text);
 
-CREATE INDEX corral_runs_listing ON corral_runs USING btree (tenant, created_at);
+CREATE INDEX corral_runs_listing ON corral_runs USING btree (tenant, id);
 
 CREATE INDEX corral_runs_parent ON corral_runs USING btree (parent_id) WHERE (parent_id IS NOT NULL);
 

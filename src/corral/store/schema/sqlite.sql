@@ -127,7 +127,7 @@ CREATE UNIQUE INDEX corral_runs_idempotency ON corral_runs (tenant, idempotency_
 
 CREATE INDEX corral_runs_leased ON corral_runs (lease_expires_at) WHERE status = 'running';
 
-CREATE INDEX corral_runs_listing ON corral_runs (tenant, created_at);
+CREATE INDEX corral_runs_listing ON corral_runs (tenant, id);
 
 CREATE INDEX corral_runs_parent ON corral_runs (parent_id) WHERE parent_id IS NOT NULL;
 
