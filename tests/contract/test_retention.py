@@ -20,6 +20,25 @@ async def drain(app: Corral) -> None:
     await asyncio.wait_for(worker.run(until_idle=True), 45)
 
 
+def app_with_fire_and_forget(db_url: str) -> tuple[Corral, asyncio.Event]:
+    """An app whose "fire_and_forget" run ends before its "slow" child, which runs until the
+    event is set."""
+    app = Corral(db_url)
+    release = asyncio.Event()
+
+    @app.agent("slow")
+    async def slow(ctx: RunContext, input: Any) -> Any:
+        await release.wait()
+        return "done"
+
+    @app.agent("fire_and_forget")
+    async def fire_and_forget(ctx: RunContext, input: Any) -> Any:
+        await ctx.spawn("slow")  # not awaited: this run ends before its child
+        return "spawned"
+
+    return app, release
+
+
 async def test_ended_runs_and_trees_go_with_their_journals(db_url: str) -> None:
     app = Corral(db_url)
 
@@ -67,18 +86,7 @@ async def test_ended_runs_and_trees_go_with_their_journals(db_url: str) -> None:
 
 
 async def test_a_tree_stays_while_any_run_in_it_has_not_ended(db_url: str) -> None:
-    app = Corral(db_url)
-    release = asyncio.Event()
-
-    @app.agent("slow")
-    async def slow(ctx: RunContext, input: Any) -> Any:
-        await release.wait()
-        return "done"
-
-    @app.agent("fire_and_forget")
-    async def fire_and_forget(ctx: RunContext, input: Any) -> Any:
-        await ctx.spawn("slow")  # not awaited: this run ends before its child
-        return "spawned"
+    app, release = app_with_fire_and_forget(db_url)
 
     try:
         root = await app.submit("fire_and_forget")
@@ -99,18 +107,7 @@ async def test_a_tree_stays_while_any_run_in_it_has_not_ended(db_url: str) -> No
 async def test_trees_held_back_do_not_stop_the_purge_behind_them(db_url: str) -> None:
     """More ended roots whose trees have not ended than one batch holds: the purge looks past
     them (in a batch of 2, the 3 held roots come first) instead of finding nothing forever."""
-    app = Corral(db_url)
-    release = asyncio.Event()
-
-    @app.agent("slow")
-    async def slow(ctx: RunContext, input: Any) -> Any:
-        await release.wait()
-        return "done"
-
-    @app.agent("fire_and_forget")
-    async def fire_and_forget(ctx: RunContext, input: Any) -> Any:
-        await ctx.spawn("slow")  # not awaited: this run ends before its child
-        return "spawned"
+    app, release = app_with_fire_and_forget(db_url)
 
     @app.agent("leaf")
     async def leaf(ctx: RunContext, input: Any) -> Any:
