@@ -35,9 +35,11 @@ class RetentionMixin(SqlBase):
                     self.q["finished_roots"], {"before": before, "after": after, "limit": page}
                 )
                 for root, children, _ in roots:
-                    tree = [str(root)] if int(children) == 0 else None
-                    if tree is None:
-                        tree = await self._ended_tree(tx, str(root), before)
+                    tree = (
+                        [str(root)]
+                        if int(children) == 0
+                        else await self._ended_tree(tx, str(root), before)
+                    )
                     if tree is not None:
                         doomed += tree
                         trees += 1
