@@ -99,6 +99,8 @@ class LeaseMixin(SqlBase):
             requeued = any(d[0] > 0 for d in deltas.values())
             slots = await self._global_slots(tx, limit)
             wanted: list[str] = []
+            first: dict[str, int] = {}
+            snapshot: list[TenantLoad] = []
             oldest: list[Row] = []
             fresh: dict[str, TenantLoad] = {}
             if slots > 0 and fair:
@@ -129,9 +131,11 @@ class LeaseMixin(SqlBase):
                 loads_[tenant] = _with_deltas(fresh[tenant], deltas)
             leases: list[Lease] = []
             if slots > 0 and fair:
-                leases = await self._fill_fair(
-                    tx, slots, [_light(loads_[t], light) for t in wanted if t in loads_], take
-                )
+                fill = [_light(loads_[t], light) for t in wanted if t in loads_]
+                # counters unchanged since the snapshot (SQLite, nothing reaped): the first
+                # allocation stands, as allocating again on the same loads would give it
+                planned = first if fill == [c for c in snapshot if c.tenant in first] else None
+                leases = await self._fill_fair(tx, slots, fill, take, planned)
             elif slots > 0:
                 leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
             served = Counter(lease.tenant for lease in leases)
@@ -245,24 +249,33 @@ class LeaseMixin(SqlBase):
         slots: int,
         loads_: list[TenantLoad],
         take: dict[str, Any],
+        planned: dict[str, int] | None = None,
     ) -> list[Lease]:
+        """Lease ``slots`` runs among ``loads_`` by ``allocate``, offering a tenant's share
+        that it could not fill to the others. ``planned``: ``allocate(loads_, slots)``, when
+        the caller has it already."""
         granted: Counter[str] = Counter()
         exhausted: set[str] = set()
         leases: list[Lease] = []
         while slots > 0:
-            current = [
-                TenantLoad(
-                    c.tenant,
-                    c.in_flight + granted[c.tenant],
-                    c.cap,
-                    c.weight,
-                    0 if c.tenant in exhausted else c.queued - granted[c.tenant],
-                    c.vtime + granted[c.tenant] * c.charge,
-                    c.cost,
+            if planned is not None:
+                shares, planned = planned, None
+            else:
+                shares = allocate(
+                    [
+                        TenantLoad(
+                            c.tenant,
+                            c.in_flight + granted[c.tenant],
+                            c.cap,
+                            c.weight,
+                            0 if c.tenant in exhausted else c.queued - granted[c.tenant],
+                            c.vtime + granted[c.tenant] * c.charge,
+                            c.cost,
+                        )
+                        for c in loads_
+                    ],
+                    slots,
                 )
-                for c in loads_
-            ]
-            shares = allocate(current, slots)
             if not shares:
                 break
             taken = await self._take_shares(tx, shares, take)
@@ -401,7 +414,9 @@ def _light(load: TenantLoad, light_below: int) -> TenantLoad:
 
 
 def _with_deltas(load: TenantLoad, deltas: Deltas) -> TenantLoad:
-    dq, df = deltas.get(load.tenant, (0, 0))[:2]
+    if load.tenant not in deltas:
+        return load
+    dq, df = deltas[load.tenant][:2]
     return TenantLoad(
         load.tenant,
         load.in_flight + df,
