@@ -461,6 +461,40 @@ async def test_time_at_the_cap_banks_no_credit(store: Store, clock: FakeClock) -
     assert served["capped"] <= 24, served  # its share is 20 of 40; all 40 would be credit
 
 
+async def test_a_cap_raised_while_at_the_cap_banks_no_credit(
+    store: Store, clock: FakeClock
+) -> None:
+    """``capped`` (cap 1) holds one long run while ``open`` takes the other 3 slots, so its
+    virtual time stands still. Its cap is raised while that run is still going: from then on
+    it gets its share of the free slots, not every one until its vtime catches up."""
+    await store.set_tenant("capped", cap=1)
+    await store.submit([RunSpec("echo", tenant=t) for t in ("capped", "open") for _ in range(400)])
+    held = [lease for lease in await store.lease("w", TTL, 4) if lease.tenant == "capped"]
+    assert len(held) == 1
+    running: list[LeaseRef] = []
+    for _ in range(60):  # the other 3 slots; every run but the held one takes 1 s
+        for lease in await store.lease("w", TTL, 3 - len(running)):
+            assert lease.tenant == "open"
+            running.append(LeaseRef(lease.run_id, lease.epoch))
+        clock.advance(1)
+        for ref in running:
+            await store.ack(ref)
+        running.clear()
+        await store.heartbeat(LeaseRef(held[0].run_id, held[0].epoch), TTL)
+    await store.set_tenant("capped", cap=100)
+    served: Counter[str] = Counter()
+    for _ in range(10):
+        for lease in await store.lease("w", TTL, 3):
+            served[lease.tenant] += 1
+            running.append(LeaseRef(lease.run_id, lease.epoch))
+        clock.advance(1)
+        for ref in running:
+            await store.ack(ref)
+        running.clear()
+    # its share is about half of the 30 (the held run counts against it); all 30 is credit
+    assert served["capped"] <= 18, served
+
+
 # -------------------------------------------------------------- lease defects
 
 
