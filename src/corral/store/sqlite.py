@@ -8,6 +8,12 @@ process can make a statement wait, so statements run inline: a thread hop costs 
 statement itself. Write transactions start with ``BEGIN IMMEDIATE`` so two processes never
 deadlock upgrading a read lock.
 
+Read-only transactions (run and journal reads, listings, stats, retention's search) use a
+second connection, opened ``query_only``, whose statements all run on a thread of its own: a
+read that scans (stats over a deep backlog, a listing) then holds up neither the event loop nor
+this process's writes, and WAL gives it a consistent snapshot while they commit. (An in-memory
+database is one connection's own, so there reads share the writer's connection.)
+
 SQLite has no LISTEN/NOTIFY. An idle worker watches ``PRAGMA data_version``, which changes when
 another connection commits, at a short interval; submits in the same process wake it at once.
 """
@@ -72,6 +78,56 @@ class _SQLiteTransaction:
             self._run(_execute_many, query, params)
 
 
+class _ThreadedTransaction:
+    """Statements of a read transaction on the reader connection, each run on its thread. The
+    first one opens the transaction in the same thread hop: a one-statement read costs two
+    hops (the statement, the end), as it did on the writer's connection."""
+
+    def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
+        self._begun = False
+        self._reader_call = call
+
+    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
+        if self._begun:
+            return await self._reader_call(fn, *args)
+        self._begun = True
+        return await self._reader_call(_begin_then, fn, *args)
+
+    async def fetchall(self, query: str, params: Params | None = None) -> list[Row]:
+        rows: list[Row] = await self._call(_fetchall, query, params)
+        return rows
+
+    async def fetchone(self, query: str, params: Params | None = None) -> Row | None:
+        rows = await self.fetchall(query, params)
+        return rows[0] if rows else None
+
+    async def fetch_dicts(self, query: str, params: Params | None = None) -> list[dict[str, Any]]:
+        dicts: list[dict[str, Any]] = await self._call(_fetch_dicts, query, params)
+        return dicts
+
+    async def execute(self, query: str, params: Params | None = None) -> None:
+        await self._call(_fetchall, query, params)
+
+    async def fetch_each(self, query: str, params: Sequence[Params]) -> list[list[Row]]:
+        rows: list[list[Row]] = await self._call(_fetch_each, query, params)
+        return rows
+
+    async def execute_many(self, query: str, params: Sequence[Params]) -> None:
+        if params:
+            await self._call(_execute_many, query, params)
+
+
+def _begin_then(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
+    conn.execute("BEGIN")
+    return fn(conn, *args)
+
+
+def _end_read(conn: sqlite3.Connection, how: str) -> None:
+    """COMMIT or ROLLBACK the read transaction, if a statement opened one."""
+    if conn.in_transaction:
+        conn.execute(how)
+
+
 def _fetchall(conn: sqlite3.Connection, query: str, params: Params | None) -> list[Row]:
     return conn.execute(query, params or {}).fetchall()
 
@@ -105,6 +161,10 @@ class SQLiteStore(SqlStore):
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
         self._data_version: int | None = None
+        #: the read-only connection, its thread and its lock (None: reads use the writer's)
+        self._reader: sqlite3.Connection | None = None
+        self._reader_executor: ThreadPoolExecutor | None = None
+        self._reader_lock = asyncio.Lock()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
         assert self._executor is not None and self._conn is not None, "store is not open"
@@ -127,6 +187,19 @@ class SQLiteStore(SqlStore):
             raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
         await self._migrate()
         await self._seed_plans()
+        if self.path != ":memory:":
+            self._reader_executor = ThreadPoolExecutor(
+                max_workers=1, thread_name_prefix="corral-sqlite-read"
+            )
+            try:
+                self._reader = await loop.run_in_executor(
+                    self._reader_executor, self._connect_reader
+                )
+            except (sqlite3.Error, OSError) as exc:
+                self._reader_executor.shutdown(wait=False)
+                self._reader_executor = None
+                await self.close()
+                raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
 
     def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
@@ -153,8 +226,38 @@ class SQLiteStore(SqlStore):
         conn.execute(f"PRAGMA synchronous = {self.config.synchronous}")
         return conn
 
+    def _connect_reader(self) -> sqlite3.Connection:
+        conn = sqlite3.connect(
+            self.path,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=self.config.busy_timeout,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
+        # a read path that tried to write would be a bug; make it an error, not a write
+        conn.execute("PRAGMA query_only = 1")
+        return conn
+
+    async def _reader_call(self, fn: Callable[..., T], *args: Any) -> T:
+        assert self._reader_executor is not None and self._reader is not None
+        loop = asyncio.get_running_loop()
+        try:
+            return await loop.run_in_executor(
+                self._reader_executor, partial(fn, self._reader, *args)
+            )
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
+
     async def close(self) -> None:
         await self._finish_maintenance()
+        if self._reader is not None and self._reader_executor is not None:
+            async with self._reader_lock:
+                await asyncio.get_running_loop().run_in_executor(
+                    self._reader_executor, self._reader.close
+                )
+                self._reader_executor.shutdown(wait=True)
+                self._reader = None
+                self._reader_executor = None
         if self._conn is None or self._executor is None:
             return
         async with self._lock:
@@ -211,8 +314,17 @@ class SQLiteStore(SqlStore):
             return await body(tx)
 
     async def _read(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
-        async with self._transaction("BEGIN") as tx:
-            return await body(tx)
+        if self._reader is None:
+            async with self._transaction("BEGIN") as tx:
+                return await body(tx)
+        async with self._reader_lock:
+            try:
+                result = await body(_ThreadedTransaction(self._reader_call))
+            except BaseException:
+                await self._reader_call(_end_read, "ROLLBACK")
+                raise
+            await self._reader_call(_end_read, "COMMIT")
+            return result
 
     async def wait_for_work(self, timeout: float, *, light_below: int | None = None) -> None:
         deadline = time.monotonic() + timeout
