@@ -3,13 +3,17 @@ code, never a traceback; and the happy path works end to end."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
+
+from corral import Corral
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.workload:app"
@@ -26,6 +30,11 @@ def corral(
     return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
 
 
+async def submit_many(url: str, specs: list[dict[str, Any]]) -> None:
+    async with Corral(url) as app:
+        await app.submit_many(specs)
+
+
 @pytest.fixture
 def sqlite_url(tmp_path: Path) -> str:
     return f"sqlite:///{tmp_path / 'cli.db'}"
@@ -40,6 +49,8 @@ def sqlite_url(tmp_path: Path) -> str:
         (["submit", "work", "{}", "--max-attempts", "0"], 2, "0 is not in the range"),
         (["submit", "work", "{}", "--delay", "-1"], 2, "-1"),
         (["worker", APP, "--concurrency", "0"], 2, "0 is not in the range"),
+        (["status", "--age-target", "0"], 2, "0 is not in the range"),
+        (["status", "--concurrency", "many"], 2, "not a valid integer"),
         (["worker", APP, "--lease-ttl", "soon"], 2, "not a valid float"),
         (["worker", "no_such_module:app"], 2, "cannot import module"),
         (["worker", "tests.integration.workload"], 2, "MODULE:ATTR"),
@@ -94,6 +105,18 @@ def test_submit_show_list_status_and_journal(sqlite_url: str) -> None:
     status = corral("status", "--json", db=sqlite_url)
     stats = json.loads(status.stdout)
     assert stats["queued"] == 1 and stats["tenants"][0]["tenant"] == "acme"
+    # one fresh queued run, nothing in flight: a queue never scales to zero
+    assert (stats["suggested_workers"], stats["age_target"], stats["slots_per_worker"]) == (
+        1,
+        30.0,
+        10,
+    )
+    table = corral("status", "--age-target", "0.001", "-c", "4", db=sqlite_url)
+    assert "suggested workers: 1 (age target 0.001 s, 4 slots per worker)" in table.stdout
+    asyncio.run(submit_many(sqlite_url, [{"agent": "work", "tenant": "acme"}] * 24))
+    # 25 runs queued past a 1 ms target ask for a slot each: 25 slots, 4 per worker
+    deep = corral("status", "--json", "--age-target", "0.001", "-c", "4", db=sqlite_url)
+    assert json.loads(deep.stdout)["suggested_workers"] == 7
     journal = corral("runs", "journal", run_id, db=sqlite_url)
     assert "submitted" in journal.stdout
     cancelled = corral("runs", "cancel", run_id, db=sqlite_url)

@@ -272,17 +272,53 @@ async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
+@click.option(
+    "--age-target",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    envvar="CORRAL_AGE_TARGET",
+    help="Queueing SLA in seconds, for the suggested worker count ($CORRAL_AGE_TARGET).",
+)
+@click.option(
+    "--concurrency",
+    "-c",
+    type=click.IntRange(1, 10_000),
+    default=10,
+    show_default=True,
+    help="Run slots of each worker being scaled (their --concurrency), for the suggested count.",
+)
 @db_option
 @run_async
-async def status(as_json: bool, db: str | None) -> None:
-    """Queue depth, oldest queued age and in-flight runs per tenant."""
+async def status(as_json: bool, age_target: float, concurrency: int, db: str | None) -> None:
+    """Queue depth, oldest queued age and in-flight runs per tenant, and the workers the load
+    needs against the age target (what to autoscale on: docs/service.md)."""
+    # the pure scaling function only: no web stack
+    from corral.api.scaling import TenantLoad, suggested_workers
+
     app = resolve_app(None, db)
     try:
         stats = await app.stats()
     finally:
         await app.close()
+    suggested = suggested_workers(
+        (TenantLoad(t.queued, t.in_flight, t.cap, t.oldest_queued_age) for t in stats.tenants),
+        age_target=age_target,
+        slots_per_worker=concurrency,
+        global_cap=stats.global_cap,
+    )
     if as_json:
-        click.echo(json.dumps(asdict(stats), indent=2))
+        click.echo(
+            json.dumps(
+                asdict(stats)
+                | {
+                    "suggested_workers": suggested,
+                    "age_target": age_target,
+                    "slots_per_worker": concurrency,
+                },
+                indent=2,
+            )
+        )
         return
     rows = [
         (
@@ -307,6 +343,10 @@ async def status(as_json: bool, db: str | None) -> None:
     console().print(
         f"waiting: {stats.waiting}   by status: "
         + ", ".join(f"{k}={v}" for k, v in sorted(stats.by_status.items()))
+    )
+    console().print(
+        f"suggested workers: {suggested} (age target {age_target:g} s, "
+        f"{concurrency} slots per worker)"
     )
 
 
