@@ -389,3 +389,28 @@ async def test_cancellation_wins_over_suspend_release_and_retry(store: Store) ->
         assert run is not None and run.status == RunStatus.CANCELLED
     stats = await store.stats()
     assert stats.queued == 0 and stats.in_flight == 0
+
+
+async def test_an_idle_store_wakes_for_its_own_work_only(
+    db_url: str, second_db_url: str, clock: FakeClock
+) -> None:
+    """Two corral databases side by side (on PostgreSQL, two schemas of one database, whose
+    notifications are database-wide): work submitted to one does not wake the other's idle
+    workers; work submitted to its own does, at once."""
+    waiter = create_store(db_url, StoreConfig(), clock)
+    own = create_store(db_url, StoreConfig(), clock)
+    neighbour = create_store(second_db_url, StoreConfig(), clock)
+    for s in (waiter, own, neighbour):
+        await s.open()
+    try:
+        await waiter.wait_for_work(0.05)  # the listener is up
+        waiting = asyncio.create_task(waiter.wait_for_work(10.0))
+        await asyncio.sleep(0.1)
+        await neighbour.submit([spec()])
+        await asyncio.sleep(0.4)
+        assert not waiting.done()
+        await own.submit([spec()])
+        await asyncio.wait_for(waiting, 3.0)
+    finally:
+        for s in (waiter, own, neighbour):
+            await s.close()

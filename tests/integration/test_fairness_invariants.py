@@ -435,29 +435,31 @@ async def test_idle_time_banks_no_credit(store: Store, clock: FakeClock) -> None
     assert served == {"busy": 20, "late": 20}
 
 
+async def keep_slots_busy(
+    store: Store, clock: FakeClock, slots: int, seconds: int, *, beside: LeaseRef | None = None
+) -> Counter[str]:
+    """``slots`` slots kept busy for ``seconds`` on the fake clock, every run taking 1 s;
+    returns the leases per tenant. ``beside``: a lease held all along (heartbeated, not acked)."""
+    served: Counter[str] = Counter()
+    for _ in range(seconds):
+        leases = await store.lease("w", TTL, slots)
+        served.update(lease.tenant for lease in leases)
+        clock.advance(1)
+        for lease in leases:
+            await store.ack(LeaseRef(lease.run_id, lease.epoch))
+        if beside is not None:
+            await store.heartbeat(beside, TTL)  # LeaseLost if it had been taken away
+    return served
+
+
 async def test_time_at_the_cap_banks_no_credit(store: Store, clock: FakeClock) -> None:
     """``capped`` (cap 1) sits at its cap beside ``open`` on 4 slots, far below its share; when
     its cap is raised it gets its share, not every slot until its vtime catches up."""
     await store.set_tenant("capped", cap=1)
     await store.submit([RunSpec("echo", tenant=t) for t in ("capped", "open") for _ in range(400)])
-    running: list[LeaseRef] = []
-    for _ in range(60):  # 4 slots; every run takes 1 s
-        for lease in await store.lease("w", TTL, 4 - len(running)):
-            running.append(LeaseRef(lease.run_id, lease.epoch))
-        clock.advance(1)
-        for ref in running:
-            await store.ack(ref)
-        running.clear()
+    await keep_slots_busy(store, clock, 4, 60)
     await store.set_tenant("capped", cap=100)
-    served: Counter[str] = Counter()
-    for _ in range(10):
-        for lease in await store.lease("w", TTL, 4):
-            served[lease.tenant] += 1
-            running.append(LeaseRef(lease.run_id, lease.epoch))
-        clock.advance(1)
-        for ref in running:
-            await store.ack(ref)
-        running.clear()
+    served = await keep_slots_busy(store, clock, 4, 10)
     assert served["capped"] <= 24, served  # its share is 20 of 40; all 40 would be credit
 
 
@@ -469,28 +471,12 @@ async def test_a_cap_raised_while_at_the_cap_banks_no_credit(
     it gets its share of the free slots, not every one until its vtime catches up."""
     await store.set_tenant("capped", cap=1)
     await store.submit([RunSpec("echo", tenant=t) for t in ("capped", "open") for _ in range(400)])
-    held = [lease for lease in await store.lease("w", TTL, 4) if lease.tenant == "capped"]
-    assert len(held) == 1
-    running: list[LeaseRef] = []
-    for _ in range(60):  # the other 3 slots; every run but the held one takes 1 s
-        for lease in await store.lease("w", TTL, 3 - len(running)):
-            assert lease.tenant == "open"
-            running.append(LeaseRef(lease.run_id, lease.epoch))
-        clock.advance(1)
-        for ref in running:
-            await store.ack(ref)
-        running.clear()
-        await store.heartbeat(LeaseRef(held[0].run_id, held[0].epoch), TTL)
+    (long_run,) = await store.lease("w", TTL, 1)
+    assert long_run.tenant == "capped"  # the tie goes to the name that sorts first
+    held = LeaseRef(long_run.run_id, long_run.epoch)
+    assert set(await keep_slots_busy(store, clock, 3, 60, beside=held)) == {"open"}
     await store.set_tenant("capped", cap=100)
-    served: Counter[str] = Counter()
-    for _ in range(10):
-        for lease in await store.lease("w", TTL, 3):
-            served[lease.tenant] += 1
-            running.append(LeaseRef(lease.run_id, lease.epoch))
-        clock.advance(1)
-        for ref in running:
-            await store.ack(ref)
-        running.clear()
+    served = await keep_slots_busy(store, clock, 3, 10, beside=held)
     # its share is about half of the 30 (the held run counts against it); all 30 is credit
     assert served["capped"] <= 18, served
 

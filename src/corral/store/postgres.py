@@ -1,8 +1,11 @@
 """PostgreSQL backend: many workers on many machines share one database.
 
 psycopg 3 async with a connection pool. Leases use ``FOR UPDATE SKIP LOCKED`` (queries in
-``sql/postgres``); commits that make work available send ``NOTIFY corral_work``, and one
-listening connection per store wakes idle workers at once instead of after a poll interval.
+``sql/postgres``); commits that make work available send a notification on the work channel,
+and one listening connection per store wakes idle workers at once instead of after a poll
+interval. Channels are per schema (``corral_work_`` + md5 of the schema the store lives in):
+notifications are database-wide, and corral stores in other schemas of the same database must
+not wake this one's workers.
 A transaction that loses a deadlock or serialization race is retried whole.
 """
 
@@ -16,6 +19,7 @@ from typing import Any, TypeVar
 
 import psycopg
 from psycopg import errors as pg_errors
+from psycopg import sql
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.array import ListBinaryDumper
@@ -35,9 +39,12 @@ from corral.store.transaction import Params, Row, Transaction
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-CHANNEL = "corral_work"
-#: grants of shared resources; the payload names the resource and the granted requests
-GRANTS_CHANNEL = "corral_grants"
+#: the channels, suffixed per schema (see the module's doc): work made available (the payload,
+#: when set, is the fewest runs in flight of a tenant with work), and grants of shared
+#: resources (the payload names the resource and the granted requests)
+CHANNELS_QUERY = (
+    "SELECT 'corral_work_' || md5(current_schema()), 'corral_grants_' || md5(current_schema())"
+)
 #: a fixed key for pg_advisory_xact_lock, so processes starting together migrate one at a time
 MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral"
 RETRIES = 8
@@ -201,10 +208,10 @@ class PostgresStore(SqlStore):
                 "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
             done = {r[0] for r in await tx.fetchall("SELECT version FROM corral_schema_migrations")}
-            for version, name, sql in migrations:
+            for version, name, text in migrations:
                 if version in done:
                     continue
-                for statement in split_statements(sql):
+                for statement in split_statements(text):
                     await tx.execute(statement)
                 await tx.execute(
                     "INSERT INTO corral_schema_migrations (version, name) VALUES (%(v)s, %(n)s)",
@@ -332,14 +339,18 @@ class PostgresStore(SqlStore):
             await conn.close()
             return
         self._listen_conn = conn
-        await conn.execute(f"LISTEN {CHANNEL}")
-        await conn.execute(f"LISTEN {GRANTS_CHANNEL}")
-        self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
+        cur = await conn.execute(CHANNELS_QUERY)
+        channels = await cur.fetchone()
+        assert channels is not None
+        work, grants = channels
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(work)))
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(grants)))
+        self._listener = asyncio.create_task(self._listen(conn, grants), name="corral-listen")
 
-    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
+    async def _listen(self, conn: psycopg.AsyncConnection[Any], grants: str) -> None:
         try:
             async for notify in conn.notifies():
-                if notify.channel == GRANTS_CHANNEL:
+                if notify.channel == grants:
                     _name, *granted = notify.payload.split(",")
                     self._note_grants(granted)
                 else:

@@ -33,7 +33,7 @@ WITH reserved AS (
     INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
     SELECT id, 1, 'submitted', :agent::text, NULL, 0, :now::float8 FROM run
 )
-SELECT id, pg_notify('corral_work', (SELECT in_flight FROM reserved)::text) FROM run;
+SELECT id, pg_notify('corral_work_' || md5(current_schema()), (SELECT in_flight FROM reserved)::text) FROM run;
 
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
@@ -347,7 +347,7 @@ WITH done AS (
     WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM locked)) AND t.tenant = p.tenant
     RETURNING t.queued, t.in_flight
 ), woken AS (
-    SELECT pg_notify('corral_work', min(in_flight)::text) FROM counted WHERE queued > 0
+    SELECT pg_notify('corral_work_' || md5(current_schema()), min(in_flight)::text) FROM counted WHERE queued > 0
     HAVING count(*) > 0
 )
 SELECT d.id, (SELECT count(*) FROM woken) FROM done d;
@@ -470,7 +470,7 @@ INSERT INTO corral_settings (key, value) VALUES ('global_cap', :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: notify_work
-SELECT pg_notify('corral_work', '');
+SELECT pg_notify('corral_work_' || md5(current_schema()), '');
 
 -- name: append_one_relaxed
 -- PostgreSQL only (see queries.DIALECT_ONLY): a whole fenced single-entry append as one
