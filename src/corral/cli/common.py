@@ -41,6 +41,16 @@ app_option = click.option(
     help="Import the Corral app from here (its agents and database URL).",
 )
 
+#: the queueing SLA the suggested worker count is computed against (`status`, `serve`)
+age_target_option = click.option(
+    "--age-target",
+    type=click.FloatRange(min=0, min_open=True),
+    default=30.0,
+    show_default=True,
+    envvar="CORRAL_AGE_TARGET",
+    help="Queueing SLA in seconds, for the suggested worker count ($CORRAL_AGE_TARGET).",
+)
+
 
 def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     """The options of an embedded or standalone worker: slots, lease TTL, poll, drain."""

@@ -13,6 +13,7 @@ from corral.cli.admin import plans, tenants
 from corral.cli.common import (
     CliError,
     age,
+    age_target_option,
     app_option,
     db_option,
     duration,
@@ -272,14 +273,7 @@ async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -
 
 @cli.command()
 @click.option("--json", "as_json", is_flag=True)
-@click.option(
-    "--age-target",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    envvar="CORRAL_AGE_TARGET",
-    help="Queueing SLA in seconds, for the suggested worker count ($CORRAL_AGE_TARGET).",
-)
+@age_target_option
 @click.option(
     "--concurrency",
     "-c",

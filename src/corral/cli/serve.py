@@ -14,6 +14,7 @@ import click
 from corral.cli.common import (
     CliError,
     age,
+    age_target_option,
     app_option,
     db_option,
     on_fast_loop,
@@ -60,14 +61,7 @@ from corral.worker.retention import RETENTION_INTERVAL, retention_loop
     envvar="CORRAL_MAX_BODY_BYTES",
     help="Larger request bodies get 413 ($CORRAL_MAX_BODY_BYTES).",
 )
-@click.option(
-    "--age-target",
-    type=click.FloatRange(min=0, min_open=True),
-    default=30.0,
-    show_default=True,
-    envvar="CORRAL_AGE_TARGET",
-    help="Queueing SLA in seconds, for the suggested worker count ($CORRAL_AGE_TARGET).",
-)
+@age_target_option
 @click.option(
     "--public-metrics",
     is_flag=True,

@@ -201,9 +201,9 @@ class SQLiteStore(SqlStore):
                 await self.close()
                 raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
 
-    def _connect(self) -> sqlite3.Connection:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+    def _open_connection(self) -> sqlite3.Connection:
+        """A connection in autocommit mode (transactions are explicit), usable from the
+        store's threads, waiting up to the busy timeout for other processes' locks."""
         conn = sqlite3.connect(
             self.path,
             isolation_level=None,
@@ -211,6 +211,12 @@ class SQLiteStore(SqlStore):
             timeout=self.config.busy_timeout,
         )
         conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
+        return conn
+
+    def _connect(self) -> sqlite3.Connection:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = self._open_connection()
         # Switching a new file to WAL needs an exclusive lock and does not always wait on the
         # busy handler: processes opening one fresh file together retry here.
         deadline = time.monotonic() + self.config.busy_timeout
@@ -227,13 +233,7 @@ class SQLiteStore(SqlStore):
         return conn
 
     def _connect_reader(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(
-            self.path,
-            isolation_level=None,
-            check_same_thread=False,
-            timeout=self.config.busy_timeout,
-        )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
+        conn = self._open_connection()
         # a read path that tried to write would be a bug; make it an error, not a write
         conn.execute("PRAGMA query_only = 1")
         return conn
