@@ -35,6 +35,21 @@ def test_parse_rejects_a_name_defined_twice() -> None:
         parse_queries("-- name: a\nSELECT 1;\n-- name: a\nSELECT 2;\n")
 
 
+def test_a_fragment_is_written_into_the_queries_after_it() -> None:
+    text = (
+        "-- fragment: floor\n-- why it is what it is\nMIN(a, b)\n\n"
+        "-- name: q\nSELECT {{floor}} + {{floor}};\n"
+    )
+    assert parse_queries(text) == {"q": "SELECT MIN(a, b) + MIN(a, b)"}
+    with pytest.raises(ValueError, match="before it is defined"):
+        parse_queries("-- name: q\nSELECT {{floor}};\n-- fragment: floor\n1\n")
+
+
+@pytest.mark.parametrize("dialect", DIALECTS)
+def test_no_query_is_left_with_a_fragment_to_fill(dialect: str) -> None:
+    assert not [name for name, sql in load_queries(dialect).items() if "{{" in sql]
+
+
 @pytest.mark.parametrize("dialect", DIALECTS)
 def test_migrations_are_numbered_once_and_split_cleanly(dialect: str) -> None:
     migrations = load_migrations(dialect)

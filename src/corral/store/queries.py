@@ -2,7 +2,9 @@
 
 Each part of the store keeps its queries in a file of its own (``queries.sql`` for the queue,
 others beside it); a name must be unique across a dialect's files. A file is a sequence
-of ``-- name: <query_name>`` headers, each followed by one statement.
+of ``-- name: <query_name>`` headers, each followed by one statement. A ``-- fragment: <name>``
+header is followed instead by a piece of SQL that the queries after it in the same file write
+as ``{{name}}``: one definition of an expression several statements must agree on.
 Queries are written with ``:param`` placeholders; psycopg wants ``%(param)s``, so the
 PostgreSQL set is rewritten on load (a ``::type`` cast is left alone).
 """
@@ -31,21 +33,32 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
     "sqlite": frozenset({"light_work", "take_tenants_runs", "tenant_runs_pick"}),
 }
 
-_HEADER = re.compile(r"^-- name: (\w+)\s*$", re.MULTILINE)
+_HEADER = re.compile(r"^-- (name|fragment): (\w+)\s*$", re.MULTILINE)
+_USE = re.compile(r"\{\{(\w+)\}\}")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
 def parse_queries(text: str) -> dict[str, str]:
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
-    for name, body in zip(parts[1::2], parts[2::2], strict=True):
+    fragments: dict[str, str] = {}
+    for kind, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True):
         statement = "\n".join(
             line for line in body.strip().splitlines() if not line.lstrip().startswith("--")
         ).strip()
-        if name in queries:
-            raise ValueError(f"query {name!r} is defined twice")
-        queries[name] = statement.rstrip(";")
+        defined = fragments if kind == "fragment" else queries
+        if name in defined:
+            raise ValueError(f"{kind} {name!r} is defined twice")
+        defined[name] = _USE.sub(lambda m: _fragment(fragments, m.group(1)), statement)
+        if kind == "name":
+            queries[name] = queries[name].rstrip(";")
     return queries
+
+
+def _fragment(fragments: dict[str, str], name: str) -> str:
+    if name not in fragments:
+        raise ValueError(f"fragment {name!r} is used before it is defined")
+    return fragments[name]
 
 
 def to_dialect(sql: str, dialect: str) -> str:

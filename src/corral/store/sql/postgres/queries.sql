@@ -1,5 +1,12 @@
 -- Named queries for the PostgreSQL store. Every name here exists in sql/sqlite/queries.sql too
--- (tests/unit/test_sql_names.py checks it). Parameters are :name.
+-- (tests/unit/test_sql_files.py checks it). Parameters are :name.
+
+-- fragment: vtime_floor
+-- What a tenant that becomes eligible again (runs queued after none, below its cap again) is
+-- lifted to, at least: the lowest vtime among the eligible tenants, or the highest vtime when
+-- none is eligible. So idle or capped time banks no credit (docs/fairness.md).
+COALESCE((SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
+         (SELECT MAX(b.vtime) FROM corral_tenants b))
 
 -- name: insert_run
 INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
@@ -16,9 +23,7 @@ RETURNING id;
 -- written (the caller then takes the general path, which creates the tenant or refuses).
 WITH reserved AS (
     UPDATE corral_tenants SET queued = queued + 1,
-        vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, COALESCE(
-                      (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
-                      (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END
+        vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END
     WHERE tenant = :tenant AND queued + 1 <= max_queued
     RETURNING tenant, in_flight
 ), run AS (
@@ -51,9 +56,7 @@ ON CONFLICT (tenant) DO NOTHING;
 -- A tenant that starts queueing again is lifted to the eligible tenants' lowest vtime (or,
 -- when none is eligible, to the highest vtime): idle time banks no credit (docs/fairness.md).
 UPDATE corral_tenants SET queued = queued + :n,
-    vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, COALESCE(
-                  (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
-                  (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END
+    vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END
 WHERE tenant = :tenant AND queued + :n <= max_queued
 RETURNING queued;
 
@@ -67,9 +70,7 @@ UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in
     expiry_dead_letters = expiry_dead_letters + :expiry_dead_letters,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
-              THEN GREATEST(vtime, COALESCE(
-                  (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
-                  (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END,
+              THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END,
     run_cost = CASE WHEN :cost::float8 < 0 THEN run_cost ELSE 0.8 * run_cost + 0.2 * :cost::float8 END
 WHERE tenant = :tenant
 RETURNING queued;
@@ -82,9 +83,7 @@ UPDATE corral_tenants SET queued = queued + :queued, in_flight = in_flight + :in
     last_served_at = CASE WHEN :served = 1 THEN :now ELSE last_served_at END,
     vtime = CASE WHEN (queued = 0 AND :queued > 0)
                    OR (in_flight >= cap AND in_flight + :in_flight < cap AND queued + :queued > 0)
-              THEN GREATEST(vtime, COALESCE(
-                  (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
-                  (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END + :charge::float8
+              THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END + :charge::float8
 WHERE tenant = :tenant;
 
 -- name: lock_tenant
@@ -338,9 +337,7 @@ WITH done AS (
 ), counted AS (
     UPDATE corral_tenants t SET in_flight = t.in_flight - p.n, succeeded = t.succeeded + p.n,
         vtime = CASE WHEN t.in_flight >= t.cap AND t.in_flight - p.n < t.cap AND t.queued > 0
-                  THEN GREATEST(t.vtime, COALESCE(
-                      (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
-                      (SELECT MAX(b.vtime) FROM corral_tenants b)))
+                  THEN GREATEST(t.vtime, {{vtime_floor}})
                   ELSE t.vtime END,
         run_cost = CASE WHEN p.cost IS NULL THEN t.run_cost ELSE 0.8 * t.run_cost + 0.2 * p.cost END
     FROM per p
@@ -454,9 +451,7 @@ UPDATE corral_tenants SET
     max_queued = COALESCE(max_queued_override, (SELECT p.max_queued FROM corral_plans p WHERE p.name = corral_tenants.plan)),
     vtime = CASE WHEN in_flight >= cap AND queued > 0
                   AND in_flight < COALESCE(cap_override, (SELECT p.cap FROM corral_plans p WHERE p.name = corral_tenants.plan))
-              THEN GREATEST(vtime, COALESCE(
-                  (SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
-                  (SELECT MAX(b.vtime) FROM corral_tenants b))) ELSE vtime END
+              THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END
 WHERE plan = :plan OR tenant = :tenant;
 
 -- name: get_tenant
