@@ -135,5 +135,8 @@ def test_plans_and_tenants(sqlite_url: str) -> None:
     assert corral("tenants", "set", "acme", "--plan", "gold", db=sqlite_url).returncode == 0
     listed = corral("tenants", "list", db=sqlite_url)
     assert "acme" in listed.stdout and "gold" in listed.stdout and " 7 " in listed.stdout
+    # piped, the table keeps whole cells (rich would cut it to 80 columns)
+    header = listed.stdout.splitlines()[0].split()
+    assert header[-4:] == ["oldest", "succeeded", "failed", "cancelled"], header
     plans = corral("plans", "list", db=sqlite_url)
     assert "gold" in plans.stdout and "free" in plans.stdout and "pro" in plans.stdout

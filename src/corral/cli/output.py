@@ -26,4 +26,10 @@ def print_table(headers: Sequence[str], rows: Iterable[Sequence[str]]) -> None:
     table = Table(*headers, box=None)
     for row in rows:
         table.add_row(*row)
-    console().print(table)
+    out = console()
+    if not out.is_terminal:
+        # piped or redirected: whole cells for whoever reads it, not a table cut to 80 columns
+        from rich.console import Console
+
+        out = Console(width=max(out.width, 1000))
+    out.print(table)
