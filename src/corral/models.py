@@ -6,6 +6,9 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from corral.dispatch.scaling import TenantLoad as ScalingLoad
+from corral.dispatch.scaling import suggested_workers
+
 JSON = Any  # a JSON value: None, bool, int, float, str, list, dict
 
 
@@ -159,6 +162,26 @@ class QueueStats:
 
     def tenant(self, name: str) -> TenantStats | None:
         return next((t for t in self.tenants if t.tenant == name), None)
+
+    def suggested_workers(
+        self,
+        *,
+        age_target: float,
+        slots_per_worker: int,
+        min_workers: int = 0,
+        max_workers: int | None = None,
+    ) -> int:
+        """The workers this load needs to keep the oldest queued run under ``age_target``
+        seconds, each worker running ``slots_per_worker`` runs (the signal to autoscale on;
+        ``corral.dispatch.scaling`` has the formula)."""
+        return suggested_workers(
+            (ScalingLoad(t.queued, t.in_flight, t.cap, t.oldest_queued_age) for t in self.tenants),
+            age_target=age_target,
+            slots_per_worker=slots_per_worker,
+            global_cap=self.global_cap,
+            min_workers=min_workers,
+            max_workers=max_workers,
+        )
 
 
 @dataclass(frozen=True, slots=True)

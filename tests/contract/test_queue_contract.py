@@ -414,3 +414,17 @@ async def test_an_idle_store_wakes_for_its_own_work_only(
     finally:
         for s in (waiter, own, neighbour):
             await s.close()
+
+
+async def test_stats_suggest_the_workers_the_load_needs(store: Store, clock: FakeClock) -> None:
+    """The autoscaling signal from the store's own counters: a fresh backlog asks for little,
+    one at the age target asks for a slot per runnable run (none for runs a cap holds back)."""
+    await store.set_tenant("capped", cap=3)
+    await store.submit([spec("busy") for _ in range(20)] + [spec("capped") for _ in range(10)])
+    fresh = await store.stats()
+    assert fresh.suggested_workers(age_target=30, slots_per_worker=4) == 1
+    clock.advance(30)
+    due = await store.stats()
+    assert due.suggested_workers(age_target=30, slots_per_worker=4) == 6  # (20 + 3) / 4
+    assert due.suggested_workers(age_target=30, slots_per_worker=4, max_workers=5) == 5
+    assert due.suggested_workers(age_target=60, slots_per_worker=4) == 3  # half way: 10 + 2

@@ -12,21 +12,21 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from corral.api.auth import Principal
-    from corral.api.scaling import TenantLoad, suggested_workers
     from corral.api.server import run_service
     from corral.api.service import create_api
     from corral.api.settings import ApiSettings
     from corral.api.tokens import create_key, hash_token
+    from corral.dispatch.scaling import TenantLoad, suggested_workers
 
 _WHERE = {
     "ApiSettings": "corral.api.settings",
     "Principal": "corral.api.auth",
-    "TenantLoad": "corral.api.scaling",
+    "TenantLoad": "corral.dispatch.scaling",
     "create_api": "corral.api.service",
     "create_key": "corral.api.tokens",
     "hash_token": "corral.api.tokens",
     "run_service": "corral.api.server",
-    "suggested_workers": "corral.api.scaling",
+    "suggested_workers": "corral.dispatch.scaling",
 }
 
 

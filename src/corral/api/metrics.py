@@ -25,7 +25,6 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
-from corral.api.scaling import TenantLoad, suggested_workers
 from corral.api.settings import ApiSettings
 from corral.models import TERMINAL, QueueStats
 from corral.store import Store
@@ -59,11 +58,9 @@ class _Snapshot:
 
 
 def suggest(stats: QueueStats, settings: ApiSettings) -> int:
-    return suggested_workers(
-        (TenantLoad(t.queued, t.in_flight, t.cap, t.oldest_queued_age) for t in stats.tenants),
+    return stats.suggested_workers(
         age_target=settings.age_target,
         slots_per_worker=settings.slots_per_worker,
-        global_cap=stats.global_cap,
         min_workers=settings.min_workers,
         max_workers=settings.max_workers,
     )

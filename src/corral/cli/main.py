@@ -287,20 +287,12 @@ async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -
 async def status(as_json: bool, age_target: float, concurrency: int, db: str | None) -> None:
     """Queue depth, oldest queued age and in-flight runs per tenant, and the workers the load
     needs against the age target (what to autoscale on: docs/service.md)."""
-    # the pure scaling function only: no web stack
-    from corral.api.scaling import TenantLoad, suggested_workers
-
     app = resolve_app(None, db)
     try:
         stats = await app.stats()
     finally:
         await app.close()
-    suggested = suggested_workers(
-        (TenantLoad(t.queued, t.in_flight, t.cap, t.oldest_queued_age) for t in stats.tenants),
-        age_target=age_target,
-        slots_per_worker=concurrency,
-        global_cap=stats.global_cap,
-    )
+    suggested = stats.suggested_workers(age_target=age_target, slots_per_worker=concurrency)
     if as_json:
         click.echo(
             json.dumps(

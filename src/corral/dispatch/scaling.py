@@ -17,7 +17,8 @@ is to the target: a fresh backlog asks for little (it will drain with the slots 
 a backlog at or past the target asks for a slot per runnable run. Runs a tenant's cap holds
 back never ask for a slot, so a tenant with a cap of 2 and a deep queue does not inflate the
 count. The suggestion moves with depth and with age, as a KEDA ScaledObject expects of its
-metric (deploy/keda/worker-scaledobject.yaml).
+metric (deploy/keda/worker-scaledobject.yaml). ``QueueStats.suggested_workers`` applies it to
+what ``stats()`` returns.
 """
 
 from __future__ import annotations
