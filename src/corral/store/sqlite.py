@@ -45,56 +45,15 @@ POLL_INTERVAL = 0.005
 
 
 class _SQLiteTransaction:
-    """Statements of a transaction whose locks are already held: run inline."""
+    """Statements of one transaction, each run by ``run(fn, *args)`` as ``fn(conn, *args)``:
+    inline on the writer's connection (its lock is held, nothing can make it wait), on the
+    reader's thread for a read."""
 
-    def __init__(self, store: SQLiteStore, conn: sqlite3.Connection) -> None:
-        self._store = store
-        self._conn = conn
-
-    def _run(self, fn: Callable[..., T], *args: Any) -> T:
-        try:
-            return fn(self._conn, *args)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite {self._store.path}: {exc}") from exc
+    def __init__(self, run: Callable[..., Awaitable[Any]]) -> None:
+        self._run = run
 
     async def fetchall(self, query: str, params: Params | None = None) -> list[Row]:
-        return self._run(_fetchall, query, params)
-
-    async def fetchone(self, query: str, params: Params | None = None) -> Row | None:
-        rows = self._run(_fetchall, query, params)
-        return rows[0] if rows else None
-
-    async def fetch_dicts(self, query: str, params: Params | None = None) -> list[dict[str, Any]]:
-        return self._run(_fetch_dicts, query, params)
-
-    async def execute(self, query: str, params: Params | None = None) -> None:
-        self._run(_fetchall, query, params)
-
-    async def fetch_each(self, query: str, params: Sequence[Params]) -> list[list[Row]]:
-        return self._run(_fetch_each, query, params)
-
-    async def execute_many(self, query: str, params: Sequence[Params]) -> None:
-        if params:
-            self._run(_execute_many, query, params)
-
-
-class _ThreadedTransaction:
-    """Statements of a read transaction on the reader connection, each run on its thread. The
-    first one opens the transaction in the same thread hop: a one-statement read costs two
-    hops (the statement, the end), as it did on the writer's connection."""
-
-    def __init__(self, call: Callable[..., Awaitable[Any]]) -> None:
-        self._begun = False
-        self._reader_call = call
-
-    async def _call(self, fn: Callable[..., Any], *args: Any) -> Any:
-        if self._begun:
-            return await self._reader_call(fn, *args)
-        self._begun = True
-        return await self._reader_call(_begin_then, fn, *args)
-
-    async def fetchall(self, query: str, params: Params | None = None) -> list[Row]:
-        rows: list[Row] = await self._call(_fetchall, query, params)
+        rows: list[Row] = await self._run(_fetchall, query, params)
         return rows
 
     async def fetchone(self, query: str, params: Params | None = None) -> Row | None:
@@ -102,19 +61,34 @@ class _ThreadedTransaction:
         return rows[0] if rows else None
 
     async def fetch_dicts(self, query: str, params: Params | None = None) -> list[dict[str, Any]]:
-        dicts: list[dict[str, Any]] = await self._call(_fetch_dicts, query, params)
+        dicts: list[dict[str, Any]] = await self._run(_fetch_dicts, query, params)
         return dicts
 
     async def execute(self, query: str, params: Params | None = None) -> None:
-        await self._call(_fetchall, query, params)
+        await self._run(_fetchall, query, params)
 
     async def fetch_each(self, query: str, params: Sequence[Params]) -> list[list[Row]]:
-        rows: list[list[Row]] = await self._call(_fetch_each, query, params)
+        rows: list[list[Row]] = await self._run(_fetch_each, query, params)
         return rows
 
     async def execute_many(self, query: str, params: Sequence[Params]) -> None:
         if params:
-            await self._call(_execute_many, query, params)
+            await self._run(_execute_many, query, params)
+
+
+def _opening_read(call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitable[Any]]:
+    """``call`` for the statements of a read transaction whose first statement opens it, in
+    the same thread hop: a one-statement read costs two hops (the statement, the end)."""
+    begun = False
+
+    async def run(fn: Callable[..., Any], *args: Any) -> Any:
+        nonlocal begun
+        if begun:
+            return await call(fn, *args)
+        begun = True
+        return await call(_begin_then, fn, *args)
+
+    return run
 
 
 def _begin_then(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
@@ -167,10 +141,35 @@ class SQLiteStore(SqlStore):
         self._reader_lock = asyncio.Lock()
 
     async def _call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(writer connection, *args)`` on the writer's thread."""
         assert self._executor is not None and self._conn is not None, "store is not open"
-        loop = asyncio.get_running_loop()
+        return await self._in_thread(self._executor, self._conn, fn, *args)
+
+    async def _reader_call(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(reader connection, *args)`` on the reader's thread."""
+        assert self._reader_executor is not None and self._reader is not None
+        return await self._in_thread(self._reader_executor, self._reader, fn, *args)
+
+    async def _in_thread(
+        self,
+        executor: ThreadPoolExecutor,
+        conn: sqlite3.Connection,
+        fn: Callable[..., T],
+        *args: Any,
+    ) -> T:
         try:
-            return await loop.run_in_executor(self._executor, partial(fn, self._conn, *args))
+            return await asyncio.get_running_loop().run_in_executor(
+                executor, partial(fn, conn, *args)
+            )
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
+
+    async def _inline(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(writer connection, *args)`` right here: for statements of a transaction
+        whose lock is held."""
+        assert self._conn is not None, "store is not open"
+        try:
+            return fn(self._conn, *args)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
 
@@ -238,16 +237,6 @@ class SQLiteStore(SqlStore):
         conn.execute("PRAGMA query_only = 1")
         return conn
 
-    async def _reader_call(self, fn: Callable[..., T], *args: Any) -> T:
-        assert self._reader_executor is not None and self._reader is not None
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.run_in_executor(
-                self._reader_executor, partial(fn, self._reader, *args)
-            )
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
-
     async def close(self) -> None:
         await self._finish_maintenance()
         if self._reader is not None and self._reader_executor is not None:
@@ -302,7 +291,7 @@ class SQLiteStore(SqlStore):
             assert self._conn is not None, "store is not open"
             await self._call(_fetchall, begin, None)
             try:
-                yield _SQLiteTransaction(self, self._conn)
+                yield _SQLiteTransaction(self._inline)
             except BaseException:
                 await self._call(_fetchall, "ROLLBACK", None)
                 raise
@@ -319,7 +308,7 @@ class SQLiteStore(SqlStore):
                 return await body(tx)
         async with self._reader_lock:
             try:
-                result = await body(_ThreadedTransaction(self._reader_call))
+                result = await body(_SQLiteTransaction(_opening_read(self._reader_call)))
             except BaseException:
                 await self._reader_call(_end_read, "ROLLBACK")
                 raise
