@@ -43,6 +43,12 @@ def test_a_fragment_is_written_into_the_queries_after_it() -> None:
     assert parse_queries(text) == {"q": "SELECT MIN(a, b) + MIN(a, b)"}
     with pytest.raises(ValueError, match="before it is defined"):
         parse_queries("-- name: q\nSELECT {{floor}};\n-- fragment: floor\n1\n")
+    # a file read later uses the fragments of the files before it, and adds its own
+    known = {"floor": "1"}
+    assert parse_queries("-- fragment: top\n9\n-- name: q\nSELECT {{floor}};\n", known) == {
+        "q": "SELECT 1"
+    }
+    assert known == {"floor": "1", "top": "9"}
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

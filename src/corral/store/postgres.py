@@ -3,10 +3,9 @@
 psycopg 3 async with a connection pool. Leases use ``FOR UPDATE SKIP LOCKED`` (queries in
 ``sql/postgres``); commits that make work available send a notification on the work channel,
 and one listening connection per store wakes idle workers at once instead of after a poll
-interval. Channels are per schema (``corral_work_`` + md5 of the schema the store lives in):
+interval. Channels are per schema (``work_channel`` in ``sql/postgres/queries.sql``):
 notifications are database-wide, and corral stores in other schemas of the same database must
-not wake this one's workers.
-A transaction that loses a deadlock or serialization race is retried whole.
+not wake this one's workers. A transaction that loses a deadlock or serialization race is retried whole.
 """
 
 from __future__ import annotations
@@ -39,12 +38,6 @@ from corral.store.transaction import Params, Row, Transaction
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
-#: the channels, suffixed per schema (see the module's doc): work made available (the payload,
-#: when set, is the fewest runs in flight of a tenant with work), and grants of shared
-#: resources (the payload names the resource and the granted requests)
-CHANNELS_QUERY = (
-    "SELECT 'corral_work_' || md5(current_schema()), 'corral_grants_' || md5(current_schema())"
-)
 #: a fixed key for pg_advisory_xact_lock, so processes starting together migrate one at a time
 MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral"
 RETRIES = 8
@@ -339,7 +332,7 @@ class PostgresStore(SqlStore):
             await conn.close()
             return
         self._listen_conn = conn
-        cur = await conn.execute(CHANNELS_QUERY)
+        cur = await conn.execute(self.q["listen_channels"])
         channels = await cur.fetchone()
         assert channels is not None
         work, grants = channels

@@ -3,8 +3,9 @@
 Each part of the store keeps its queries in a file of its own (``queries.sql`` for the queue,
 others beside it); a name must be unique across a dialect's files. A file is a sequence
 of ``-- name: <query_name>`` headers, each followed by one statement. A ``-- fragment: <name>``
-header is followed instead by a piece of SQL that the queries after it in the same file write
-as ``{{name}}``: one definition of an expression several statements must agree on.
+header is followed instead by a piece of SQL that the queries after it (in that file, and in
+the dialect's files read after it, in name order) write as ``{{name}}``: one definition of an
+expression several statements must agree on.
 Queries are written with ``:param`` placeholders; psycopg wants ``%(param)s``, so the
 PostgreSQL set is rewritten on load (a ``::type`` cast is left alone).
 """
@@ -21,6 +22,7 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
         {
             "append_one_relaxed",
             "lease_fast",
+            "listen_channels",
             "ack_runs_batch",
             "ack_fast",
             "use_generic_plans",
@@ -38,10 +40,12 @@ _USE = re.compile(r"\{\{(\w+)\}\}")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
 
 
-def parse_queries(text: str) -> dict[str, str]:
+def parse_queries(text: str, fragments: dict[str, str] | None = None) -> dict[str, str]:
+    """The named queries of ``text``. ``fragments``: those of the files read before it; the
+    fragments ``text`` defines are added to it."""
     parts = _HEADER.split(text)
     queries: dict[str, str] = {}
-    fragments: dict[str, str] = {}
+    fragments = {} if fragments is None else fragments
     for kind, name, body in zip(parts[1::3], parts[2::3], parts[3::3], strict=True):
         statement = "\n".join(
             line for line in body.strip().splitlines() if not line.lstrip().startswith("--")
@@ -70,10 +74,11 @@ def to_dialect(sql: str, dialect: str) -> str:
 def load_queries(dialect: str) -> dict[str, str]:
     folder = resources.files("corral.store").joinpath("sql", dialect)
     queries: dict[str, str] = {}
+    fragments: dict[str, str] = {}
     for entry in sorted(folder.iterdir(), key=lambda e: e.name):
         if not entry.name.endswith(".sql"):
             continue
-        for name, sql in parse_queries(entry.read_text()).items():
+        for name, sql in parse_queries(entry.read_text(), fragments).items():
             if name in queries:
                 raise ValueError(f"query {name!r} is defined twice in sql/{dialect}")
             queries[name] = sql

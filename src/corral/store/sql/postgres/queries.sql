@@ -8,6 +8,21 @@
 COALESCE((SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
          (SELECT MAX(b.vtime) FROM corral_tenants b))
 
+-- fragment: work_channel
+-- The channel that announces work made available (the payload, when set: the fewest runs in
+-- flight of a tenant with work). One per schema: notifications are database-wide, and a corral
+-- in another schema of the same database must not wake this one's workers.
+'corral_work_' || md5(current_schema())
+
+-- fragment: grants_channel
+-- The channel of grants of shared resources (resources.sql; the payload names the resource
+-- and the granted requests), one per schema like work_channel.
+'corral_grants_' || md5(current_schema())
+
+-- name: listen_channels
+-- what a store's listening connection LISTENs to (postgres.py)
+SELECT {{work_channel}}, {{grants_channel}};
+
 -- name: insert_run
 INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
     max_attempts, idempotency_key, parent_id, root_id, depth, budget, created_at, journal_seq)
@@ -38,7 +53,7 @@ WITH reserved AS (
     INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
     SELECT id, 1, 'submitted', :agent::text, NULL, 0, :now::float8 FROM run
 )
-SELECT id, pg_notify('corral_work_' || md5(current_schema()), (SELECT in_flight FROM reserved)::text) FROM run;
+SELECT id, pg_notify({{work_channel}}, (SELECT in_flight FROM reserved)::text) FROM run;
 
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
@@ -344,7 +359,7 @@ WITH done AS (
     WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM locked)) AND t.tenant = p.tenant
     RETURNING t.queued, t.in_flight
 ), woken AS (
-    SELECT pg_notify('corral_work_' || md5(current_schema()), min(in_flight)::text) FROM counted WHERE queued > 0
+    SELECT pg_notify({{work_channel}}, min(in_flight)::text) FROM counted WHERE queued > 0
     HAVING count(*) > 0
 )
 SELECT d.id, (SELECT count(*) FROM woken) FROM done d;
@@ -465,7 +480,7 @@ INSERT INTO corral_settings (key, value) VALUES ('global_cap', :value)
 ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: notify_work
-SELECT pg_notify('corral_work_' || md5(current_schema()), '');
+SELECT pg_notify({{work_channel}}, '');
 
 -- name: append_one_relaxed
 -- PostgreSQL only (see queries.DIALECT_ONLY): a whole fenced single-entry append as one

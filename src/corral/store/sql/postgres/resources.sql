@@ -151,6 +151,6 @@ GROUP BY agent_id, state;
 -- name: grants_made
 -- The requests granted at :now. PostgreSQL: each is also announced to every process
 -- (NOTIFY, payload: resource name, request id), this one included, at COMMIT.
-SELECT request_id, pg_notify('corral_grants_' || md5(current_schema()), :name || ',' || request_id)
+SELECT request_id, pg_notify({{grants_channel}}, :name || ',' || request_id)
 FROM corral_resource_requests
 WHERE resource = :name AND state = 'holding' AND granted_at = :now;
