@@ -5,7 +5,8 @@ psycopg 3 async with a connection pool. Leases use ``FOR UPDATE SKIP LOCKED`` (q
 and one listening connection per store wakes idle workers at once instead of after a poll
 interval. Channels are per schema (``work_channel`` in ``sql/postgres/queries.sql``):
 notifications are database-wide, and corral stores in other schemas of the same database must
-not wake this one's workers. A transaction that loses a deadlock or serialization race is retried whole.
+not wake this one's workers. A transaction that loses a deadlock or serialization race is
+retried whole.
 """
 
 from __future__ import annotations
