@@ -123,6 +123,9 @@ class Worker:
             raise ValueError("retention_interval must be positive")
         self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
         self._slots: dict[str, _Slot] = {}
+        #: executions stopped because this worker leased their run again (see _start); they
+        #: hold their slot until their task ends
+        self._superseded: set[_Slot] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acker = AckBatcher(store)
@@ -132,10 +135,13 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        return len(self._slots)
+        return len(self._slots) + len(self._superseded)
 
     def _regular_in_flight(self) -> int:
-        return sum(not s.express for s in self._slots.values())
+        regular = sum(not s.express for s in self._slots.values())
+        if self._superseded:
+            regular += sum(not s.express for s in self._superseded)
+        return regular
 
     def stop(self) -> None:
         """Stop leasing and drain (what SIGTERM and SIGINT do)."""
@@ -181,7 +187,7 @@ class Worker:
         while not self._stopping.is_set():
             regular = self._regular_in_flight()
             regular_free = options.concurrency - regular
-            express_free = options.express_slots - (len(self._slots) - regular)
+            express_free = options.express_slots - (self.in_flight - regular)
             express = regular_free <= 0
             free = express_free if express else regular_free
             if free <= 0:
@@ -221,7 +227,7 @@ class Worker:
                     ),
                 )
                 continue
-            if until_idle and not self._slots and await self._store_idle():
+            if until_idle and not self.in_flight and await self._store_idle():
                 return
             await self._until(
                 self.store.wait_for_work(options.poll_interval), timeout=options.poll_interval
@@ -246,6 +252,14 @@ class Worker:
 
     def _start(self, lease: Lease, express: bool = False) -> None:
         slot = _Slot(lease, express)
+        earlier = self._slots.get(lease.run_id)
+        if earlier is not None:
+            # This worker's own lease on the run expired (its event loop was held up past the
+            # TTL, so no heartbeat went out) and the store has just handed the run to it again.
+            # The earlier execution is now a zombie whose writes the store refuses: stop it,
+            # and let it keep its slot until its task has ended.
+            self._interrupt(earlier, _Stop.LEASE_LOST)
+            self._superseded.add(earlier)
         self._slots[lease.run_id] = slot
         slot.task = asyncio.create_task(self._execute(slot), name=f"corral-run-{lease.run_id}")
 
@@ -272,7 +286,10 @@ class Worker:
         except Exception:  # never let one run's bookkeeping take the worker down
             log.exception("bookkeeping for run %s failed", lease.run_id)
         finally:
-            self._slots.pop(lease.run_id, None)
+            if self._slots.get(lease.run_id) is slot:
+                del self._slots[lease.run_id]
+            else:
+                self._superseded.discard(slot)
             self._slot_freed.set()
 
     async def _call_agent(self, lease: Lease) -> JSON:
@@ -357,9 +374,10 @@ class Worker:
             slot.task.cancel()
 
     async def _drain(self) -> None:
-        if not self._slots:
+        if not self.in_flight:
             return
-        tasks = [s.task for s in self._slots.values() if s.task is not None]
+        slots = [*self._slots.values(), *self._superseded]
+        tasks = [s.task for s in slots if s.task is not None]
         log.info("draining %d runs (up to %.1fs)", len(tasks), self.options.drain_timeout)
         _, pending = await asyncio.wait(tasks, timeout=self.options.drain_timeout)
         for slot in list(self._slots.values()):

@@ -1,0 +1,70 @@
+"""A worker's own zombie: when a worker's lease on a run expires under it (its event loop held
+up past the TTL, so no heartbeat went out) and the store hands the run back to that same
+worker, the earlier execution must stop, not run on beside the new one."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import pytest
+
+from corral import Corral, RunContext
+from corral.clock import FakeClock
+from corral.models import RunStatus
+
+pytestmark = pytest.mark.timeout(60)
+
+TTL = 30.0
+
+
+async def _until(check: Callable[[], bool], what: str, timeout: float = 10.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not check():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        await asyncio.sleep(0.01)
+
+
+async def test_a_run_leased_again_by_its_own_worker_stops_the_earlier_execution(
+    db_url: str, clock: FakeClock
+) -> None:
+    app = Corral(db_url, clock=clock, lease_ttl=TTL)
+    started: list[int] = []
+    stopped: list[int] = []
+    finish = asyncio.Event()
+
+    @app.agent("slow")
+    async def slow(ctx: RunContext, input: object) -> int:
+        started.append(ctx.attempt)
+        try:
+            if ctx.attempt == 1:
+                await asyncio.Event().wait()  # held until the worker stops it
+            await finish.wait()
+        except asyncio.CancelledError:
+            stopped.append(ctx.attempt)
+            raise
+        return ctx.attempt
+
+    async with app:
+        run_id = await app.submit("slow", {})
+        worker = app.worker(concurrency=2, poll_interval=0.05)
+        running = asyncio.create_task(worker.run())
+        try:
+            await _until(lambda: started == [1], "the first delivery")
+            # The lease runs out without a heartbeat (the worker beats every TTL/3 of real
+            # time); the worker's next lease reaps it and takes the run again itself.
+            clock.advance(TTL + 1)
+            await _until(lambda: started == [1, 2], "the second delivery")
+            await _until(lambda: stopped == [1], "the earlier execution to stop")
+            await _until(lambda: worker.in_flight == 1, "the earlier execution's slot")
+            finish.set()
+            await _until(lambda: worker.in_flight == 0, "the second delivery to end")
+            run = await app.get(run_id)
+            assert run.status is RunStatus.SUCCEEDED
+            assert run.result == 2
+            assert run.attempts == 2
+            assert stopped == [1]
+        finally:
+            worker.stop()
+            await running
