@@ -456,16 +456,20 @@ VALUES (:tenant, :plan, :cap_override, :weight_override, :max_queued_override, 0
 ON CONFLICT (tenant) DO UPDATE SET plan = excluded.plan, cap_override = excluded.cap_override,
     weight_override = excluded.weight_override, max_queued_override = excluded.max_queued_override;
 
+-- fragment: plan_cap
+-- A tenant's cap as its plan and its own override make it (in a statement on corral_tenants).
+COALESCE(cap_override, (SELECT p.cap FROM corral_plans p WHERE p.name = corral_tenants.plan))
+
 -- name: refresh_tenant_limits
 -- A tenant held at its cap whose cap is raised above its runs in flight is eligible again: it
 -- is lifted as in adjust_tenant, so the time it spent at the cap banks no credit. (Every SET
 -- expression reads the row as it was: cap and vtime here are the old values.)
 UPDATE corral_tenants SET
-    cap = COALESCE(cap_override, (SELECT p.cap FROM corral_plans p WHERE p.name = corral_tenants.plan)),
+    cap = {{plan_cap}},
     weight = COALESCE(weight_override, (SELECT p.weight FROM corral_plans p WHERE p.name = corral_tenants.plan)),
     max_queued = COALESCE(max_queued_override, (SELECT p.max_queued FROM corral_plans p WHERE p.name = corral_tenants.plan)),
     vtime = CASE WHEN in_flight >= cap AND queued > 0
-                  AND in_flight < COALESCE(cap_override, (SELECT p.cap FROM corral_plans p WHERE p.name = corral_tenants.plan))
+                  AND in_flight < {{plan_cap}}
               THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END
 WHERE plan = :plan OR tenant = :tenant;
 
