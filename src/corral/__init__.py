@@ -16,6 +16,7 @@ from corral.errors import (
     RunNotFound,
     ShutdownError,
     StepFailed,
+    StoreUnavailable,
     UnknownAgent,
 )
 from corral.models import QueueStats, Run, RunSpec, RunStatus, TenantStats
@@ -49,6 +50,7 @@ __all__ = [
     "StepFailed",
     "StepPolicy",
     "StoreConfig",
+    "StoreUnavailable",
     "TenantStats",
     "UnknownAgent",
     "Worker",

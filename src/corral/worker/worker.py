@@ -128,7 +128,7 @@ class Worker:
         self._superseded: set[_Slot] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
-        self._acker = AckBatcher(store)
+        self._acker = AckBatcher(store, retry_for=self.options.lease_ttl)
         self.completed = 0
         #: runs this worker's retention passes deleted
         self.purged = 0
