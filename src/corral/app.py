@@ -58,6 +58,10 @@ class Corral:
         self.agents: dict[str, AgentFn] = {}
         #: shared resources (capacity and rate limits for all workers), by name
         self.resources: dict[str, SharedScheduler] = {}
+        #: each shared resource's declaration, to declare it again on another database
+        self._resource_args: dict[str, dict[str, Any]] = {}
+        self._config = config
+        self._clock = clock
         self._opened = False
         self._open_lock = asyncio.Lock()
 
@@ -96,19 +100,37 @@ class Corral:
         _name("resource", name)
         if name in self.resources:
             raise ValueError(f"a shared resource named {name!r} is already declared")
-        scheduler = SharedScheduler(
-            self.store,
-            name,
-            capacity=capacity,
-            rpm=rpm,
-            tpm=tpm,
-            alpha=alpha,
-            max_waiters=max_waiters,
-            max_waiters_per_agent=max_waiters_per_agent,
-            lease_ttl=lease_ttl,
-        )
+        args: dict[str, Any] = {
+            "capacity": capacity,
+            "rpm": rpm,
+            "tpm": tpm,
+            "alpha": alpha,
+            "max_waiters": max_waiters,
+            "max_waiters_per_agent": max_waiters_per_agent,
+            "lease_ttl": lease_ttl,
+        }
+        scheduler = SharedScheduler(self.store, name, **args)
         self.resources[name] = scheduler
+        self._resource_args[name] = args
         return scheduler
+
+    def with_database(self, url: str) -> Corral:
+        """This app on another database: the same agents, shared resources, fan-out limits
+        and defaults (how ``corral worker --db URL`` runs an app whose module names another
+        database). Not opened."""
+        other = Corral(
+            url,
+            lease_ttl=self.lease_ttl,
+            max_attempts=self.max_attempts,
+            max_children=self.limits.max_children,
+            max_depth=self.limits.max_depth,
+            config=self._config,
+            clock=self._clock,
+        )
+        other.agents.update(self.agents)
+        for name, args in self._resource_args.items():
+            other.shared_resource(name, **args)
+        return other
 
     # -- lifecycle ----------------------------------------------------------------------------
 

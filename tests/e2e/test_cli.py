@@ -140,3 +140,61 @@ def test_plans_and_tenants(sqlite_url: str) -> None:
     assert header[-4:] == ["oldest", "succeeded", "failed", "cancelled"], header
     plans = corral("plans", "list", db=sqlite_url)
     assert "gold" in plans.stdout and "free" in plans.stdout and "pro" in plans.stdout
+
+
+APP_ON_ANOTHER_DATABASE = """
+from corral import Corral
+
+app = Corral("sqlite:///{default}", max_children=1)
+app.shared_resource("llm", capacity=1)
+
+
+@app.agent("call")
+async def call(ctx, input):
+    async with ctx.acquire("llm"):
+        return "called"
+
+
+@app.agent("fan")
+async def fan(ctx, input):
+    return [await ctx.spawn("call", {{}}) for _ in range(2)]
+"""
+
+
+def test_a_worker_given_another_database_keeps_the_apps_resources_and_limits(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    """The usual deployment: the app module names a default database and the worker is
+    pointed at the real one with --db (or $CORRAL_DATABASE_URL)."""
+    (tmp_path / "other_db_app.py").write_text(
+        APP_ON_ANOTHER_DATABASE.format(default=tmp_path / "default.db")
+    )
+
+    async def scenario() -> dict[str, Any]:
+        async with Corral(sqlite_url) as client:
+            call_id = await client.submit("call", {})
+            fan_id = await client.submit("fan", {})
+            return {
+                "call": await client.wait(call_id, timeout=30),
+                "fan": await client.wait(fan_id, timeout=30),
+            }
+
+    env = dict(os.environ, PYTHONPATH=f"{ROOT}{os.pathsep}{tmp_path}")
+    env["CORRAL_DATABASE_URL"] = sqlite_url
+    worker = subprocess.Popen(
+        [sys.executable, "-m", "corral.cli.main", "worker", "other_db_app:app"],
+        cwd=ROOT,
+        env=env,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        out = asyncio.run(scenario())
+    finally:
+        worker.terminate()
+        _, out_stderr = worker.communicate(timeout=30)
+    out["stderr"] = out_stderr
+    assert out["call"].status.value == "succeeded", (out["call"].error, out["stderr"])
+    assert out["call"].result == "called"
+    assert out["fan"].status.value == "failed"  # a second child is over max_children=1
+    assert out["fan"].error["type"] == "FanoutLimitError", out["fan"].error

@@ -150,11 +150,7 @@ def resolve_app(app_path: str | None, db: str | None) -> Corral:
     if app_path:
         app = load_app(app_path)
         if url and url != app.url:
-            rebound = Corral(
-                url, lease_ttl=app.lease_ttl, max_attempts=app.max_attempts, config=app.store.config
-            )
-            rebound.agents.update(app.agents)
-            return rebound
+            return app.with_database(url)
         return app
     return Corral(url or DEFAULT_URL)
 
