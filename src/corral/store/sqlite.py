@@ -96,8 +96,9 @@ def _begin_then(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T
     return fn(conn, *args)
 
 
-def _end_read(conn: sqlite3.Connection, how: str) -> None:
-    """COMMIT or ROLLBACK the read transaction, if a statement opened one."""
+def _end_transaction(conn: sqlite3.Connection, how: str) -> None:
+    """COMMIT or ROLLBACK the transaction, if one is open (a read's first statement may not
+    have opened one; a cancelled writer's BEGIN may or may not have run)."""
     if conn.in_transaction:
         conn.execute(how)
 
@@ -289,13 +290,18 @@ class SQLiteStore(SqlStore):
     async def _transaction(self, begin: str) -> AsyncIterator[Transaction]:
         async with self._lock:
             assert self._conn is not None, "store is not open"
-            await self._call(_fetchall, begin, None)
             try:
+                await self._call(_fetchall, begin, None)
                 yield _SQLiteTransaction(self._inline)
+                await self._call(_fetchall, "COMMIT", None)
             except BaseException:
-                await self._call(_fetchall, "ROLLBACK", None)
+                # A cancellation can land while BEGIN or COMMIT runs on the store's thread,
+                # which finishes it anyway. The ROLLBACK queued behind it there ends whatever
+                # transaction is then open: the lock is never let go with one open (which
+                # failed every later transaction of the process and kept the file's write
+                # lock from every other process).
+                await self._call(_end_transaction, "ROLLBACK")
                 raise
-            await self._call(_fetchall, "COMMIT", None)
 
     async def _tx(self, body: Callable[[Transaction], Awaitable[T]], *, relaxed: bool = False) -> T:
         # relaxed is a PostgreSQL notion; SQLite's durability is PRAGMA synchronous
@@ -310,9 +316,9 @@ class SQLiteStore(SqlStore):
             try:
                 result = await body(_SQLiteTransaction(_opening_read(self._reader_call)))
             except BaseException:
-                await self._reader_call(_end_read, "ROLLBACK")
+                await self._reader_call(_end_transaction, "ROLLBACK")
                 raise
-            await self._reader_call(_end_read, "COMMIT")
+            await self._reader_call(_end_transaction, "COMMIT")
             return result
 
     async def wait_for_work(self, timeout: float, *, light_below: int | None = None) -> None:
