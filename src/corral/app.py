@@ -4,7 +4,6 @@ everything a caller hands it, and builds workers."""
 from __future__ import annotations
 
 import asyncio
-import json
 import math
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
@@ -14,6 +13,7 @@ from corral.clock import Clock, system_clock
 from corral.config import PlanSpec, StoreConfig
 from corral.contention.shared import SharedScheduler
 from corral.errors import InvalidInput, RunNotFound, UnknownAgent
+from corral.jsonvalue import check_json
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
@@ -418,10 +418,7 @@ class Corral:
             raise InvalidInput(f"priority must be an integer within ±{MAX_PRIORITY}")
         if idempotency_key is not None:
             _name("idempotency_key", idempotency_key)
-        try:
-            json.dumps(input, allow_nan=False)
-        except (TypeError, ValueError) as exc:
-            raise InvalidInput(f"input is not a JSON value: {exc}") from exc
+        check_json(input, "input")
         attempts = self.max_attempts if max_attempts is None else max_attempts
         _integer("max_attempts", attempts)
         if delay is not None:

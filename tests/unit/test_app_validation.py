@@ -24,6 +24,13 @@ async def app(tmp_path: Path) -> Any:
         yield app
 
 
+def _nested(levels: int) -> Any:
+    value: Any = "bottom"
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
@@ -31,6 +38,7 @@ async def app(tmp_path: Path) -> Any:
         ({"agent": ""}, "agent must be a non-empty string"),
         ({"agent": "echo", "input": {1, 2}}, "not a JSON value"),
         ({"agent": "echo", "input": math.nan}, "not a JSON value"),
+        ({"agent": "echo", "input": _nested(101)}, "input nests deeper than 100 levels"),
         ({"agent": "echo", "tenant": ""}, "tenant must be"),
         ({"agent": "echo", "priority": 1.5}, "priority must be an integer"),
         ({"agent": "echo", "priority": True}, "priority must be an integer"),
@@ -47,6 +55,11 @@ async def test_submit_refuses_bad_input_and_writes_nothing(
     with pytest.raises(InvalidInput, match=message):
         await app.submit(agent, **kwargs)
     assert (await app.stats()).queued == 0
+
+
+async def test_input_nested_as_deep_as_allowed_is_taken(app: Corral) -> None:
+    run_id = await app.submit("echo", _nested(100))
+    assert (await app.get(run_id)).input == _nested(100)
 
 
 async def test_submit_many_is_all_or_nothing(app: Corral) -> None:

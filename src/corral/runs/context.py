@@ -24,6 +24,7 @@ from corral.errors import (
     RunCancelled,
     StepFailed,
 )
+from corral.jsonvalue import check_json
 from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSpec, RunStatus
 from corral.runs.replay import Replay
 from corral.runs.signals import CancelRequested, Suspended
@@ -373,10 +374,7 @@ def _check_name(what: str, value: object) -> None:
 
 def _round_trip(value: Any) -> JSON:
     """What the journal will give back on replay, so first run and replay see the same value."""
-    try:
-        return json.loads(json.dumps(value, allow_nan=False))
-    except (TypeError, ValueError) as exc:
-        raise InvalidInput(f"not a JSON value, cannot be journaled: {exc}") from exc
+    return json.loads(check_json(value, "the value to journal"))
 
 
 def _describe(exc: BaseException) -> dict[str, Any]:

@@ -7,7 +7,9 @@ finishes the run. A batch the store cannot take (StoreUnavailable: the database 
 dropped connection) is written again, with backoff, for as long as its leases can still be
 valid (``retry_for``, the lease TTL): a database restart then costs a pause, not a second
 execution of every run that ended during it. Past that, or on any other error, the batch is
-dropped and its leases expire, and the runs are delivered again. Both are logged, not raised.
+dropped and its leases expire, and the runs are delivered again; on any other error its acks
+are written one by one, so one the store refuses does not sink the rest. All of it is logged,
+not raised.
 """
 
 from __future__ import annotations
@@ -80,7 +82,12 @@ class AckBatcher:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
             except Exception as exc:  # not the store's reachability: another try would fail too
-                log.error("writing %d acks failed: %s", len(batch), exc)
+                if len(batch) > 1:
+                    # one ack the store refuses must not sink the others: write them one by one
+                    for ack in batch:
+                        await self._write([ack])
+                    return
+                log.error("writing the ack of run %s failed: %s", batch[0].run_id, exc)
                 return
         if lost:
             log.info(

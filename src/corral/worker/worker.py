@@ -29,12 +29,14 @@ from corral.errors import (
     BudgetExceeded,
     ChildRunFailed,
     FanoutLimitError,
+    InvalidInput,
     LeaseLost,
     NonDeterminismError,
     NonRetryableError,
     StepFailed,
     StoreUnavailable,
 )
+from corral.jsonvalue import check_json
 from corral.models import JSON, Ack, JournalEntry, Lease, LeaseRef
 from corral.runs.context import FanoutLimits, RunContext
 from corral.runs.signals import CancelRequested, Suspended
@@ -49,6 +51,7 @@ AgentFn = Callable[[RunContext, Any], Awaitable[JSON]]
 #: failures that a retry would only repeat: replay answers the same calls the same way
 DETERMINISTIC_FAILURES: tuple[type[Exception], ...] = (
     NonRetryableError,
+    InvalidInput,
     NonDeterminismError,
     StepFailed,
     FanoutLimitError,
@@ -277,6 +280,12 @@ class Worker:
                 await self._after_cancel(slot)
                 return
             except Exception as exc:
+                await self._fail(slot, exc)
+                return
+            try:
+                check_json(result, "the agent's result")
+            except InvalidInput as exc:
+                # fail this run alone: an ack the store cannot encode would sink its batch
                 await self._fail(slot, exc)
                 return
             self._acker.ack(Ack(lease.run_id, lease.epoch, result))

@@ -1,0 +1,44 @@
+"""What corral takes as a JSON value (run inputs and results, journal data): what
+``json.dumps`` encodes without NaN or infinities, nested at most ``MAX_DEPTH`` levels deep.
+The depth bound is for the readers: the HTTP API's serializer gives up at 255 levels, so one
+deeper value made every page that listed its run an error."""
+
+from __future__ import annotations
+
+import json
+
+from corral.errors import InvalidInput
+
+#: containers (objects and arrays) nested in one another, at most
+MAX_DEPTH = 100
+
+
+def check_json(value: object, what: str) -> str:
+    """The JSON text of ``value``; InvalidInput, naming ``what``, if it is not a JSON value
+    corral can store and serve."""
+    try:
+        text = json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError, RecursionError) as exc:
+        raise InvalidInput(f"{what} is not a JSON value: {exc}") from None
+    # a value has fewer levels than brackets in its text: most values need no walk
+    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
+        raise InvalidInput(f"{what} nests deeper than {MAX_DEPTH} levels")
+    return text
+
+
+def _depth(value: object) -> int:
+    deepest = 0
+    stack: list[tuple[object, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if isinstance(item, dict):
+            children: list[object] = list(item.values())
+        elif isinstance(item, list | tuple):
+            children = list(item)
+        else:
+            continue
+        deepest = max(deepest, depth)
+        if deepest > MAX_DEPTH:
+            return deepest
+        stack.extend((child, depth + 1) for child in children)
+    return deepest
