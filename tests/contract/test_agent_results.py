@@ -96,3 +96,30 @@ async def test_an_ack_the_store_refuses_does_not_sink_its_batch(db_url: str) -> 
         ]
     finally:
         await store.close()
+
+
+async def test_a_cancelled_error_the_agent_raises_itself_is_a_failure(db_url: str) -> None:
+    """Only a cancellation by the worker (drain, cancel, a lost lease) gives a run back; a
+    CancelledError the agent lets out is a failure, retried and then dead-lettered."""
+    app = Corral(db_url)
+    calls: list[int] = []
+
+    @app.agent("leaky")
+    async def leaky(ctx: RunContext, input: Any) -> None:
+        calls.append(ctx.attempt)
+        helper = asyncio.create_task(asyncio.sleep(10))
+        helper.cancel()
+        await helper  # raises the helper's CancelledError into the agent
+
+    async with app:
+        run_id = await app.submit("leaky", max_attempts=2)
+        worker = app.worker(concurrency=1, poll_interval=0.05, retry_base=0)
+        running = asyncio.create_task(worker.run())
+        try:
+            run = await app.wait(run_id, timeout=10)
+        finally:
+            worker.stop()
+            await running
+    assert run.status is RunStatus.FAILED
+    assert run.attempts == 2 and calls == [1, 2]
+    assert run.error["type"] == "CancelledError"

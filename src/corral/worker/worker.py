@@ -276,7 +276,15 @@ class Worker:
             except CancelRequested:
                 await self.store.finish_cancelled(slot.ref)
                 return
-            except asyncio.CancelledError:
+            except asyncio.CancelledError as exc:
+                task = asyncio.current_task()
+                if slot.stop_reason is None and task is not None and not task.cancelling():
+                    # Nobody cancelled this task: the agent let a CancelledError of its own out
+                    # (a helper task it cancelled, a library's). That is a failure of the run,
+                    # retried and dead-lettered as any other, not a stop to give the run back
+                    # for: released, it came straight back, without end and without attempts.
+                    await self._fail(slot, exc)
+                    return
                 await self._after_cancel(slot)
                 return
             except Exception as exc:
@@ -337,7 +345,7 @@ class Worker:
             # give the run back so it is not stuck until its lease expires.
             await self.store.release(slot.ref)
 
-    async def _fail(self, slot: _Slot, exc: Exception) -> None:
+    async def _fail(self, slot: _Slot, exc: BaseException) -> None:
         lease = slot.lease
         retryable = not isinstance(exc, DETERMINISTIC_FAILURES)
         delay = retry_delay(lease.attempt, base=self.options.retry_base, cap=self.options.retry_cap)
