@@ -183,6 +183,30 @@ async def test_spawn_and_wait_suspends_the_parent(db_url: str) -> None:
     assert [e.name for e in journal if e.kind == "suspended"] == ["wait"]
 
 
+async def test_waiting_for_the_same_child_twice_waits_once(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("child")
+    async def child(ctx: RunContext, input: Any) -> str:
+        for _ in range(400):  # ends only once the parent suspended on it
+            if (await app.get(ctx.parent_id or "")).status == "waiting":
+                break
+            await asyncio.sleep(0.025)
+        return "done"
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> list[Any]:
+        kid = await ctx.spawn("child")
+        return await ctx.wait(kid, kid)
+
+    async with app:
+        run_id = await app.submit("parent")
+        await drain(app)
+        run = await app.get(run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result == ["done", "done"]
+
+
 async def test_tenant_cap_one_fan_out_does_not_deadlock(db_url: str) -> None:
     app = Corral(db_url)
 

@@ -189,7 +189,7 @@ class DurableMixin(SqlBase):
             if locked[4]:
                 raise RunCancelled(ref.run_id)
             pending = []
-            for child in children:
+            for child in dict.fromkeys(children):  # a run named twice is awaited once
                 row = await tx.fetchone(self.q["run_outcome"], {"id": child})
                 if row is not None and not RunStatus(row[1]).terminal:
                     pending.append(child)
