@@ -68,3 +68,50 @@ async def test_a_run_leased_again_by_its_own_worker_stops_the_earlier_execution(
         finally:
             worker.stop()
             await running
+
+
+async def test_the_heartbeat_outlives_an_unexpected_error(db_url: str) -> None:
+    """One heartbeat that fails for a reason nobody foresaw must not end the heartbeats:
+    every run longer than the TTL would then lose its lease and run again."""
+    from typing import Any
+
+    from corral.models import HeartbeatReport, LeaseRef
+    from corral.store import Store, create_store
+
+    class FirstBeatFails:
+        """The real store, whose first heartbeat raises something unexpected."""
+
+        def __init__(self, store: Store) -> None:
+            self._store = store
+            self.beats = 0
+
+        def __getattr__(self, name: str) -> Any:
+            return getattr(self._store, name)
+
+        async def heartbeat_many(self, refs: list[LeaseRef], ttl: float) -> HeartbeatReport:
+            self.beats += 1
+            if self.beats == 1:
+                raise RuntimeError("something nobody foresaw")
+            return await self._store.heartbeat_many(refs, ttl)
+
+    real = create_store(db_url)
+    store = FirstBeatFails(real)
+    app = Corral(db_url, store=store, lease_ttl=0.6)  # type: ignore[arg-type]
+
+    @app.agent("long")
+    async def long(ctx: RunContext, input: object) -> int:
+        await asyncio.sleep(1.5)  # over twice the TTL: needs the later heartbeats
+        return ctx.attempt
+
+    async with app:
+        run_id = await app.submit("long")
+        worker = app.worker(concurrency=1, poll_interval=0.05)
+        running = asyncio.create_task(worker.run())
+        try:
+            run = await app.wait(run_id, timeout=20)
+        finally:
+            worker.stop()
+            await running
+    assert store.beats >= 3
+    assert run.status is RunStatus.SUCCEEDED
+    assert (run.attempts, run.result) == (1, 1)

@@ -268,9 +268,11 @@ class PostgresStore(SqlStore):
             try:
                 async with pool.connection() as conn:
                     return await attempt(conn)
-            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure):
+            except (pg_errors.DeadlockDetected, pg_errors.SerializationFailure) as exc:
                 if n == RETRIES - 1:
-                    raise
+                    raise StoreUnavailable(
+                        f"PostgreSQL: still losing lock races after {RETRIES} tries: {exc}"
+                    ) from exc
                 await asyncio.sleep(0.001 * (2**n))
             except (psycopg.OperationalError, PoolTimeout) as exc:
                 self._connection_failed(exc)

@@ -374,6 +374,11 @@ class Worker:
             except StoreUnavailable as exc:
                 log.warning("heartbeat failed: %s", exc)
                 continue
+            except Exception:
+                # never let the heartbeat task die: leases would run out under every run
+                # longer than the TTL while the worker went on leasing and executing
+                log.exception("heartbeat failed")
+                continue
             for slot in slots:
                 if slot.lease.run_id in report.lost:
                     self._interrupt(slot, _Stop.LEASE_LOST)
