@@ -115,3 +115,49 @@ async def test_the_heartbeat_outlives_an_unexpected_error(db_url: str) -> None:
     assert store.beats >= 3
     assert run.status is RunStatus.SUCCEEDED
     assert (run.attempts, run.result) == (1, 1)
+
+
+async def test_a_run_whose_agent_this_worker_lacks_waits_for_one_that_has_it(
+    db_url: str, clock: FakeClock
+) -> None:
+    """A rolling deploy that adds an agent: an old worker that leases a run of the new agent
+    must not dead-letter it; the run is offered again later, to the new workers."""
+    old = Corral(db_url, clock=clock)
+    new = Corral(db_url, clock=clock)
+
+    @old.agent("a")
+    @new.agent("a")
+    async def a(ctx: RunContext, input: object) -> str:
+        return "a"
+
+    @new.agent("b")
+    async def b(ctx: RunContext, input: object) -> str:
+        return "b"
+
+    async with old, new:
+        run_id = await new.submit("b")
+        old_worker = old.worker(concurrency=1, poll_interval=0.05)
+        running = asyncio.create_task(old_worker.run())
+        try:
+            run = await new.get(run_id)
+            for _ in range(500):  # until the old worker has given up on it
+                if run.error is not None:
+                    break
+                await asyncio.sleep(0.02)
+                run = await new.get(run_id)
+        finally:
+            old_worker.stop()
+            await running
+        assert run.status is RunStatus.QUEUED  # not dead-lettered
+        assert "no agent named 'b'" in (run.error or {}).get("message", "")
+        assert run.available_at >= clock.now + 29  # not offered again at once
+        clock.advance(31)
+        new_worker = new.worker(concurrency=1, poll_interval=0.05)
+        running = asyncio.create_task(new_worker.run())
+        try:
+            done = await new.wait(run_id, timeout=10)
+        finally:
+            new_worker.stop()
+            await running
+    assert done.status is RunStatus.SUCCEEDED and done.result == "b"
+    assert done.attempts == 2

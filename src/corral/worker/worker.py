@@ -60,6 +60,17 @@ DETERMINISTIC_FAILURES: tuple[type[Exception], ...] = (
 )
 
 
+#: seconds before a run that came to a worker without its agent is offered again
+AGENT_MISSING_RETRY = 30.0
+
+
+class AgentNotOnWorker(Exception):
+    """The run's agent is not registered on this worker. During a rolling deploy another
+    worker may have it, so this is retried like any failure, but no sooner than
+    ``AGENT_MISSING_RETRY`` seconds: the run's attempts then span a deploy, instead of being
+    dead-lettered by the first old worker that leased it."""
+
+
 class _Stop(Enum):
     LEASE_LOST = "lease_lost"
     CANCELLED = "cancelled"
@@ -312,7 +323,10 @@ class Worker:
     async def _call_agent(self, lease: Lease) -> JSON:
         agent = self.agents.get(lease.agent)
         if agent is None:
-            raise NonRetryableError(f"no agent named {lease.agent!r} is registered on this worker")
+            raise AgentNotOnWorker(
+                f"no agent named {lease.agent!r} is registered on worker {self.worker_id} "
+                f"(it has: {', '.join(sorted(self.agents)) or 'none'})"
+            )
         history = await self._history(lease) if lease.journal_seq > 1 else []
         ctx = RunContext(
             lease,
@@ -349,6 +363,9 @@ class Worker:
         lease = slot.lease
         retryable = not isinstance(exc, DETERMINISTIC_FAILURES)
         delay = retry_delay(lease.attempt, base=self.options.retry_base, cap=self.options.retry_cap)
+        if isinstance(exc, AgentNotOnWorker):
+            delay = max(delay, AGENT_MISSING_RETRY)
+            log.warning("run %s: %s; offered again in %.0f s", lease.run_id, exc, delay)
         error = {
             "type": type(exc).__name__,
             "message": str(exc),
