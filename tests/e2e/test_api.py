@@ -190,6 +190,13 @@ async def test_requests_without_a_valid_key_are_401(
     assert_error(await client.get("/v1/runs", headers=H(keys.b)), 401, "unauthorized")
 
 
+def _nested(levels: int) -> object:
+    value: object = None
+    for _ in range(levels):
+        value = [value]
+    return value
+
+
 @pytest.mark.parametrize(
     "body",
     [
@@ -197,6 +204,12 @@ async def test_requests_without_a_valid_key_are_401(
         {"agent": 7},
         {"agent": ""},
         {"agent": "echo", "priority": "high"},
+        {"agent": "echo", "priority": "7"},  # no coercion: the Python API refuses these too
+        {"agent": "echo", "priority": True},
+        {"agent": "echo", "priority": 1.5},
+        {"agent": "echo", "budget": True},
+        {"agent": "echo", "budget": "5"},
+        {"agent": "echo", "input": _nested(101)},
         {"agent": "echo", "priority": 10**7},
         {"agent": "echo", "budget": -1},
         {"agent": "echo", "unknown": True},

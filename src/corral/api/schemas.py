@@ -37,7 +37,8 @@ class ErrorBody(BaseModel):
 
 
 class SubmitRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # strict: "7" or true is not a priority here either (the Python API refuses them)
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     agent: Name = Field(description="Name of a registered agent.")
     input: Any = Field(default=None, description="Any JSON value, passed to the agent.")
