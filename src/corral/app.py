@@ -10,10 +10,10 @@ from types import TracebackType
 from typing import Any
 
 from corral.clock import Clock, system_clock
-from corral.config import PlanSpec, StoreConfig
+from corral.config import UNLIMITED, PlanSpec, StoreConfig
 from corral.contention.shared import SharedScheduler
 from corral.errors import InvalidInput, RunNotFound, UnknownAgent
-from corral.jsonvalue import check_json
+from corral.jsonvalue import check_json, text_problem
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
@@ -22,6 +22,9 @@ from corral.worker.retention import RETENTION_INTERVAL
 
 MAX_NAME = 200
 MAX_PRIORITY = 1_000_000
+#: journal sequence numbers (64-bit columns) and the longest page of a journal read
+MAX_SEQ = 2**62
+MAX_JOURNAL_PAGE = 10_000
 
 
 class Corral:
@@ -190,8 +193,14 @@ class Corral:
 
     async def submit_many(self, items: Iterable[RunSpec | Mapping[str, Any]]) -> list[str]:
         """Accept many runs in one transaction: all are accepted or none is."""
+        if isinstance(items, Mapping | str | bytes):
+            raise InvalidInput("submit_many takes a list of runs (RunSpecs or mappings), not one")
         specs = []
         for index, item in enumerate(items):
+            if not isinstance(item, Mapping | RunSpec):
+                raise InvalidInput(
+                    f"item {index}: a run is a RunSpec or a mapping, not {type(item).__name__}"
+                )
             try:
                 specs.append(
                     self._spec(**dict(item))
@@ -238,8 +247,11 @@ class Corral:
                 raise InvalidInput(
                     f"unknown status {status!r}; one of {', '.join(s.value for s in RunStatus)}"
                 ) from None
-        if not isinstance(limit, int) or not 1 <= limit <= 1000:
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= 1000:
             raise InvalidInput("limit must be an integer from 1 to 1000")
+        for what, value in (("tenant", tenant), ("agent", agent), ("before", before)):
+            if value is not None:
+                _name(what, value)
         await self.open()
         return await self.store.list_runs(
             tenant=tenant, status=status, agent=agent, limit=limit, before=before
@@ -248,6 +260,8 @@ class Corral:
     async def journal(
         self, run_id: str, *, after: int = 0, limit: int = 1000
     ) -> list[JournalEntry]:
+        _integer("after", after, minimum=0, maximum=MAX_SEQ)
+        _integer("limit", limit, maximum=MAX_JOURNAL_PAGE)
         await self.get(run_id)
         return await self.store.journal(run_id, after=after, limit=limit)
 
@@ -456,6 +470,9 @@ def _spec_fields(spec: RunSpec) -> dict[str, Any]:
 def _name(what: str, value: object) -> None:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
         raise InvalidInput(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
+    problem = text_problem(value)
+    if problem:
+        raise InvalidInput(f"{what} {problem}")
 
 
 def _finite(what: str, value: object) -> float:
@@ -470,9 +487,13 @@ def _positive(what: str, value: object, *, allow_zero: bool = False) -> None:
         raise InvalidInput(f"{what} must be {'>= 0' if allow_zero else '> 0'}, not {value!r}")
 
 
-def _integer(what: str, value: object, *, minimum: int = 1) -> None:
+def _integer(what: str, value: object, *, minimum: int = 1, maximum: int = UNLIMITED) -> None:
+    """An int (not a bool) from ``minimum`` to ``maximum``: by default what the stores keep
+    in their 32-bit integer columns, so both backends take the same values."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
         raise InvalidInput(f"{what} must be an integer >= {minimum}, not {value!r}")
+    if value > maximum:
+        raise InvalidInput(f"{what} must be at most {maximum:,}, not {value!r}")
 
 
 __all__ = ["Corral"]

@@ -1,7 +1,8 @@
-"""What corral takes as a JSON value (run inputs and results, journal data): what
-``json.dumps`` encodes without NaN or infinities, nested at most ``MAX_DEPTH`` levels deep.
-The depth bound is for the readers: the HTTP API's serializer gives up at 255 levels, so one
-deeper value made every page that listed its run an error."""
+"""What corral takes as values for the stores to keep. A JSON value (run inputs and results,
+journal data) is what ``json.dumps`` encodes without NaN or infinities, nested at most
+``MAX_DEPTH`` levels deep; the depth bound is for the readers: the HTTP API's serializer gives
+up at 255 levels, so one deeper value made every page that listed its run an error. A name is
+text both databases can store."""
 
 from __future__ import annotations
 
@@ -42,3 +43,15 @@ def _depth(value: object) -> int:
             return deepest
         stack.extend((child, depth + 1) for child in children)
     return deepest
+
+
+def text_problem(value: str) -> str | None:
+    """Why PostgreSQL or SQLite could not store ``value`` as text (NUL, a lone surrogate, as
+    in a command-line argument that is not valid UTF-8), or None."""
+    if "\x00" in value:
+        return "must not contain NUL characters"
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        return "must be valid Unicode (no lone surrogates, as from bytes that are not UTF-8)"
+    return None

@@ -67,6 +67,12 @@ async def test_submit_many_is_all_or_nothing(app: Corral) -> None:
         await app.submit_many([{"agent": "echo"}, {"agent": "echo", "colour": "red"}])
     with pytest.raises(UnknownAgent):
         await app.submit_many([{"agent": "echo"}, {"agent": "other"}])
+    with pytest.raises(InvalidInput, match="item 1: a run is a RunSpec or a mapping, not str"):
+        await app.submit_many([{"agent": "echo"}, "echo"])
+    with pytest.raises(InvalidInput, match=r"item 0: .* not NoneType"):
+        await app.submit_many([None])  # type: ignore[list-item]
+    with pytest.raises(InvalidInput, match="a list of runs"):
+        await app.submit_many({"agent": "echo"})  # type: ignore[arg-type]
     assert (await app.stats()).queued == 0
 
 
@@ -83,6 +89,34 @@ async def test_lookups_and_settings(app: Corral) -> None:
         await app.set_tenant("acme", plan="platinum")
     with pytest.raises(InvalidInput, match="concurrency"):
         app.worker(concurrency=0)
+
+
+async def test_values_one_backend_cannot_store_are_refused_on_both(app: Corral) -> None:
+    """Refused before the store: PostgreSQL failed with driver errors on these (integer out
+    of range, NUL in text) where SQLite took them."""
+    cases: list[tuple[Any, str]] = [
+        (app.submit("echo", tenant="a\x00b"), "tenant must not contain NUL"),
+        (app.submit("echo", tenant="\udcff"), "tenant must be valid Unicode"),
+        (app.submit("echo", max_attempts=2**31), "max_attempts must be at most 2,000,000,000"),
+        (app.set_plan("big", cap=3_000_000_000), "cap must be at most"),
+        (app.set_tenant("acme", max_queued=2**40), "max_queued must be at most"),
+        (app.set_global_cap(10**20), "global cap must be at most"),
+        (app.purge_finished(0, limit=2**63), "limit must be at most"),
+        (app.get("run\x00id"), "run id must not contain NUL"),
+        (app.list_runs(before=5), "before must be a non-empty string"),  # type: ignore[arg-type]
+        (app.list_runs(limit=True), "limit must be an integer"),
+        (app.list_runs(tenant="\udcff"), "tenant must be valid Unicode"),
+        (app.journal("x", limit=-1), "limit must be an integer >= 1"),
+        (app.journal("x", after=10**20), "after must be at most"),
+    ]
+    for call, message in cases:
+        with pytest.raises(InvalidInput, match=message):
+            await call
+    with pytest.raises(InvalidInput, match="capacity must be at most"):
+        app.shared_resource("llm", capacity=2**40)
+    with pytest.raises(InvalidInput, match="rpm must be at most"):
+        app.shared_resource("llm", capacity=1, rpm=2**40)
+    assert (await app.stats()).queued == 0
 
 
 def test_constructor_and_registry() -> None:

@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
+from corral.jsonvalue import text_problem
 from corral.models import JournalEntry, Run, RunStatus, TenantStats
 
 MAX_NAME = 200
@@ -15,12 +16,9 @@ MAX_NAME = 200
 
 def clean_text(value: str) -> str:
     """Refuse strings PostgreSQL or SQLite cannot store as text."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("must be valid Unicode (no lone surrogates)") from None
+    problem = text_problem(value)
+    if problem:
+        raise ValueError(problem)
     return value
 
 

@@ -10,6 +10,8 @@ from __future__ import annotations
 import hashlib
 import secrets
 
+from corral.errors import InvalidInput
+from corral.jsonvalue import text_problem
 from corral.store import Store
 from corral.store.sql_keys import ApiKey
 
@@ -39,6 +41,10 @@ async def create_key(
     store: Store, tenant: str, *, admin: bool = False, label: str | None = None
 ) -> tuple[ApiKey, str]:
     """Create a key for ``tenant``; returns it and its token (which is not stored)."""
+    for what, value in (("tenant", tenant), ("label", label)):
+        problem = None if value is None else text_problem(value)
+        if problem:
+            raise InvalidInput(f"{what} {problem}")
     key_id, token = new_token()
     key = await store.create_api_key(key_id, hash_token(token), tenant, admin=admin, label=label)
     return key, token

@@ -36,6 +36,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+#: the largest capacity, rate or token count: the store keeps them in 32-bit integer columns
+MAX_STORED = 2_000_000_000
+
 
 @dataclass(frozen=True, slots=True)
 class SharedStatistics:
@@ -95,6 +98,9 @@ class SharedScheduler:
                 isinstance(value, bool) or not isinstance(value, int) or value < 1
             ):
                 raise InvalidInput(f"{what} must be a whole number >= 1")
+        for what, value in (("capacity", capacity), ("rpm", rpm), ("tpm", tpm)):
+            if isinstance(value, int) and value > MAX_STORED:
+                raise InvalidInput(f"{what} must be at most {MAX_STORED:,}")
         if lease_ttl <= 0 or poll_interval <= 0:
             raise InvalidInput("lease_ttl and poll_interval must be > 0")
         self.store = store
@@ -144,8 +150,8 @@ class SharedScheduler:
             raise ShutdownError(f"shared resource {self.name} is shut down")
         if self._task is None:
             await self.open()
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-            raise InvalidInput("tokens must be a whole number >= 0")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_STORED:
+            raise InvalidInput(f"tokens must be a whole number from 0 to {MAX_STORED:,}")
         handle = SharedHandle(agent_id, uuid.uuid4().hex, tokens, check_weight(weight))
         try:
             state = await self._enqueue(handle)
