@@ -5,6 +5,7 @@ interactive submit whose client goes away, an API-only node, and a clean SIGTERM
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
 
 import httpx
@@ -30,6 +31,19 @@ async def wait_status(
             if run["status"] in statuses:
                 return dict(run)
             await asyncio.sleep(0.05)
+
+
+def test_a_port_in_use_is_one_clear_error(tmp_path: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        out = corral(
+            "serve", "--port", str(port), url=f"sqlite:///{tmp_path / 'c.db'}", check=False
+        )
+    assert out.returncode == 1, out.stderr  # not 3, which says the database is unreachable
+    assert f"error: cannot serve on 127.0.0.1:{port}" in out.stderr
+    assert "Traceback" not in out.stderr
 
 
 def test_keys_cli_creates_lists_and_revokes(db_url: str) -> None:

@@ -27,6 +27,15 @@ class _Server(uvicorn.Server):
         yield
 
 
+async def _serve(server: uvicorn.Server) -> None:
+    try:
+        await server.serve()
+    except SystemExit as exc:
+        # uvicorn exits the process when it cannot start (a port in use, a host that does not
+        # resolve): make it an error of this call, reported as such, not a silent exit code
+        raise RuntimeError(f"the HTTP server could not start (exit {exc.code})") from exc
+
+
 async def run_service(
     app: Corral,
     settings: ApiSettings,
@@ -54,7 +63,7 @@ async def run_service(
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    serving = asyncio.create_task(server.serve(), name="corral-http")
+    serving = asyncio.create_task(_serve(server), name="corral-http")
     running = [
         asyncio.create_task(w.run(), name=f"corral-worker-{i}") for i, w in enumerate(workers)
     ]
