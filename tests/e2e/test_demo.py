@@ -17,11 +17,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture(scope="module")
-def demo_run(
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], float]:
-    out = tmp_path_factory.mktemp("demo") / "report.json"
-    env = dict(os.environ, PYTHONPATH=str(ROOT))
+def demo_tmp(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("demo")
+
+
+@pytest.fixture(scope="module")
+def demo_run(demo_tmp: Path) -> tuple[subprocess.CompletedProcess[str], dict[str, Any], float]:
+    out = demo_tmp / "report.json"
+    # its own temp directory, to see that the demo leaves nothing behind in it
+    env = dict(os.environ, PYTHONPATH=str(ROOT), TMPDIR=str(out.parent))
     env.pop("CORRAL_DATABASE_URL", None)
     started = time.monotonic()
     proc = subprocess.run(
@@ -38,7 +42,7 @@ def demo_run(
 
 
 def test_demo_exits_cleanly(
-    demo_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], float],
+    demo_run: tuple[subprocess.CompletedProcess[str], dict[str, Any], float], demo_tmp: Path
 ) -> None:
     proc, report, elapsed = demo_run
     output = proc.stdout + proc.stderr
@@ -49,6 +53,24 @@ def test_demo_exits_cleanly(
     assert not report["interrupted"]
     assert "/?key=crl_" in output  # the dashboard URL, with an admin key
     assert elapsed < 60
+    assert list(demo_tmp.glob("corral-demo-*")) == []  # its temp database went with it
+
+
+def test_a_report_path_that_cannot_be_written_is_refused_before_the_demo(
+    tmp_path: Path,
+) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    env.pop("CORRAL_DATABASE_URL", None)
+    proc = subprocess.run(
+        [sys.executable, "-m", "corral.cli.main", "demo", "--json", str(tmp_path / "no/r.json")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert proc.returncode == 2, proc.stdout + proc.stderr
+    assert "--json: no directory" in proc.stderr and "Traceback" not in proc.stderr
 
 
 def test_no_run_is_lost(

@@ -96,6 +96,8 @@ async def demo(
     from corral.demo.report import render_report
     from corral.demo.runner import Demo, DemoOptions
 
+    if json_path is not None and not json_path.parent.is_dir():
+        raise CliError(f"--json: no directory {json_path.parent} to write the report in", 2)
     console = shared_console()
 
     options = DemoOptions(

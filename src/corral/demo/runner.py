@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -92,9 +93,13 @@ class Demo:
         self.console = console
         self.rng = random.Random(options.seed)
         self.roles = tenant_roles(options.quiet_tenants)
-        self.url = options.db or (
-            f"sqlite:///{Path(tempfile.mkdtemp(prefix='corral-demo-')) / 'corral.db'}"
-        )
+        #: the demo's own database directory, removed when it ends (none with --db)
+        self.tmpdir: Path | None = None
+        if options.db:
+            self.url = options.db
+        else:
+            self.tmpdir = Path(tempfile.mkdtemp(prefix="corral-demo-"))
+            self.url = f"sqlite:///{self.tmpdir / 'corral.db'}"
         limits = ProviderLimits(
             concurrency=options.provider_concurrency,
             rpm=options.provider_rpm,
@@ -191,6 +196,8 @@ class Demo:
             await self.provider_server.stop()
             await self.client.close()
             await self.app.close()
+            if self.tmpdir is not None:
+                shutil.rmtree(self.tmpdir, ignore_errors=True)
 
     async def _setup_tenants(self) -> None:
         for role in self.roles:
