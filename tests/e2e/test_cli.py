@@ -20,14 +20,14 @@ APP = "tests.integration.workload:app"
 
 
 def corral(
-    *args: str, db: str | None = None, timeout: float = 60
+    *args: str, db: str | None = None, timeout: float = 60, cwd: Path = ROOT
 ) -> subprocess.CompletedProcess[str]:
     env = dict(os.environ, PYTHONPATH=str(ROOT))
     env.pop("CORRAL_DATABASE_URL", None)
     argv = [sys.executable, "-m", "corral.cli.main", *args]
     if db is not None:
         argv += ["--db", db]
-    return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=timeout)
+    return subprocess.run(argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
 
 
 async def submit_many(url: str, specs: list[dict[str, Any]]) -> None:
@@ -73,6 +73,7 @@ def sqlite_url(tmp_path: Path) -> str:
 def test_bad_input_gives_one_clear_line(
     sqlite_url: str, args: list[str], code: int, message: str
 ) -> None:
+    asyncio.run(submit_many(sqlite_url, [{"agent": "work"}]))  # the database exists
     result = corral(*args, db=sqlite_url)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
@@ -88,10 +89,14 @@ def test_bad_input_gives_one_clear_line(
         ("postgresql://127.0.0.1:notaport/x", 2, "malformed PostgreSQL URL"),
         ("postgresql://postgres@127.0.0.1:1/x", 3, "cannot reach PostgreSQL"),
         ("sqlite:////proc/corral/forbidden.db", 3, "cannot open SQLite database"),
+        # reading a database that is not there does not create one at a mistyped path
+        ("sqlite:///no/such/dir/c.db", 3, "no corral database at no/such/dir/c.db"),
     ],
 )
-def test_bad_database_urls(url: str, code: int, message: str) -> None:
-    result = corral("status", db=url)
+def test_bad_database_urls(url: str, code: int, message: str, tmp_path: Path) -> None:
+    # submit creates a database; status only reads one
+    args = ["status"] if "no/such" in url else ["submit", "work", "{}"]
+    result = corral(*args, db=url, cwd=tmp_path)
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr

@@ -45,7 +45,7 @@ async def tenants_set(
 @run_async
 async def tenants_list(db: str | None) -> None:
     """Every tenant with cap, in flight, queued and oldest queued age."""
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         stats = await app.stats()
     finally:
@@ -111,7 +111,7 @@ async def plans_set(
 @db_option
 @run_async
 async def plans_list(db: str | None) -> None:
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         found = await app.plans()
     finally:

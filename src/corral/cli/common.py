@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from collections.abc import Callable, Coroutine, Iterator
+from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
 import click
@@ -20,6 +21,7 @@ import click
 from corral.app import Corral
 from corral.errors import CorralError, InvalidInput, StoreUnavailable
 from corral.store import DEFAULT_URL
+from corral.store.url import parse_database_url
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -143,16 +145,31 @@ def load_app(path: str) -> Corral:
     return app
 
 
-def resolve_app(app_path: str | None, db: str | None) -> Corral:
+def resolve_app(app_path: str | None, db: str | None, *, existing: bool = False) -> Corral:
     """The app to act through: an imported one (with --db overriding its database) or a bare
-    client for the database URL."""
+    client for the database URL. ``existing``: a command that only reads or changes what is
+    there refuses a SQLite file that does not exist, instead of creating an empty database
+    (and its directories) at a mistyped path and reporting an empty queue."""
     url = db or os.environ.get(ENV_DATABASE_URL)
     if app_path:
         app = load_app(app_path)
         if url and url != app.url:
             return app.with_database(url)
         return app
-    return Corral(url or DEFAULT_URL)
+    app = Corral(url or DEFAULT_URL)
+    if existing:
+        target = parse_database_url(app.url)
+        if (
+            target.dialect == "sqlite"
+            and target.target != ":memory:"
+            and not Path(target.target).exists()
+        ):
+            raise CliError(
+                f"no corral database at {target.target} (a worker, submit or serve "
+                "creates one; check --db or $CORRAL_DATABASE_URL)",
+                3,
+            )
+    return app
 
 
 def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:

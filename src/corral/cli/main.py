@@ -164,7 +164,7 @@ def runs() -> None:
 @run_async
 async def runs_show(run_id: str, as_json: bool, db: str | None) -> None:
     """Show one run."""
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         _print_run(await app.get(run_id), as_json)
     finally:
@@ -188,7 +188,7 @@ async def runs_list(
     db: str | None,
 ) -> None:
     """List runs, newest first."""
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         found = await app.list_runs(status=status, tenant=tenant, agent=agent, limit=limit)
     finally:
@@ -211,7 +211,7 @@ async def runs_list(
 @run_async
 async def runs_cancel(run_id: str, db: str | None) -> None:
     """Cancel a run (and its descendants)."""
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         run = await app.cancel(run_id)
     finally:
@@ -238,7 +238,7 @@ async def runs_cancel(run_id: str, db: str | None) -> None:
 @run_async
 async def runs_purge(older_than: float, batch: int, db: str | None) -> None:
     """Delete ended runs and their journals; a run tree goes once all of it has ended."""
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     total = 0
     try:
         while deleted := await app.purge_finished(older_than, limit=batch):
@@ -256,7 +256,7 @@ async def runs_purge(older_than: float, batch: int, db: str | None) -> None:
 @run_async
 async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -> None:
     """Print a run's journal in order."""
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         entries = await app.journal(run_id, after=after)
     finally:
@@ -287,7 +287,7 @@ async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -
 async def status(as_json: bool, age_target: float, concurrency: int, db: str | None) -> None:
     """Queue depth, oldest queued age and in-flight runs per tenant, and the workers the load
     needs against the age target (what to autoscale on: docs/service.md)."""
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         stats = await app.stats()
     finally:

@@ -199,7 +199,7 @@ async def keys_create(tenant: str, admin: bool, label: str | None, db: str | Non
 @run_async
 async def keys_list(as_json: bool, db: str | None) -> None:
     """Every key (never the token): id, tenant, admin, label, created, revoked."""
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         await app.open()
         found = await app.store.list_api_keys()
@@ -248,7 +248,7 @@ async def keys_revoke(key_id: str, db: str | None) -> None:
     from corral.api.tokens import key_id_of
 
     key_id = key_id_of(key_id) or key_id
-    app = resolve_app(None, db)
+    app = resolve_app(None, db, existing=True)
     try:
         await app.open()
         revoked = await app.store.revoke_api_key(key_id)
