@@ -10,18 +10,16 @@ from types import TracebackType
 from typing import Any
 
 from corral.clock import Clock, system_clock
-from corral.config import UNLIMITED, PlanSpec, StoreConfig
+from corral.config import PlanSpec, StoreConfig
 from corral.contention.shared import SharedScheduler
 from corral.errors import InvalidInput, RunNotFound, UnknownAgent
-from corral.jsonvalue import check_json, text_problem
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
+from corral.values import MAX_PRIORITY, check_int, check_json, check_name
 from corral.worker import AgentFn, Worker, WorkerOptions
 from corral.worker.retention import RETENTION_INTERVAL
 
-MAX_NAME = 200
-MAX_PRIORITY = 1_000_000
 #: journal sequence numbers (64-bit columns) and the longest page of a journal read
 MAX_SEQ = 2**62
 MAX_JOURNAL_PAGE = 10_000
@@ -49,9 +47,9 @@ class Corral:
         store: Store | None = None,
     ) -> None:
         _positive("lease_ttl", lease_ttl)
-        _integer("max_attempts", max_attempts)
-        _integer("max_children", max_children)
-        _integer("max_depth", max_depth)
+        check_int("max_attempts", max_attempts)
+        check_int("max_children", max_children)
+        check_int("max_depth", max_depth)
         self.url = url or DEFAULT_URL
         #: fan-out limits for runs of this app (a tenant's own limits, when set, win)
         self.limits = FanoutLimits(max_children=max_children, max_depth=max_depth)
@@ -77,7 +75,7 @@ class Corral:
             if not asyncio.iscoroutinefunction(fn):
                 raise TypeError(f"agent {fn!r} must be an async def function")
             agent_name = name or fn.__name__
-            _name("agent", agent_name)
+            check_name("agent", agent_name)
             if agent_name in self.agents:
                 raise ValueError(f"an agent named {agent_name!r} is already registered")
             self.agents[agent_name] = fn
@@ -100,7 +98,7 @@ class Corral:
         """Declare a resource every worker of this app shares (an LLM API): at most
         ``capacity`` calls at once, ``rpm`` requests and ``tpm`` tokens per minute across all
         processes. Agents use it with ``async with ctx.acquire(name, tokens=...)``."""
-        _name("resource", name)
+        check_name("resource", name)
         if name in self.resources:
             raise ValueError(f"a shared resource named {name!r} is already declared")
         args: dict[str, Any] = {
@@ -219,7 +217,7 @@ class Corral:
         return await self.store.submit(specs)
 
     async def get(self, run_id: str) -> Run:
-        _name("run id", run_id)
+        check_name("run id", run_id)
         await self.open()
         run = await self.store.get(run_id)
         if run is None:
@@ -227,7 +225,7 @@ class Corral:
         return run
 
     async def cancel(self, run_id: str) -> Run:
-        _name("run id", run_id)
+        check_name("run id", run_id)
         await self.open()
         return await self.store.cancel(run_id)
 
@@ -251,7 +249,7 @@ class Corral:
             raise InvalidInput("limit must be an integer from 1 to 1000")
         for what, value in (("tenant", tenant), ("agent", agent), ("before", before)):
             if value is not None:
-                _name(what, value)
+                check_name(what, value)
         await self.open()
         return await self.store.list_runs(
             tenant=tenant, status=status, agent=agent, limit=limit, before=before
@@ -260,8 +258,8 @@ class Corral:
     async def journal(
         self, run_id: str, *, after: int = 0, limit: int = 1000
     ) -> list[JournalEntry]:
-        _integer("after", after, minimum=0, maximum=MAX_SEQ)
-        _integer("limit", limit, maximum=MAX_JOURNAL_PAGE)
+        check_int("after", after, minimum=0, maximum=MAX_SEQ)
+        check_int("limit", limit, maximum=MAX_JOURNAL_PAGE)
         await self.get(run_id)
         return await self.store.journal(run_id, after=after, limit=limit)
 
@@ -284,7 +282,7 @@ class Corral:
         only once every run in it has ended that long ago. Returns the runs deleted (0: none
         left to delete). An idempotency key of a deleted run can be used again."""
         _positive("older_than", older_than, allow_zero=True)
-        _integer("limit", limit)
+        check_int("limit", limit)
         await self.open()
         return await self.store.purge_finished(self.store.clock() - float(older_than), limit=limit)
 
@@ -298,11 +296,11 @@ class Corral:
         weight: float = 1.0,
         max_queued: int | None = None,
     ) -> None:
-        _name("plan", name)
+        check_name("plan", name)
         if cap is not None:
-            _integer("cap", cap)
+            check_int("cap", cap)
         if max_queued is not None:
-            _integer("max_queued", max_queued)
+            check_int("max_queued", max_queued)
         _positive("weight", weight)
         await self.open()
         await self.store.set_plan(PlanSpec(name, cap, float(weight), max_queued))
@@ -320,11 +318,11 @@ class Corral:
         weight: float | None = None,
         max_queued: int | None = None,
     ) -> None:
-        _name("tenant", tenant)
+        check_name("tenant", tenant)
         if cap is not None:
-            _integer("cap", cap)
+            check_int("cap", cap)
         if max_queued is not None:
-            _integer("max_queued", max_queued)
+            check_int("max_queued", max_queued)
         if weight is not None:
             _positive("weight", weight)
         await self.open()
@@ -336,16 +334,16 @@ class Corral:
         self, tenant: str, *, max_children: int | None = None, max_depth: int | None = None
     ) -> None:
         """Per-tenant fan-out limits (None: the app's)."""
-        _name("tenant", tenant)
+        check_name("tenant", tenant)
         for what, value in (("max_children", max_children), ("max_depth", max_depth)):
             if value is not None:
-                _integer(what, value)
+                check_int(what, value)
         await self.open()
         await self.store.set_tenant_fanout(tenant, max_children=max_children, max_depth=max_depth)
 
     async def set_global_cap(self, cap: int | None) -> None:
         if cap is not None:
-            _integer("global cap", cap)
+            check_int("global cap", cap)
         await self.open()
         await self.store.set_global_cap(cap)
 
@@ -370,9 +368,9 @@ class Corral:
         only runs of tenants with fewer than ``express_below`` runs in flight take. With
         ``retain`` (seconds), it also deletes, every ``retention_interval`` seconds, the run
         trees that ended more than ``retain`` seconds ago (as ``purge_finished`` does)."""
-        _integer("concurrency", concurrency)
-        _integer("express_slots", express_slots, minimum=0)
-        _integer("express_below", express_below)
+        check_int("concurrency", concurrency)
+        check_int("express_slots", express_slots, minimum=0)
+        check_int("express_below", express_below)
         _positive("drain_timeout", drain_timeout, allow_zero=True)
         _positive("poll_interval", poll_interval)
         _positive("retry_base", retry_base, allow_zero=True)
@@ -420,10 +418,10 @@ class Corral:
         max_attempts: int | None = None,
         budget: float | None = None,
     ) -> RunSpec:
-        _name("agent", agent)
+        check_name("agent", agent)
         if self.agents and agent not in self.agents:
             raise UnknownAgent(agent, list(self.agents))
-        _name("tenant", tenant)
+        check_name("tenant", tenant)
         if (
             not isinstance(priority, int)
             or isinstance(priority, bool)
@@ -431,10 +429,10 @@ class Corral:
         ):
             raise InvalidInput(f"priority must be an integer within ±{MAX_PRIORITY}")
         if idempotency_key is not None:
-            _name("idempotency_key", idempotency_key)
+            check_name("idempotency_key", idempotency_key)
         check_json(input, "input")
         attempts = self.max_attempts if max_attempts is None else max_attempts
-        _integer("max_attempts", attempts)
+        check_int("max_attempts", attempts)
         if delay is not None:
             _positive("delay", delay, allow_zero=True)
             not_before = self.store.clock() + delay
@@ -467,14 +465,6 @@ def _spec_fields(spec: RunSpec) -> dict[str, Any]:
     }
 
 
-def _name(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
-        raise InvalidInput(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
-    problem = text_problem(value)
-    if problem:
-        raise InvalidInput(f"{what} {problem}")
-
-
 def _finite(what: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
         raise InvalidInput(f"{what} must be a finite number, not {value!r}")
@@ -485,15 +475,6 @@ def _positive(what: str, value: object, *, allow_zero: bool = False) -> None:
     number = _finite(what, value)
     if number < 0 or (number == 0 and not allow_zero):
         raise InvalidInput(f"{what} must be {'>= 0' if allow_zero else '> 0'}, not {value!r}")
-
-
-def _integer(what: str, value: object, *, minimum: int = 1, maximum: int = UNLIMITED) -> None:
-    """An int (not a bool) from ``minimum`` to ``maximum``: by default what the stores keep
-    in their 32-bit integer columns, so both backends take the same values."""
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise InvalidInput(f"{what} must be an integer >= {minimum}, not {value!r}")
-    if value > maximum:
-        raise InvalidInput(f"{what} must be at most {maximum:,}, not {value!r}")
 
 
 __all__ = ["Corral"]

@@ -14,6 +14,7 @@ from corral import (
     ChildRunFailed,
     Corral,
     FanoutLimitError,
+    InvalidInput,
     NonRetryableError,
     RunContext,
     StepFailed,
@@ -332,3 +333,30 @@ async def test_durable_sleep_fires_once(db_url: str) -> None:
     assert run.status == RunStatus.SUCCEEDED and wakes == [1]
     assert run.finished_at is not None and run.finished_at - run.created_at >= 0.3
     assert [e.name for e in journal if e.kind == "event"] == ["before"]
+
+
+async def test_spawn_refuses_child_settings_no_store_could_keep(db_url: str) -> None:
+    app = Corral(db_url)
+    refused: list[str] = []
+
+    @app.agent("child")
+    async def child(ctx: RunContext, input: Any) -> None:
+        return None
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> int:
+        for settings in ({"priority": 10**12}, {"max_attempts": 2**40}, {"priority": True}):
+            try:
+                await ctx.spawn_many([{"agent": "child", **settings}])
+            except InvalidInput as exc:
+                refused.append(str(exc))
+        return len(await ctx.spawn_many([{"agent": "child", "max_attempts": 5}]))
+
+    async with app:
+        run_id = await app.submit("parent")
+        await drain(app)
+        run = await app.get(run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result == 1
+    assert len(refused) == 3 and "priority must be an integer" in refused[0]
+    assert "max_attempts must be at most" in refused[1]

@@ -14,10 +14,11 @@ from pydantic import AfterValidator
 from corral.api.auth import KeyResolver, Principal
 from corral.api.batching import SubmitBatcher
 from corral.api.metrics import ServiceMetrics
-from corral.api.schemas import MAX_NAME, ErrorBody, clean_text
+from corral.api.schemas import ErrorBody, clean_text
 from corral.api.settings import ApiSettings
 from corral.api.watch import RunWatcher
 from corral.app import Corral
+from corral.values import MAX_NAME
 
 
 @dataclass(frozen=True, slots=True)

@@ -8,10 +8,8 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
-from corral.jsonvalue import text_problem
 from corral.models import JournalEntry, Run, RunStatus, TenantStats
-
-MAX_NAME = 200
+from corral.values import MAX_NAME, MAX_PRIORITY, text_problem
 
 
 def clean_text(value: str) -> str:
@@ -40,7 +38,7 @@ class SubmitRequest(BaseModel):
 
     agent: Name = Field(description="Name of a registered agent.")
     input: Any = Field(default=None, description="Any JSON value, passed to the agent.")
-    priority: int = Field(default=0, ge=-1_000_000, le=1_000_000)
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     budget: float | None = Field(
         default=None,
         ge=0,

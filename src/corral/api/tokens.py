@@ -11,9 +11,9 @@ import hashlib
 import secrets
 
 from corral.errors import InvalidInput
-from corral.jsonvalue import text_problem
 from corral.store import Store
 from corral.store.sql_keys import ApiKey
+from corral.values import text_problem
 
 TOKEN_PREFIX = "crl_"
 MAX_TOKEN_LENGTH = 256

@@ -24,11 +24,11 @@ from corral.errors import (
     RunCancelled,
     StepFailed,
 )
-from corral.jsonvalue import check_json
 from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSpec, RunStatus
 from corral.runs.replay import Replay
 from corral.runs.signals import CancelRequested, Suspended
 from corral.store.user_sql import StepTransaction
+from corral.values import MAX_PRIORITY, check_int, check_json, check_name
 
 if TYPE_CHECKING:
     from corral.contention.shared import SharedHandle, SharedScheduler
@@ -126,7 +126,7 @@ class RunContext:
         exception in ``policy.give_up_on`` (or a ``NonRetryableError``) is recorded too and
         raised as ``StepFailed``, then and on every replay; any other exception, once the
         step's retries are spent, fails this attempt of the run (which the queue retries)."""
-        _check_name("step name", name)
+        check_name("step name", name)
         recorded = self._replay.next("step", name)
         if recorded is not None:
             return _unpack_step(name, recorded.data)
@@ -172,7 +172,7 @@ class RunContext:
         transaction as the step's journal entry, so its writes (``tx.execute(sql, params)``
         with ``:name`` parameters) happen exactly once per run, whatever crashes. Replays
         return the recorded result. Keep it short: it holds a database transaction open."""
-        _check_name("step name", name)
+        check_name("step name", name)
         recorded = self._replay.next("step", name)
         if recorded is not None:
             return _unpack_step(name, recorded.data)
@@ -188,7 +188,7 @@ class RunContext:
     async def emit(self, kind: str, data: JSON = None) -> int:
         """Append a user event to the run's journal (once per run, even across replays);
         returns its sequence number."""
-        _check_name("event kind", kind)
+        check_name("event kind", kind)
         recorded = self._replay.next("event", kind)
         if recorded is not None:
             return recorded.seq
@@ -367,11 +367,6 @@ class _GaveUp(Exception):
         self.error = error
 
 
-def _check_name(what: str, value: object) -> None:
-    if not isinstance(value, str) or not value or len(value) > 200:
-        raise InvalidInput(f"{what} must be a non-empty string of at most 200 characters")
-
-
 def _round_trip(value: Any) -> JSON:
     """What the journal will give back on replay, so first run and replay see the same value."""
     return json.loads(check_json(value, "the value to journal"))
@@ -402,14 +397,17 @@ def _raise_recorded(data: Any) -> None:
 
 def _child_spec(child: dict[str, Any]) -> RunSpec:
     agent = child.get("agent")
-    _check_name("agent", agent)
+    check_name("agent", agent)
     budget = child.get("budget")
     if budget is not None and (not isinstance(budget, int | float) or budget < 0):
         raise InvalidInput("a child budget must be a number >= 0")
+    priority = child.get("priority", 0)
+    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
+        raise InvalidInput(f"a child's priority must be an integer within ±{MAX_PRIORITY:,}")
     return RunSpec(
         agent=str(agent),
         input=_round_trip(child.get("input")),
-        priority=int(child.get("priority", 0)),
-        max_attempts=int(child.get("max_attempts", 3)),
+        priority=priority,
+        max_attempts=check_int("a child's max_attempts", child.get("max_attempts", 3)),
         budget=None if budget is None else float(budget),
     )

@@ -36,11 +36,11 @@ from corral.errors import (
     StepFailed,
     StoreUnavailable,
 )
-from corral.jsonvalue import check_json
 from corral.models import JSON, Ack, JournalEntry, Lease, LeaseRef
 from corral.runs.context import FanoutLimits, RunContext
 from corral.runs.signals import CancelRequested, Suspended
 from corral.store import Store
+from corral.values import check_json
 from corral.worker.acker import AckBatcher
 from corral.worker.retention import RETENTION_INTERVAL, retention_loop
 

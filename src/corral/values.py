@@ -2,13 +2,19 @@
 journal data) is what ``json.dumps`` encodes without NaN or infinities, nested at most
 ``MAX_DEPTH`` levels deep; the depth bound is for the readers: the HTTP API's serializer gives
 up at 255 levels, so one deeper value made every page that listed its run an error. A name is
-text both databases can store."""
+text both databases can store; an integer fits their 32-bit columns. Every edge (the Python
+API, ``ctx.spawn``, the CLI and HTTP through them) checks with these, so both backends take
+the same values and a driver error never reaches a caller."""
 
 from __future__ import annotations
 
 import json
 
+from corral.config import UNLIMITED
 from corral.errors import InvalidInput
+
+MAX_NAME = 200
+MAX_PRIORITY = 1_000_000
 
 #: containers (objects and arrays) nested in one another, at most
 MAX_DEPTH = 100
@@ -55,3 +61,23 @@ def text_problem(value: str) -> str | None:
     except UnicodeEncodeError:
         return "must be valid Unicode (no lone surrogates, as from bytes that are not UTF-8)"
     return None
+
+
+def check_name(what: str, value: object) -> str:
+    """A non-empty string of at most ``MAX_NAME`` characters that both databases can store."""
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
+        raise InvalidInput(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
+    problem = text_problem(value)
+    if problem:
+        raise InvalidInput(f"{what} {problem}")
+    return value
+
+
+def check_int(what: str, value: object, *, minimum: int = 1, maximum: int = UNLIMITED) -> int:
+    """An int (not a bool) from ``minimum`` to ``maximum``: by default what the stores keep
+    in their 32-bit integer columns."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise InvalidInput(f"{what} must be an integer >= {minimum}, not {value!r}")
+    if value > maximum:
+        raise InvalidInput(f"{what} must be at most {maximum:,}, not {value!r}")
+    return value
