@@ -15,6 +15,7 @@ import pytest
 
 from corral import Corral, StoreUnavailable
 from corral.models import RunStatus
+from corral.store.postgres import POOL_WAIT
 from tests.integration.test_crash_fencing_drain import completions
 from tests.support.postgres import ThrowawayPostgres
 from tests.support.processes import WorkerProcess
@@ -46,7 +47,7 @@ async def test_runs_that_end_while_the_database_is_down_are_not_run_again(
             ids = await app.submit_many(
                 [{"agent": "work", "input": {"i": i, "sleep": 0.4}} for i in range(40)]
             )
-            worker = WorkerProcess(pg.dsn, log, concurrency=8, ttl=10.0)
+            worker = WorkerProcess(pg.dsn, log, concurrency=8, ttl=30.0)
             try:
                 deadline = time.monotonic() + 60
                 while len(completions(log)) < 8:  # the first 8 ran; the next 8 are leased
@@ -54,7 +55,13 @@ async def test_runs_that_end_while_the_database_is_down_are_not_run_again(
                     await asyncio.sleep(0.01)
                 await asyncio.sleep(0.1)
                 pg.crash()  # the 8 in flight end while it is down: their acks must wait
-                await asyncio.sleep(1.0)
+                # callers get StoreUnavailable, and soon: the first on its dead connection,
+                # the next once no connection came free in the pool's wait
+                began = time.monotonic()
+                for _ in range(2):
+                    with pytest.raises(StoreUnavailable):
+                        await app.stats()
+                assert time.monotonic() - began < POOL_WAIT + 5
                 pg.start()
 
                 async def all_ended() -> bool:
