@@ -14,6 +14,7 @@ from corral.config import UNLIMITED
 from corral.errors import InvalidInput
 
 MAX_NAME = 200
+_ENCODER = json.JSONEncoder(allow_nan=False)
 MAX_PRIORITY = 1_000_000
 
 #: containers (objects and arrays) nested in one another, at most
@@ -23,8 +24,10 @@ MAX_DEPTH = 100
 def check_json(value: object, what: str) -> str:
     """The JSON text of ``value``; InvalidInput, naming ``what``, if it is not a JSON value
     corral can store and serve."""
+    if value is None:  # most results: answered without the encoder
+        return "null"
     try:
-        text = json.dumps(value, allow_nan=False)
+        text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"{what} is not a JSON value: {exc}") from None
     # a value has fewer levels than brackets in its text: most values need no walk
