@@ -11,6 +11,7 @@ import pytest
 
 from corral import Corral, RunContext
 from corral.models import RunStatus
+from tests.support.inprocess import work_until_ended
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -113,13 +114,7 @@ async def test_a_cancelled_error_the_agent_raises_itself_is_a_failure(db_url: st
 
     async with app:
         run_id = await app.submit("leaky", max_attempts=2)
-        worker = app.worker(concurrency=1, poll_interval=0.05, retry_base=0)
-        running = asyncio.create_task(worker.run())
-        try:
-            run = await app.wait(run_id, timeout=10)
-        finally:
-            worker.stop()
-            await running
+        run = await work_until_ended(app, run_id, timeout=10, concurrency=1, retry_base=0)
     assert run.status is RunStatus.FAILED
     assert run.attempts == 2 and calls == [1, 2]
     assert run.error["type"] == "CancelledError"

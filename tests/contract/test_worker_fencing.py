@@ -12,6 +12,7 @@ import pytest
 from corral import Corral, RunContext
 from corral.clock import FakeClock
 from corral.models import RunStatus
+from tests.support.inprocess import work_until_ended
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -105,13 +106,7 @@ async def test_the_heartbeat_outlives_an_unexpected_error(db_url: str) -> None:
 
     async with app:
         run_id = await app.submit("long")
-        worker = app.worker(concurrency=1, poll_interval=0.05)
-        running = asyncio.create_task(worker.run())
-        try:
-            run = await app.wait(run_id, timeout=20)
-        finally:
-            worker.stop()
-            await running
+        run = await work_until_ended(app, run_id, timeout=20, concurrency=1)
     assert store.beats >= 3
     assert run.status is RunStatus.SUCCEEDED
     assert (run.attempts, run.result) == (1, 1)
@@ -152,12 +147,6 @@ async def test_a_run_whose_agent_this_worker_lacks_waits_for_one_that_has_it(
         assert "no agent named 'b'" in (run.error or {}).get("message", "")
         assert run.available_at >= clock.now + 29  # not offered again at once
         clock.advance(31)
-        new_worker = new.worker(concurrency=1, poll_interval=0.05)
-        running = asyncio.create_task(new_worker.run())
-        try:
-            done = await new.wait(run_id, timeout=10)
-        finally:
-            new_worker.stop()
-            await running
+        done = await work_until_ended(new, run_id, timeout=10, concurrency=1)
     assert done.status is RunStatus.SUCCEEDED and done.result == "b"
     assert done.attempts == 2
