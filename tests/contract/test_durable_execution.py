@@ -314,6 +314,48 @@ async def test_cancelling_a_parent_cancels_its_descendants(db_url: str) -> None:
     ]
 
 
+async def test_cancelling_reaches_descendants_below_a_child_that_ended(db_url: str) -> None:
+    """A fire-and-forget child can end before its own children do: cancelling the root must
+    still reach them (they drew on the root's budget and kept the tree from being purged)."""
+    app = Corral(db_url)
+    grandchildren: list[str] = []
+
+    @app.agent("root")
+    async def root(ctx: RunContext, input: Any) -> None:
+        await ctx.wait(await ctx.spawn("child"))
+        await ctx.sleep(3600)
+
+    @app.agent("child")
+    async def child(ctx: RunContext, input: Any) -> str:
+        grandchildren.append(await ctx.spawn("grandchild"))
+        return "done"  # does not wait for its own child
+
+    @app.agent("grandchild")
+    async def grandchild(ctx: RunContext, input: Any) -> None:
+        await ctx.sleep(3600)
+
+    async with app:
+        root_id = await app.submit("root")
+        worker = app.worker(concurrency=4, poll_interval=0.02)
+        task = asyncio.create_task(worker.run())
+        try:
+            for _ in range(400):
+                stats = await app.stats()
+                if stats.waiting == 2 and stats.queued == 0 and stats.in_flight == 0:
+                    break  # root and grandchild asleep, the child ended
+                await asyncio.sleep(0.025)
+        finally:
+            worker.stop()
+            await task
+        await app.cancel(root_id)
+        runs = {r.agent: r.status for r in await app.list_runs()}
+    assert runs == {
+        "root": RunStatus.CANCELLED,
+        "child": RunStatus.SUCCEEDED,
+        "grandchild": RunStatus.CANCELLED,
+    }
+
+
 async def test_durable_sleep_fires_once(db_url: str) -> None:
     app = Corral(db_url)
     wakes: list[int] = []

@@ -333,13 +333,9 @@ class QueueMixin(SqlBase):
             if not await tx.fetch_dicts(self.q["get_run"], {"id": run_id}):
                 raise RunNotFound(run_id)
             deltas: Deltas = {}
-            pending = [run_id]
-            while pending:
-                current = pending.pop()
+            below = await tx.fetchall(self.q["unended_descendants"], {"id": run_id})
+            for current in [run_id, *(r[0] for r in below)]:
                 merge(deltas, await self._cancel_one(tx, current, now))
-                pending.extend(
-                    r[0] for r in await tx.fetchall(self.q["child_ids"], {"id": current})
-                )
             await self._adjust_tenants(tx, deltas)
 
         await self._tx(body)

@@ -404,8 +404,17 @@ UPDATE corral_runs SET cancel_requested = 1
 WHERE id = :id AND status = 'running'
 RETURNING id;
 
--- name: child_ids
-SELECT id FROM corral_runs WHERE parent_id = :id AND status NOT IN ('succeeded', 'failed', 'cancelled');
+-- name: unended_descendants
+-- Every run below :id that has not ended, found through ended ones too (a fire-and-forget child
+-- that succeeded can have children still running), parents before their children.
+WITH RECURSIVE tree (id, depth) AS (
+    SELECT id, depth FROM corral_runs WHERE parent_id = :id
+    UNION ALL
+    SELECT r.id, r.depth FROM corral_runs r JOIN tree t ON r.parent_id = t.id
+)
+SELECT r.id FROM tree t JOIN corral_runs r ON r.id = t.id
+WHERE r.status NOT IN ('succeeded', 'failed', 'cancelled')
+ORDER BY t.depth, r.id;
 
 -- name: bump_journal
 UPDATE corral_runs SET journal_seq = journal_seq + :n
