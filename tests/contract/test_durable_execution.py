@@ -356,6 +356,31 @@ async def test_cancelling_reaches_descendants_below_a_child_that_ended(db_url: s
     }
 
 
+async def test_a_run_waits_only_for_its_own_children(db_url: str) -> None:
+    """Only a run's own children wake it (a wait on any other run never ended), and another
+    tree's run may be another tenant's (its result must not leak)."""
+    app = Corral(db_url)
+
+    @app.agent("secret")
+    async def secret(ctx: RunContext, input: Any) -> str:
+        return "acme's secret"
+
+    @app.agent("waiter")
+    async def waiter(ctx: RunContext, other: str) -> Any:
+        return await ctx.wait(other)
+
+    async with app:
+        theirs = await app.submit("secret", tenant="acme")
+        await drain(app)
+        mine = await app.submit("waiter", theirs, tenant="globex")
+        await drain(app)
+        run = await app.get(mine)
+    assert run.status == RunStatus.FAILED and run.attempts == 1, run.error
+    assert run.error["type"] == "InvalidInput"
+    assert "is not a child of run" in run.error["message"]
+    assert run.result is None
+
+
 async def test_durable_sleep_fires_once(db_url: str) -> None:
     app = Corral(db_url)
     wakes: list[int] = []

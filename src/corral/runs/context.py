@@ -242,10 +242,11 @@ class RunContext:
         return ids
 
     async def wait(self, *runs: str | Iterable[str], return_exceptions: bool = False) -> list[Any]:
-        """The results of the given runs, in order. While any is unfinished the run suspends:
-        its lease and tenant slot are given back, and it resumes when the last one ends. A
-        failed or cancelled run raises ``ChildRunFailed`` (or, with ``return_exceptions``, is
-        returned as one)."""
+        """The results of the given runs (this run's own children, from ``spawn``), in order.
+        While any is unfinished the run suspends: its lease and tenant slot are given back,
+        and it resumes when the last one ends. A failed or cancelled run raises
+        ``ChildRunFailed`` (or, with ``return_exceptions``, is returned as one); a run that is
+        not this run's child is InvalidInput."""
         ids = [r for item in runs for r in ([item] if isinstance(item, str) else item)]
         recorded = self._replay.next("wait", None)
         if recorded is not None:
@@ -255,7 +256,7 @@ class RunContext:
             ]
         else:
             while True:
-                outcomes = await self._store.outcomes(ids)
+                outcomes = await self._store.outcomes(ids, parent=self.run_id)
                 if all(o.done for o in outcomes):
                     break
                 if await self._suspend(children=ids, entry=("suspended", "wait", {"runs": ids})):

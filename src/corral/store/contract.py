@@ -108,7 +108,13 @@ class Store(Protocol):
         fn: Callable[[StepTransaction], Awaitable[JSON]],
         encode: Callable[[Any], JSON],
     ) -> tuple[JSON, bool]: ...
-    async def outcomes(self, run_ids: Sequence[str]) -> list[RunOutcome]: ...
+    async def outcomes(
+        self, run_ids: Sequence[str], *, parent: str | None = None
+    ) -> list[RunOutcome]:
+        """How each run stands; RunNotFound for an unknown id, and with ``parent``,
+        InvalidInput for a run that is not its child."""
+        ...
+
     async def set_tenant_fanout(
         self, tenant: str, *, max_children: int | None, max_depth: int | None
     ) -> None: ...

@@ -17,7 +17,14 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
-from corral.errors import BudgetExceeded, FanoutLimitError, LeaseLost, RunCancelled
+from corral.errors import (
+    BudgetExceeded,
+    FanoutLimitError,
+    InvalidInput,
+    LeaseLost,
+    RunCancelled,
+    RunNotFound,
+)
 from corral.ids import new_run_id
 from corral.models import JSON, LeaseRef, RunOutcome, RunSpec, RunStatus
 from corral.store.sql_base import (
@@ -244,7 +251,9 @@ class DurableMixin(SqlBase):
 
         return await self._tx(body, relaxed=not self.config.durable_steps)
 
-    async def outcomes(self, run_ids: Sequence[str]) -> list[RunOutcome]:
+    async def outcomes(
+        self, run_ids: Sequence[str], *, parent: str | None = None
+    ) -> list[RunOutcome]:
         async def body(tx: Transaction) -> list[list[Row]]:
             return await tx.fetch_each(self.q["run_outcome"], [{"id": i} for i in run_ids])
 
@@ -252,8 +261,15 @@ class DurableMixin(SqlBase):
         out = []
         for run_id, rows in zip(run_ids, found, strict=True):
             if not rows:
-                raise LookupError(run_id)
-            _, status, result, error = rows[0]
+                raise RunNotFound(run_id)
+            _, status, result, error, parent_id = rows[0]
+            if parent is not None and parent_id != parent:
+                # only a run's own children wake it when they end; and another tree's
+                # run may be another tenant's
+                raise InvalidInput(
+                    f"run {run_id} is not a child of run {parent}: a run waits only for the "
+                    "runs it spawned"
+                )
             out.append(RunOutcome(run_id, RunStatus(status), loads(result), loads(error)))
         return out
 

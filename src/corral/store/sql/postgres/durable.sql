@@ -41,7 +41,7 @@ WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires
 RETURNING tenant, attempts;
 
 -- name: run_outcome
-SELECT id, status, result, error FROM corral_runs WHERE id = :id;
+SELECT id, status, result, error, parent_id FROM corral_runs WHERE id = :id;
 
 -- name: insert_wait
 INSERT INTO corral_waits (parent_id, child_id) VALUES (:parent_id, :child_id);
