@@ -9,6 +9,7 @@ the same values and a driver error never reaches a caller."""
 from __future__ import annotations
 
 import json
+import math
 
 from corral.config import UNLIMITED
 from corral.errors import InvalidInput
@@ -84,3 +85,16 @@ def check_int(what: str, value: object, *, minimum: int = 1, maximum: int = UNLI
     if value > maximum:
         raise InvalidInput(f"{what} must be at most {maximum:,}, not {value!r}")
     return value
+
+
+def check_amount(what: str, value: object) -> float:
+    """A finite number >= 0 (not a bool). NaN passes every comparison's negation: as a sleep
+    it never came due, as a charge SQLite stored it as NULL and PostgreSQL as NaN."""
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, int | float)
+        or not math.isfinite(value)
+        or value < 0
+    ):
+        raise InvalidInput(f"{what} must be a finite number >= 0, not {value!r}")
+    return float(value)

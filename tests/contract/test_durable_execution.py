@@ -4,6 +4,7 @@ an in-process worker, on every backend."""
 from __future__ import annotations
 
 import asyncio
+import math
 from collections import Counter
 from typing import Any
 
@@ -379,6 +380,44 @@ async def test_a_run_waits_only_for_its_own_children(db_url: str) -> None:
     assert run.error["type"] == "InvalidInput"
     assert "is not a child of run" in run.error["message"]
     assert run.result is None
+
+
+async def test_amounts_that_are_not_finite_are_refused(db_url: str) -> None:
+    """NaN passed every '< 0' check: a NaN sleep never came due, a NaN charge was NULL on
+    SQLite and NaN on PostgreSQL, an infinite one was taken."""
+    app = Corral(db_url)
+    refused: list[str] = []
+
+    @app.agent("child")
+    async def child(ctx: RunContext, input: Any) -> None:
+        return None
+
+    @app.agent("odd")
+    async def odd(ctx: RunContext, input: Any) -> float | None:
+        calls = (
+            lambda: ctx.sleep(math.nan),
+            lambda: ctx.sleep(math.inf),
+            lambda: ctx.charge(math.nan),
+            lambda: ctx.charge(math.inf),
+            lambda: ctx.charge(1, reason="tok\x00ens"),
+            lambda: ctx.spawn_many([{"agent": "child", "budget": math.nan}]),
+        )
+        for call in calls:
+            try:
+                await call()
+            except InvalidInput as exc:
+                refused.append(str(exc))
+        return await ctx.charge(2.5, reason="tokens")
+
+    async with app:
+        run_id = await app.submit("odd", budget=10)
+        await drain(app)
+        run = await app.get(run_id)
+    assert run.status == RunStatus.SUCCEEDED, run.error
+    assert run.result == 7.5 and run.spent == 2.5
+    assert len(refused) == 6, refused
+    assert "must be a finite number >= 0" in refused[0]
+    assert "must not contain NUL" in refused[4]
 
 
 async def test_durable_sleep_fires_once(db_url: str) -> None:

@@ -28,7 +28,7 @@ from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSp
 from corral.runs.replay import Replay
 from corral.runs.signals import CancelRequested, Suspended
 from corral.store.user_sql import StepTransaction
-from corral.values import MAX_PRIORITY, check_int, check_json, check_name
+from corral.values import MAX_PRIORITY, check_amount, check_int, check_json, check_name
 
 if TYPE_CHECKING:
     from corral.contention.shared import SharedHandle, SharedScheduler
@@ -290,8 +290,7 @@ class RunContext:
     async def sleep(self, seconds: float) -> None:
         """A durable timer: the run suspends (holding no slot) and resumes after ``seconds``,
         even if every worker restarts in between."""
-        if not isinstance(seconds, int | float) or seconds < 0:
-            raise InvalidInput("sleep needs a number of seconds >= 0")
+        check_amount("sleep's seconds", seconds)
         recorded = self._replay.next("sleep", None)
         if recorded is not None:
             wake_at = float(recorded.data["wake_at"])
@@ -307,8 +306,9 @@ class RunContext:
         """Draw ``amount`` cost units from the root run's budget (and any sub-limit on the way),
         atomically across all workers. Returns what the root has left (None: no budget).
         Raises ``BudgetExceeded`` — then and on every replay — when it would overspend."""
-        if isinstance(amount, bool) or not isinstance(amount, int | float) or amount < 0:
-            raise InvalidInput("charge needs an amount >= 0")
+        check_amount("a charge's amount", amount)
+        if reason is not None:
+            check_name("a charge's reason", reason)
         recorded = self._replay.next("charge", reason)
         if recorded is not None:
             _raise_recorded(recorded.data)
@@ -400,8 +400,8 @@ def _child_spec(child: dict[str, Any]) -> RunSpec:
     agent = child.get("agent")
     check_name("agent", agent)
     budget = child.get("budget")
-    if budget is not None and (not isinstance(budget, int | float) or budget < 0):
-        raise InvalidInput("a child budget must be a number >= 0")
+    if budget is not None:
+        check_amount("a child's budget", budget)
     priority = child.get("priority", 0)
     if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
         raise InvalidInput(f"a child's priority must be an integer within ±{MAX_PRIORITY:,}")
