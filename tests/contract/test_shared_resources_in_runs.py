@@ -54,3 +54,18 @@ async def test_runs_share_a_resource_and_pay_for_what_they_used(db_url: str) -> 
         failed.status == RunStatus.FAILED
         and "no shared resource named 'gpu'" in (failed.error["message"])
     )
+
+
+async def test_a_request_larger_than_the_token_window_is_refused_at_once(db_url: str) -> None:
+    """It could never be granted, and at the head of the queue it would block every other
+    request of every process behind it."""
+    from corral import InvalidInput
+
+    app = Corral(db_url)
+    llm = app.shared_resource("llm", capacity=4, tpm=1_000)
+    async with app:
+        with pytest.raises(InvalidInput, match="can never fit llm's 1,000 per minute"):
+            await asyncio.wait_for(llm.acquire_start("big", tokens=1_001), 5)
+        async with llm.acquire("small", tokens=10, timeout=5):
+            pass
+        assert (await llm.snapshot()).tokens_in_window == 10

@@ -152,6 +152,12 @@ class SharedScheduler:
             await self.open()
         if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_STORED:
             raise InvalidInput(f"tokens must be a whole number from 0 to {MAX_STORED:,}")
+        if self.limits.tpm is not None and tokens > self.limits.tpm:
+            # it could never fit the token window, and as the head of the queue it would hold
+            # every other request of every process behind it
+            raise InvalidInput(
+                f"{tokens:,} tokens can never fit {self.name}'s {self.limits.tpm:,} per minute"
+            )
         handle = SharedHandle(agent_id, uuid.uuid4().hex, tokens, check_weight(weight))
         try:
             state = await self._enqueue(handle)
