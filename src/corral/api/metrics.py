@@ -17,6 +17,7 @@ are exported with a ``scheduler`` label.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -201,8 +202,11 @@ class ServiceMetrics:
         schedulers: Mapping[str, SchedulerLike] | None = None,
         *,
         clock: Callable[[], float] | None = None,
+        waits_page: int = 10_000,
     ) -> None:
         self.store = store
+        #: queue-wait rows one store read takes at most
+        self.waits_page = waits_page
         self.settings = settings
         self.schedulers = dict(schedulers or {})
         self.clock = clock or store.clock
@@ -235,6 +239,9 @@ class ServiceMetrics:
         self.registry.register(self._collector)
         #: queue waits are observed for runs first leased after this instant (store clock)
         self._waits_since = self.clock()
+        # one scrape at a time reads the window: two reading the same (since, until] together
+        # observed its runs twice
+        self._waits_lock = asyncio.Lock()
 
     def observe_submit(self, tenant: str, seconds: float) -> None:
         self.submit_latency.observe(seconds)
@@ -254,16 +261,25 @@ class ServiceMetrics:
             schedulers={name: s.statistics() for name, s in self.schedulers.items()},
         )
 
-    async def _observe_queue_waits(self, limit: int = 10_000) -> None:
-        until = self.clock() - self.settings.metrics_settle
-        while until > self._waits_since:
-            rows = await self.store.queue_waits(self._waits_since, until, limit=limit)
-            for _started, wait in rows:
-                self.queue_wait.observe(wait)
-            if len(rows) < limit:
-                self._waits_since = until
-                return
-            self._waits_since = rows[-1][0]
+    async def _observe_queue_waits(self) -> None:
+        async with self._waits_lock:
+            until = self.clock() - self.settings.metrics_settle
+            while until > self._waits_since:
+                rows = await self.store.queue_waits(self._waits_since, until, limit=self.waits_page)
+                if len(rows) < self.waits_page:
+                    page = rows
+                else:
+                    # A full page may end inside a group of runs that started at one instant
+                    # (one lease starts many): the cursor goes past that instant, so leave the
+                    # whole group to the next read. A page that is all one instant is taken.
+                    last = rows[-1][0]
+                    page = [row for row in rows if row[0] < last] or rows
+                for _started, wait in page:
+                    self.queue_wait.observe(wait)
+                if len(rows) < self.waits_page:
+                    self._waits_since = until
+                    return
+                self._waits_since = page[-1][0]
 
     async def exposition(self) -> bytes:
         await self.refresh()
