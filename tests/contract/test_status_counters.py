@@ -5,6 +5,7 @@ count of the stored runs, on every backend; and a purge does not take ended runs
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -185,3 +186,34 @@ async def test_a_redelivered_run_that_suspends_counts_one_redelivery(db_url: str
         assert (await app.store.delivery_counters()).redeliveries == await redelivered(app) == 1
     finally:
         await app.close()
+
+
+async def test_the_count_of_runs_never_goes_backwards_while_runs_move(db_url: str) -> None:
+    """stats() reads the tenants' counters and the waiting runs in two statements: both must
+    see one moment, or a run moving between queued/running and waiting is counted twice or
+    not at all, and /metrics' runs-submitted counter goes backwards (a reset to Prometheus)."""
+    app = Corral(db_url)
+
+    @app.agent("leaf")
+    async def leaf(ctx: RunContext, input: Any) -> int:
+        return 1
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> int:
+        total = 0
+        for _ in range(3):  # waiting, queued, running, waiting again...
+            total += sum(await ctx.wait(await ctx.spawn("leaf")))
+        return total
+
+    async with app:
+        await app.submit_many([{"agent": "parent"} for _ in range(40)])
+        worker = app.worker(concurrency=8, poll_interval=0.01)
+        running = asyncio.create_task(worker.run(until_idle=True))
+        totals: list[int] = []
+        while not running.done():
+            stats = await app.stats()
+            totals.append(sum(stats.by_status.values()))
+        await running
+    drops = [(a, b) for a, b in itertools.pairwise(totals) if b < a]
+    assert drops == [], drops[:5]
+    assert totals[-1] == 40 * 4 and len(totals) > 20

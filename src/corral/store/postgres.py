@@ -49,6 +49,8 @@ RETRIES = 8
 #: ``_hot_statement``)
 GENERIC_PLANS = "SET plan_cache_mode = force_generic_plan"
 RELAXED_BEGIN = ("BEGIN", "SET LOCAL synchronous_commit TO OFF")
+#: reads see one snapshot for all their statements (READ COMMITTED gives each its own)
+READ_BEGIN = ("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY",)
 
 
 class _PgTransaction:
@@ -225,8 +227,14 @@ class PostgresStore(SqlStore):
 
         await self._tx(body)
 
-    async def _tx(self, body: Callable[[Transaction], Awaitable[T]], *, relaxed: bool = False) -> T:
-        begin = RELAXED_BEGIN if relaxed else ("BEGIN",)
+    async def _tx(
+        self,
+        body: Callable[[Transaction], Awaitable[T]],
+        *,
+        relaxed: bool = False,
+        begin: tuple[str, ...] | None = None,
+    ) -> T:
+        begin = begin or (RELAXED_BEGIN if relaxed else ("BEGIN",))
 
         async def attempt(conn: psycopg.AsyncConnection[Any]) -> T:
             try:
@@ -244,6 +252,12 @@ class PostgresStore(SqlStore):
             return result
 
         return await self._retrying(attempt)
+
+    async def _read(self, body: Callable[[Transaction], Awaitable[T]]) -> T:
+        # One snapshot: stats read the tenants' counters and the waiting runs in two
+        # statements, and a run that moved between them was counted twice or not at all (the
+        # runs-submitted counter of /metrics went backwards).
+        return await self._tx(body, begin=READ_BEGIN)
 
     async def _hot_statement(self, name: str, params: Params) -> list[Row]:
         # One statement in autocommit (an implicit transaction: one round trip) on a

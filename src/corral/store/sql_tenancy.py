@@ -26,7 +26,7 @@ class TenancyMixin(SqlBase):
         async def body(tx: Transaction) -> tuple[list[Row], Row | None, Row | None]:
             tenants = await tx.fetchall(self.q["tenant_stats"], {"now": now})
             waiting = await tx.fetchone(self.q["count_waiting"])
-            cap = await tx.fetchone(self.q["global_cap"])
+            cap = await tx.fetchone(self.q["read_global_cap"])
             return tenants, waiting, cap
 
         tenant_rows, waiting_row, cap = await self._read(body)

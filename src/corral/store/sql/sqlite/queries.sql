@@ -109,6 +109,10 @@ VALUES (:id, :seq, 'lease_expired', NULL, :data, 0, :now);
 -- name: global_cap
 SELECT value FROM corral_settings WHERE key = 'global_cap';
 
+-- name: read_global_cap
+-- the global cap as statistics read it (no lock: they change nothing)
+SELECT value FROM corral_settings WHERE key = 'global_cap';
+
 -- name: total_in_flight
 SELECT COALESCE(SUM(in_flight), 0) FROM corral_tenants;
 
