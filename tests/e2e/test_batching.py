@@ -4,6 +4,9 @@ its own run id or its own error (on both backends)."""
 from __future__ import annotations
 
 import asyncio
+from typing import Any
+
+import pytest
 
 from corral import Corral
 from corral.api.batching import SubmitBatcher
@@ -46,3 +49,29 @@ async def test_a_lone_submit_is_a_batch_of_one(corral_app: Corral) -> None:
     batcher = SubmitBatcher(corral_app)
     await batcher.submit({"agent": "echo", "tenant": "acme"})
     assert (batcher.batches, batcher.batched_runs) == (1, 1)
+
+
+async def test_an_unforeseen_error_fails_its_batch_and_the_next_batch_still_goes(
+    corral_app: Corral, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = corral_app.submit_many
+    calls = 0
+
+    async def first_batch_breaks(items: Any) -> list[str]:
+        nonlocal calls
+        calls += 1
+        if calls == 1:
+            await asyncio.sleep(0.05)  # the next submits queue up behind it meanwhile
+            raise RuntimeError("nobody foresaw this")
+        return await real(items)
+
+    monkeypatch.setattr(corral_app, "submit_many", first_batch_breaks)
+    batcher = SubmitBatcher(corral_app)
+    first = [asyncio.create_task(batcher.submit({"agent": "echo", "input": i})) for i in range(2)]
+    await asyncio.sleep(0.01)
+    behind = [
+        asyncio.create_task(batcher.submit({"agent": "echo", "input": i})) for i in range(2, 5)
+    ]
+    results = await asyncio.wait_for(asyncio.gather(*first, *behind, return_exceptions=True), 10)
+    assert all(isinstance(r, RuntimeError) for r in results[:2]), results
+    assert all(isinstance(r, str) for r in results[2:]), results

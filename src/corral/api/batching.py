@@ -17,6 +17,7 @@ fails the whole batch at once.
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -24,6 +25,7 @@ from corral.app import Corral
 from corral.errors import CorralError, ShutdownError, StoreUnavailable
 
 Spec = Mapping[str, Any]
+log = logging.getLogger(__name__)
 
 
 class SubmitBatcher:
@@ -67,6 +69,13 @@ class SubmitBatcher:
                 for spec, future in batch:  # find out whose run it was: one by one
                     await self._one(spec, future)
                 return
+        except Exception as exc:
+            # not foreseen: this batch's submits get the error (a 500), and the drain goes on,
+            # or the submits queued behind it would wait for the next submit to start one
+            log.exception("a batch of %d submits failed", len(batch))
+            for _, future in batch:
+                _settle(future, exc=exc)
+            return
         except BaseException:
             for _, future in batch:
                 _settle(future, exc=ShutdownError("the service stopped before the submit ended"))
