@@ -16,7 +16,7 @@ from corral.errors import InvalidInput, RunNotFound, UnknownAgent
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
-from corral.values import MAX_PRIORITY, check_int, check_json, check_name
+from corral.values import check_int, check_json, check_name, check_priority
 from corral.worker import AgentFn, Worker, WorkerOptions
 from corral.worker.retention import RETENTION_INTERVAL
 
@@ -422,12 +422,7 @@ class Corral:
         if self.agents and agent not in self.agents:
             raise UnknownAgent(agent, list(self.agents))
         check_name("tenant", tenant)
-        if (
-            not isinstance(priority, int)
-            or isinstance(priority, bool)
-            or abs(priority) > MAX_PRIORITY
-        ):
-            raise InvalidInput(f"priority must be an integer within ±{MAX_PRIORITY}")
+        check_priority("priority", priority)
         if idempotency_key is not None:
             check_name("idempotency_key", idempotency_key)
         check_json(input, "input")

@@ -15,8 +15,11 @@ from corral.config import UNLIMITED
 from corral.errors import InvalidInput
 
 MAX_NAME = 200
-_ENCODER = json.JSONEncoder(allow_nan=False)
 MAX_PRIORITY = 1_000_000
+#: the largest integer the stores keep in their 32-bit columns (``UNLIMITED`` stands for no
+#: limit there, so nothing larger can mean anything)
+MAX_INT = UNLIMITED
+_ENCODER = json.JSONEncoder(allow_nan=False)
 
 #: containers (objects and arrays) nested in one another, at most
 MAX_DEPTH = 100
@@ -71,13 +74,25 @@ def check_name(what: str, value: object) -> str:
     """A non-empty string of at most ``MAX_NAME`` characters that both databases can store."""
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
         raise InvalidInput(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
+    return check_text(what, value)
+
+
+def check_text(what: str, value: str) -> str:
+    """Text both databases can store (see ``text_problem``), of any length."""
     problem = text_problem(value)
     if problem:
         raise InvalidInput(f"{what} {problem}")
     return value
 
 
-def check_int(what: str, value: object, *, minimum: int = 1, maximum: int = UNLIMITED) -> int:
+def check_priority(what: str, value: object) -> int:
+    """An int (not a bool) within ±``MAX_PRIORITY``."""
+    if isinstance(value, bool) or not isinstance(value, int) or abs(value) > MAX_PRIORITY:
+        raise InvalidInput(f"{what} must be an integer within ±{MAX_PRIORITY:,}")
+    return value
+
+
+def check_int(what: str, value: object, *, minimum: int = 1, maximum: int = MAX_INT) -> int:
     """An int (not a bool) from ``minimum`` to ``maximum``: by default what the stores keep
     in their 32-bit integer columns."""
     if isinstance(value, bool) or not isinstance(value, int) or value < minimum:

@@ -266,20 +266,18 @@ class ServiceMetrics:
             until = self.clock() - self.settings.metrics_settle
             while until > self._waits_since:
                 rows = await self.store.queue_waits(self._waits_since, until, limit=self.waits_page)
-                if len(rows) < self.waits_page:
-                    page = rows
-                else:
+                full = len(rows) >= self.waits_page
+                page = rows
+                if full:
                     # A full page may end inside a group of runs that started at one instant
                     # (one lease starts many): the cursor goes past that instant, so leave the
                     # whole group to the next read. A page that is all one instant is taken.
-                    last = rows[-1][0]
-                    page = [row for row in rows if row[0] < last] or rows
+                    page = [row for row in rows if row[0] < rows[-1][0]] or rows
                 for _started, wait in page:
                     self.queue_wait.observe(wait)
-                if len(rows) < self.waits_page:
-                    self._waits_since = until
+                self._waits_since = page[-1][0] if full else until
+                if not full:
                     return
-                self._waits_since = page[-1][0]
 
     async def exposition(self) -> bytes:
         await self.refresh()

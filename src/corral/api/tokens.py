@@ -10,10 +10,9 @@ from __future__ import annotations
 import hashlib
 import secrets
 
-from corral.errors import InvalidInput
 from corral.store import Store
 from corral.store.sql_keys import ApiKey
-from corral.values import text_problem
+from corral.values import check_text
 
 TOKEN_PREFIX = "crl_"
 MAX_TOKEN_LENGTH = 256
@@ -41,10 +40,9 @@ async def create_key(
     store: Store, tenant: str, *, admin: bool = False, label: str | None = None
 ) -> tuple[ApiKey, str]:
     """Create a key for ``tenant``; returns it and its token (which is not stored)."""
-    for what, value in (("tenant", tenant), ("label", label)):
-        problem = None if value is None else text_problem(value)
-        if problem:
-            raise InvalidInput(f"{what} {problem}")
+    check_text("tenant", tenant)
+    if label is not None:
+        check_text("label", label)
     key_id, token = new_token()
     key = await store.create_api_key(key_id, hash_token(token), tenant, admin=admin, label=label)
     return key, token

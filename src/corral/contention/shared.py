@@ -30,14 +30,12 @@ from corral.contention.resource import check_capacity
 from corral.contention.score import DEFAULT_ALPHA, check_alpha, check_weight
 from corral.errors import BackpressureError, InvalidInput, ShutdownError, StoreUnavailable
 from corral.store.sql_resources import ResourceLimits, ResourceSnapshot
+from corral.values import MAX_INT
 
 if TYPE_CHECKING:
     from corral.store import Store
 
 log = logging.getLogger(__name__)
-
-#: the largest capacity, rate or token count: the store keeps them in 32-bit integer columns
-MAX_STORED = 2_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,8 +97,8 @@ class SharedScheduler:
             ):
                 raise InvalidInput(f"{what} must be a whole number >= 1")
         for what, value in (("capacity", capacity), ("rpm", rpm), ("tpm", tpm)):
-            if isinstance(value, int) and value > MAX_STORED:
-                raise InvalidInput(f"{what} must be at most {MAX_STORED:,}")
+            if isinstance(value, int) and value > MAX_INT:
+                raise InvalidInput(f"{what} must be at most {MAX_INT:,}")
         if lease_ttl <= 0 or poll_interval <= 0:
             raise InvalidInput("lease_ttl and poll_interval must be > 0")
         self.store = store
@@ -150,8 +148,8 @@ class SharedScheduler:
             raise ShutdownError(f"shared resource {self.name} is shut down")
         if self._task is None:
             await self.open()
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_STORED:
-            raise InvalidInput(f"tokens must be a whole number from 0 to {MAX_STORED:,}")
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_INT:
+            raise InvalidInput(f"tokens must be a whole number from 0 to {MAX_INT:,}")
         if self.limits.tpm is not None and tokens > self.limits.tpm:
             # it could never fit the token window, and as the head of the queue it would hold
             # every other request of every process behind it

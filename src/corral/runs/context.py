@@ -28,7 +28,7 @@ from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSp
 from corral.runs.replay import Replay
 from corral.runs.signals import CancelRequested, Suspended
 from corral.store.user_sql import StepTransaction
-from corral.values import MAX_PRIORITY, check_amount, check_int, check_json, check_name
+from corral.values import check_amount, check_int, check_json, check_name, check_priority
 
 if TYPE_CHECKING:
     from corral.contention.shared import SharedHandle, SharedScheduler
@@ -402,13 +402,10 @@ def _child_spec(child: dict[str, Any]) -> RunSpec:
     budget = child.get("budget")
     if budget is not None:
         check_amount("a child's budget", budget)
-    priority = child.get("priority", 0)
-    if isinstance(priority, bool) or not isinstance(priority, int) or abs(priority) > MAX_PRIORITY:
-        raise InvalidInput(f"a child's priority must be an integer within ±{MAX_PRIORITY:,}")
     return RunSpec(
         agent=str(agent),
         input=_round_trip(child.get("input")),
-        priority=priority,
+        priority=check_priority("a child's priority", child.get("priority", 0)),
         max_attempts=check_int("a child's max_attempts", child.get("max_attempts", 3)),
         budget=None if budget is None else float(budget),
     )

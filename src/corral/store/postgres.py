@@ -334,14 +334,12 @@ class PostgresStore(SqlStore):
             "name": name,
             "data": dumps(data),
         }
-        assert self._pool is not None, "store is not open"
-        try:
-            async with self._pool.connection() as conn:
-                cur = await conn.execute(self.q["append_one_relaxed"], args)
-                row = await cur.fetchone()
-        except (psycopg.OperationalError, PoolTimeout) as exc:
-            self._connection_failed(exc)
-            raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
+
+        async def attempt(conn: psycopg.AsyncConnection[Any]) -> Row | None:
+            cur = await conn.execute(self.q["append_one_relaxed"], args)
+            return await cur.fetchone()
+
+        row = await self._retrying(attempt)
         if row is None:
             raise LeaseLost(ref.run_id, ref.epoch)
         return Appended([int(row[0])], bool(row[1]))
