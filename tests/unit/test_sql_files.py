@@ -6,6 +6,7 @@ from __future__ import annotations
 import re
 
 import pytest
+from psycopg import _queries as psycopg_queries
 
 from corral.store.migrate import split_statements
 from corral.store.queries import DIALECT_ONLY, load_migrations, load_queries, parse_queries
@@ -49,6 +50,21 @@ def test_a_fragment_is_written_into_the_queries_after_it() -> None:
         "q": "SELECT 1"
     }
     assert known == {"floor": "1", "top": "9"}
+
+
+def test_queries_are_compacted_without_touching_string_literals() -> None:
+    text = (
+        "-- name: q\nSELECT a,   -- the first\n    'x  -- y'\n  FROM t\n"
+        "  WHERE s = 'it''s  --'  -- why\n;\n"
+    )
+    assert parse_queries(text) == {"q": "SELECT a, 'x  -- y' FROM t WHERE s = 'it''s  --' "}
+
+
+def test_every_postgres_statement_fits_psycopgs_parse_cache() -> None:
+    """psycopg parses the placeholders of a statement of at most this many characters once;
+    a longer one is parsed again on every call (~150 us of client CPU for the longest)."""
+    limit = psycopg_queries.MAX_CACHED_STATEMENT_LENGTH
+    assert {n: len(q) for n, q in load_queries("postgres").items() if len(q) > limit} == {}
 
 
 @pytest.mark.parametrize("dialect", DIALECTS)

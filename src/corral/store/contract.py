@@ -65,6 +65,18 @@ class Store(Protocol):
     async def heartbeat_many(self, refs: Sequence[LeaseRef], ttl: float) -> HeartbeatReport: ...
     async def ack(self, ref: LeaseRef, result: JSON = None) -> None: ...
     async def ack_many(self, acks: Sequence[Ack]) -> frozenset[str]: ...
+    async def ack_and_lease(
+        self,
+        acks: Sequence[Ack],
+        worker_id: str,
+        ttl: float,
+        limit: int,
+        *,
+        light_below: int | None = None,
+    ) -> tuple[frozenset[str], list[Lease]]:
+        """``ack_many(acks)`` then ``lease(...)``, in one round trip where the backend can."""
+        ...
+
     async def fail(
         self, ref: LeaseRef, error: JSON, *, retryable: bool, retry_at: float | None = None
     ) -> RunStatus: ...

@@ -25,6 +25,7 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
             "listen_channels",
             "ack_runs_batch",
             "ack_fast",
+            "ack_lease_fast",
             "use_generic_plans",
             "submit_one",
             "take_tenant_runs",
@@ -38,6 +39,7 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
 _HEADER = re.compile(r"^-- (name|fragment): (\w+)\s*$", re.MULTILINE)
 _USE = re.compile(r"\{\{(\w+)\}\}")
 _PARAM = re.compile(r"(?<![:\w]):([A-Za-z_]\w*)")
+_LITERAL = re.compile(r"('(?:[^']|'')*')")
 
 
 def parse_queries(text: str, fragments: dict[str, str] | None = None) -> dict[str, str]:
@@ -53,10 +55,19 @@ def parse_queries(text: str, fragments: dict[str, str] | None = None) -> dict[st
         defined = fragments if kind == "fragment" else queries
         if name in defined:
             raise ValueError(f"{kind} {name!r} is defined twice")
-        defined[name] = _USE.sub(lambda m: _fragment(fragments, m.group(1)), statement)
+        defined[name] = _compact(_USE.sub(lambda m: _fragment(fragments, m.group(1)), statement))
         if kind == "name":
             queries[name] = queries[name].rstrip(";")
     return queries
+
+
+def _compact(sql: str) -> str:
+    """``sql`` without comments, each run of whitespace outside string literals made one
+    space. psycopg parses a statement's placeholders once and caches the result only for
+    statements of at most 4,096 characters: the longest hot statements must stay under it."""
+    parts = _LITERAL.split(sql)
+    parts[::2] = [re.sub(r"\s+", " ", re.sub(r"--[^\n]*", "", p)) for p in parts[::2]]
+    return "".join(parts)
 
 
 def _fragment(fragments: dict[str, str], name: str) -> str:

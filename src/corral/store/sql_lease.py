@@ -75,21 +75,48 @@ class LeaseMixin(SqlBase):
         if limit <= 0:
             return []
         now = self.clock()
+        if self._fast_lease_applies(now):
+            light = UNLIMITED if light_below is None else max(0, light_below)
+            take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
+            leases, short = await self._lease_fast(take, limit, light)
+            return await self._after_fast_lease(
+                leases, short, now, worker_id, ttl, limit, light_below
+            )
+        return await self._lease_general(now, worker_id, ttl, limit, light_below)
+
+    def _maintenance_due(self, now: float) -> bool:
+        return not (0 <= now - self._last_maintenance < MAINTENANCE_INTERVAL)
+
+    async def _after_fast_lease(
+        self,
+        leases: list[Lease],
+        short: bool,
+        now: float,
+        worker_id: str,
+        ttl: float,
+        limit: int,
+        light_below: int | None,
+    ) -> list[Lease]:
+        """What the one-statement lease got, or the general path when it has to run."""
+        maintain = self._maintenance_due(now)
+        if leases:
+            if maintain:
+                self._maintain_soon(now)
+            return leases
+        if not short and not maintain:
+            return leases
+        # nothing leased: maintenance due may requeue expired runs, or slots were allocated
+        # but concurrent leases took every run (the general path re-offers them)
+        return await self._lease_general(now, worker_id, ttl, limit, light_below)
+
+    async def _lease_general(
+        self, now: float, worker_id: str, ttl: float, limit: int, light_below: int | None
+    ) -> list[Lease]:
+        """The lease in steps (module docstring), maintenance included when it is due."""
         take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
         light = UNLIMITED if light_below is None else max(0, light_below)
         fair = self.config.fairness == "tenant" or light_below is not None
-
-        maintain = not (0 <= now - self._last_maintenance < MAINTENANCE_INTERVAL)
-        if self._fast_lease_applies(now):
-            leases, short = await self._lease_fast(take, limit, light)
-            if leases:
-                if maintain:
-                    self._maintain_soon(now)
-                return leases
-            if not short and not maintain:
-                return leases
-            # nothing leased: maintenance due may requeue expired runs, or slots were allocated
-            # but concurrent leases took every run (the general path re-offers them)
+        maintain = self._maintenance_due(now)
 
         async def body(tx: Transaction) -> list[Lease]:
             deltas: Deltas = {}
@@ -213,7 +240,7 @@ class LeaseMixin(SqlBase):
             "lease_fast",
             {**take, "slots": limit, "min_cost": MIN_RUN_COST, "light_below": light_below},
         )
-        leases = [_lease_from_row(r) for r in rows if r[0] is not None]
+        leases = [lease_from_row(r) for r in rows if r[0] is not None]
         wanted = int(rows[0][12]) if rows else 0
         return leases, len(leases) < wanted
 
@@ -284,7 +311,7 @@ class LeaseMixin(SqlBase):
                 if len(rows) < n:
                     exhausted.add(tenant)  # delayed runs, or taken by another lease
                 # RETURNING keeps no order: a tenant's runs in the order they were chosen
-                leases.extend(_lease_from_row(r) for r in sorted(rows, key=lambda r: r[12]))
+                leases.extend(lease_from_row(r) for r in sorted(rows, key=lambda r: r[12]))
                 slots -= len(rows)
         return leases
 
@@ -349,7 +376,7 @@ class LeaseMixin(SqlBase):
         if not ids:
             return []
         rows = await tx.fetch_each(self.q["lease_run"], [{"id": i, **take} for i in ids])
-        return [_lease_from_row(r[0]) for r in rows if r]
+        return [lease_from_row(r[0]) for r in rows if r]
 
     async def _reap_expired(self, tx: Transaction, now: float) -> Deltas:
         """Hand expired leases back (or end their runs); returns tenant counter deltas."""
@@ -428,7 +455,7 @@ def _with_deltas(load: TenantLoad, deltas: Deltas) -> TenantLoad:
     )
 
 
-def _lease_from_row(r: Row) -> Lease:
+def lease_from_row(r: Row) -> Lease:
     return Lease(
         run_id=r[0],
         epoch=int(r[1]),

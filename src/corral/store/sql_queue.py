@@ -177,14 +177,14 @@ class QueueMixin(SqlBase):
 
     async def _ack_fast(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
         """Ack the runs without a parent in one round trip (PostgreSQL); their ids."""
-        rows = await self._hot_statement("ack_fast", _ack_arrays(acks, now))
+        rows = await self._hot_statement("ack_fast", ack_arrays(acks, now))
         if rows:
             self._signal_local_work()
         return frozenset(r[0] for r in rows)
 
     async def _ack_batch(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
         """``ack_many`` as one statement over arrays, then the counters (PostgreSQL)."""
-        args = _ack_arrays(acks, now)
+        args = ack_arrays(acks, now)
 
         async def body(tx: Transaction) -> frozenset[str]:
             await self._skip_planning(tx)
@@ -435,7 +435,7 @@ def _list_runs_sql(template: str, dialect: str, filters: tuple[str, ...]) -> str
     return template.replace("{filters}", to_dialect(conditions, dialect))
 
 
-def _ack_arrays(acks: Sequence[Ack], now: float) -> Params:
+def ack_arrays(acks: Sequence[Ack], now: float) -> Params:
     """The array parameters of the PostgreSQL batch acks (``ack_fast``, ``ack_runs_batch``)."""
     return {
         "ids": [a.run_id for a in acks],

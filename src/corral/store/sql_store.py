@@ -14,6 +14,7 @@ see sql_lease).
 
 from __future__ import annotations
 
+from corral.store.sql_ack_lease import AckLeaseMixin
 from corral.store.sql_base import SqlBase, dumps, loads, run_from_row
 from corral.store.sql_durable import DurableMixin
 from corral.store.sql_keys import ApiKeysMixin, ServiceReadsMixin
@@ -25,6 +26,7 @@ from corral.store.sql_tenancy import TenancyMixin
 
 
 class SqlStore(
+    AckLeaseMixin,
     QueueMixin,
     LeaseMixin,
     DurableMixin,

@@ -1,11 +1,13 @@
 """A worker: bounded slots, a lease loop, batched heartbeats and acks, graceful drain.
 
-It leases only when a slot is free, as many runs as it has free slots. One heartbeat task
-renews every lease it holds at about ttl/3; a lease the store reports lost has its task
-cancelled without writing anything (fencing), and a run whose cancellation was requested is
-stopped and recorded ``cancelled``. On stop (SIGTERM/SIGINT) it leases nothing more, lets
-in-flight runs finish for up to ``drain_timeout`` seconds, then releases the rest so another
-worker picks them up at once, without counting an attempt.
+It leases only when a slot is free, as many runs as it has free slots; the acks of runs that
+ended while every slot was busy go with that lease (``store.ack_and_lease``), a few at a time,
+others to the ack batcher. One heartbeat task renews every lease it holds at about ttl/3; a
+lease the store reports lost has its task cancelled without writing anything (fencing), and a
+run whose cancellation was requested is stopped and recorded ``cancelled``. On stop
+(SIGTERM/SIGINT) it leases nothing more, lets in-flight runs finish for up to
+``drain_timeout`` seconds, then releases the rest so another worker picks them up at once,
+without counting an attempt.
 """
 
 from __future__ import annotations
@@ -59,6 +61,12 @@ DETERMINISTIC_FAILURES: tuple[type[Exception], ...] = (
     ChildRunFailed,
 )
 
+
+#: at most this many acks go with a lease (store.ack_and_lease). Measured in process on
+#: PostgreSQL, no-op runs: one call instead of two is 10-50% more runs/s at concurrency 1-4
+#: (one durable commit per run ended instead of two), no different at 8-16, and 25% fewer at
+#: 32, where 32 acks at once are faster beside the lease, on a second connection
+CARRY_MAX = 8
 
 #: seconds before a run that came to a worker without its agent is offered again
 AGENT_MISSING_RETRY = 30.0
@@ -143,6 +151,12 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acker = AckBatcher(store, retry_for=self.options.lease_ttl)
+        #: while the lease loop waits for a slot, the acks of runs that end: the freed slot's
+        #: lease takes them along (store.ack_and_lease: one commit for both); None otherwise,
+        #: and acks go to the batcher at once
+        self._carry: list[Ack] | None = None
+        #: acks carried, for the lease about to go out
+        self._riding: list[Ack] = []
         self.completed = 0
         #: runs this worker's retention passes deleted
         self.purged = 0
@@ -197,6 +211,15 @@ class Worker:
         self.purged += n
 
     async def _lease_loop(self, until_idle: bool) -> None:
+        try:
+            await self._leasing(until_idle)
+        finally:
+            # the loop stopped before the lease they waited for: the batcher writes them
+            for ack in self._riding:
+                self._acker.ack(ack)
+            self._riding = []
+
+    async def _leasing(self, until_idle: bool) -> None:
         options = self.options
         while not self._stopping.is_set():
             regular = self._regular_in_flight()
@@ -206,15 +229,15 @@ class Worker:
             free = express_free if express else regular_free
             if free <= 0:
                 self._slot_freed.clear()
-                await self._until(self._slot_freed.wait())
+                self._carry = []
+                try:
+                    await self._until(self._slot_freed.wait())
+                finally:
+                    self._riding += self._carry
+                    self._carry = None
                 continue
             try:
-                leases = await self.store.lease(
-                    self.worker_id,
-                    options.lease_ttl,
-                    free,
-                    light_below=options.express_below if express else None,
-                )
+                leases = await self._lease(free, express)
             except StoreUnavailable as exc:
                 log.warning("lease failed, retrying: %s", exc)
                 await self._until(asyncio.sleep(options.poll_interval))
@@ -246,6 +269,38 @@ class Worker:
             await self._until(
                 self.store.wait_for_work(options.poll_interval), timeout=options.poll_interval
             )
+
+    async def _lease(self, free: int, express: bool) -> list[Lease]:
+        """Lease up to ``free`` runs, writing the carried acks in the same call. Acks the
+        call may not have written go back to the batcher (it writes them again; an ack that
+        did land is then refused as a lost lease, which changes nothing)."""
+        acks, self._riding = self._riding, []
+        light_below = self.options.express_below if express else None
+        if len(acks) > CARRY_MAX:
+            # many runs ended at once: their acks (a separate call) and this lease run side
+            # by side on the database, faster than one statement doing both
+            for ack in acks:
+                self._acker.ack(ack)
+            acks = []
+        if not acks:
+            return await self.store.lease(
+                self.worker_id, self.options.lease_ttl, free, light_below=light_below
+            )
+        try:
+            lost, leases = await self.store.ack_and_lease(
+                acks, self.worker_id, self.options.lease_ttl, free, light_below=light_below
+            )
+        except BaseException:
+            for ack in acks:
+                self._acker.ack(ack)
+            raise
+        if lost:
+            log.info(
+                "%d acks refused, their leases lost to other workers: %s",
+                len(lost),
+                ", ".join(sorted(lost)[:10]),
+            )
+        return leases
 
     async def _store_idle(self) -> bool:
         stats = await self.store.stats()
@@ -307,7 +362,11 @@ class Worker:
                 # fail this run alone: an ack the store cannot encode would sink its batch
                 await self._fail(slot, exc)
                 return
-            self._acker.ack(Ack(lease.run_id, lease.epoch, result))
+            ack = Ack(lease.run_id, lease.epoch, result)
+            if self._carry is not None:
+                self._carry.append(ack)
+            else:
+                self._acker.ack(ack)
             self.completed += 1
         except LeaseLost:
             log.info("lease on %s lost; another worker owns it now", lease.run_id)

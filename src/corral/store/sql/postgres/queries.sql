@@ -368,6 +368,115 @@ WITH done AS (
 )
 SELECT d.id, (SELECT count(*) FROM woken) FROM done d;
 
+-- name: ack_lease_fast
+-- ack_fast, then lease_fast, as one statement: a worker whose runs just ended acks them and
+-- leases their slots again in one round trip and one commit (one durable commit per run at
+-- concurrency 1, instead of two). The steps are those of the two statements, in that order:
+-- the acked runs end first (run rows, then tenant rows in sorted order); a tenant's in-flight
+-- count leaves its just-acked runs out, so a tenant this ack brings below its cap is a
+-- candidate, lifted as ack_fast lifts it (the floor read before this statement's changes, as
+-- ack_fast reads it). One UPDATE per table writes both steps' changes (a row is updated at
+-- most once per statement). The lease charges the run cost as it stood before the ack's
+-- update of it. Rows back: the runs leased (taken's columns), ``wanted`` (as lease_fast),
+-- the ids acked, and the notification count.
+WITH done AS (
+    UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
+        lease_owner = NULL, lease_expires_at = NULL
+    FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
+    WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status COLLATE "C" = 'running'
+      AND r.lease_expires_at > :now AND r.parent_id IS NULL
+    RETURNING r.id, r.tenant, r.leased_at
+), per AS (
+    SELECT tenant, count(*) AS n, avg(GREATEST(:now::float8 - leased_at, 0)) AS cost
+    FROM done GROUP BY tenant
+), cand AS (
+    SELECT t.tenant FROM corral_tenants t
+    CROSS JOIN LATERAL (SELECT 1 FROM corral_runs r
+                        WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
+                        ORDER BY r.available_at
+                        LIMIT 1) ready
+    WHERE t.queued > 0
+      AND t.in_flight - COALESCE((SELECT p.n FROM per p WHERE p.tenant = t.tenant), 0) < t.cap
+    ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
+    LIMIT :slots
+), vfloor AS (
+    SELECT {{vtime_floor}} AS v
+), locked AS (
+    SELECT t.tenant, t.in_flight - COALESCE(p.n, 0) AS in_flight, t.cap, t.weight, t.queued,
+        CASE WHEN t.in_flight >= t.cap AND t.in_flight - p.n < t.cap AND t.queued > 0
+          THEN GREATEST(t.vtime, (SELECT v FROM vfloor)) ELSE t.vtime END AS vtime,
+        t.last_served_at, GREATEST(t.run_cost, :min_cost::float8) / t.weight AS charge,
+        t.tenant = ANY(ARRAY(SELECT tenant FROM cand)) AS candidate
+    FROM corral_tenants t
+    LEFT JOIN per p ON p.tenant = t.tenant
+    WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM cand UNION SELECT tenant FROM per))
+    ORDER BY t.tenant
+    FOR UPDATE OF t
+), tags AS (
+    SELECT l.tenant
+    FROM locked l
+    CROSS JOIN LATERAL generate_series(
+        0, LEAST(l.cap - l.in_flight, l.queued, :slots) - 1) AS k
+    WHERE l.weight > 0 AND l.candidate
+    ORDER BY l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
+        l.tenant
+    LIMIT :slots
+), alloc AS (
+    SELECT tenant, count(*) AS n FROM tags GROUP BY tenant
+), picked AS (
+    SELECT p.id FROM alloc a
+    CROSS JOIN LATERAL (
+        SELECT r.id FROM corral_runs r
+        WHERE r.tenant = a.tenant AND r.status = 'queued' AND r.available_at <= :now
+        ORDER BY r.sort_key
+        LIMIT a.n
+        FOR UPDATE SKIP LOCKED
+    ) p
+), taken AS (
+    UPDATE corral_runs r SET
+        status = 'running',
+        attempts = r.attempts + 1,
+        lease_epoch = r.lease_epoch + 1,
+        lease_owner = :owner,
+        lease_expires_at = :expires_at,
+        started_at = COALESCE(r.started_at, :now),
+        leased_at = :now
+    WHERE r.id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING r.id, r.lease_epoch, r.tenant, r.agent, r.input, r.attempts, r.max_attempts,
+        r.lease_expires_at, r.root_id, r.parent_id, r.depth, r.journal_seq, r.sort_key
+), changes AS (
+    SELECT l.tenant, l.vtime, l.charge, COALESCE(s.n, 0) AS leased, COALESCE(s.again, 0) AS again,
+        COALESCE(p.n, 0) AS acked, p.cost
+    FROM locked l
+    LEFT JOIN (SELECT tenant, count(*) AS n, count(*) FILTER (WHERE attempts > 1) AS again
+               FROM taken GROUP BY tenant) s ON s.tenant = l.tenant
+    LEFT JOIN per p ON p.tenant = l.tenant
+    WHERE s.n IS NOT NULL OR p.n IS NOT NULL
+), settled AS (
+    UPDATE corral_tenants t SET
+        in_flight = t.in_flight + c.leased - c.acked,
+        queued = t.queued - c.leased,
+        succeeded = t.succeeded + c.acked,
+        vtime = c.vtime + c.leased * c.charge,
+        run_cost = CASE WHEN c.cost IS NULL THEN t.run_cost
+                   ELSE 0.8 * t.run_cost + 0.2 * c.cost END,
+        last_served_at = CASE WHEN c.leased > 0 THEN :now ELSE t.last_served_at END,
+        redelivered = t.redelivered + c.again
+    FROM changes c
+    WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM changes)) AND t.tenant = c.tenant
+    RETURNING t.queued, t.in_flight, c.acked
+), woken AS (
+    SELECT pg_notify({{work_channel}}, min(in_flight)::text) FROM settled
+    WHERE acked > 0 AND queued > 0
+    HAVING count(*) > 0
+)
+SELECT x.*, (SELECT COALESCE(sum(n), 0) FROM alloc) AS wanted,
+    (SELECT array_agg(id) FROM done) AS acked,
+    (SELECT count(*) FROM woken) AS woken
+FROM (SELECT 1) one
+LEFT JOIN taken x ON true
+ORDER BY x.sort_key;
+
 -- name: fail_run
 UPDATE corral_runs SET
     status = CASE WHEN cancel_requested = 1 THEN 'cancelled'

@@ -1,0 +1,149 @@
+"""``ack_and_lease``: a worker's acks and its next lease in one call, with the outcome of
+``ack_many`` then ``lease``. On PostgreSQL the calls below take the one-statement path
+(``ack_lease_fast``), which each test checks it did; SQLite runs the two verbs in turn."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from corral.clock import FakeClock
+from corral.models import Ack, Lease, RunSpec
+from corral.store import Store
+
+TTL = 10.0
+
+
+def spec(tenant: str = "acme") -> RunSpec:
+    return RunSpec(agent="echo", tenant=tenant)
+
+
+@pytest.fixture
+def statements(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
+    """The hot statements the store runs, by name (to see which path a call took)."""
+    seen: Counter[str] = Counter()
+    original = store._hot_statement  # type: ignore[attr-defined]
+
+    async def counting(name: str, params: Any) -> Any:
+        seen[name] += 1
+        return await original(name, params)
+
+    monkeypatch.setattr(store, "_hot_statement", counting)
+    yield seen
+
+
+def took_one_statement(store: Store, statements: Counter[str]) -> bool:
+    """True when the call ran as one statement, where the backend has it (PostgreSQL)."""
+    if "ack_lease_fast" not in store.q:  # type: ignore[attr-defined]
+        return True
+    return statements["ack_lease_fast"] > 0
+
+
+def acks_of(leases: list[Lease], result: object = None) -> list[Ack]:
+    return [Ack(x.run_id, x.epoch, result) for x in leases]  # type: ignore[arg-type]
+
+
+async def test_acks_then_leases_the_freed_slots(
+    store: Store, clock: FakeClock, statements: Counter[str]
+) -> None:
+    ids = await store.submit([spec() for _ in range(5)])
+    first = await store.lease("w", TTL, 2)
+    clock.advance(0.5)
+    lost, leases = await store.ack_and_lease(acks_of(first, {"ok": 1}), "w", TTL, 2)
+    assert lost == frozenset()
+    assert took_one_statement(store, statements)
+    for lease in first:
+        run = await store.get(lease.run_id)
+        assert run is not None
+        assert (run.status, run.result, run.finished_at) == ("succeeded", {"ok": 1}, clock.now)
+    assert len(leases) == 2
+    assert {x.run_id for x in leases}.isdisjoint(x.run_id for x in first)
+    assert all(x.epoch == 1 and x.expires_at == clock.now + TTL for x in leases)
+    assert len({x.run_id for x in first + leases} & set(ids)) == 4
+    stats = await store.stats()
+    acme = stats.tenant("acme")
+    assert acme is not None
+    assert (acme.queued, acme.in_flight, acme.succeeded) == (1, 2, 2)
+
+
+async def test_a_stale_ack_is_refused_and_the_lease_goes_ahead(
+    store: Store, clock: FakeClock, statements: Counter[str]
+) -> None:
+    await store.submit([spec()])
+    (zombie,) = await store.lease("w1", TTL, 1)
+    clock.advance(TTL + 1)
+    (taken_over,) = await store.lease("w2", TTL, 1)  # the expired lease, redelivered
+    assert taken_over.run_id == zombie.run_id and taken_over.epoch == zombie.epoch + 1
+    await store.submit([spec(), spec()])
+    lost, leases = await store.ack_and_lease(acks_of([zombie], "late"), "w1", TTL, 5)
+    assert lost == {zombie.run_id}
+    assert took_one_statement(store, statements)
+    assert len(leases) == 2 and zombie.run_id not in {x.run_id for x in leases}
+    run = await store.get(zombie.run_id)
+    assert run is not None
+    assert (run.status, run.result, run.lease_owner) == ("running", None, "w2")
+    acme = (await store.stats()).tenant("acme")
+    assert acme is not None and (acme.in_flight, acme.succeeded) == (3, 0)
+
+
+async def test_a_tenant_the_ack_brings_below_its_cap_is_leased_in_the_same_call(
+    store: Store, clock: FakeClock, statements: Counter[str]
+) -> None:
+    await store.set_tenant("capped", cap=2)
+    await store.submit([spec("capped") for _ in range(6)])
+    held = await store.lease("w", TTL, 5)
+    assert len(held) == 2
+    assert await store.lease("w", TTL, 5) == []
+    lost, leases = await store.ack_and_lease(acks_of(held), "w", TTL, 5)
+    assert lost == frozenset()
+    assert took_one_statement(store, statements)
+    assert [x.tenant for x in leases] == ["capped", "capped"]
+    capped = (await store.stats()).tenant("capped")
+    assert capped is not None and (capped.in_flight, capped.queued) == (2, 2)
+
+
+async def test_the_freed_slots_go_by_fair_share(
+    store: Store, clock: FakeClock, statements: Counter[str]
+) -> None:
+    """A quiet tenant's run comes before more of the busy tenant's, whose acks freed the
+    slots: the ack counts the busy tenant's runs down but not its share of what it got."""
+    await store.submit([spec("busy") for _ in range(20)])
+    held = await store.lease("w", TTL, 4)
+    await store.submit([spec("quiet")])
+    lost, leases = await store.ack_and_lease(acks_of(held[:1]), "w", TTL, 1)
+    assert lost == frozenset()
+    assert took_one_statement(store, statements)
+    assert [x.tenant for x in leases] == ["quiet"]
+
+
+async def test_counters_match_the_rows_after_mixed_calls(
+    store: Store, clock: FakeClock, statements: Counter[str]
+) -> None:
+    await store.set_tenant("b", cap=3)
+    await store.submit([spec(t) for t in "aabbbc"] * 4)
+    held = await store.lease("w", TTL, 6)
+    for round_ in range(6):
+        done, held = held[: 2 + round_ % 3], held[2 + round_ % 3 :]
+        clock.advance(0.1)
+        _, more = await store.ack_and_lease(acks_of(done), "w", TTL, len(done) + 1)
+        held += more
+    assert took_one_statement(store, statements)
+    stats = await store.stats()
+    for t in stats.tenants:
+        runs = await store.list_runs(tenant=t.tenant, limit=1000)
+        assert t.queued == sum(r.status == "queued" for r in runs), t
+        assert t.in_flight == sum(r.status == "running" for r in runs), t
+        assert t.succeeded == sum(r.status == "succeeded" for r in runs), t
+        assert t.in_flight <= (3 if t.tenant == "b" else t.in_flight)
+
+
+async def test_nothing_to_lease_still_acks(store: Store, statements: Counter[str]) -> None:
+    await store.submit([spec()])
+    held = await store.lease("w", TTL, 1)
+    lost, leases = await store.ack_and_lease(acks_of(held), "w", TTL, 4)
+    assert (lost, leases) == (frozenset(), [])
+    run = await store.get(held[0].run_id)
+    assert run is not None and run.status == "succeeded"
