@@ -113,85 +113,105 @@ class LeaseMixin(SqlBase):
         self, now: float, worker_id: str, ttl: float, limit: int, light_below: int | None
     ) -> list[Lease]:
         """The lease in steps (module docstring), maintenance included when it is due."""
+        maintain = self._maintenance_due(now)
+        leases = await self._tx(
+            functools.partial(
+                self._lease_in_tx,
+                now=now,
+                worker_id=worker_id,
+                ttl=ttl,
+                limit=limit,
+                light_below=light_below,
+                maintain=maintain,
+            )
+        )
+        if maintain:
+            self._last_maintenance = now
+        return leases
+
+    async def _lease_in_tx(
+        self,
+        tx: Transaction,
+        *,
+        now: float,
+        worker_id: str,
+        ttl: float,
+        limit: int,
+        light_below: int | None,
+        maintain: bool,
+    ) -> list[Lease]:
+        """The body of ``_lease_general``, in the caller's transaction (re-runnable)."""
         take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
         light = UNLIMITED if light_below is None else max(0, light_below)
         fair = self.config.fairness == "tenant" or light_below is not None
-        maintain = self._maintenance_due(now)
-
-        async def body(tx: Transaction) -> list[Lease]:
-            deltas: Deltas = {}
-            if maintain:
-                merge(deltas, await self._reap_expired(tx, now))
-                merge(deltas, await self._wake_timers(tx, now))
-            requeued = any(d[0] > 0 for d in deltas.values())
-            slots = await self._global_slots(tx, limit)
-            wanted: list[str] = []
-            first: dict[str, int] = {}
-            snapshot: list[TenantLoad] = []
-            oldest: list[Row] = []
-            fresh: dict[str, TenantLoad] = {}
-            if slots > 0 and fair:
-                rows = await tx.fetchall(
-                    self.q["candidate_tenants"], {"now": now, "limit": slots, "light_below": light}
-                )
-                snapshot = [_light(TenantLoad(*r), light) for r in rows]
-                if self.writes_serialized:
-                    fresh = {c.tenant: c for c in snapshot}
-                # tenants whose runs were just requeued above are candidates too: their
-                # counters in the table do not show those runs until this lease settles
-                snapshot += [
-                    _light(TenantLoad(t, 0, 1, 1.0, d[0]), light)
-                    for t, d in deltas.items()
-                    if d[0] > 0 and t not in {c.tenant for c in snapshot}
-                ]
-                # lock only the tenants a first allocation on the snapshot would use
-                first = allocate(snapshot, slots)
-                wanted = [c.tenant for c in snapshot if c.tenant in first]
-            elif slots > 0:
-                oldest = await tx.fetchall(
-                    self.q["pick_oldest_runs"], {"now": now, "n": slots, "full": "[]"}
-                )
-                wanted = list(dict.fromkeys(r[1] for r in oldest))
-            touched = set(deltas) | set(wanted)
-            loads_ = await self._lock_tenants(tx, sorted(touched - set(fresh)), deltas)
-            for tenant in touched & set(fresh):
-                loads_[tenant] = _with_deltas(fresh[tenant], deltas)
-            leases: list[Lease] = []
-            if slots > 0 and fair:
-                fill = [_light(loads_[t], light) for t in wanted if t in loads_]
-                # counters unchanged since the snapshot (SQLite, nothing reaped): the first
-                # allocation stands, as allocating again on the same loads would give it
-                planned = first if fill == [c for c in snapshot if c.tenant in first] else None
-                leases = await self._fill_fair(tx, slots, fill, take, planned)
-            elif slots > 0:
-                leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
-            served = Counter(lease.tenant for lease in leases)
-            for lease in leases:
-                count_delivery(deltas, lease.tenant, lease.attempt)
-            for tenant, n in served.items():
-                d = delta(deltas, tenant)
-                d[0] -= n
-                d[1] += n
-            await tx.execute_many(
-                self.q["settle_tenant"],
-                [
-                    {
-                        "tenant": t,
-                        **tenant_counter_params(deltas, t),
-                        "served": 1 if t in served else 0,
-                        "charge": served[t] * loads_[t].charge if t in served else 0.0,
-                        "now": now,
-                    }
-                    for t in sorted(deltas)
-                ],
-            )
-            if requeued:
-                await tx.execute(self.q["notify_work"])
-            return leases
-
-        leases = await self._tx(body)
+        deltas: Deltas = {}
         if maintain:
-            self._last_maintenance = now
+            merge(deltas, await self._reap_expired(tx, now))
+            merge(deltas, await self._wake_timers(tx, now))
+        requeued = any(d[0] > 0 for d in deltas.values())
+        slots = await self._global_slots(tx, limit)
+        wanted: list[str] = []
+        first: dict[str, int] = {}
+        snapshot: list[TenantLoad] = []
+        oldest: list[Row] = []
+        fresh: dict[str, TenantLoad] = {}
+        if slots > 0 and fair:
+            rows = await tx.fetchall(
+                self.q["candidate_tenants"], {"now": now, "limit": slots, "light_below": light}
+            )
+            snapshot = [_light(TenantLoad(*r), light) for r in rows]
+            if self.writes_serialized:
+                fresh = {c.tenant: c for c in snapshot}
+            # tenants whose runs were just requeued above are candidates too: their
+            # counters in the table do not show those runs until this lease settles
+            snapshot += [
+                _light(TenantLoad(t, 0, 1, 1.0, d[0]), light)
+                for t, d in deltas.items()
+                if d[0] > 0 and t not in {c.tenant for c in snapshot}
+            ]
+            # lock only the tenants a first allocation on the snapshot would use
+            first = allocate(snapshot, slots)
+            wanted = [c.tenant for c in snapshot if c.tenant in first]
+        elif slots > 0:
+            oldest = await tx.fetchall(
+                self.q["pick_oldest_runs"], {"now": now, "n": slots, "full": "[]"}
+            )
+            wanted = list(dict.fromkeys(r[1] for r in oldest))
+        touched = set(deltas) | set(wanted)
+        loads_ = await self._lock_tenants(tx, sorted(touched - set(fresh)), deltas)
+        for tenant in touched & set(fresh):
+            loads_[tenant] = _with_deltas(fresh[tenant], deltas)
+        leases: list[Lease] = []
+        if slots > 0 and fair:
+            fill = [_light(loads_[t], light) for t in wanted if t in loads_]
+            # counters unchanged since the snapshot (SQLite, nothing reaped): the first
+            # allocation stands, as allocating again on the same loads would give it
+            planned = first if fill == [c for c in snapshot if c.tenant in first] else None
+            leases = await self._fill_fair(tx, slots, fill, take, planned)
+        elif slots > 0:
+            leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
+        served = Counter(lease.tenant for lease in leases)
+        for lease in leases:
+            count_delivery(deltas, lease.tenant, lease.attempt)
+        for tenant, n in served.items():
+            d = delta(deltas, tenant)
+            d[0] -= n
+            d[1] += n
+        await tx.execute_many(
+            self.q["settle_tenant"],
+            [
+                {
+                    "tenant": t,
+                    **tenant_counter_params(deltas, t),
+                    "served": 1 if t in served else 0,
+                    "charge": served[t] * loads_[t].charge if t in served else 0.0,
+                    "now": now,
+                }
+                for t in sorted(deltas)
+            ],
+        )
+        if requeued:
+            await tx.execute(self.q["notify_work"])
         return leases
 
     def _maintain_soon(self, now: float) -> None:

@@ -168,11 +168,8 @@ class QueueMixin(SqlBase):
                 return frozenset()
             # runs with a parent to wake, or whose lease was lost: the general path decides
             return await self._ack_batch(rest, now)
-        params = [
-            {"id": a.run_id, "epoch": a.epoch, "result": dumps(a.result), "now": now} for a in acks
-        ]
         return await self._finish_many(
-            self.q["ack_run"], params, [a.run_id for a in acks], RunStatus.SUCCEEDED
+            self.q["ack_run"], ack_params(acks, now), [a.run_id for a in acks], RunStatus.SUCCEEDED
         )
 
     async def _ack_fast(self, acks: Sequence[Ack], now: float) -> frozenset[str]:
@@ -214,16 +211,29 @@ class QueueMixin(SqlBase):
         """Run ``query`` (a fenced write that ends a run with ``status``) for each run, then
         settle the counters; returns the ids whose lease was lost."""
 
-        async def body(tx: Transaction) -> frozenset[str]:
-            results = await tx.fetch_each(query, params)
-            finished = [
-                (run_id, *rows[0]) for run_id, rows in zip(run_ids, results, strict=True) if rows
-            ]
-            return frozenset(run_ids) - await self._settle_finished(tx, finished, status)
-
-        lost = await self._tx(body)
+        lost = await self._tx(
+            functools.partial(
+                self._finish_in_tx, query=query, params=params, run_ids=run_ids, status=status
+            )
+        )
         self._signal_local_work()
         return lost
+
+    async def _finish_in_tx(
+        self,
+        tx: Transaction,
+        *,
+        query: str,
+        params: Sequence[Params],
+        run_ids: Sequence[str],
+        status: RunStatus,
+    ) -> frozenset[str]:
+        """The body of ``_finish_many``, in the caller's transaction: the ids refused."""
+        results = await tx.fetch_each(query, params)
+        finished = [
+            (run_id, *rows[0]) for run_id, rows in zip(run_ids, results, strict=True) if rows
+        ]
+        return frozenset(run_ids) - await self._settle_finished(tx, finished, status)
 
     async def _settle_finished(
         self,
@@ -433,6 +443,11 @@ def _list_runs_sql(template: str, dialect: str, filters: tuple[str, ...]) -> str
     """list_runs with the conditions of ``filters`` only (one text per combination)."""
     conditions = " AND ".join(_LIST_FILTERS[f] for f in filters) or "1 = 1"
     return template.replace("{filters}", to_dialect(conditions, dialect))
+
+
+def ack_params(acks: Sequence[Ack], now: float) -> list[Params]:
+    """The parameters of ``ack_run``, one set per ack."""
+    return [{"id": a.run_id, "epoch": a.epoch, "result": dumps(a.result), "now": now} for a in acks]
 
 
 def ack_arrays(acks: Sequence[Ack], now: float) -> Params:
