@@ -111,6 +111,17 @@ class Ack:
 
 
 @dataclass(frozen=True, slots=True)
+class AckedAndLeased:
+    """What ``Store.ack_and_lease`` did: the ids whose acks were refused (their lease was
+    lost), the runs leased, and acks it could not write (the database failed after the runs
+    were leased): the caller writes those again."""
+
+    lost: frozenset[str]
+    leases: list[Lease]
+    unwritten: tuple[Ack, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class Appended:
     """Sequence numbers of appended journal entries, and whether cancellation was requested."""
 

@@ -168,7 +168,7 @@ async def test_lease_queries_use_indexes_right_after_a_burst(
                 else:
                     analyzed = conn.execute(
                         "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
-                        "WHERE relname = 'corral_runs'"
+                        "WHERE relname = 'corral_runs' AND schemaname = current_schema()"
                     ).fetchone()
                     assert analyzed == (None, None)
                 ids = [r[0] for r in conn.execute("SELECT id FROM corral_runs LIMIT 2")]

@@ -57,7 +57,12 @@ def test_queries_are_compacted_without_touching_string_literals() -> None:
         "-- name: q\nSELECT a,   -- the first\n    'x  -- y'\n  FROM t\n"
         "  WHERE s = 'it''s  --'  -- why\n;\n"
     )
-    assert parse_queries(text) == {"q": "SELECT a, 'x  -- y' FROM t WHERE s = 'it''s  --' "}
+    assert parse_queries(text) == {"q": "SELECT a, 'x  -- y' FROM t WHERE s = 'it''s  --'"}
+    # a quote in a trailing comment starts no literal
+    text = "-- name: q\nSELECT a  -- the tenant's\n  , 'b  c'  -- it's\nFROM t;\n"
+    assert parse_queries(text) == {"q": "SELECT a , 'b  c' FROM t"}
+    with pytest.raises(ValueError, match="dollar-quoted"):
+        parse_queries("-- name: q\nSELECT $$a  b$$;\n")
 
 
 def test_every_postgres_statement_fits_psycopgs_parse_cache() -> None:

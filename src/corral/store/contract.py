@@ -13,6 +13,7 @@ from corral.config import PlanSpec, StoreConfig
 from corral.models import (
     JSON,
     Ack,
+    AckedAndLeased,
     Appended,
     HeartbeatReport,
     JournalEntry,
@@ -73,7 +74,7 @@ class Store(Protocol):
         limit: int,
         *,
         light_below: int | None = None,
-    ) -> tuple[frozenset[str], list[Lease]]:
+    ) -> AckedAndLeased:
         """``ack_many(acks)`` then ``lease(...)``, in one round trip where the backend can."""
         ...
 

@@ -12,13 +12,16 @@ statement's comment names the one difference).
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 from corral.dispatch.policy import MIN_RUN_COST
-from corral.models import Ack, Lease, RunStatus
+from corral.models import Ack, AckedAndLeased, Lease, RunStatus
 from corral.store.sql_lease import LeaseMixin, lease_from_row
 from corral.store.sql_queue import QueueMixin, ack_arrays, ack_params
 from corral.store.transaction import Transaction
+
+log = logging.getLogger(__name__)
 
 
 class AckLeaseMixin(QueueMixin, LeaseMixin):
@@ -30,23 +33,27 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
         limit: int,
         *,
         light_below: int | None = None,
-    ) -> tuple[frozenset[str], list[Lease]]:
-        """``ack_many(acks)``, then ``lease(worker_id, ttl, limit, light_below=...)``: the
-        ids whose lease was lost (those acks refused), and the runs leased."""
+    ) -> AckedAndLeased:
+        """``ack_many(acks)``, then ``lease(worker_id, ttl, limit, light_below=...)``."""
         now = self.clock()
-        if not (
-            acks
-            and limit > 0
-            and light_below is None
-            and "ack_lease_fast" in self.q
-            and self._fast_lease_applies(now)
-        ):
-            if acks and limit > 0 and self.writes_serialized:
-                return await self._ack_and_lease_in_one_tx(
-                    acks, now, worker_id, ttl, limit, light_below
-                )
+        if not acks or limit <= 0:
             lost = await self.ack_many(acks)
-            return lost, await self.lease(worker_id, ttl, limit, light_below=light_below)
+            return AckedAndLeased(lost, await self.lease(worker_id, ttl, limit))
+        if light_below is None and "ack_lease_fast" in self.q and self._fast_lease_applies(now):
+            return await self._ack_lease_fast(acks, now, worker_id, ttl, limit)
+        if self.writes_serialized:
+            return await self._ack_and_lease_in_one_tx(
+                acks, now, worker_id, ttl, limit, light_below
+            )
+        lost = await self.ack_many(acks)
+        leases = await self.lease(worker_id, ttl, limit, light_below=light_below)
+        return AckedAndLeased(lost, leases)
+
+    async def _ack_lease_fast(
+        self, acks: Sequence[Ack], now: float, worker_id: str, ttl: float, limit: int
+    ) -> AckedAndLeased:
+        """One statement (PostgreSQL), then what it leaves: the acks of runs with a parent
+        (and refused ones), and a lease of the slots those acks free."""
         rows = await self._hot_statement(
             "ack_lease_fast",
             {
@@ -60,16 +67,28 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
         acked = frozenset(rows[0][14] or ()) if rows else frozenset()
         if acked:
             self._signal_local_work()
-        rest = [a for a in acks if a.run_id not in acked]
-        # runs with a parent to wake, or whose lease was lost: the general path decides. Should
-        # it fail, the caller writes these acks again, and the runs just leased come back when
-        # their lease expires, as when a lease's answer is lost after its commit
-        lost = await self._ack_batch(rest, now) if rest else frozenset()
         leases = [lease_from_row(r) for r in rows if r[0] is not None]
-        short = len(leases) < (int(rows[0][13]) if rows else 0)
-        return lost, await self._after_fast_lease(
-            leases, short, now, worker_id, ttl, limit, light_below
-        )
+        short = len(leases) < (int(rows[0][13] or 0) if rows else 0)
+        # From here on the leases above are committed: an error must not keep them from the
+        # caller (they would sit leased to nobody until their TTL, an attempt spent).
+        rest = [a for a in acks if a.run_id not in acked]
+        lost: frozenset[str] = frozenset()
+        try:
+            if rest:
+                # runs with a parent to wake (left to the general path, as ack_fast does), or
+                # whose lease was lost
+                lost = await self._ack_batch(rest, now)
+            if len(rest) > len(lost) and len(leases) < limit:
+                # those acks freed slots the statement did not count: lease them too
+                leases += await self._lease_general(now, worker_id, ttl, limit - len(leases), None)
+            else:
+                leases = await self._after_fast_lease(
+                    leases, short, now, worker_id, ttl, limit, None
+                )
+        except Exception as exc:
+            log.warning("ack and lease: %d acks left for the batcher: %s", len(rest), exc)
+            return AckedAndLeased(lost, leases, tuple(a for a in rest if a.run_id not in lost))
+        return AckedAndLeased(lost, leases)
 
     async def _ack_and_lease_in_one_tx(
         self,
@@ -79,7 +98,7 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
         ttl: float,
         limit: int,
         light_below: int | None,
-    ) -> tuple[frozenset[str], list[Lease]]:
+    ) -> AckedAndLeased:
         """Both verbs' bodies in one write transaction, for a backend whose write
         transactions exclude every other writer (SQLite): no other transaction's locks to
         order against, one commit and one trip to the store's thread instead of two."""
@@ -108,4 +127,4 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
         if maintain:
             self._last_maintenance = now
         self._signal_local_work()
-        return lost, leases
+        return AckedAndLeased(lost, leases)

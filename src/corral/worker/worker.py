@@ -287,20 +287,22 @@ class Worker:
                 self.worker_id, self.options.lease_ttl, free, light_below=light_below
             )
         try:
-            lost, leases = await self.store.ack_and_lease(
+            done = await self.store.ack_and_lease(
                 acks, self.worker_id, self.options.lease_ttl, free, light_below=light_below
             )
         except BaseException:
             for ack in acks:
                 self._acker.ack(ack)
             raise
-        if lost:
+        for ack in done.unwritten:
+            self._acker.ack(ack)
+        if done.lost:
             log.info(
                 "%d acks refused, their leases lost to other workers: %s",
-                len(lost),
-                ", ".join(sorted(lost)[:10]),
+                len(done.lost),
+                ", ".join(sorted(done.lost)[:10]),
             )
-        return leases
+        return done.leases
 
     async def _store_idle(self) -> bool:
         stats = await self.store.stats()
@@ -363,7 +365,9 @@ class Worker:
                 await self._fail(slot, exc)
                 return
             ack = Ack(lease.run_id, lease.epoch, result)
-            if self._carry is not None:
+            # a child's ack wakes its parent, which the one-statement ack_and_lease leaves to
+            # a second transaction after its lease: it goes to the batcher at once instead
+            if self._carry is not None and lease.parent_id is None:
                 self._carry.append(ack)
             else:
                 self._acker.ack(ack)

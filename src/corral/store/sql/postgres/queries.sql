@@ -372,13 +372,16 @@ SELECT d.id, (SELECT count(*) FROM woken) FROM done d;
 -- ack_fast, then lease_fast, as one statement: a worker whose runs just ended acks them and
 -- leases their slots again in one round trip and one commit (one durable commit per run at
 -- concurrency 1, instead of two). The steps are those of the two statements, in that order:
--- the acked runs end first (run rows, then tenant rows in sorted order); a tenant's in-flight
--- count leaves its just-acked runs out, so a tenant this ack brings below its cap is a
--- candidate, lifted as ack_fast lifts it (the floor read before this statement's changes, as
--- ack_fast reads it). One UPDATE per table writes both steps' changes (a row is updated at
--- most once per statement). The lease charges the run cost as it stood before the ack's
--- update of it. Rows back: the runs leased (taken's columns), ``wanted`` (as lease_fast),
--- the ids acked, and the notification count.
+-- the acked runs end first (run rows, then tenant rows in sorted order). The tenants the ack
+-- touches are not ranked on their counters from before it (cand leaves them out): each is a
+-- candidate when it has a ready run, with its in-flight count net of the ack and its vtime
+-- lifted as ack_fast lifts it (the floor read before this statement's changes, as ack_fast
+-- reads it), and tags ranks it with the others. One UPDATE per table writes both steps'
+-- changes (a row is updated at most once per statement). The lease charges the run cost as
+-- it stood before the ack's update of it. Runs with a parent are not acked here (as in
+-- ack_fast). Rows back: the runs leased (taken's columns), ``wanted`` (as lease_fast; NULL
+-- for none), the ids acked, and the notification count. psycopg parses a statement over
+-- 4,096 characters on every call: this one is written tersely to stay under (test).
 WITH done AS (
     UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
         lease_owner = NULL, lease_expires_at = NULL
@@ -395,8 +398,7 @@ WITH done AS (
                         WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
                         ORDER BY r.available_at
                         LIMIT 1) ready
-    WHERE t.queued > 0
-      AND t.in_flight - COALESCE((SELECT p.n FROM per p WHERE p.tenant = t.tenant), 0) < t.cap
+    WHERE t.queued > 0 AND t.in_flight < t.cap AND t.tenant NOT IN (SELECT tenant FROM per)
     ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
     LIMIT :slots
 ), vfloor AS (
@@ -406,7 +408,9 @@ WITH done AS (
         CASE WHEN t.in_flight >= t.cap AND t.in_flight - p.n < t.cap AND t.queued > 0
           THEN GREATEST(t.vtime, (SELECT v FROM vfloor)) ELSE t.vtime END AS vtime,
         t.last_served_at, GREATEST(t.run_cost, :min_cost::float8) / t.weight AS charge,
-        t.tenant = ANY(ARRAY(SELECT tenant FROM cand)) AS candidate
+        p.n IS NULL OR (SELECT true FROM corral_runs r WHERE r.tenant = t.tenant  -- not EXISTS
+            AND r.status = 'queued' AND r.available_at <= :now ORDER BY r.available_at LIMIT 1)
+            AS candidate
     FROM corral_tenants t
     LEFT JOIN per p ON p.tenant = t.tenant
     WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM cand UNION SELECT tenant FROM per))
@@ -433,17 +437,12 @@ WITH done AS (
         FOR UPDATE SKIP LOCKED
     ) p
 ), taken AS (
-    UPDATE corral_runs r SET
-        status = 'running',
-        attempts = r.attempts + 1,
-        lease_epoch = r.lease_epoch + 1,
-        lease_owner = :owner,
-        lease_expires_at = :expires_at,
-        started_at = COALESCE(r.started_at, :now),
-        leased_at = :now
-    WHERE r.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING r.id, r.lease_epoch, r.tenant, r.agent, r.input, r.attempts, r.max_attempts,
-        r.lease_expires_at, r.root_id, r.parent_id, r.depth, r.journal_seq, r.sort_key
+    UPDATE corral_runs SET status = 'running', attempts = attempts + 1,
+        lease_epoch = lease_epoch + 1, lease_owner = :owner, lease_expires_at = :expires_at,
+        started_at = COALESCE(started_at, :now), leased_at = :now
+    WHERE id = ANY(ARRAY(SELECT id FROM picked))
+    RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
+        root_id, parent_id, depth, journal_seq, sort_key
 ), changes AS (
     SELECT l.tenant, l.vtime, l.charge, COALESCE(s.n, 0) AS leased, COALESCE(s.again, 0) AS again,
         COALESCE(p.n, 0) AS acked, p.cost
@@ -451,15 +450,14 @@ WITH done AS (
     LEFT JOIN (SELECT tenant, count(*) AS n, count(*) FILTER (WHERE attempts > 1) AS again
                FROM taken GROUP BY tenant) s ON s.tenant = l.tenant
     LEFT JOIN per p ON p.tenant = l.tenant
-    WHERE s.n IS NOT NULL OR p.n IS NOT NULL
+    WHERE COALESCE(s.n, p.n) IS NOT NULL
 ), settled AS (
     UPDATE corral_tenants t SET
         in_flight = t.in_flight + c.leased - c.acked,
         queued = t.queued - c.leased,
         succeeded = t.succeeded + c.acked,
         vtime = c.vtime + c.leased * c.charge,
-        run_cost = CASE WHEN c.cost IS NULL THEN t.run_cost
-                   ELSE 0.8 * t.run_cost + 0.2 * c.cost END,
+        run_cost = COALESCE(0.8 * t.run_cost + 0.2 * c.cost, t.run_cost),
         last_served_at = CASE WHEN c.leased > 0 THEN :now ELSE t.last_served_at END,
         redelivered = t.redelivered + c.again
     FROM changes c
@@ -470,9 +468,8 @@ WITH done AS (
     WHERE acked > 0 AND queued > 0
     HAVING count(*) > 0
 )
-SELECT x.*, (SELECT COALESCE(sum(n), 0) FROM alloc) AS wanted,
-    (SELECT array_agg(id) FROM done) AS acked,
-    (SELECT count(*) FROM woken) AS woken
+SELECT x.*, (SELECT sum(n) FROM alloc), (SELECT array_agg(id) FROM done),
+    (SELECT count(*) FROM woken)
 FROM (SELECT 1) one
 LEFT JOIN taken x ON true
 ORDER BY x.sort_key;
