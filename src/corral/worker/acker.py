@@ -2,9 +2,10 @@
 the next, so a busy worker acks many runs per transaction and an idle one acks at once.
 
 An ack is fire-and-forget for the run that made it: its slot is already free. A refused ack
-(the lease was lost to another worker) needs nothing from this worker, since the new owner
-finishes the run. A batch the store cannot take (StoreUnavailable: the database restarting, a
-dropped connection) is written again, with backoff, for as long as its leases can still be
+(the lease was lost to another worker, or the ack was written already by a call that failed
+after writing it, and came here to be written again) needs nothing from this worker. A
+batch the store cannot take (StoreUnavailable: the database restarting, a dropped
+connection) is written again, with backoff, for as long as its leases can still be
 valid (``retry_for``, the lease TTL): a database restart then costs a pause, not a second
 execution of every run that ended during it. Past that, or on any other error, the batch is
 dropped and its leases expire, and the runs are delivered again; on any other error its acks
@@ -91,7 +92,7 @@ class AckBatcher:
                 return
         if lost:
             log.info(
-                "%d acks refused, their leases lost to other workers: %s",
+                "%d acks refused (lease lost to another worker, or the ack already written): %s",
                 len(lost),
                 ", ".join(sorted(lost)[:10]),
             )
