@@ -248,3 +248,41 @@ async def test_leases_reach_the_caller_when_the_acks_after_them_fail(
             assert [(r.status, r.lease_owner) for r in leased if r] == [("running", "w")] * 2
         finally:
             await store.close()
+
+
+async def test_with_no_acks_it_is_a_lease_with_the_same_bounds(store: Store) -> None:
+    await store.submit([spec("heavy") for _ in range(10)])
+    assert len(await store.lease("w", TTL, 2)) == 2
+    # express slots: only tenants with fewer than 1 run in flight, and heavy has 2
+    assert await store.lease("w", TTL, 5, light_below=1) == []
+    done = await store.ack_and_lease([], "w", TTL, 5, light_below=1)
+    assert (done.lost, done.leases, done.unwritten) == (frozenset(), [], ())
+    heavy = (await store.stats()).tenant("heavy")
+    assert heavy is not None and heavy.in_flight == 2
+
+
+async def test_acks_written_before_a_failing_follow_up_lease_are_not_reported_unwritten(
+    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """PostgreSQL: a child's ack, written after the statement, lands; the lease of the slot
+    it frees then fails. The statement's leases come back, and no ack is called unwritten."""
+    clock = FakeClock()
+    with fresh_schema(pg_dsn) as dsn:
+        store = create_store(dsn, StoreConfig(), clock)
+        await store.open()
+        try:
+            child = await spawn_child_and_wait(store, "t")
+            await store.submit([spec("u")])
+
+            async def unavailable(*args: Any, **kw: Any) -> list[Lease]:
+                raise StoreUnavailable("PostgreSQL: connection lost (injected)")
+
+            monkeypatch.setattr(store, "_lease_general", unavailable)
+            ack = Ack(child.run_id, child.epoch, "child done")
+            done = await store.ack_and_lease([ack], "w", TTL, 3)
+            assert [x.tenant for x in done.leases] == ["u"]
+            assert done.unwritten == () and done.lost == frozenset()
+            run = await store.get(child.run_id)
+            assert run is not None and run.status == "succeeded"
+        finally:
+            await store.close()

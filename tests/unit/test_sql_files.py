@@ -63,6 +63,10 @@ def test_queries_are_compacted_without_touching_string_literals() -> None:
     assert parse_queries(text) == {"q": "SELECT a , 'b  c' FROM t"}
     with pytest.raises(ValueError, match="dollar-quoted"):
         parse_queries("-- name: q\nSELECT $$a  b$$;\n")
+    with pytest.raises(ValueError, match="dollar-quoted"):
+        parse_queries("-- name: q\nSELECT E'a\\n';\n")
+    plain = parse_queries("-- name: q\nSELECT 'e',  'E' FROM t;\n")
+    assert plain == {"q": "SELECT 'e', 'E' FROM t"}
 
 
 def test_every_postgres_statement_fits_psycopgs_parse_cache() -> None:

@@ -75,7 +75,11 @@ class Store(Protocol):
         *,
         light_below: int | None = None,
     ) -> AckedAndLeased:
-        """``ack_many(acks)`` then ``lease(...)``, in one round trip where the backend can."""
+        """``ack_many(acks)`` then ``lease(...)``, in one round trip where the backend can.
+        On PostgreSQL the one-statement form writes acks of runs with a parent after its
+        lease (the slots they free are leased in the same call, but the lease has ranked
+        their tenants before those acks): callers send those with ``ack_many`` first, as
+        the worker does."""
         ...
 
     async def fail(

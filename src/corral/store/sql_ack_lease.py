@@ -7,7 +7,8 @@ does both in one call: on PostgreSQL, when the one-statement lease applies, as o
 (``ack_lease_fast``: one round trip, one commit); on SQLite, whose write transactions
 exclude every other writer, as both verbs' steps in one transaction; otherwise as
 ``ack_many`` then ``lease``. The outcome is that of the two calls in that order (the
-statement's comment names the one difference).
+statement's comment names the one difference; acks of runs with a parent, which the worker
+sends to its batcher instead, see ``Store.ack_and_lease``).
 """
 
 from __future__ import annotations
@@ -38,7 +39,8 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
         now = self.clock()
         if not acks or limit <= 0:
             lost = await self.ack_many(acks)
-            return AckedAndLeased(lost, await self.lease(worker_id, ttl, limit))
+            leases = await self.lease(worker_id, ttl, limit, light_below=light_below)
+            return AckedAndLeased(lost, leases)
         if light_below is None and "ack_lease_fast" in self.q and self._fast_lease_applies(now):
             return await self._ack_lease_fast(acks, now, worker_id, ttl, limit)
         if self.writes_serialized:
@@ -73,12 +75,17 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
         # caller (they would sit leased to nobody until their TTL, an attempt spent).
         rest = [a for a in acks if a.run_id not in acked]
         lost: frozenset[str] = frozenset()
-        try:
-            if rest:
-                # runs with a parent to wake (left to the general path, as ack_fast does), or
-                # whose lease was lost
+        unwritten: tuple[Ack, ...] = ()
+        if rest:
+            # runs with a parent to wake (left to the general path, as ack_fast does), or
+            # whose lease was lost
+            try:
                 lost = await self._ack_batch(rest, now)
-            if len(rest) > len(lost) and len(leases) < limit:
+            except Exception as exc:
+                log.warning("ack and lease: %d acks left for the caller: %s", len(rest), exc)
+                unwritten = tuple(rest)
+        try:
+            if not unwritten and len(rest) > len(lost) and len(leases) < limit:
                 # those acks freed slots the statement did not count: lease them too
                 leases += await self._lease_general(now, worker_id, ttl, limit - len(leases), None)
             else:
@@ -86,9 +93,8 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
                     leases, short, now, worker_id, ttl, limit, None
                 )
         except Exception as exc:
-            log.warning("ack and lease: %d acks left for the batcher: %s", len(rest), exc)
-            return AckedAndLeased(lost, leases, tuple(a for a in rest if a.run_id not in lost))
-        return AckedAndLeased(lost, leases)
+            log.warning("ack and lease: the lease after the statement failed: %s", exc)
+        return AckedAndLeased(lost, leases, unwritten)
 
     async def _ack_and_lease_in_one_tx(
         self,
