@@ -61,7 +61,8 @@ async def test_a_run_leased_again_by_its_own_worker_stops_the_earlier_execution(
             await _until(lambda: worker.in_flight == 1, "the earlier execution's slot")
             finish.set()
             await _until(lambda: worker.in_flight == 0, "the second delivery to end")
-            run = await app.get(run_id)
+            # the ack goes out after the slot frees (with the worker's next lease)
+            run = await app.wait(run_id, timeout=10)
             assert run.status is RunStatus.SUCCEEDED
             assert run.result == 2
             assert run.attempts == 2

@@ -200,3 +200,41 @@ async def test_backpressure_and_report_throttled(db_url: str) -> None:
     await llm.release_handle(await asyncio.wait_for(waiters[1], 5))
     await llm.close()
     await store.close()
+
+
+async def test_a_hold_that_expired_while_in_use_is_taken_back(db_url: str) -> None:
+    """A's renewals are held up past its TTL: B's poll drops A's hold and grants B's waiter.
+    A still uses the slot, so it takes its hold back: two holders on a capacity of 1, and
+    nothing more is granted until both have released."""
+    clock = FakeClock()
+    store = create_store(db_url, StoreConfig(), clock)
+    await store.open()
+    a = SharedScheduler(store, "held", capacity=1, lease_ttl=0.6, poll_interval=0.005)
+    b = SharedScheduler(store, "held", capacity=1, lease_ttl=3600, poll_interval=0.005)
+    await a.open()
+    await b.open()
+    try:
+        held = await a.acquire_start("a")
+        first_b = asyncio.create_task(b.acquire_start("b1"))
+        await asyncio.sleep(0.05)
+        assert not first_b.done()
+        clock.advance(1.0)  # A's hold expires: its process renewed nothing in that time
+        granted_b = await asyncio.wait_for(first_b, 5)
+        for _ in range(500):
+            if a.reclaims:
+                break
+            await asyncio.sleep(0.01)
+        assert a.reclaims == 1
+        assert (await store.resource_snapshot("held")).holders == 2
+        second_b = asyncio.create_task(b.acquire_start("b2"))
+        await asyncio.sleep(0.2)
+        await a.release_handle(held)
+        await asyncio.sleep(0.2)
+        assert not second_b.done()  # B's first request still holds the one slot
+        await b.release_handle(granted_b)
+        await b.release_handle(await asyncio.wait_for(second_b, 5))
+        assert (await store.resource_snapshot("held")).holders == 0
+    finally:
+        await a.close()
+        await b.close()
+        await store.close()

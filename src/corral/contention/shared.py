@@ -113,6 +113,8 @@ class SharedScheduler:
         self._wake = asyncio.Event()
         self._grants = 0
         self._rejections = 0
+        #: holds this process took back after they expired while in use (see _reclaim)
+        self.reclaims = 0
 
     @property
     def name(self) -> str:
@@ -246,6 +248,34 @@ class SharedScheduler:
         if state == "holding":
             self._grant(handle)
 
+    async def _reclaim(self, handle: SharedHandle) -> None:
+        """This process was too slow to renew a held request (a long pause) and the store
+        dropped it, perhaps granting the slot to another: the holder is still using it, so
+        record it as holding again (over capacity until someone releases) instead of letting
+        the provider see more calls than the capacity allows, unnoticed."""
+        if handle.released:
+            return
+        log.warning(
+            "shared resource %s: the hold of %s expired while in use (renewals held up past "
+            "%.1f s); taken back, over capacity until a holder releases",
+            self.name,
+            handle.agent_id,
+            self.lease_ttl,
+        )
+        self.reclaims += 1
+        await self.store.resource_reclaim(
+            self.name,
+            handle.request_id,
+            handle.agent_id,
+            weight=handle.weight,
+            tokens=handle.tokens,
+            ttl=self.lease_ttl,
+        )
+        if handle.released:  # released while the row was being taken back: give it back
+            await self.store.resource_release(
+                self.name, handle.request_id, tokens_used=handle.tokens_used, ttl=self.lease_ttl
+            )
+
     def statistics(self) -> SharedStatistics:
         granted = sum(1 for h in self._handles.values() if h.granted)
         return SharedStatistics(
@@ -298,6 +328,8 @@ class SharedScheduler:
                         self._grant(handle)
                     elif state == "gone" and not handle._granted.done():
                         await self._rejoin(handle)
+                    elif state == "gone" and handle.granted:
+                        await self._reclaim(handle)
             self._wake.clear()
             interval = self.poll_interval if waiting else self.lease_ttl / 3
             change = asyncio.ensure_future(self.store.wait_for_change(seen, interval))

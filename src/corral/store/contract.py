@@ -153,6 +153,9 @@ class Store(Protocol):
     async def resource_poll(
         self, name: str, request_ids: Sequence[str], ttl: float
     ) -> dict[str, str]: ...
+    async def resource_reclaim(
+        self, name: str, request_id: str, agent_id: str, *, weight: float, tokens: int, ttl: float
+    ) -> None: ...
     async def resource_release(
         self, name: str, request_id: str, *, tokens_used: int | None, ttl: float
     ) -> None: ...

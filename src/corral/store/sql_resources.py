@@ -186,6 +186,31 @@ class ResourcesMixin(SqlBase):
             self._note_grants(granted)
         return found
 
+    async def resource_reclaim(
+        self, name: str, request_id: str, agent_id: str, *, weight: float, tokens: int, ttl: float
+    ) -> None:
+        """A holder whose request expired (its process was held up past ``ttl``) but which
+        still uses its slot: record it as holding again, over capacity if another request
+        was granted the slot meanwhile, so that nothing more is granted until one releases."""
+        now = self.clock()
+
+        async def body(tx: Transaction) -> None:
+            await tx.execute(self.q["lock_resource"], {"name": name})
+            await tx.execute(
+                self.q["reclaim_request"],
+                {
+                    "name": name,
+                    "request_id": request_id,
+                    "agent_id": agent_id,
+                    "weight": weight,
+                    "tokens": tokens,
+                    "expires_at": now + ttl,
+                    "now": now,
+                },
+            )
+
+        await self._tx(body)
+
     async def resource_release(
         self, name: str, request_id: str, *, tokens_used: int | None, ttl: float
     ) -> None:

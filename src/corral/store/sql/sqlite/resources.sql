@@ -130,6 +130,21 @@ LEFT JOIN corral_resource_requests q
     ON q.resource = r.name AND q.request_id IN (SELECT value FROM json_each(:ids))
 WHERE r.name = :name;
 
+-- name: reclaim_request
+-- A holder whose row expired while its process still used the slot (its renewals held up
+-- past the TTL) takes the row back, as holding, capacity or not: the slot is in use, and the
+-- grant step then grants nothing more until enough holders release. Nothing if the row
+-- exists. Its tokens were reserved at its grant: no usage row here.
+INSERT INTO corral_resource_requests (resource, request_id, agent_id, weight, tokens,
+    arrival_tick, seq, state, expires_at, granted_at)
+SELECT :name, :request_id, :agent_id, :weight, :tokens, r.tick,
+    (SELECT COALESCE(MAX(seq), 0) + 1 FROM corral_resource_requests WHERE resource = :name),
+    'holding', :expires_at, :now
+FROM corral_resources r
+WHERE r.name = :name
+  AND NOT EXISTS (SELECT 1 FROM corral_resource_requests
+                  WHERE resource = :name AND request_id = :request_id);
+
 -- name: renew_request
 UPDATE corral_resource_requests SET expires_at = :expires_at
 WHERE resource = :name AND request_id = :request_id
