@@ -257,7 +257,7 @@ class SharedScheduler:
             return
         log.warning(
             "shared resource %s: the hold of %s expired while in use (renewals held up past "
-            "%.1f s); taken back, over capacity until a holder releases",
+            "%.1f s); taken back (over capacity, if its slot was granted meanwhile)",
             self.name,
             handle.agent_id,
             self.lease_ttl,
