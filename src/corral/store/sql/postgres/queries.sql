@@ -215,6 +215,39 @@ FOR UPDATE;
 -- fifth run on a connection) reuse their generic plan instead of planning every run
 SET LOCAL plan_cache_mode = force_generic_plan;
 
+-- fragment: pick_allocated
+-- The one-statement leases' runs: each allocated tenant's first ``n`` runs due, in its
+-- order, skipping runs another lease holds (CTE ``alloc``: tenant, n).
+SELECT p.id FROM alloc a
+CROSS JOIN LATERAL (
+    SELECT r.id FROM corral_runs r
+    WHERE r.tenant = a.tenant AND r.status = 'queued' AND r.available_at <= :now
+    ORDER BY r.sort_key
+    LIMIT a.n
+    FOR UPDATE SKIP LOCKED
+) p
+
+-- fragment: take_picked
+-- The one-statement leases' take of the runs in CTE ``picked``; its columns are what
+-- lease_from_row reads (sql_lease.py), sort_key last.
+UPDATE corral_runs SET status = 'running', attempts = attempts + 1,
+    lease_epoch = lease_epoch + 1, lease_owner = :owner, lease_expires_at = :expires_at,
+    started_at = COALESCE(started_at, :now), leased_at = :now
+WHERE id = ANY(ARRAY(SELECT id FROM picked))
+RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
+    root_id, parent_id, depth, journal_seq, sort_key
+
+-- fragment: ack_parentless
+-- The one-statement acks (ack_fast, ack_lease_fast): the fenced end of each acked run that
+-- has no parent to wake (a parent needs the general path). The status test is written
+-- under COLLATE "C" for the reason ack_runs_batch gives.
+UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL
+FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
+WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status COLLATE "C" = 'running'
+  AND r.lease_expires_at > :now AND r.parent_id IS NULL
+RETURNING r.id, r.tenant, r.leased_at
+
 -- name: lease_fast
 -- The whole fair lease in one statement (one round trip), for the common case: no global cap,
 -- no maintenance due (see sql_lease.py). Written so that its generic plan is as good as a
@@ -254,26 +287,9 @@ WITH cand AS (
 ), alloc AS (
     SELECT tenant, count(*) AS n FROM tags GROUP BY tenant
 ), picked AS (
-    SELECT p.id FROM alloc a
-    CROSS JOIN LATERAL (
-        SELECT r.id FROM corral_runs r
-        WHERE r.tenant = a.tenant AND r.status = 'queued' AND r.available_at <= :now
-        ORDER BY r.sort_key
-        LIMIT a.n
-        FOR UPDATE SKIP LOCKED
-    ) p
+    {{pick_allocated}}
 ), taken AS (
-    UPDATE corral_runs r SET
-        status = 'running',
-        attempts = r.attempts + 1,
-        lease_epoch = r.lease_epoch + 1,
-        lease_owner = :owner,
-        lease_expires_at = :expires_at,
-        started_at = COALESCE(r.started_at, :now),
-        leased_at = :now
-    WHERE r.id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING r.id, r.lease_epoch, r.tenant, r.agent, r.input, r.attempts, r.max_attempts,
-        r.lease_expires_at, r.root_id, r.parent_id, r.depth, r.journal_seq, r.sort_key
+    {{take_picked}}
 ), served AS (
     UPDATE corral_tenants t SET
         in_flight = t.in_flight + s.n,
@@ -339,12 +355,7 @@ RETURNING r.id, r.tenant, r.parent_id, r.leased_at;
 -- a tenant has in flight, for workers waiting with express slots only). Rows back: the runs
 -- acked.
 WITH done AS (
-    UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
-        lease_owner = NULL, lease_expires_at = NULL
-    FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
-    WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status COLLATE "C" = 'running'
-      AND r.lease_expires_at > :now AND r.parent_id IS NULL
-    RETURNING r.id, r.tenant, r.leased_at
+    {{ack_parentless}}
 ), per AS (
     SELECT tenant, count(*) AS n, avg(GREATEST(:now::float8 - leased_at, 0)) AS cost
     FROM done GROUP BY tenant
@@ -383,12 +394,7 @@ SELECT d.id, (SELECT count(*) FROM woken) FROM done d;
 -- for none), the ids acked, and the notification count. psycopg parses a statement over
 -- 4,096 characters on every call: this one is written tersely to stay under (test).
 WITH done AS (
-    UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
-        lease_owner = NULL, lease_expires_at = NULL
-    FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
-    WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status COLLATE "C" = 'running'
-      AND r.lease_expires_at > :now AND r.parent_id IS NULL
-    RETURNING r.id, r.tenant, r.leased_at
+    {{ack_parentless}}
 ), per AS (
     SELECT tenant, count(*) AS n, avg(GREATEST(:now::float8 - leased_at, 0)) AS cost
     FROM done GROUP BY tenant
@@ -428,21 +434,9 @@ WITH done AS (
 ), alloc AS (
     SELECT tenant, count(*) AS n FROM tags GROUP BY tenant
 ), picked AS (
-    SELECT p.id FROM alloc a
-    CROSS JOIN LATERAL (
-        SELECT r.id FROM corral_runs r
-        WHERE r.tenant = a.tenant AND r.status = 'queued' AND r.available_at <= :now
-        ORDER BY r.sort_key
-        LIMIT a.n
-        FOR UPDATE SKIP LOCKED
-    ) p
+    {{pick_allocated}}
 ), taken AS (
-    UPDATE corral_runs SET status = 'running', attempts = attempts + 1,
-        lease_epoch = lease_epoch + 1, lease_owner = :owner, lease_expires_at = :expires_at,
-        started_at = COALESCE(started_at, :now), leased_at = :now
-    WHERE id = ANY(ARRAY(SELECT id FROM picked))
-    RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-        root_id, parent_id, depth, journal_seq, sort_key
+    {{take_picked}}
 ), changes AS (
     SELECT l.tenant, l.vtime, l.charge, COALESCE(s.n, 0) AS leased, COALESCE(s.again, 0) AS again,
         COALESCE(p.n, 0) AS acked, p.cost
