@@ -5,7 +5,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -24,9 +24,8 @@ def spec(tenant: str = "acme") -> RunSpec:
     return RunSpec(agent="echo", tenant=tenant)
 
 
-@pytest.fixture
-def statements(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counter[str]]:
-    """The hot statements the store runs, by name (to see which path a call took)."""
+def count_statements(store: Store, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    """The hot statements ``store`` runs from now on, by name (which path a call took)."""
     seen: Counter[str] = Counter()
     original = store._hot_statement  # type: ignore[attr-defined]
 
@@ -35,7 +34,24 @@ def statements(store: Store, monkeypatch: pytest.MonkeyPatch) -> Iterator[Counte
         return await original(name, params)
 
     monkeypatch.setattr(store, "_hot_statement", counting)
-    yield seen
+    return seen
+
+
+@pytest.fixture
+def statements(store: Store, monkeypatch: pytest.MonkeyPatch) -> Counter[str]:
+    return count_statements(store, monkeypatch)
+
+
+@pytest.fixture
+async def pg_store(pg_dsn: str) -> AsyncIterator[Store]:
+    """An open PostgreSQL store on a fake clock (the one-statement path's own tests)."""
+    with fresh_schema(pg_dsn) as dsn:
+        store = create_store(dsn, StoreConfig(), FakeClock())
+        await store.open()
+        try:
+            yield store
+        finally:
+            await store.close()
 
 
 def took_one_statement(store: Store, statements: Counter[str]) -> bool:
@@ -216,38 +232,26 @@ async def test_an_ack_that_wakes_a_parent_frees_its_slot_for_the_same_lease(
 
 
 async def test_leases_reach_the_caller_when_the_acks_after_them_fail(
-    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: the statement commits its acks and leases; a child's ack, written after
     it, fails. The leases are returned all the same, the unwritten ack with them."""
-    clock = FakeClock()
-    with fresh_schema(pg_dsn) as dsn:
-        store = create_store(dsn, StoreConfig(), clock)
-        await store.open()
-        try:
-            child = await spawn_child_and_wait(store, "t")
-            await store.submit([spec("u") for _ in range(3)])
-            statements: Counter[str] = Counter()
-            original = store._hot_statement  # type: ignore[attr-defined]
+    store = pg_store
+    child = await spawn_child_and_wait(store, "t")
+    await store.submit([spec("u") for _ in range(3)])
 
-            async def counting(name: str, params: Any) -> Any:
-                statements[name] += 1
-                return await original(name, params)
+    async def unavailable(acks: Any, now: float) -> frozenset[str]:
+        raise StoreUnavailable("PostgreSQL: connection lost (injected)")
 
-            async def unavailable(acks: Any, now: float) -> frozenset[str]:
-                raise StoreUnavailable("PostgreSQL: connection lost (injected)")
-
-            monkeypatch.setattr(store, "_hot_statement", counting)
-            monkeypatch.setattr(store, "_ack_batch", unavailable)
-            ack = Ack(child.run_id, child.epoch, "child done")
-            done = await store.ack_and_lease([ack], "w", TTL, 2)
-            assert statements["ack_lease_fast"] == 1
-            assert [x.tenant for x in done.leases] == ["u", "u"]
-            assert done.unwritten == (ack,) and done.lost == frozenset()
-            leased = [await store.get(x.run_id) for x in done.leases]
-            assert [(r.status, r.lease_owner) for r in leased if r] == [("running", "w")] * 2
-        finally:
-            await store.close()
+    statements = count_statements(store, monkeypatch)
+    monkeypatch.setattr(store, "_ack_batch", unavailable)
+    ack = Ack(child.run_id, child.epoch, "child done")
+    done = await store.ack_and_lease([ack], "w", TTL, 2)
+    assert statements["ack_lease_fast"] == 1
+    assert [x.tenant for x in done.leases] == ["u", "u"]
+    assert done.unwritten == (ack,) and done.lost == frozenset()
+    leased = [await store.get(x.run_id) for x in done.leases]
+    assert [(r.status, r.lease_owner) for r in leased if r] == [("running", "w")] * 2
 
 
 async def test_with_no_acks_it_is_a_lease_with_the_same_bounds(store: Store) -> None:
@@ -262,27 +266,21 @@ async def test_with_no_acks_it_is_a_lease_with_the_same_bounds(store: Store) -> 
 
 
 async def test_acks_written_before_a_failing_follow_up_lease_are_not_reported_unwritten(
-    pg_dsn: str, monkeypatch: pytest.MonkeyPatch
+    pg_store: Store, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """PostgreSQL: a child's ack, written after the statement, lands; the lease of the slot
     it frees then fails. The statement's leases come back, and no ack is called unwritten."""
-    clock = FakeClock()
-    with fresh_schema(pg_dsn) as dsn:
-        store = create_store(dsn, StoreConfig(), clock)
-        await store.open()
-        try:
-            child = await spawn_child_and_wait(store, "t")
-            await store.submit([spec("u")])
+    store = pg_store
+    child = await spawn_child_and_wait(store, "t")
+    await store.submit([spec("u")])
 
-            async def unavailable(*args: Any, **kw: Any) -> list[Lease]:
-                raise StoreUnavailable("PostgreSQL: connection lost (injected)")
+    async def unavailable(*args: Any, **kw: Any) -> list[Lease]:
+        raise StoreUnavailable("PostgreSQL: connection lost (injected)")
 
-            monkeypatch.setattr(store, "_lease_general", unavailable)
-            ack = Ack(child.run_id, child.epoch, "child done")
-            done = await store.ack_and_lease([ack], "w", TTL, 3)
-            assert [x.tenant for x in done.leases] == ["u"]
-            assert done.unwritten == () and done.lost == frozenset()
-            run = await store.get(child.run_id)
-            assert run is not None and run.status == "succeeded"
-        finally:
-            await store.close()
+    monkeypatch.setattr(store, "_lease_general", unavailable)
+    ack = Ack(child.run_id, child.epoch, "child done")
+    done = await store.ack_and_lease([ack], "w", TTL, 3)
+    assert [x.tenant for x in done.leases] == ["u"]
+    assert done.unwritten == () and done.lost == frozenset()
+    run = await store.get(child.run_id)
+    assert run is not None and run.status == "succeeded"
