@@ -151,12 +151,12 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acker = AckBatcher(store, retry_for=self.options.lease_ttl)
-        #: while the lease loop waits for a slot, the acks of runs that end: the freed slot's
-        #: lease takes them along (store.ack_and_lease: one commit for both); None otherwise,
-        #: and acks go to the batcher at once
-        self._carry: list[Ack] | None = None
-        #: acks carried, for the lease about to go out
-        self._riding: list[Ack] = []
+        #: True while the lease loop waits for a slot: the acks of runs that end then are
+        #: carried by the freed slot's lease (store.ack_and_lease: one commit for both);
+        #: otherwise acks go to the batcher at once
+        self._carrying = False
+        #: acks carried, for the next lease
+        self._carried: list[Ack] = []
         self.completed = 0
         #: runs this worker's retention passes deleted
         self.purged = 0
@@ -215,9 +215,9 @@ class Worker:
             await self._leasing(until_idle)
         finally:
             # the loop stopped before the lease they waited for: the batcher writes them
-            for ack in self._riding:
+            for ack in self._carried:
                 self._acker.ack(ack)
-            self._riding = []
+            self._carried = []
 
     async def _leasing(self, until_idle: bool) -> None:
         options = self.options
@@ -229,12 +229,11 @@ class Worker:
             free = express_free if express else regular_free
             if free <= 0:
                 self._slot_freed.clear()
-                self._carry = []
+                self._carrying = True
                 try:
                     await self._until(self._slot_freed.wait())
                 finally:
-                    self._riding += self._carry
-                    self._carry = None
+                    self._carrying = False
                 continue
             try:
                 leases = await self._lease(free, express)
@@ -274,7 +273,7 @@ class Worker:
         """Lease up to ``free`` runs, writing the carried acks in the same call. Acks the
         call may not have written go back to the batcher (it writes them again; an ack that
         did land is then refused as a lost lease, which changes nothing)."""
-        acks, self._riding = self._riding, []
+        acks, self._carried = self._carried, []
         light_below = self.options.express_below if express else None
         if len(acks) > CARRY_MAX:
             # many runs ended at once: their acks (a separate call) and this lease run side
@@ -367,8 +366,8 @@ class Worker:
             ack = Ack(lease.run_id, lease.epoch, result)
             # a child's ack wakes its parent, which the one-statement ack_and_lease leaves to
             # a second transaction after its lease: it goes to the batcher at once instead
-            if self._carry is not None and lease.parent_id is None:
-                self._carry.append(ack)
+            if self._carrying and lease.parent_id is None:
+                self._carried.append(ack)
             else:
                 self._acker.ack(ack)
             self.completed += 1
