@@ -180,7 +180,7 @@ CREATE INDEX corral_runs_started ON corral_runs USING btree (started_at) WHERE (
 
 CREATE INDEX corral_runs_timers ON corral_runs USING btree (wake_at) WHERE (status = 'waiting'::text);
 
-CREATE INDEX corral_tenants_vtime ON corral_tenants USING btree (vtime) WHERE (queued > 0);
+CREATE INDEX corral_tenants_lease_order ON corral_tenants USING btree (vtime, (((in_flight)::double precision / weight)), last_served_at, tenant) WHERE (queued > 0);
 
 CREATE INDEX corral_tenants_vtime_all ON corral_tenants USING btree (vtime);
 

@@ -139,7 +139,8 @@ CREATE INDEX corral_runs_started ON corral_runs (started_at) WHERE started_at IS
 
 CREATE INDEX corral_runs_timers ON corral_runs (wake_at) WHERE status = 'waiting';
 
-CREATE INDEX corral_tenants_vtime ON corral_tenants (vtime) WHERE queued > 0;
+CREATE INDEX corral_tenants_lease_order
+    ON corral_tenants (vtime, in_flight / weight, last_served_at, tenant) WHERE queued > 0;
 
 CREATE INDEX corral_tenants_vtime_all ON corral_tenants (vtime);
 
