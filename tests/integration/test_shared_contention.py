@@ -18,6 +18,8 @@ from pathlib import Path
 import psycopg
 import pytest
 
+from corral.api.metrics import ServiceMetrics
+from corral.api.settings import ApiSettings
 from corral.clock import FakeClock
 from corral.config import StoreConfig
 from corral.contention.shared import SharedScheduler
@@ -226,6 +228,10 @@ async def test_a_hold_that_expired_while_in_use_is_taken_back(db_url: str) -> No
             await asyncio.sleep(0.01)
         assert a.reclaims == 1
         assert (await store.resource_snapshot("held")).holders == 2
+        metrics = ServiceMetrics(store, ApiSettings(), {"held": a})
+        await metrics.exposition()  # an operator sees it on /metrics, not only in a log line
+        reclaimed = {"scheduler": "held"}
+        assert metrics.registry.get_sample_value("corral_scheduler_reclaims_total", reclaimed) == 1
         second_b = asyncio.create_task(b.acquire_start("b2"))
         await asyncio.sleep(0.2)
         await a.release_handle(held)

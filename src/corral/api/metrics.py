@@ -185,12 +185,23 @@ class _StoreCollector:
                 "Acquires refused by backpressure.",
                 labels=["scheduler"],
             )
+            reclaims = CounterMetricFamily(
+                "corral_scheduler_reclaims",
+                "Holds of a shared resource taken back after they expired while in use "
+                "(the process's renewals held up past the lease TTL); shared resources only.",
+                labels=["scheduler"],
+            )
             for name, st in sorted(snap.schedulers.items()):
                 holders.add_metric([name], st.holders)
                 waiters.add_metric([name], st.waiters)
                 grants.add_metric([name], st.grants)
                 rejections.add_metric([name], st.rejections)
+                reclaimed = getattr(st, "reclaims", None)  # an in-process scheduler has none
+                if isinstance(reclaimed, int):
+                    reclaims.add_metric([name], reclaimed)
             families += [holders, waiters, grants, rejections]
+            if reclaims.samples:
+                families.append(reclaims)
         return families
 
 

@@ -46,6 +46,8 @@ class SharedStatistics:
     waiters: int
     grants: int
     rejections: int
+    #: holds taken back after they expired while in use (renewals held up past lease_ttl)
+    reclaims: int = 0
 
 
 @dataclass(eq=False)
@@ -283,6 +285,7 @@ class SharedScheduler:
             waiters=len(self._handles) - granted,
             grants=self._grants,
             rejections=self._rejections,
+            reclaims=self.reclaims,
         )
 
     def _take_grants(self) -> None:
