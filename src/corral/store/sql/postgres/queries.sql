@@ -8,6 +8,17 @@
 COALESCE((SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
          (SELECT MAX(b.vtime) FROM corral_tenants b))
 
+-- fragment: lease_order
+-- The order in which a lease ranks candidate tenants (alias t): the first start tag, as
+-- dispatch.allocate orders them. It is the key of corral_tenants_lease_order (migration 009),
+-- so a lease reads as many tenants as it takes, however many are tied on vtime.
+t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
+
+-- fragment: start_tag_order
+-- The order in which the one-statement leases hand out slots (CTE locked as l, k the slots
+-- granted before): lowest start tag first, as dispatch.allocate does.
+l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at, l.tenant
+
 -- fragment: work_channel
 -- The channel that announces work made available (the payload, when set: the fewest runs in
 -- flight of a tenant with work). One per schema: notifications are database-wide, and a corral
@@ -172,7 +183,7 @@ CROSS JOIN LATERAL (SELECT 1 FROM corral_runs r
                     ORDER BY r.available_at
                     LIMIT 1) ready
 WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
-ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
+ORDER BY {{lease_order}}
 LIMIT :limit;
 
 -- name: take_tenant_runs
@@ -266,7 +277,7 @@ WITH cand AS (
                         ORDER BY r.available_at
                         LIMIT 1) ready
     WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
-    ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
+    ORDER BY {{lease_order}}
     LIMIT :slots
 ), locked AS (
     SELECT t.tenant, t.in_flight, t.cap, t.weight, t.queued, t.vtime, t.last_served_at,
@@ -281,8 +292,7 @@ WITH cand AS (
     CROSS JOIN LATERAL generate_series(
         0, LEAST(l.cap - l.in_flight, l.queued, :slots, :light_below - l.in_flight) - 1) AS k
     WHERE l.weight > 0
-    ORDER BY l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
-        l.tenant
+    ORDER BY {{start_tag_order}}
     LIMIT :slots
 ), alloc AS (
     SELECT tenant, count(*) AS n FROM tags GROUP BY tenant
@@ -405,7 +415,7 @@ WITH done AS (
                         ORDER BY r.available_at
                         LIMIT 1) ready
     WHERE t.queued > 0 AND t.in_flight < t.cap AND t.tenant NOT IN (SELECT tenant FROM per)
-    ORDER BY t.vtime, t.in_flight / t.weight, t.last_served_at, t.tenant
+    ORDER BY {{lease_order}}
     LIMIT :slots
 ), vfloor AS (
     SELECT {{vtime_floor}} AS v
@@ -428,8 +438,7 @@ WITH done AS (
     CROSS JOIN LATERAL generate_series(
         0, LEAST(l.cap - l.in_flight, l.queued, :slots) - 1) AS k
     WHERE l.weight > 0 AND l.candidate
-    ORDER BY l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
-        l.tenant
+    ORDER BY {{start_tag_order}}
     LIMIT :slots
 ), alloc AS (
     SELECT tenant, count(*) AS n FROM tags GROUP BY tenant
