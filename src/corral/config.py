@@ -44,6 +44,10 @@ class StoreConfig:
     busy_timeout: float = 30.0
     #: SQLite: PRAGMA synchronous. NORMAL survives process crashes; FULL also power loss.
     synchronous: Literal["NORMAL", "FULL"] = "NORMAL"
+    #: SQLite: seconds between checkpoints of the write-ahead log, run on a thread of each
+    #: process's own so that no commit waits for one. 0: SQLite's own auto-checkpoint, inside
+    #: the commit that takes the log past 1,000 pages (tens of milliseconds on a slow disk).
+    checkpoint_interval: float = 0.05
     #: PostgreSQL: flush every journal append (step, event) to disk before the agent goes on.
     #: Off: appends commit asynchronously; a later synchronous commit (ack, fail, suspend)
     #: flushes them, a worker crash loses nothing, and only a database server crash can lose

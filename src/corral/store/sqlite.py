@@ -14,6 +14,9 @@ read that scans (stats over a deep backlog, a listing) then holds up neither the
 this process's writes, and WAL gives it a consistent snapshot while they commit. (An in-memory
 database is one connection's own, so there reads share the writer's connection.)
 
+The write-ahead log is checkpointed by a thread of its own (``sqlite_checkpoint``), not inside
+whichever commit happens to take it past SQLite's auto-checkpoint mark.
+
 SQLite has no LISTEN/NOTIFY. An idle worker watches ``PRAGMA data_version``, which changes when
 another connection commits, at a short interval; submits in the same process wake it at once.
 """
@@ -36,7 +39,9 @@ from corral.errors import StoreUnavailable
 from corral.store.migrate import split_statements
 from corral.store.queries import load_migrations
 from corral.store.sql_store import SqlStore
+from corral.store.sqlite_checkpoint import BACKSTOP_PAGES, WalCheckpointer
 from corral.store.transaction import Params, Row, Transaction
+from corral.values import check_amount
 
 T = TypeVar("T")
 
@@ -132,6 +137,8 @@ class SQLiteStore(SqlStore):
     ) -> None:
         super().__init__(config, clock)
         self.path = str(path)
+        check_amount("checkpoint_interval", self.config.checkpoint_interval)
+        self._checkpointer: WalCheckpointer | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -200,6 +207,22 @@ class SQLiteStore(SqlStore):
                 self._reader_executor = None
                 await self.close()
                 raise StoreUnavailable(f"cannot open SQLite database {self.path}: {exc}") from exc
+            if self._checkpoints_in_background:
+                self._checkpointer = WalCheckpointer(
+                    self._connect_checkpointer, self.config.checkpoint_interval
+                )
+                try:
+                    await loop.run_in_executor(self._reader_executor, self._checkpointer.start)
+                except (sqlite3.Error, OSError) as exc:
+                    self._checkpointer = None
+                    await self.close()
+                    raise StoreUnavailable(
+                        f"cannot open SQLite database {self.path}: {exc}"
+                    ) from exc
+
+    @property
+    def _checkpoints_in_background(self) -> bool:
+        return self.path != ":memory:" and self.config.checkpoint_interval > 0
 
     def _open_connection(self) -> sqlite3.Connection:
         """A connection in autocommit mode (transactions are explicit), usable from the
@@ -230,6 +253,14 @@ class SQLiteStore(SqlStore):
                     raise
                 time.sleep(0.01)
         conn.execute(f"PRAGMA synchronous = {self.config.synchronous}")
+        if self._checkpoints_in_background:
+            conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
+        return conn
+
+    def _connect_checkpointer(self) -> sqlite3.Connection:
+        conn = self._open_connection()
+        # a PASSIVE checkpoint waits for no one; nor should this connection's other locks
+        conn.execute("PRAGMA busy_timeout = 0")
         return conn
 
     def _connect_reader(self) -> sqlite3.Connection:
@@ -240,6 +271,10 @@ class SQLiteStore(SqlStore):
 
     async def close(self) -> None:
         await self._finish_maintenance()
+        if self._checkpointer is not None:
+            # joins the thread, which may be inside a checkpoint: not on the event loop
+            await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.stop)
+            self._checkpointer = None
         if self._reader is not None and self._reader_executor is not None:
             async with self._reader_lock:
                 await asyncio.get_running_loop().run_in_executor(
