@@ -4,7 +4,6 @@ everything a caller hands it, and builds workers."""
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
@@ -16,7 +15,15 @@ from corral.errors import InvalidInput, RunNotFound, UnknownAgent
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
-from corral.values import check_int, check_json, check_name, check_priority
+from corral.values import (
+    check_amount,
+    check_finite,
+    check_int,
+    check_json,
+    check_name,
+    check_positive,
+    check_priority,
+)
 from corral.worker import AgentFn, Worker, WorkerOptions
 from corral.worker.retention import RETENTION_INTERVAL
 
@@ -46,7 +53,7 @@ class Corral:
         clock: Clock = system_clock,
         store: Store | None = None,
     ) -> None:
-        _positive("lease_ttl", lease_ttl)
+        check_positive("lease_ttl", lease_ttl)
         check_int("max_attempts", max_attempts)
         check_int("max_children", max_children)
         check_int("max_depth", max_depth)
@@ -281,7 +288,7 @@ class Corral:
         at most ``limit`` top-level runs (each with all its descendants) per call; a tree goes
         only once every run in it has ended that long ago. Returns the runs deleted (0: none
         left to delete). An idempotency key of a deleted run can be used again."""
-        _positive("older_than", older_than, allow_zero=True)
+        check_amount("older_than", older_than)
         check_int("limit", limit)
         await self.open()
         return await self.store.purge_finished(self.store.clock() - float(older_than), limit=limit)
@@ -301,7 +308,7 @@ class Corral:
             check_int("cap", cap)
         if max_queued is not None:
             check_int("max_queued", max_queued)
-        _positive("weight", weight)
+        check_positive("weight", weight)
         await self.open()
         await self.store.set_plan(PlanSpec(name, cap, float(weight), max_queued))
 
@@ -324,7 +331,7 @@ class Corral:
         if max_queued is not None:
             check_int("max_queued", max_queued)
         if weight is not None:
-            _positive("weight", weight)
+            check_positive("weight", weight)
         await self.open()
         await self.store.set_tenant(
             tenant, plan=plan, cap=cap, weight=weight, max_queued=max_queued
@@ -371,15 +378,15 @@ class Corral:
         check_int("concurrency", concurrency)
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)
-        _positive("drain_timeout", drain_timeout, allow_zero=True)
-        _positive("poll_interval", poll_interval)
-        _positive("retry_base", retry_base, allow_zero=True)
-        _positive("retry_cap", retry_cap, allow_zero=True)
+        check_amount("drain_timeout", drain_timeout)
+        check_positive("poll_interval", poll_interval)
+        check_amount("retry_base", retry_base)
+        check_amount("retry_cap", retry_cap)
         if retain is not None:
-            _positive("retain", retain, allow_zero=True)
-        _positive("retention_interval", retention_interval)
+            check_amount("retain", retain)
+        check_positive("retention_interval", retention_interval)
         ttl = self.lease_ttl if lease_ttl is None else lease_ttl
-        _positive("lease_ttl", ttl)
+        check_positive("lease_ttl", ttl)
         options = WorkerOptions(
             concurrency=concurrency,
             lease_ttl=float(ttl),
@@ -429,12 +436,12 @@ class Corral:
         attempts = self.max_attempts if max_attempts is None else max_attempts
         check_int("max_attempts", attempts)
         if delay is not None:
-            _positive("delay", delay, allow_zero=True)
+            check_amount("delay", delay)
             not_before = self.store.clock() + delay
         if not_before is not None:
-            _finite("not_before", not_before)
+            check_finite("not_before", not_before)
         if budget is not None:
-            _positive("budget", budget, allow_zero=True)
+            check_amount("budget", budget)
         return RunSpec(
             agent=agent,
             input=input,
@@ -458,18 +465,6 @@ def _spec_fields(spec: RunSpec) -> dict[str, Any]:
         "max_attempts": spec.max_attempts,
         "budget": spec.budget,
     }
-
-
-def _finite(what: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(f"{what} must be a finite number, not {value!r}")
-    return float(value)
-
-
-def _positive(what: str, value: object, *, allow_zero: bool = False) -> None:
-    number = _finite(what, value)
-    if number < 0 or (number == 0 and not allow_zero):
-        raise InvalidInput(f"{what} must be {'>= 0' if allow_zero else '> 0'}, not {value!r}")
 
 
 __all__ = ["Corral"]

@@ -102,6 +102,22 @@ def check_int(what: str, value: object, *, minimum: int = 1, maximum: int = MAX_
     return value
 
 
+def check_finite(what: str, value: object) -> float:
+    """A finite number (not a bool)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"{what} must be a finite number, not {value!r}")
+    return float(value)
+
+
+def check_positive(what: str, value: object) -> float:
+    """A finite number > 0 (not a bool): a duration or weight that zero would make
+    meaningless (a lease that expires at once, a tenant that never gets a share)."""
+    number = check_finite(what, value)
+    if number <= 0:
+        raise InvalidInput(f"{what} must be a finite number > 0, not {value!r}")
+    return number
+
+
 def check_amount(what: str, value: object) -> float:
     """A finite number >= 0 (not a bool). NaN passes every comparison's negation: as a sleep
     it never came due, as a charge SQLite stored it as NULL and PostgreSQL as NaN."""

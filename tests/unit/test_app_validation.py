@@ -43,7 +43,7 @@ def _nested(levels: int) -> Any:
         ({"agent": "echo", "priority": 1.5}, "priority must be an integer"),
         ({"agent": "echo", "priority": True}, "priority must be an integer"),
         ({"agent": "echo", "max_attempts": 0}, "max_attempts must be an integer >= 1"),
-        ({"agent": "echo", "budget": -1}, "budget must be >= 0"),
+        ({"agent": "echo", "budget": -1}, "budget must be a finite number >= 0"),
         ({"agent": "echo", "delay": math.inf}, "delay must be a finite number"),
         ({"agent": "echo", "idempotency_key": "x" * 500}, "idempotency_key must be"),
     ],

@@ -3,10 +3,10 @@ environment; nothing here does)."""
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from corral.errors import InvalidInput
+from corral.values import check_amount, check_positive
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,9 +41,9 @@ class ApiSettings:
         ):
             raise InvalidInput("max_body_bytes must be an integer >= 1")
         for name in ("age_target", "stream_poll_interval", "stream_keepalive"):
-            _positive(name, getattr(self, name))
+            check_positive(name, getattr(self, name))
         for name in ("key_cache_ttl", "metrics_settle"):
-            _positive(name, getattr(self, name), allow_zero=True)
+            check_amount(name, getattr(self, name))
         if not isinstance(self.slots_per_worker, int) or self.slots_per_worker < 1:
             raise InvalidInput("slots_per_worker must be an integer >= 1")
         if not isinstance(self.min_workers, int) or self.min_workers < 0:
@@ -52,14 +52,3 @@ class ApiSettings:
             not isinstance(self.max_workers, int) or self.max_workers < max(1, self.min_workers)
         ):
             raise InvalidInput("max_workers must be an integer >= max(1, min_workers)")
-
-
-def _positive(name: str, value: object, *, allow_zero: bool = False) -> None:
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-        or (value == 0 and not allow_zero)
-    ):
-        raise InvalidInput(f"{name} must be a finite number {'>= 0' if allow_zero else '> 0'}")
