@@ -18,7 +18,8 @@ The write-ahead log is checkpointed by a thread of its own (``sqlite_checkpoint`
 whichever commit happens to take it past SQLite's auto-checkpoint mark.
 
 SQLite has no LISTEN/NOTIFY. An idle worker watches ``PRAGMA data_version``, which changes when
-another connection commits, at a short interval; submits in the same process wake it at once.
+another connection commits, at a short interval; submits in the same process wake it at once,
+and those of other processes on this machine through a Unix datagram socket (``sqlite_wake``).
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from corral.store.migrate import split_statements
 from corral.store.queries import load_migrations
 from corral.store.sql_store import SqlStore
 from corral.store.sqlite_checkpoint import BACKSTOP_PAGES, WalCheckpointer
+from corral.store.sqlite_wake import WakeChannel
 from corral.store.transaction import Params, Row, Transaction
 from corral.values import check_amount
 
@@ -139,6 +141,8 @@ class SQLiteStore(SqlStore):
         self.path = str(path)
         check_amount("checkpoint_interval", self.config.checkpoint_interval)
         self._checkpointer: WalCheckpointer | None = None
+        #: wake-ups to and from other processes on this file (None: in memory, or no sockets)
+        self._wakeups: WakeChannel | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -220,6 +224,20 @@ class SQLiteStore(SqlStore):
                         f"cannot open SQLite database {self.path}: {exc}"
                     ) from exc
 
+            if WakeChannel.supported():
+                self._wakeups = WakeChannel(self.path)
+
+    def _signal_local_work(self, level: int | None = None) -> None:
+        super()._signal_local_work(level)
+        if self._wakeups is not None:
+            self._wakeups.notify()
+
+    def _woken(self) -> None:
+        """A wake-up from another process arrived (an event-loop reader callback)."""
+        if self._wakeups is not None:
+            self._wakeups.drain()
+        self._local_work.set()
+
     @property
     def _checkpoints_in_background(self) -> bool:
         return self.path != ":memory:" and self.config.checkpoint_interval > 0
@@ -271,6 +289,9 @@ class SQLiteStore(SqlStore):
 
     async def close(self) -> None:
         await self._finish_maintenance()
+        if self._wakeups is not None:
+            self._wakeups.close()
+            self._wakeups = None
         if self._checkpointer is not None:
             # joins the thread, which may be inside a checkpoint: not on the event loop
             await asyncio.get_running_loop().run_in_executor(None, self._checkpointer.stop)
@@ -372,6 +393,25 @@ class SQLiteStore(SqlStore):
                 if rows:
                     return
             return
+        loop = asyncio.get_running_loop()
+        listener = self._wakeups.listen() if self._wakeups is not None else None
+        if listener is not None:
+            try:
+                loop.add_reader(listener.fileno(), self._woken)
+            except NotImplementedError:  # an event loop without readers: poll only
+                listener = None
+            else:
+                # wake-ups sent before this wait: data_version tells what changed since
+                assert self._wakeups is not None
+                self._wakeups.drain()
+        try:
+            await self._wait_for_commit(deadline)
+        finally:
+            if listener is not None:
+                loop.remove_reader(listener.fileno())
+
+    async def _wait_for_commit(self, deadline: float) -> None:
+        """Until this process commits, another one does, or ``deadline`` (monotonic)."""
         if self._data_version is None:
             self._data_version = await self._read_data_version()
         while True:

@@ -1,0 +1,129 @@
+"""Wake-ups across processes for one SQLite file: SQLite has no LISTEN/NOTIFY.
+
+A process whose worker waits for work binds a Unix datagram socket in a directory named after
+the database file (in the system's temporary directory, so that its path stays short). After a
+commit that may have made work, a process sends one byte to every other socket there; a
+waiting worker wakes at once instead of at its next look at ``PRAGMA data_version``.
+
+The wake-ups are hints. Polling stays as it was, so a lost datagram, a full socket buffer, a
+process that cannot reach the directory (another user, another container's /tmp) or a
+platform without Unix sockets only costs the poll's delay. A socket left behind by a killed
+process refuses datagrams; the first sender to find it so removes it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import secrets
+import socket
+import tempfile
+import time
+from pathlib import Path
+
+log = logging.getLogger("corral.store")
+
+#: seconds a sender keeps its list of the other processes' sockets
+PEERS_TTL = 1.0
+#: the longest socket path every platform's AF_UNIX takes (Linux 108, macOS 104, with a NUL)
+MAX_PATH = 100
+
+
+def wake_directory(db_path: str) -> Path:
+    key = hashlib.sha256(os.path.realpath(db_path).encode()).hexdigest()[:16]
+    return Path(tempfile.gettempdir()) / f"corral-wake-{key}"
+
+
+class WakeChannel:
+    """One process's end: ``notify()`` the others; ``listen()`` to be woken by them."""
+
+    def __init__(self, db_path: str) -> None:
+        self._dir = wake_directory(db_path)
+        self._sender: socket.socket | None = None
+        self._listener: socket.socket | None = None
+        self._own: str | None = None
+        self._peers: list[str] = []
+        self._peers_read_at = float("-inf")
+
+    @staticmethod
+    def supported() -> bool:
+        return hasattr(socket, "AF_UNIX")
+
+    def listen(self) -> socket.socket | None:
+        """This process's socket, bound on first call; None if it cannot be (then the
+        caller polls, as without wake-ups)."""
+        if self._listener is not None:
+            return self._listener
+        path = self._dir / f"{os.getpid()}-{secrets.token_hex(4)}.sock"
+        if len(str(path)) > MAX_PATH:
+            return None
+        sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        try:
+            self._dir.mkdir(exist_ok=True)
+            sock.bind(str(path))
+            sock.setblocking(False)
+        except OSError as exc:
+            sock.close()
+            log.debug("no SQLite wake-up socket in %s (polling only): %s", self._dir, exc)
+            return None
+        self._listener, self._own = sock, str(path)
+        return sock
+
+    def drain(self) -> None:
+        """Read every wake-up waiting on this process's socket."""
+        if self._listener is None:
+            return
+        with contextlib.suppress(OSError):
+            while self._listener.recv(64):
+                pass
+
+    def notify(self, *, fresh: bool = False) -> None:
+        """Wake the other processes' waiting workers (best effort, never raises). ``fresh``:
+        list their sockets anew rather than trust the list of the last second."""
+        now = time.monotonic()
+        if fresh or now - self._peers_read_at > PEERS_TTL:
+            self._peers_read_at = now
+            try:
+                self._peers = [
+                    entry.path
+                    for entry in os.scandir(self._dir)
+                    if entry.name.endswith(".sock") and entry.path != self._own
+                ]
+            except OSError:
+                self._peers = []
+        if not self._peers:
+            return
+        if self._sender is None:
+            self._sender = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._sender.setblocking(False)
+        for peer in list(self._peers):
+            try:
+                self._sender.sendto(b"w", peer)
+            except (ConnectionRefusedError, FileNotFoundError):
+                # its process is gone (killed: it never removed its socket)
+                self._peers.remove(peer)
+                with contextlib.suppress(OSError):
+                    os.unlink(peer)
+                if not self._peers and self._own is None:
+                    with contextlib.suppress(OSError):
+                        self._dir.rmdir()  # the last one: leave nothing behind in /tmp
+            except OSError:
+                pass  # a full buffer: it has wake-ups to read already; or not ours to reach
+
+    def close(self) -> None:
+        # a last round: a spurious wake-up costs a waiter one look, and it finds the sockets
+        # of killed processes, which no later sender may come to remove
+        self.notify(fresh=True)
+        for sock in (self._listener, self._sender):
+            if sock is not None:
+                sock.close()
+        if self._own is not None:
+            with contextlib.suppress(OSError):
+                os.unlink(self._own)
+        if not self._peers:
+            with contextlib.suppress(OSError):
+                self._dir.rmdir()  # fails, harmlessly, if another process's socket is left
+        self._listener = self._sender = None
+        self._own = None

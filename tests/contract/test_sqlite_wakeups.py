@@ -1,0 +1,120 @@
+"""An idle worker on SQLite wakes when another process commits work, without waiting to poll.
+
+SQLite has no LISTEN/NOTIFY: a waiting worker looks at ``PRAGMA data_version`` every few
+milliseconds. Processes on one machine now also wake each other through Unix datagram sockets
+(``corral.store.sqlite_wake``). The poll is slowed to far beyond the test's bounds here, so
+only the wake-up can explain a prompt return. Processes are real and are killed for real.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+import corral.store.sqlite as sqlite_backend
+from corral.models import RunSpec
+from corral.store import create_store
+from corral.store.sqlite_wake import WakeChannel, wake_directory
+
+pytestmark = pytest.mark.skipif(not WakeChannel.supported(), reason="no Unix sockets here")
+
+SUBMIT = """
+import asyncio, sys
+from corral.models import RunSpec
+from corral.store import create_store
+
+async def main():
+    store = create_store(sys.argv[1])
+    await store.open()
+    await store.submit([RunSpec("echo", tenant="acme")])
+    await store.close()
+
+asyncio.run(main())
+"""
+
+WAIT = """
+import asyncio, sys
+from corral.store import create_store
+
+async def main():
+    store = create_store(sys.argv[1])
+    await store.open()
+    waiting = asyncio.ensure_future(store.wait_for_work(60.0))
+    await asyncio.sleep(0.2)
+    print("waiting", flush=True)
+    await waiting
+
+asyncio.run(main())
+"""
+
+
+def _sockets(db: Path) -> list[str]:
+    folder = wake_directory(str(db))
+    return sorted(p.name for p in folder.glob("*.sock")) if folder.exists() else []
+
+
+async def test_a_submit_in_another_process_wakes_a_waiting_worker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    db = tmp_path / "corral.db"
+    url = f"sqlite:///{db}"
+    # the poll alone would see the commit only when the wait times out
+    monkeypatch.setattr(sqlite_backend, "POLL_INTERVAL", 60.0)
+    store = create_store(url)
+    await store.open()
+    try:
+        waiting = asyncio.ensure_future(store.wait_for_work(30.0))
+        await asyncio.sleep(0.1)
+        assert len(_sockets(db)) == 1
+        started = time.monotonic()
+        submitter = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SUBMIT, url, stderr=subprocess.PIPE
+        )
+        _, err = await submitter.communicate()
+        assert submitter.returncode == 0, err.decode()
+        await asyncio.wait_for(waiting, timeout=10.0)
+        assert time.monotonic() - started < 10.0
+        assert (await store.stats()).queued == 1
+    finally:
+        await store.close()
+    assert _sockets(db) == []
+
+
+async def test_a_killed_process_socket_is_removed_by_the_next_sender(tmp_path: Path) -> None:
+    db = tmp_path / "corral.db"
+    url = f"sqlite:///{db}"
+    store = create_store(url)
+    await store.open()  # the schema exists before the waiter starts
+    waiter = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        textwrap.dedent(WAIT),
+        url,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert waiter.stdout is not None
+        line = await asyncio.wait_for(waiter.stdout.readline(), timeout=30)
+        assert line.decode().strip() == "waiting"
+        (left_behind,) = _sockets(db)
+        assert left_behind.startswith(f"{waiter.pid}-")
+        os.kill(waiter.pid, signal.SIGKILL)
+        await asyncio.wait_for(waiter.wait(), timeout=10)
+        assert _sockets(db) == [left_behind]  # a killed process removes nothing
+        await store.submit([RunSpec("echo", tenant="acme")])
+        assert _sockets(db) == []
+        assert not wake_directory(str(db)).exists()
+    finally:
+        if waiter.returncode is None:
+            waiter.kill()
+        await waiter.communicate()
+        await store.close()
