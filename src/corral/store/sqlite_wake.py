@@ -1,25 +1,25 @@
 """Wake-ups across processes for one SQLite file: SQLite has no LISTEN/NOTIFY.
 
-A process whose worker waits for work binds a Unix datagram socket in a directory named after
-the database file (in the system's temporary directory, so that its path stays short). After a
-commit that may have made work, a process sends one byte to every other socket there; a
-waiting worker wakes at once instead of at its next look at ``PRAGMA data_version``.
+A process whose worker waits for work binds a Unix datagram socket in ``<database>-wake/``,
+beside the database file and its ``-wal`` and ``-shm`` files (so the file's directory, which
+SQLite needs writable anyway, decides who may wake whom). After a commit that may have made
+work, a process sends one byte to every other socket there; a waiting worker wakes at once
+instead of at its next look at ``PRAGMA data_version``.
 
 The wake-ups are hints. Polling stays as it was, so a lost datagram, a full socket buffer, a
-process that cannot reach the directory (another user, another container's /tmp) or a
-platform without Unix sockets only costs the poll's delay. A socket left behind by a killed
-process refuses datagrams; the first sender to find it so removes it.
+path too long for a Unix socket, a process that cannot reach the directory or a platform
+without Unix sockets only costs the poll's delay. A socket left behind by a killed process
+refuses datagrams; the next sender, or the next process to close the store, removes it.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
 import socket
-import tempfile
+import sys
 import time
 from pathlib import Path
 
@@ -27,13 +27,15 @@ log = logging.getLogger("corral.store")
 
 #: seconds a sender keeps its list of the other processes' sockets
 PEERS_TTL = 1.0
-#: the longest socket path every platform's AF_UNIX takes (Linux 108, macOS 104, with a NUL)
-MAX_PATH = 100
+#: the longest socket path AF_UNIX takes (sun_path is 108 bytes on Linux, 104 on macOS and
+#: the BSDs, with the terminating NUL)
+MAX_PATH = 107 if sys.platform.startswith("linux") else 103
 
 
 def wake_directory(db_path: str) -> Path:
-    key = hashlib.sha256(os.path.realpath(db_path).encode()).hexdigest()[:16]
-    return Path(tempfile.gettempdir()) / f"corral-wake-{key}"
+    """Where the sockets of the processes using ``db_path`` are (the same for every path
+    that names the file: symbolic links resolved)."""
+    return Path(os.path.realpath(db_path) + "-wake")
 
 
 class WakeChannel:
@@ -57,7 +59,7 @@ class WakeChannel:
         if self._listener is not None:
             return self._listener
         path = self._dir / f"{os.getpid()}-{secrets.token_hex(4)}.sock"
-        if len(str(path)) > MAX_PATH:
+        if len(os.fsencode(path)) > MAX_PATH:
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
