@@ -88,6 +88,31 @@ async def test_a_submit_in_another_process_wakes_a_waiting_worker(
     assert _sockets(db) == []
 
 
+async def test_a_wait_that_ends_leaves_the_others_listening(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two waits in one process (two workers sharing a store): the first to end must not stop
+    the wake-ups of the other."""
+    db = tmp_path / "corral.db"
+    url = f"sqlite:///{db}"
+    monkeypatch.setattr(sqlite_backend, "POLL_INTERVAL", 60.0)
+    store = create_store(url)
+    await store.open()
+    try:
+        short = asyncio.ensure_future(store.wait_for_work(0.2))
+        long = asyncio.ensure_future(store.wait_for_work(30.0))
+        await short
+        assert not long.done()
+        submitter = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", SUBMIT, url, stderr=subprocess.PIPE
+        )
+        _, err = await submitter.communicate()
+        assert submitter.returncode == 0, err.decode()
+        await asyncio.wait_for(long, timeout=10.0)
+    finally:
+        await store.close()
+
+
 async def test_a_killed_process_socket_is_removed_by_the_next_sender(tmp_path: Path) -> None:
     db = tmp_path / "corral.db"
     url = f"sqlite:///{db}"

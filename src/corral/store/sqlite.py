@@ -143,6 +143,8 @@ class SQLiteStore(SqlStore):
         self._checkpointer: WalCheckpointer | None = None
         #: wake-ups to and from other processes on this file (None: in memory, or no sockets)
         self._wakeups: WakeChannel | None = None
+        #: waits now reading the wake-up socket
+        self._listening = 0
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -395,7 +397,7 @@ class SQLiteStore(SqlStore):
             return
         loop = asyncio.get_running_loop()
         listener = self._wakeups.listen() if self._wakeups is not None else None
-        if listener is not None:
+        if listener is not None and self._listening == 0:
             try:
                 loop.add_reader(listener.fileno(), self._woken)
             except NotImplementedError:  # an event loop without readers: poll only
@@ -404,11 +406,17 @@ class SQLiteStore(SqlStore):
                 # wake-ups sent before this wait: data_version tells what changed since
                 assert self._wakeups is not None
                 self._wakeups.drain()
+        if listener is not None:
+            self._listening += 1
         try:
             await self._wait_for_commit(deadline)
         finally:
             if listener is not None:
-                loop.remove_reader(listener.fileno())
+                # the socket is read while any wait of this process is on (several workers
+                # may share a store): the last one out stops reading it
+                self._listening -= 1
+                if self._listening == 0:
+                    loop.remove_reader(listener.fileno())
 
     async def _wait_for_commit(self, deadline: float) -> None:
         """Until this process commits, another one does, or ``deadline`` (monotonic)."""
