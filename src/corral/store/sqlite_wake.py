@@ -110,7 +110,7 @@ class WakeChannel:
                     os.unlink(peer)
                 if not self._peers and self._own is None:
                     with contextlib.suppress(OSError):
-                        self._dir.rmdir()  # the last one: leave nothing behind in /tmp
+                        self._dir.rmdir()  # the last one: leave no empty directory behind
             except OSError:
                 pass  # a full buffer: it has wake-ups to read already; or not ours to reach
 
