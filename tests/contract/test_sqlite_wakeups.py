@@ -40,6 +40,27 @@ async def main():
 asyncio.run(main())
 """
 
+ACQUIRE = """
+import asyncio, sys, time
+from corral.contention.shared import SharedScheduler
+from corral.store import create_store
+
+async def main():
+    store = create_store(sys.argv[1])
+    await store.open()
+    llm = SharedScheduler(store, "llm", capacity=1, max_waiters=10, lease_ttl=30.0,
+                          poll_interval=float(sys.argv[2]))
+    await llm.open()
+    print("waiting", flush=True)
+    handle = await llm.acquire_start("b")
+    print(f"acquired {time.time()}", flush=True)
+    await llm.release_handle(handle)
+    await llm.close()
+    await store.close()
+
+asyncio.run(main())
+"""
+
 WAIT = """
 import asyncio, sys
 from corral.store import create_store
@@ -113,6 +134,53 @@ async def test_a_wait_that_ends_leaves_the_others_listening(
         await store.close()
 
 
+async def test_a_grant_reaches_a_waiter_in_another_process_without_a_poll(
+    tmp_path: Path,
+) -> None:
+    """A shared resource's slot handed to another process's waiter: the wake-up names the
+    request granted (as PostgreSQL's notification does), so the waiter takes it at once
+    rather than at its next poll."""
+    from corral.contention.shared import SharedScheduler
+
+    db = tmp_path / "corral.db"
+    url = f"sqlite:///{db}"
+    poll = 10.0  # the waiter's own poll would see the grant up to this late
+    store = create_store(url)
+    await store.open()
+    llm = SharedScheduler(
+        store, "llm", capacity=1, max_waiters=10, lease_ttl=30.0, poll_interval=poll
+    )
+    held = await llm.acquire_start("a")
+    waiter = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        textwrap.dedent(ACQUIRE),
+        url,
+        str(poll),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert waiter.stdout is not None
+        line = await asyncio.wait_for(waiter.stdout.readline(), timeout=30)
+        assert line.decode().strip() == "waiting"
+        await asyncio.sleep(1.0)  # its request is queued behind ours, its poll done
+        released = time.time()
+        await llm.release_handle(held)
+        line = await asyncio.wait_for(waiter.stdout.readline(), timeout=2 * poll)
+        word, at = line.decode().split()
+        assert word == "acquired"
+        assert float(at) - released < poll / 4, float(at) - released
+        await asyncio.wait_for(waiter.wait(), timeout=10)
+        assert waiter.returncode == 0
+    finally:
+        if waiter.returncode is None:
+            waiter.kill()
+        await waiter.communicate()
+        await llm.close()
+        await store.close()
+
+
 async def test_a_killed_process_socket_is_removed_by_the_next_sender(tmp_path: Path) -> None:
     db = tmp_path / "corral.db"
     url = f"sqlite:///{db}"
@@ -143,3 +211,17 @@ async def test_a_killed_process_socket_is_removed_by_the_next_sender(tmp_path: P
             waiter.kill()
         await waiter.communicate()
         await store.close()
+
+
+async def test_a_store_closed_under_a_wait_stops_reading_cleanly(tmp_path: Path) -> None:
+    """A shared resource's wait may be cancelled only after its store closed (the demo's
+    shutdown did this): the reader goes with the socket, and the wait ends without error."""
+    store = create_store(f"sqlite:///{tmp_path / 'corral.db'}")
+    await store.open()
+    waiting = asyncio.ensure_future(store.wait_for_change(0, 30.0))
+    await asyncio.sleep(0.05)
+    await store.close()
+    waiting.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await waiting
+    assert _sockets(tmp_path / "corral.db") == []

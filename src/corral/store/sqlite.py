@@ -27,9 +27,9 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import asynccontextmanager, suppress
+from contextlib import asynccontextmanager, contextmanager, suppress
 from functools import partial
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +49,10 @@ T = TypeVar("T")
 
 #: how often an idle worker looks for commits made by other processes
 POLL_INTERVAL = 0.005
+#: a wake-up that names requests just granted (request ids, comma-separated, follow)
+GRANTED = b"g"
+#: request ids per such wake-up (32 characters each: well inside one datagram)
+GRANTS_PER_WAKEUP = 200
 
 
 class _SQLiteTransaction:
@@ -145,6 +149,10 @@ class SQLiteStore(SqlStore):
         self._wakeups: WakeChannel | None = None
         #: waits now reading the wake-up socket
         self._listening = 0
+        #: taking other processes' wake-ups: nothing is sent on
+        self._relaying = False
+        #: the event loop reading the wake-up socket, and its descriptor
+        self._reading: tuple[asyncio.AbstractEventLoop, int] | None = None
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
         self._lock = asyncio.Lock()
@@ -231,14 +239,45 @@ class SQLiteStore(SqlStore):
 
     def _signal_local_work(self, level: int | None = None) -> None:
         super()._signal_local_work(level)
-        if self._wakeups is not None:
+        if self._wakeups is not None and not self._relaying:
             self._wakeups.notify()
 
-    def _woken(self) -> None:
-        """A wake-up from another process arrived (an event-loop reader callback)."""
+    def _note_grants(self, request_ids: list[str]) -> None:
+        # the other processes learn which requests were granted, as from PostgreSQL's
+        # notification payload: a waiter there takes its grant without polling for it
+        self._relaying = True
+        try:
+            super()._note_grants(request_ids)
+        finally:
+            self._relaying = False
         if self._wakeups is not None:
-            self._wakeups.drain()
-        self._local_work.set()
+            for start in range(0, len(request_ids), GRANTS_PER_WAKEUP):
+                chunk = request_ids[start : start + GRANTS_PER_WAKEUP]
+                self._wakeups.notify(GRANTED + ",".join(chunk).encode())
+
+    def _woken(self) -> None:
+        """Wake-ups from other processes arrived (an event-loop reader callback)."""
+        if self._wakeups is not None:
+            self._take_wakeups(self._wakeups.drain(), wake=True)
+
+    def _take_wakeups(self, payloads: list[bytes], *, wake: bool) -> None:
+        """Note the grants ``payloads`` carry and, with ``wake``, wake this process's
+        waiters, as a notification does on PostgreSQL; never sending one on."""
+        granted = [
+            request_id
+            for payload in payloads
+            if payload.startswith(GRANTED)
+            for request_id in payload[len(GRANTED) :].decode(errors="ignore").split(",")
+            if request_id
+        ]
+        self._relaying = True
+        try:
+            if granted:
+                super()._note_grants(granted)  # wakes this process's waiters too
+            elif wake and payloads:
+                self._signal_local_work()
+        finally:
+            self._relaying = False
 
     @property
     def _checkpoints_in_background(self) -> bool:
@@ -292,6 +331,9 @@ class SQLiteStore(SqlStore):
     async def close(self) -> None:
         await self._finish_maintenance()
         if self._wakeups is not None:
+            # before the socket closes: a reader left on its descriptor would outlive it
+            self._stop_reading()
+            self._listening = 0
             self._wakeups.close()
             self._wakeups = None
         if self._checkpointer is not None:
@@ -395,6 +437,19 @@ class SQLiteStore(SqlStore):
                 if rows:
                     return
             return
+        with self._reading_wakeups():
+            await self._wait_for_commit(deadline)
+
+    async def wait_for_change(self, seen: int, timeout: float) -> int:
+        # a shared resource's waiters: a grant made by another process reaches them at once
+        with self._reading_wakeups():
+            return await super().wait_for_change(seen, timeout)
+
+    @contextmanager
+    def _reading_wakeups(self) -> Iterator[None]:
+        """Read this process's wake-up socket for the duration, if it has one. It is read
+        while any wait of the process is on (several workers and shared resources may share
+        a store): the last one out stops reading it."""
         loop = asyncio.get_running_loop()
         listener = self._wakeups.listen() if self._wakeups is not None else None
         if listener is not None and self._listening == 0:
@@ -403,20 +458,27 @@ class SQLiteStore(SqlStore):
             except NotImplementedError:  # an event loop without readers: poll only
                 listener = None
             else:
-                # wake-ups sent before this wait: data_version tells what changed since
+                self._reading = (loop, listener.fileno())
+                # wake-ups sent while nobody read: their grants still count; the commits
+                # they announced, data_version tells (a worker's lease has seen them)
                 assert self._wakeups is not None
-                self._wakeups.drain()
+                self._take_wakeups(self._wakeups.drain(), wake=False)
         if listener is not None:
             self._listening += 1
         try:
-            await self._wait_for_commit(deadline)
+            yield
         finally:
-            if listener is not None:
-                # the socket is read while any wait of this process is on (several workers
-                # may share a store): the last one out stops reading it
+            # close() may have stopped the reading already (a wait cancelled only after it)
+            if listener is not None and self._listening > 0:
                 self._listening -= 1
                 if self._listening == 0:
-                    loop.remove_reader(listener.fileno())
+                    self._stop_reading()
+
+    def _stop_reading(self) -> None:
+        if self._reading is not None:
+            loop, fd = self._reading
+            self._reading = None
+            loop.remove_reader(fd)
 
     async def _wait_for_commit(self, deadline: float) -> None:
         """Until this process commits, another one does, or ``deadline`` (monotonic)."""

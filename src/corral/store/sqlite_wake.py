@@ -27,6 +27,10 @@ log = logging.getLogger("corral.store")
 
 #: seconds a sender keeps its list of the other processes' sockets
 PEERS_TTL = 1.0
+#: the payload of a plain wake-up (a commit that may have made work)
+WAKE = b"w"
+#: the largest payload sent: far below any platform's datagram limit
+MAX_PAYLOAD = 8192
 #: the longest socket path AF_UNIX takes (sun_path is 108 bytes on Linux, 104 on macOS and
 #: the BSDs, with the terminating NUL)
 MAX_PATH = 107 if sys.platform.startswith("linux") else 103
@@ -73,17 +77,20 @@ class WakeChannel:
         self._listener, self._own = sock, str(path)
         return sock
 
-    def drain(self) -> None:
-        """Read every wake-up waiting on this process's socket."""
+    def drain(self) -> list[bytes]:
+        """Read every wake-up waiting on this process's socket; their payloads."""
+        payloads: list[bytes] = []
         if self._listener is None:
-            return
-        with contextlib.suppress(OSError):
-            while self._listener.recv(64):
-                pass
+            return payloads
+        with contextlib.suppress(OSError):  # BlockingIOError: none left
+            while True:
+                payloads.append(self._listener.recv(MAX_PAYLOAD))
+        return payloads
 
-    def notify(self, *, fresh: bool = False) -> None:
-        """Wake the other processes' waiting workers (best effort, never raises). ``fresh``:
-        list their sockets anew rather than trust the list of the last second."""
+    def notify(self, payload: bytes = WAKE, *, fresh: bool = False) -> None:
+        """Wake the other processes' waiters (best effort, never raises). ``payload``: what
+        they read (at most ``MAX_PAYLOAD`` bytes). ``fresh``: list their sockets anew rather
+        than trust the list of the last second."""
         now = time.monotonic()
         if fresh or now - self._peers_read_at > PEERS_TTL:
             self._peers_read_at = now
@@ -102,7 +109,7 @@ class WakeChannel:
             self._sender.setblocking(False)
         for peer in list(self._peers):
             try:
-                self._sender.sendto(b"w", peer)
+                self._sender.sendto(payload, peer)
             except (ConnectionRefusedError, FileNotFoundError):
                 # its process is gone (killed: it never removed its socket)
                 self._peers.remove(peer)
