@@ -225,3 +225,21 @@ async def test_a_store_closed_under_a_wait_stops_reading_cleanly(tmp_path: Path)
     with pytest.raises(asyncio.CancelledError):
         await waiting
     assert _sockets(tmp_path / "corral.db") == []
+
+
+def test_a_socket_bound_just_after_a_send_gets_the_next_one(tmp_path: Path) -> None:
+    """A sender re-reads the directory when a socket is bound in it, not only once a second:
+    a worker or waiter that has just started is woken by the very next commit."""
+    db = str(tmp_path / "corral.db")
+    sender, receiver = WakeChannel(db), WakeChannel(db)
+    try:
+        assert sender.listen() is not None
+        sender.notify()  # finds no one else
+        assert receiver.listen() is not None
+        sender.notify(b"g" + b"r1,r2")
+        assert receiver.drain() == [b"gr1,r2"]
+        assert sender.drain() == []  # not to itself
+    finally:
+        sender.close()
+        receiver.close()
+    assert not wake_directory(db).exists()

@@ -25,7 +25,8 @@ from pathlib import Path
 
 log = logging.getLogger("corral.store")
 
-#: seconds a sender keeps its list of the other processes' sockets
+#: seconds a sender keeps its list of the other processes' sockets, at most (it re-reads it
+#: at once when the directory's mtime moves)
 PEERS_TTL = 1.0
 #: the payload of a plain wake-up (a commit that may have made work)
 WAKE = b"w"
@@ -52,6 +53,7 @@ class WakeChannel:
         self._own: str | None = None
         self._peers: list[str] = []
         self._peers_read_at = float("-inf")
+        self._dir_changed = -1
 
     @staticmethod
     def supported() -> bool:
@@ -92,8 +94,15 @@ class WakeChannel:
         they read (at most ``MAX_PAYLOAD`` bytes). ``fresh``: list their sockets anew rather
         than trust the list of the last second."""
         now = time.monotonic()
-        if fresh or now - self._peers_read_at > PEERS_TTL:
-            self._peers_read_at = now
+        try:
+            # a socket bound or removed changes the directory's mtime: the list is re-read
+            # then (and every PEERS_TTL anyway, for a file system with a coarse mtime)
+            changed = os.stat(self._dir).st_mtime_ns
+        except OSError:
+            self._peers = []
+            return
+        if fresh or changed != self._dir_changed or now - self._peers_read_at > PEERS_TTL:
+            self._peers_read_at, self._dir_changed = now, changed
             try:
                 self._peers = [
                     entry.path
