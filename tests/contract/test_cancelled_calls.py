@@ -43,3 +43,47 @@ async def test_writes_cancelled_at_any_point_leave_the_store_usable(
     finally:
         await store.close()
         await other.close()
+
+
+async def test_a_call_cancelled_twice_raises_cancelled_not_unavailable(
+    db_url: str, clock: FakeClock
+) -> None:
+    """Cancelled a second time while the driver cancels the statement (a worker torn down
+    twice; asyncio.run cancelling at exit), the call must still end in CancelledError. On
+    PostgreSQL psycopg closes the connection then, and the store reported StoreUnavailable:
+    the retention loop (and every loop that retries an unreachable store) took that for an
+    outage, went on, and never ended. The retention loop here is the proof."""
+    from corral.worker.retention import retention_loop
+
+    store = create_store(db_url, StoreConfig(busy_timeout=2.0), clock)
+    await store.open()
+    started = asyncio.Event()
+    slow = "SELECT pg_sleep(5)" if store.dialect == "postgres" else None
+
+    class SlowPurge:
+        """The store, with a purge that takes a while (a long pass over a big backlog)."""
+
+        def __getattr__(self, name: str) -> object:
+            return getattr(store, name)
+
+        async def purge_finished(self, before: float, *, limit: int) -> int:
+            started.set()
+            if slow is None:
+                await asyncio.sleep(5)
+            else:
+                await store._read(lambda tx: tx.execute(slow))  # type: ignore[attr-defined]
+            return 0
+
+    loop_task = asyncio.create_task(retention_loop(SlowPurge(), 1.0, 0.01))  # type: ignore[arg-type]
+    try:
+        await asyncio.wait_for(started.wait(), 5)
+        await asyncio.sleep(0.1)  # the statement is running
+        loop_task.cancel()
+        await asyncio.sleep(0)
+        loop_task.cancel()  # while the driver cancels the statement
+        done, _ = await asyncio.wait({loop_task}, timeout=10)
+        assert done, "the retention loop went on after being cancelled"
+        assert loop_task.cancelled()
+    finally:
+        loop_task.cancel()
+        await store.close()

@@ -295,6 +295,14 @@ class PostgresStore(SqlStore):
                     ) from exc
                 await asyncio.sleep(0.001 * (2**n))
             except (psycopg.OperationalError, PoolTimeout) as exc:
+                task = asyncio.current_task()
+                if task is not None and task.cancelling():
+                    # Cancelled again while psycopg was cancelling the statement: it closes
+                    # the connection, and the pool then reports it closed. The cancellation
+                    # must go on: as StoreUnavailable, a loop that retries an unreachable
+                    # store (retention, the ack batcher, a shared resource) swallowed it and
+                    # never ended.
+                    raise asyncio.CancelledError from exc
                 self._connection_failed(exc)
                 raise StoreUnavailable(f"PostgreSQL: {exc}") from exc
         raise AssertionError("unreachable")
