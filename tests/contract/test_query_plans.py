@@ -9,9 +9,11 @@ values, a join the planner cannot size once turned the lease's update into a sca
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -19,10 +21,10 @@ import psycopg
 import pytest
 from psycopg import sql
 
-from corral.clock import FakeClock
+from corral.clock import Clock, FakeClock, system_clock
 from corral.config import StoreConfig
 from corral.models import RunSpec
-from corral.store import create_store
+from corral.store import Store, create_store
 from corral.store.queries import load_queries
 from corral.store.sql_queue import _list_runs_sql
 from tests.support.postgres import fresh_schema
@@ -110,6 +112,20 @@ def _explain(
             conn.execute("DEALLOCATE plan_probe")  # prepared statements outlive a rollback
 
 
+@contextlib.asynccontextmanager
+async def _fresh_store(
+    pg_dsn: str, clock: Clock = system_clock
+) -> AsyncIterator[tuple[str, Store]]:
+    """An open store in a new, empty schema (dropped afterwards), and that schema's DSN."""
+    with fresh_schema(pg_dsn) as dsn:
+        store = create_store(dsn, StoreConfig(), clock)
+        await store.open()
+        try:
+            yield dsn, store
+        finally:
+            await store.close()
+
+
 def _plan(
     conn: psycopg.Connection[Any], query: str, args: dict[str, Any], generic: bool
 ) -> list[dict[str, Any]]:
@@ -150,46 +166,41 @@ async def test_lease_queries_use_indexes_right_after_a_burst(
     and stops at the first (LIMIT 1); here it reads the whole burst once per small tenant, on
     every lease (seconds per lease at 200,000 runs)."""
     clock = FakeClock()
-    with fresh_schema(pg_dsn) as dsn:
-        store = create_store(dsn, StoreConfig(), clock)
-        await store.open()
-        try:
-            for chunk in range(chunks):  # 5,000 runs each
-                await store.submit(
-                    [
-                        RunSpec("echo", tenant=f"t{7 + i % tenants}")
-                        for i in range(5000 * chunk, 5000 * (chunk + 1))
-                    ]
-                )
-            if late_tenants:
-                late = [RunSpec("echo", tenant=f"late{i}") for i in range(late_tenants)]
-                await store.submit(late)
-            queries = load_queries("postgres")
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                if analyze:
-                    # what a sample that met only the burst's tenant concludes (seen at 200,000
-                    # runs): few tenants, each with a large share of the table
-                    conn.execute("ALTER TABLE corral_runs ALTER COLUMN tenant SET (n_distinct = 2)")
-                    conn.execute("ANALYZE corral_runs")
-                    conn.execute("ANALYZE corral_tenants")
-                else:
-                    analyzed = conn.execute(
-                        "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
-                        "WHERE relname = 'corral_runs' AND schemaname = current_schema()"
-                    ).fetchone()
-                    assert analyzed == (None, None)
-                ids = [r[0] for r in conn.execute("SELECT id FROM corral_runs LIMIT 2")]
-                cases = [(name, params, False) for name, params in HOT.items()]
-                cases += [(name, params, True) for name, params in GENERIC.items()]
-                for name, params, generic in cases:
-                    args = {"now": clock.now, "ids": ids, **params}
-                    scans, read = _runs_read(conn, queries[name], args, generic)
-                    assert ("Seq Scan", "corral_runs") not in scans, (name, generic, scans)
-                    # tenant_stats too: the oldest runnable run is one entry of a tenant's
-                    # queued-age index, not a read of all its queued runs
-                    assert read <= 200, (name, generic, read)
-        finally:
-            await store.close()
+    async with _fresh_store(pg_dsn, clock) as (dsn, store):
+        for chunk in range(chunks):  # 5,000 runs each
+            await store.submit(
+                [
+                    RunSpec("echo", tenant=f"t{7 + i % tenants}")
+                    for i in range(5000 * chunk, 5000 * (chunk + 1))
+                ]
+            )
+        if late_tenants:
+            late = [RunSpec("echo", tenant=f"late{i}") for i in range(late_tenants)]
+            await store.submit(late)
+        queries = load_queries("postgres")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            if analyze:
+                # what a sample that met only the burst's tenant concludes (seen at 200,000
+                # runs): few tenants, each with a large share of the table
+                conn.execute("ALTER TABLE corral_runs ALTER COLUMN tenant SET (n_distinct = 2)")
+                conn.execute("ANALYZE corral_runs")
+                conn.execute("ANALYZE corral_tenants")
+            else:
+                analyzed = conn.execute(
+                    "SELECT last_analyze, last_autoanalyze FROM pg_stat_user_tables "
+                    "WHERE relname = 'corral_runs' AND schemaname = current_schema()"
+                ).fetchone()
+                assert analyzed == (None, None)
+            ids = [r[0] for r in conn.execute("SELECT id FROM corral_runs LIMIT 2")]
+            cases = [(name, params, False) for name, params in HOT.items()]
+            cases += [(name, params, True) for name, params in GENERIC.items()]
+            for name, params, generic in cases:
+                args = {"now": clock.now, "ids": ids, **params}
+                scans, read = _runs_read(conn, queries[name], args, generic)
+                assert ("Seq Scan", "corral_runs") not in scans, (name, generic, scans)
+                # tenant_stats too: the oldest runnable run is one entry of a tenant's
+                # queued-age index, not a read of all its queued runs
+                assert read <= 200, (name, generic, read)
 
 
 #: the statements that rank candidate tenants, with parameters
@@ -203,31 +214,25 @@ async def test_leases_read_a_few_of_thousands_of_tied_tenants(pg_dsn: str, analy
     rest of its order; on an index of vtime alone the planner read every backlogged tenant,
     probed each for a ready run and sorted them all, on every lease (35 ms at 10,000)."""
     clock = FakeClock()
-    with fresh_schema(pg_dsn) as dsn:
-        store = create_store(dsn, StoreConfig(), clock)
-        await store.open()
-        try:
-            await store.submit([RunSpec("echo", tenant=f"t{i:04d}") for i in range(2000)])
-            queries = load_queries("postgres")
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                if analyzed:
-                    conn.execute("ANALYZE corral_tenants")
-                    conn.execute("ANALYZE corral_runs")
-                ids = [r[0] for r in conn.execute("SELECT id FROM corral_runs LIMIT 2")]
-                for name in RANKING:
-                    params = {**GENERIC.get(name, HOT.get(name, {})), "limit": 32}
-                    args = {"now": clock.now, "ids": ids, "light_below": 2_000_000_000, **params}
-                    for generic in (False, True):
-                        nodes = _plan(conn, queries[name], args, generic)
-                        tenants = sum(
-                            (n["Actual Rows"] + n.get("Rows Removed by Filter", 0))
-                            * n["Actual Loops"]
-                            for n in nodes
-                            if n.get("Relation Name") == "corral_tenants"
-                        )
-                        assert tenants <= 200, (name, generic, tenants)
-        finally:
-            await store.close()
+    async with _fresh_store(pg_dsn, clock) as (dsn, store):
+        await store.submit([RunSpec("echo", tenant=f"t{i:04d}") for i in range(2000)])
+        queries = load_queries("postgres")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            if analyzed:
+                conn.execute("ANALYZE corral_tenants")
+                conn.execute("ANALYZE corral_runs")
+            ids = [r[0] for r in conn.execute("SELECT id FROM corral_runs LIMIT 2")]
+            for name in RANKING:
+                params = {**GENERIC.get(name, HOT.get(name, {})), "limit": 32}
+                args = {"now": clock.now, "ids": ids, "light_below": 2_000_000_000, **params}
+                for generic in (False, True):
+                    nodes = _plan(conn, queries[name], args, generic)
+                    tenants = sum(
+                        (n["Actual Rows"] + n.get("Rows Removed by Filter", 0)) * n["Actual Loops"]
+                        for n in nodes
+                        if n.get("Relation Name") == "corral_tenants"
+                    )
+                    assert tenants <= 200, (name, generic, tenants)
 
 
 async def test_sqlite_lease_ranks_tenants_on_the_order_index(tmp_path: Path) -> None:
@@ -257,38 +262,33 @@ async def test_acks_look_runs_up_by_key_while_thousands_are_running(
     """An ack finds its runs through the primary key, never through the index of every running
     run, whatever the statistics say (analyzed while nothing ran, or never analyzed)."""
     clock = FakeClock()
-    with fresh_schema(pg_dsn) as dsn:
-        store = create_store(dsn, StoreConfig(), clock)
-        await store.open()
-        try:
-            await store.submit([RunSpec("echo", tenant=f"t{i % 4}") for i in range(5000)])
-            if analyzed:
-                with psycopg.connect(dsn, autocommit=True) as conn:
-                    conn.execute("ANALYZE corral_runs")
-            leases = []
-            for _ in range(40):
-                leases += await store.lease("w", 300.0, 100)
-            assert len(leases) == 4000
-            queries = load_queries("postgres")
+    async with _fresh_store(pg_dsn, clock) as (dsn, store):
+        await store.submit([RunSpec("echo", tenant=f"t{i % 4}") for i in range(5000)])
+        if analyzed:
             with psycopg.connect(dsn, autocommit=True) as conn:
-                for name in ("ack_fast", "ack_runs_batch", "ack_lease_fast"):
-                    batch = leases[:32]
-                    args = {
-                        "now": clock.now,
-                        "ids": [lease.run_id for lease in batch],
-                        "epochs": [lease.epoch for lease in batch],
-                        "results": ["null"] * len(batch),
-                        **GENERIC["ack_lease_fast"],
-                    }
-                    scans, read = _runs_read(conn, queries[name], args, generic=True)
-                    assert ("Seq Scan", "corral_runs") not in scans, (name, scans)
-                    # one entry per run acked (64: an index may hold a dead version too); the
-                    # lease in ack_lease_fast also reads the 32 runs it takes, and one entry
-                    # per tenant for its candidates
-                    bound = 64 if name != "ack_lease_fast" else 64 + 2 * 32 + 8
-                    assert read <= bound, (name, analyzed, read, scans)
-        finally:
-            await store.close()
+                conn.execute("ANALYZE corral_runs")
+        leases = []
+        for _ in range(40):
+            leases += await store.lease("w", 300.0, 100)
+        assert len(leases) == 4000
+        queries = load_queries("postgres")
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            for name in ("ack_fast", "ack_runs_batch", "ack_lease_fast"):
+                batch = leases[:32]
+                args = {
+                    "now": clock.now,
+                    "ids": [lease.run_id for lease in batch],
+                    "epochs": [lease.epoch for lease in batch],
+                    "results": ["null"] * len(batch),
+                    **GENERIC["ack_lease_fast"],
+                }
+                scans, read = _runs_read(conn, queries[name], args, generic=True)
+                assert ("Seq Scan", "corral_runs") not in scans, (name, scans)
+                # one entry per run acked (64: an index may hold a dead version too); the
+                # lease in ack_lease_fast also reads the 32 runs it takes, and one entry
+                # per tenant for its candidates
+                bound = 64 if name != "ack_lease_fast" else 64 + 2 * 32 + 8
+                assert read <= bound, (name, analyzed, read, scans)
 
 
 @pytest.mark.parametrize("generic", [False, True])
@@ -297,30 +297,25 @@ async def test_a_tenants_listing_walks_its_own_entries_behind_a_burst(
 ) -> None:
     """A small tenant's newest-first page (what its API key lists) reads about a page of index
     entries, not the burst another tenant submitted after it."""
-    with fresh_schema(pg_dsn) as dsn:
-        store = create_store(dsn, StoreConfig())
-        await store.open()
-        try:
-            await store.submit([RunSpec("echo", tenant="small") for _ in range(60)])
-            for _ in range(4):
-                await store.submit([RunSpec("echo", tenant="big") for _ in range(5000)])
-            template = load_queries("postgres")["list_runs"]
-            with psycopg.connect(dsn, autocommit=True) as conn:
-                newest = conn.execute(
-                    "SELECT max(id) FROM corral_runs WHERE tenant = 'small'"
-                ).fetchone()
-                assert newest is not None
-                for filters, args in (
-                    (("tenant",), {"tenant": "small"}),
-                    (("tenant", "status"), {"tenant": "small", "status": "queued"}),
-                    (("tenant", "before"), {"tenant": "small", "before": newest[0]}),
-                ):
-                    query = _list_runs_sql(template, "postgres", filters)
-                    scans, read = _runs_read(conn, query, {**args, "limit": 50}, generic)
-                    assert ("Seq Scan", "corral_runs") not in scans, (filters, scans)
-                    assert read <= 60, (filters, generic, read, scans)
-        finally:
-            await store.close()
+    async with _fresh_store(pg_dsn) as (dsn, store):
+        await store.submit([RunSpec("echo", tenant="small") for _ in range(60)])
+        for _ in range(4):
+            await store.submit([RunSpec("echo", tenant="big") for _ in range(5000)])
+        template = load_queries("postgres")["list_runs"]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            newest = conn.execute(
+                "SELECT max(id) FROM corral_runs WHERE tenant = 'small'"
+            ).fetchone()
+            assert newest is not None
+            for filters, args in (
+                (("tenant",), {"tenant": "small"}),
+                (("tenant", "status"), {"tenant": "small", "status": "queued"}),
+                (("tenant", "before"), {"tenant": "small", "before": newest[0]}),
+            ):
+                query = _list_runs_sql(template, "postgres", filters)
+                scans, read = _runs_read(conn, query, {**args, "limit": 50}, generic)
+                assert ("Seq Scan", "corral_runs") not in scans, (filters, scans)
+                assert read <= 60, (filters, generic, read, scans)
 
 
 async def test_sqlite_listing_of_a_tenant_uses_its_index(tmp_path: Path) -> None:
