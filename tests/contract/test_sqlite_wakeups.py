@@ -82,6 +82,35 @@ def _sockets(db: Path) -> list[str]:
     return sorted(p.name for p in folder.glob("*.sock")) if folder.exists() else []
 
 
+async def _submit_in_another_process(url: str) -> None:
+    submitter = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", SUBMIT, url, stderr=subprocess.PIPE
+    )
+    _, err = await submitter.communicate()
+    assert submitter.returncode == 0, err.decode()
+
+
+async def _start_waiting(script: str, *args: str) -> asyncio.subprocess.Process:
+    """Another process running ``script``, once it has printed "waiting"."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-c",
+        textwrap.dedent(script),
+        *args,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert proc.stdout is not None
+        line = await asyncio.wait_for(proc.stdout.readline(), timeout=30)
+        assert line.decode().strip() == "waiting", line
+    except BaseException:
+        proc.kill()
+        await proc.communicate()
+        raise
+    return proc
+
+
 async def test_a_submit_in_another_process_wakes_a_waiting_worker(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -96,11 +125,7 @@ async def test_a_submit_in_another_process_wakes_a_waiting_worker(
         await asyncio.sleep(0.1)
         assert len(_sockets(db)) == 1
         started = time.monotonic()
-        submitter = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SUBMIT, url, stderr=subprocess.PIPE
-        )
-        _, err = await submitter.communicate()
-        assert submitter.returncode == 0, err.decode()
+        await _submit_in_another_process(url)
         await asyncio.wait_for(waiting, timeout=10.0)
         assert time.monotonic() - started < 10.0
         assert (await store.stats()).queued == 1
@@ -124,11 +149,7 @@ async def test_a_wait_that_ends_leaves_the_others_listening(
         long = asyncio.ensure_future(store.wait_for_work(30.0))
         await short
         assert not long.done()
-        submitter = await asyncio.create_subprocess_exec(
-            sys.executable, "-c", SUBMIT, url, stderr=subprocess.PIPE
-        )
-        _, err = await submitter.communicate()
-        assert submitter.returncode == 0, err.decode()
+        await _submit_in_another_process(url)
         await asyncio.wait_for(long, timeout=10.0)
     finally:
         await store.close()
@@ -151,19 +172,8 @@ async def test_a_grant_reaches_a_waiter_in_another_process_without_a_poll(
         store, "llm", capacity=1, max_waiters=10, lease_ttl=30.0, poll_interval=poll
     )
     held = await llm.acquire_start("a")
-    waiter = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        textwrap.dedent(ACQUIRE),
-        url,
-        str(poll),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    waiter = await _start_waiting(ACQUIRE, url, str(poll))
     try:
-        assert waiter.stdout is not None
-        line = await asyncio.wait_for(waiter.stdout.readline(), timeout=30)
-        assert line.decode().strip() == "waiting"
         await asyncio.sleep(1.0)  # its request is queued behind ours, its poll done
         released = time.time()
         await llm.release_handle(held)
@@ -186,18 +196,8 @@ async def test_a_killed_process_socket_is_removed_by_the_next_sender(tmp_path: P
     url = f"sqlite:///{db}"
     store = create_store(url)
     await store.open()  # the schema exists before the waiter starts
-    waiter = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-c",
-        textwrap.dedent(WAIT),
-        url,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-    )
+    waiter = await _start_waiting(WAIT, url)
     try:
-        assert waiter.stdout is not None
-        line = await asyncio.wait_for(waiter.stdout.readline(), timeout=30)
-        assert line.decode().strip() == "waiting"
         (left_behind,) = _sockets(db)
         assert left_behind.startswith(f"{waiter.pid}-")
         os.kill(waiter.pid, signal.SIGKILL)
