@@ -21,7 +21,7 @@ import pytest
 
 import corral.store.sqlite as sqlite_backend
 from corral.models import RunSpec
-from corral.store import create_store
+from corral.store import create_store, sqlite_wake
 from corral.store.sqlite_wake import WakeChannel, wake_directory
 
 pytestmark = pytest.mark.skipif(not WakeChannel.supported(), reason="no Unix sockets here")
@@ -243,3 +243,21 @@ def test_a_socket_bound_just_after_a_send_gets_the_next_one(tmp_path: Path) -> N
         sender.close()
         receiver.close()
     assert not wake_directory(db).exists()
+
+
+def test_a_socket_that_cannot_be_bound_is_tried_again_later_not_at_every_wait(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Every idle wait asks for the socket: one that failed to bind is tried again after
+    LISTEN_RETRY, not on each of them, and then bound once it can be."""
+    blocked = tmp_path / "corral.db-wake"
+    blocked.write_text("")  # a file where the directory goes: binding fails
+    channel = WakeChannel(str(tmp_path / "corral.db"))
+    try:
+        assert channel.listen() is None
+        blocked.unlink()
+        assert channel.listen() is None  # not tried again at once
+        monkeypatch.setattr(sqlite_wake, "LISTEN_RETRY", 0.0)
+        assert channel.listen() is not None
+    finally:
+        channel.close()

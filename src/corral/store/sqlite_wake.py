@@ -28,6 +28,9 @@ log = logging.getLogger("corral.store")
 #: seconds a sender keeps its list of the other processes' sockets, at most (it re-reads it
 #: at once when the directory's mtime moves)
 PEERS_TTL = 1.0
+#: seconds before binding a socket is tried again after it failed (the directory removed by
+#: another process between its mkdir and bind; a directory this process may not write)
+LISTEN_RETRY = 1.0
 #: the payload of a plain wake-up (a commit that may have made work)
 WAKE = b"w"
 #: the largest payload sent: far below any platform's datagram limit
@@ -54,6 +57,7 @@ class WakeChannel:
         self._peers: list[str] = []
         self._peers_read_at = float("-inf")
         self._dir_changed = -1
+        self._listen_failed_at = float("-inf")
 
     @staticmethod
     def supported() -> bool:
@@ -64,8 +68,12 @@ class WakeChannel:
         caller polls, as without wake-ups)."""
         if self._listener is not None:
             return self._listener
+        # every idle wait asks: a socket that cannot be bound is not tried on each of them
+        if time.monotonic() - self._listen_failed_at < LISTEN_RETRY:
+            return None
         path = self._dir / f"{os.getpid()}-{secrets.token_hex(4)}.sock"
         if len(os.fsencode(path)) > MAX_PATH:
+            self._listen_failed_at = float("inf")  # the path stays as long: never
             return None
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         try:
@@ -74,6 +82,7 @@ class WakeChannel:
             sock.setblocking(False)
         except OSError as exc:
             sock.close()
+            self._listen_failed_at = time.monotonic()
             log.debug("no SQLite wake-up socket in %s (polling only): %s", self._dir, exc)
             return None
         self._listener, self._own = sock, str(path)
