@@ -68,6 +68,7 @@ GENERIC = {
         "available_at": 0.0,
         "max_attempts": 3,
         "budget": 1.0,
+        "min_cost": 0.01,
     },
 }
 PARAM = re.compile(r"%\((\w+)\)s")  # psycopg's named placeholders

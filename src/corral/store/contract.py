@@ -6,7 +6,7 @@ One contract test suite (tests/contract) runs against every implementation.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from corral.clock import Clock
 from corral.config import PlanSpec, StoreConfig
@@ -38,6 +38,8 @@ class Store(Protocol):
     granted_requests: set[str]
     config: StoreConfig
     clock: Clock
+    #: whether submits hand runs straight to waiting workers (offer_slots)
+    hands_off: ClassVar[bool]
 
     async def open(self) -> None:
         """Connect and apply pending migrations (safe when many processes start at once)."""
@@ -62,6 +64,28 @@ class Store(Protocol):
     async def lease(
         self, worker_id: str, ttl: float, limit: int, *, light_below: int | None = None
     ) -> list[Lease]: ...
+    async def offer_slots(self, worker_id: str, ttl: float, slots: int) -> bool:
+        """Let submits hand up to ``slots`` runs straight to this waiting worker, stored
+        already leased to it for ``ttl`` seconds, so that no lease stands between accepting a
+        run and starting it; 0 slots withdraws the offer. False where the backend hands
+        nothing directly (SQLite). Every lease the worker takes counts against its offer."""
+        ...
+
+    async def withdraw_offer(self, worker_id: str) -> int:
+        """End ``worker_id``'s offer; the slots it still held. Fewer than were offered and not
+        yet handed: that many runs were handed whose notifications are on their way."""
+        ...
+
+    def take_handed(self, worker_id: str) -> list[Lease]:
+        """The runs handed to ``worker_id`` since the last call (see offer_slots)."""
+        ...
+
+    async def wait_for_handed(self, worker_id: str) -> None:
+        """Return once runs handed to ``worker_id`` wait to be taken (a worker whose every
+        slot is busy waits for this beside a free slot, so that it gives such runs back at
+        once rather than hold them unheartbeaten)."""
+        ...
+
     async def heartbeat(self, ref: LeaseRef, ttl: float) -> bool: ...
     async def heartbeat_many(self, refs: Sequence[LeaseRef], ttl: float) -> HeartbeatReport: ...
     async def ack(self, ref: LeaseRef, result: JSON = None) -> None: ...

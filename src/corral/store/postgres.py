@@ -29,8 +29,9 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from corral.clock import Clock, system_clock
 from corral.config import StoreConfig
 from corral.errors import LeaseLost, StoreUnavailable
-from corral.models import Appended, LeaseRef
+from corral.models import Appended, Lease, LeaseRef
 from corral.store.migrate import split_statements
+from corral.store.pg_handoff import Handoffs
 from corral.store.queries import load_migrations
 from corral.store.sql_base import Entry, dumps
 from corral.store.sql_store import SqlStore
@@ -113,6 +114,7 @@ def _retrieve(future: asyncio.Future[None]) -> None:
 
 class PostgresStore(SqlStore):
     dialect = "postgres"
+    hands_off = True
 
     def __init__(
         self, dsn: str, config: StoreConfig | None = None, clock: Clock = system_clock
@@ -129,6 +131,9 @@ class PostgresStore(SqlStore):
         self._pool_checks: dict[str, asyncio.Task[None]] = {}
         #: set by close(): a wait still running then must not open a listening connection
         self._closed = False
+        #: runs submits hand straight to this process's waiting workers (offer_slots)
+        self._handoffs = Handoffs()
+        self._grants_channel = ""
 
     async def open(self) -> None:
         if self._pool is not None:
@@ -181,6 +186,9 @@ class PostgresStore(SqlStore):
         return pool
 
     async def close(self) -> None:
+        for owner in self._handoffs.offering():
+            with contextlib.suppress(Exception):
+                await self.withdraw_offer(owner)
         self._closed = True
         await self._finish_maintenance()
         for check in self._pool_checks.values():
@@ -383,6 +391,7 @@ class PostgresStore(SqlStore):
         if self._listen_conn is not None:
             await self._listen_conn.close()
             self._listen_conn = None
+        self._handoffs.disconnected()
         try:
             conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
         except psycopg.Error as exc:
@@ -395,14 +404,92 @@ class PostgresStore(SqlStore):
         channels = await cur.fetchone()
         assert channels is not None
         work, grants = channels
+        self._grants_channel = grants
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(work)))
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(grants)))
+        for owner in self._handoffs.owners():
+            await self._listen_for_handoffs_on(conn, owner)
         self._listener = asyncio.create_task(self._listen(conn, grants), name="corral-listen")
+
+    async def _listen_for_handoffs_on(self, conn: psycopg.AsyncConnection[Any], owner: str) -> None:
+        """LISTEN to the channel of runs handed to ``owner`` and hold its offer's advisory lock
+        for as long as this session lives: submits hand runs only to offers whose lock is held
+        (submit_one), so a worker whose process or session died is handed nothing."""
+        cur = await conn.execute(self.q["handoff_channel"], {"owner": owner})
+        row = await cur.fetchone()
+        assert row is not None
+        await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(row[0])))
+        await conn.execute("SELECT pg_advisory_lock(%(key)s)", {"key": self._handoffs.key(owner)})
+        self._handoffs.listening(row[0], owner)
+
+    async def offer_slots(self, worker_id: str, ttl: float, slots: int) -> bool:
+        if slots <= 0:
+            await self.withdraw_offer(worker_id)
+            return True
+        if not await self._ready_for_handoffs(worker_id):
+            return False
+        await self._hot_statement(
+            "offer_slots",
+            {
+                "owner": worker_id,
+                "slots": slots,
+                "ttl": ttl,
+                "lock_key": self._handoffs.key(worker_id),
+                "now": self.clock(),
+            },
+        )
+        self._handoffs.offered(worker_id)
+        return True
+
+    async def withdraw_offer(self, worker_id: str) -> int:
+        """Withdraw ``worker_id``'s offer; the slots it still held (0: none, or no offer)."""
+        if worker_id not in self._handoffs.owners():
+            return 0
+        rows = await self._hot_statement("withdraw_offer", {"owner": worker_id})
+        self._handoffs.withdrawn(worker_id)
+        return int(rows[0][0]) if rows else 0
+
+    def take_handed(self, worker_id: str) -> list[Lease]:
+        return self._handoffs.take(worker_id)
+
+    async def wait_for_handed(self, worker_id: str) -> None:
+        await self._handoffs.wait(worker_id)
+
+    async def _ready_for_handoffs(self, owner: str) -> bool:
+        """Whether the listening session hears ``owner``'s handoffs (connecting it, or
+        adding the owner's channel and lock to it, when needed)."""
+        self._handoffs.key(owner)  # known from now on: a reconnecting listener adds it
+        if self._listener is None or self._listener.done():
+            await self._start_listener()
+            return self._handoffs.is_listening(owner)
+        if self._handoffs.is_listening(owner):
+            return True
+        async with self._listen_lock:
+            listener, conn = self._listener, self._listen_conn
+            if listener is None or listener.done() or conn is None:
+                return False  # reconnecting: the next offer, after it, tries again
+            # the notifications iterator holds the connection: stop it for the two
+            # statements (notifications meanwhile wait in psycopg's backlog), then go on
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            grants = self._grants_channel
+            try:
+                await self._listen_for_handoffs_on(conn, owner)
+            finally:
+                self._listener = asyncio.create_task(
+                    self._listen(conn, grants), name="corral-listen"
+                )
+        return self._handoffs.is_listening(owner)
 
     async def _listen(self, conn: psycopg.AsyncConnection[Any], grants: str) -> None:
         try:
             async for notify in conn.notifies():
-                if notify.channel == grants:
+                owner = self._handoffs.owner_of(notify.channel)
+                if owner is not None:
+                    self._handoffs.hand(owner, notify.payload)
+                    self._signal_local_work()
+                elif notify.channel == grants:
                     _name, *granted = notify.payload.split(",")
                     self._note_grants(granted)
                 else:

@@ -29,6 +29,11 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
             "use_generic_plans",
             "submit_one",
             "take_tenant_runs",
+            "handoff_channel",
+            "offer_slots",
+            "withdraw_offer",
+            "offer_taken",
+            "drop_dead_offers",
         }
     ),
     # PostgreSQL learns of light work from notification payloads instead; it takes runs one

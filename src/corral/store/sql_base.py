@@ -22,6 +22,7 @@ from corral.errors import LeaseLost
 from corral.models import (
     JSON,
     Appended,
+    Lease,
     LeaseRef,
     Run,
     RunStatus,
@@ -101,6 +102,8 @@ class SqlBase(ABC):
     #: True when a write transaction excludes every other writer from its start (SQLite's
     #: BEGIN IMMEDIATE): what it reads is then already as fresh as a row lock would make it
     writes_serialized: ClassVar[bool] = False
+    #: whether submits hand runs straight to waiting workers (offer_slots)
+    hands_off: ClassVar[bool] = False
 
     def __init__(self, config: StoreConfig | None = None, clock: Clock = system_clock) -> None:
         self.config = config or StoreConfig()
@@ -172,6 +175,26 @@ class SqlBase(ABC):
             if not waiter.done():
                 waiter.set_result(None)
         self._change_waiters.clear()
+
+    async def offer_slots(self, worker_id: str, ttl: float, slots: int) -> bool:
+        """Let submits hand up to ``slots`` runs straight to this waiting worker, leased for
+        ``ttl`` seconds (0 slots: withdraw the offer). False where the backend hands nothing
+        directly (SQLite: its wake-ups cost microseconds and its lease no round trip); the
+        worker then leases as always. The runs handed come from ``take_handed``."""
+        return False
+
+    async def withdraw_offer(self, worker_id: str) -> int:
+        """Withdraw ``worker_id``'s offer; the slots it still held (fewer than offered: runs
+        handed whose notifications are still on their way)."""
+        return 0
+
+    def take_handed(self, worker_id: str) -> list[Lease]:
+        """The runs submits handed to ``worker_id`` since the last call (see offer_slots)."""
+        return []
+
+    async def wait_for_handed(self, worker_id: str) -> None:
+        """Return once runs handed to ``worker_id`` wait to be taken (here: never)."""
+        await asyncio.Event().wait()
 
     async def _listen_for_changes(self) -> None:  # noqa: B027 - optional hook, no-op here
         """Start receiving other processes' notifications, where the backend has them."""

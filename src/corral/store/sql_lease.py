@@ -148,6 +148,7 @@ class LeaseMixin(SqlBase):
         if maintain:
             merge(deltas, await self._reap_expired(tx, now))
             merge(deltas, await self._wake_timers(tx, now))
+            await self._drop_dead_offers(tx)
         requeued = any(d[0] > 0 for d in deltas.values())
         slots = await self._global_slots(tx, limit)
         wanted: list[str] = []
@@ -190,6 +191,9 @@ class LeaseMixin(SqlBase):
             leases = await self._fill_fair(tx, slots, fill, take, planned)
         elif slots > 0:
             leases = await self._fill_oldest(tx, slots, oldest, loads_, deltas, take)
+        if leases and "offer_taken" in self.q:
+            # slots this worker offered for handoffs are now filled (submit_one)
+            await tx.execute(self.q["offer_taken"], {"owner": worker_id, "n": len(leases)})
         served = Counter(lease.tenant for lease in leases)
         for lease in leases:
             count_delivery(deltas, lease.tenant, lease.attempt)
@@ -227,6 +231,7 @@ class LeaseMixin(SqlBase):
 
         async def body(tx: Transaction) -> None:
             deltas = merge(await self._reap_expired(tx, now), await self._wake_timers(tx, now))
+            await self._drop_dead_offers(tx)
             await self._global_slots(tx, 1, refresh=True)
             await self._adjust_tenants(tx, deltas)  # notifies when runs were requeued
 
@@ -235,6 +240,11 @@ class LeaseMixin(SqlBase):
         except Exception as exc:  # the next due lease runs it again, in its own path
             log.warning("background maintenance failed: %s", exc)
             self._last_maintenance = float("-inf")
+
+    async def _drop_dead_offers(self, tx: Transaction) -> None:
+        """Forget the handoff offers of workers that died (PostgreSQL; see offer_slots)."""
+        if "drop_dead_offers" in self.q:
+            await tx.execute(self.q["drop_dead_offers"])
 
     async def _finish_maintenance(self) -> None:
         """Wait for background maintenance (store close)."""

@@ -11,6 +11,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TypeVar
 
+from corral.dispatch.policy import MIN_RUN_COST
 from corral.errors import BackpressureError, InvalidInput, LeaseLost, RunNotFound
 from corral.ids import new_run_id
 from corral.models import (
@@ -77,9 +78,12 @@ class QueueMixin(SqlBase):
         # one run without an idempotency key: one round trip (PostgreSQL). No row back means
         # a tenant seen for the first time, or one at its quota: the general path below
         one = len(specs) == 1 and specs[0].idempotency_key is None and "submit_one" in self.q
-        if one and await self._hot_statement("submit_one", params[0]):
-            self._signal_local_work()
-            return [params[0]["id"]]
+        if one:
+            rows = await self._hot_statement("submit_one", {**params[0], "min_cost": MIN_RUN_COST})
+            if rows:
+                if not rows[0][2]:  # handed to a worker: nobody else has work to look for
+                    self._signal_local_work()
+                return [params[0]["id"]]
 
         async def body(tx: Transaction) -> list[str]:
             await self._skip_planning(tx)

@@ -71,6 +71,11 @@ CARRY_MAX = 8
 #: seconds before a run that came to a worker without its agent is offered again
 AGENT_MISSING_RETRY = 30.0
 
+#: seconds a stopping worker waits for the notifications of runs handed to it just before it
+#: withdrew its offer (it gives them back); they are a round trip away, or lost with a dead
+#: listening session, when they would come back after their lease TTL
+HANDOFF_GRACE = 0.5
+
 
 class AgentNotOnWorker(Exception):
     """The run's agent is not registered on this worker. During a rolling deploy another
@@ -157,6 +162,14 @@ class Worker:
         self._carrying = False
         #: acks carried, for the next lease
         self._carried: list[Ack] = []
+        #: free slots this worker's standing offer holds, as far as it knows: submits hand
+        #: runs straight to a waiting worker (store.offer_slots), and each run handed, or
+        #: leased, takes one
+        self._offered = 0
+        #: the lease loop has ended: runs handed now are given back
+        self._done_leasing = False
+        #: handed runs being given back (no free slot, or stopping)
+        self._giving_back: set[asyncio.Task[None]] = set()
         self.completed = 0
         #: runs this worker's retention passes deleted
         self.purged = 0
@@ -201,6 +214,9 @@ class Worker:
             await self._lease_loop(until_idle)
         finally:
             await self._drain()
+            self._start_handed()  # late notifications of runs handed before the withdrawal
+            if self._giving_back:
+                await asyncio.gather(*self._giving_back, return_exceptions=True)
             for task in background:
                 task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -214,14 +230,17 @@ class Worker:
         try:
             await self._leasing(until_idle)
         finally:
+            self._done_leasing = True
             # the loop stopped before the lease they waited for: the batcher writes them
             for ack in self._carried:
                 self._acker.ack(ack)
             self._carried = []
+            await self._withdraw_offer()
 
     async def _leasing(self, until_idle: bool) -> None:
         options = self.options
         while not self._stopping.is_set():
+            self._start_handed()
             regular = self._regular_in_flight()
             regular_free = options.concurrency - regular
             express_free = options.express_slots - (self.in_flight - regular)
@@ -231,7 +250,7 @@ class Worker:
                 self._slot_freed.clear()
                 self._carrying = True
                 try:
-                    await self._until(self._slot_freed.wait())
+                    await self._until(self._slot_freed.wait(), *self._handed_arrival())
                 finally:
                     self._carrying = False
                 continue
@@ -241,6 +260,9 @@ class Worker:
                 log.warning("lease failed, retrying: %s", exc)
                 await self._until(asyncio.sleep(options.poll_interval))
                 continue
+            # every lease takes its runs from this worker's offer first (the store's side:
+            # lease_fast's offered, offer_taken)
+            self._offered = max(0, self._offered - len(leases))
             for lease in leases:
                 self._start(lease, express)
             if leases:
@@ -261,10 +283,12 @@ class Worker:
                     self.store.wait_for_work(
                         options.poll_interval, light_below=options.express_below
                     ),
+                    *self._handed_arrival(),
                 )
                 continue
             if until_idle and not self.in_flight and await self._store_idle():
                 return
+            await self._offer_free_slots()
             await self._until(
                 self.store.wait_for_work(options.poll_interval), timeout=options.poll_interval
             )
@@ -302,6 +326,69 @@ class Worker:
                 ", ".join(sorted(done.lost)[:10]),
             )
         return done.leases
+
+    async def _offer_free_slots(self) -> None:
+        """Before waiting: offer the free regular slots to submits (store.offer_slots), so a
+        run submitted while this worker waits starts without a lease of its own."""
+        if not self.store.hands_off:
+            return
+        self._start_handed()
+        free = self.options.concurrency - self._regular_in_flight()
+        if free == self._offered:
+            return
+        try:
+            if await self.store.offer_slots(self.worker_id, self.options.lease_ttl, free):
+                self._offered = max(free, 0)
+        except StoreUnavailable as exc:
+            log.warning("offering free slots failed (runs are leased as usual): %s", exc)
+
+    def _handed_arrival(self) -> list[Awaitable[None]]:
+        """What a worker waiting for a free slot also waits for: a run handed to it anyway (a
+        handoff that crossed its lease), to give back at once rather than hold unheartbeaten."""
+        return [self.store.wait_for_handed(self.worker_id)] if self.store.hands_off else []
+
+    async def _withdraw_offer(self) -> None:
+        """End the offer, and give back the runs handed before it ended."""
+        if not self.store.hands_off or not self._offered:
+            return
+        try:
+            left = await self.store.withdraw_offer(self.worker_id)
+        except StoreUnavailable as exc:
+            # the offer's lock goes with this process's listening session, and with it the
+            # offer: submits hand nothing to an offer whose lock is free
+            log.warning("withdrawing the offer of free slots failed: %s", exc)
+            left = self._offered
+        expected = self._offered - left
+        self._offered = 0
+        deadline = time.monotonic() + HANDOFF_GRACE
+        while expected > 0 and time.monotonic() < deadline:
+            expected -= self._start_handed()
+            if expected > 0:
+                await asyncio.sleep(0.005)
+
+    def _start_handed(self) -> int:
+        """Start the runs submits handed to this worker; give back those it has no slot for
+        (a handoff that crossed one of its own leases) or that come after it stopped leasing.
+        Returns how many came."""
+        handed = self.store.take_handed(self.worker_id)
+        for lease in handed:
+            self._offered = max(0, self._offered - 1)
+            full = self._regular_in_flight() >= self.options.concurrency
+            if full or self._done_leasing or self._stopping.is_set():
+                task = asyncio.create_task(self._give_back(lease), name="corral-give-back")
+                self._giving_back.add(task)
+                task.add_done_callback(self._giving_back.discard)
+            else:
+                self._start(lease)
+        return len(handed)
+
+    async def _give_back(self, lease: Lease) -> None:
+        try:
+            await self.store.release(LeaseRef(lease.run_id, lease.epoch))
+        except LeaseLost:
+            pass
+        except Exception as exc:  # its lease expires, and the run comes back then
+            log.warning("giving back handed run %s failed: %s", lease.run_id, exc)
 
     async def _store_idle(self) -> bool:
         stats = await self.store.stats()

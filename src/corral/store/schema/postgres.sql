@@ -9,6 +9,14 @@ CREATE TABLE corral_api_keys (
     revoked_at double precision
 );
 
+CREATE TABLE corral_idle_workers (
+    owner text NOT NULL,
+    slots integer NOT NULL,
+    ttl double precision NOT NULL,
+    lock_key bigint NOT NULL,
+    offered_at double precision NOT NULL
+);
+
 CREATE TABLE corral_journal (
     run_id text NOT NULL,
     seq bigint NOT NULL,
@@ -130,6 +138,9 @@ ALTER TABLE ONLY corral_api_keys
 
 ALTER TABLE ONLY corral_api_keys
     ADD CONSTRAINT corral_api_keys_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY corral_idle_workers
+    ADD CONSTRAINT corral_idle_workers_pkey PRIMARY KEY (owner);
 
 ALTER TABLE ONLY corral_journal
     ADD CONSTRAINT corral_journal_pkey PRIMARY KEY (run_id, seq);

@@ -9,6 +9,14 @@ CREATE TABLE corral_api_keys (
     revoked_at REAL
 );
 
+CREATE TABLE corral_idle_workers (
+    owner      TEXT PRIMARY KEY,
+    slots      INTEGER NOT NULL,
+    ttl        REAL NOT NULL,
+    lock_key   INTEGER NOT NULL,
+    offered_at REAL NOT NULL
+);
+
 CREATE TABLE corral_journal (
     run_id     TEXT NOT NULL,
     seq        INTEGER NOT NULL,

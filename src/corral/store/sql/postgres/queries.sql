@@ -30,6 +30,16 @@ l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
 -- and the granted requests), one per schema like work_channel.
 'corral_grants_' || md5(current_schema())
 
+-- fragment: handing
+-- submit_one: whether the run is handed to the idle worker of CTE offer (the tenant row t as
+-- locked: its newest version)
+(t.queued = 0 AND t.in_flight < t.cap AND t.weight > 0 AND EXISTS (SELECT 1 FROM offer))
+
+-- fragment: handoff_channel
+-- The channel on which a worker (x.lease_owner) hears of the runs handed to it; per schema
+-- as work_channel is. The worker's store LISTENs to it (handoff_channel query).
+'corral_run_' || md5(current_schema() || ' ' || x.lease_owner)
+
 -- name: listen_channels
 -- what a store's listening connection LISTENs to (postgres.py)
 SELECT {{work_channel}}, {{grants_channel}};
@@ -45,26 +55,63 @@ RETURNING id;
 -- name: submit_one
 -- submit of one run without an idempotency key, in one statement: count it against the
 -- tenant's quota (lifting its vtime as reserve_queued does), insert it and its first journal
--- entry, wake the workers. No row back: the tenant is new or over its quota, and nothing was
--- written (the caller then takes the general path, which creates the tenant or refuses).
-WITH reserved AS (
-    UPDATE corral_tenants SET queued = queued + 1,
-        vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END
-    WHERE tenant = :tenant AND queued + 1 <= max_queued
-    RETURNING tenant, in_flight
+-- entry, and either hand it to an idle worker or wake the workers. No row back: the tenant is
+-- new or over its quota, and nothing was written (the caller then takes the general path,
+-- which creates the tenant or refuses).
+-- The handoff (docs/architecture.md): when a live worker offers a free slot, the run is due
+-- and the tenant, below its cap, has nothing else queued (so the run is what a fair lease
+-- would take next), the run is stored already leased to that worker, charged to its tenant
+-- as a lease is (lease_fast's served), and the notification on the worker's own channel
+-- carries the lease: the first JSON array below, a newline, then the input. Runs whose lease
+-- would not fit a notification (8,000 bytes) are not handed. A tenant row updated with
+-- nothing newly queued is a handoff: reserved.queued = 0 then, and only then.
+WITH offer AS (
+    SELECT w.owner, w.ttl FROM corral_idle_workers w
+    WHERE w.slots > 0 AND :available_at::float8 <= :now::float8
+      AND octet_length(:input::text) + 4 * octet_length(:tenant::text || :agent::text) < 7000
+      AND NOT EXISTS (SELECT 1 FROM corral_settings s
+                      WHERE s.key = 'global_cap' AND s.value IS NOT NULL)
+      AND NOT pg_try_advisory_xact_lock_shared(w.lock_key)
+    ORDER BY w.slots DESC, w.offered_at
+    LIMIT 1
+    FOR UPDATE SKIP LOCKED
+), reserved AS (
+    UPDATE corral_tenants t SET
+        queued = t.queued + CASE WHEN {{handing}} THEN 0 ELSE 1 END,
+        in_flight = t.in_flight + CASE WHEN {{handing}} THEN 1 ELSE 0 END,
+        vtime = CASE WHEN t.queued = 0 THEN GREATEST(t.vtime, {{vtime_floor}}) ELSE t.vtime END
+            + CASE WHEN {{handing}} THEN GREATEST(t.run_cost, :min_cost::float8) / t.weight ELSE 0 END,
+        last_served_at = CASE WHEN {{handing}} THEN :now::float8 ELSE t.last_served_at END
+    WHERE t.tenant = :tenant AND t.queued + 1 <= t.max_queued
+    RETURNING t.tenant, t.in_flight, t.queued
 ), run AS (
     INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
-        max_attempts, root_id, depth, budget, created_at, journal_seq)
-    SELECT :id::text, tenant, :agent::text, :input::text, 'queued', :priority::int,
+        max_attempts, root_id, depth, budget, created_at, journal_seq, attempts, lease_epoch,
+        lease_owner, lease_expires_at, started_at, leased_at)
+    SELECT :id::text, r.tenant, :agent::text, :input::text,
+        CASE WHEN h.owner IS NULL THEN 'queued' ELSE 'running' END, :priority::int,
         :sort_key::float8, :available_at::float8, :max_attempts::int, :id::text, 0,
-        :budget::float8, :now::float8, 1
-    FROM reserved
-    RETURNING id
+        :budget::float8, :now::float8, 1, CASE WHEN h.owner IS NULL THEN 0 ELSE 1 END,
+        CASE WHEN h.owner IS NULL THEN 0 ELSE 1 END, h.owner, :now::float8 + h.ttl,
+        CASE WHEN h.owner IS NOT NULL THEN :now::float8 END,
+        CASE WHEN h.owner IS NOT NULL THEN :now::float8 END
+    FROM reserved r LEFT JOIN offer h ON r.queued = 0
+    RETURNING id, lease_epoch, tenant, agent, attempts, max_attempts, lease_expires_at, root_id,
+        parent_id, depth, journal_seq, lease_owner
 ), entry AS (
     INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
     SELECT id, 1, 'submitted', :agent::text, NULL, 0, :now::float8 FROM run
+), used AS (
+    UPDATE corral_idle_workers w SET slots = w.slots - 1 FROM run WHERE w.owner = run.lease_owner
 )
-SELECT id, pg_notify({{work_channel}}, (SELECT in_flight FROM reserved)::text) FROM run;
+SELECT x.id, CASE WHEN x.lease_owner IS NULL
+    THEN pg_notify({{work_channel}}, (SELECT in_flight FROM reserved)::text)
+    ELSE pg_notify({{handoff_channel}},
+        json_build_array(x.id, x.lease_epoch, x.tenant, x.agent, x.attempts, x.max_attempts,
+            x.lease_expires_at, x.root_id, x.parent_id, x.depth, x.journal_seq)::text
+        || chr(10) || :input::text) END,
+    x.lease_owner IS NOT NULL AS handed
+FROM run x;
 
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
@@ -311,6 +358,10 @@ WITH cand AS (
           FROM taken GROUP BY tenant) s
     WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM taken)) AND t.tenant = s.tenant
     RETURNING t.tenant
+), offered AS (
+    -- slots this worker offered for handoffs that the lease just filled (offer_taken)
+    UPDATE corral_idle_workers w SET slots = GREATEST(w.slots - (SELECT count(*) FROM taken), 0)
+    WHERE w.owner = :owner AND w.slots > 0 AND EXISTS (SELECT 1 FROM taken)
 )
 SELECT x.id, x.lease_epoch, x.tenant, x.agent, x.input, x.attempts, x.max_attempts,
     x.lease_expires_at, x.root_id, x.parent_id, x.depth, x.journal_seq,
@@ -607,6 +658,34 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 
 -- name: notify_work
 SELECT pg_notify({{work_channel}}, '');
+
+-- name: handoff_channel
+-- the channel of runs handed to :owner (the handoff_channel fragment, for its LISTEN)
+SELECT 'corral_run_' || md5(current_schema() || ' ' || :owner::text);
+
+-- name: offer_slots
+-- a waiting worker's free slots, for submits to hand runs to (submit_one); lock_key is the
+-- advisory lock its listening session holds
+INSERT INTO corral_idle_workers (owner, slots, ttl, lock_key, offered_at)
+VALUES (:owner, :slots, :ttl, :lock_key, :now)
+ON CONFLICT (owner) DO UPDATE SET slots = excluded.slots, ttl = excluded.ttl,
+    lock_key = excluded.lock_key, offered_at = excluded.offered_at
+RETURNING owner;
+
+-- name: withdraw_offer
+-- the slots still offered: fewer than the worker offered means runs handed to it whose
+-- notifications it has yet to read
+DELETE FROM corral_idle_workers WHERE owner = :owner
+RETURNING slots;
+
+-- name: offer_taken
+-- a lease took :n runs into slots its worker may have offered: the offer keeps only the rest
+UPDATE corral_idle_workers SET slots = GREATEST(slots - :n, 0) WHERE owner = :owner AND slots > 0;
+
+-- name: drop_dead_offers
+-- offers whose worker no longer holds its lock: it died, or lost its listening session (it
+-- offers again after reconnecting)
+DELETE FROM corral_idle_workers WHERE pg_try_advisory_xact_lock_shared(lock_key);
 
 -- name: append_one_relaxed
 -- PostgreSQL only (see queries.DIALECT_ONLY): a whole fenced single-entry append as one

@@ -1,0 +1,10 @@
+-- Workers that wait for work offer their free slots here (PostgreSQL: see the migration of
+-- the same name there). SQLite keeps the same schema but hands nothing directly: its
+-- processes wake each other over sockets in microseconds, and its lease costs no round trip.
+CREATE TABLE corral_idle_workers (
+    owner      TEXT PRIMARY KEY,
+    slots      INTEGER NOT NULL,
+    ttl        REAL NOT NULL,
+    lock_key   INTEGER NOT NULL,
+    offered_at REAL NOT NULL
+);

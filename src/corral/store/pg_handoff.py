@@ -1,0 +1,85 @@
+"""What a PostgreSQL store knows of its workers' handoff offers (see offer_slots).
+
+A worker waiting for work offers its free slots; a submit that finds a live offer stores its
+run already leased to that worker and notifies the worker's own channel with the lease
+(``submit_one`` in sql/postgres/queries.sql). This holds, per worker of this process, the
+advisory-lock key its offer names, the channel it is heard on, and the leases heard of and
+not yet taken.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+
+from corral.models import Lease
+from corral.store.sql_lease import lease_from_row
+
+#: where the input goes among lease_from_row's columns (the notification carries it apart)
+INPUT_COLUMN = 4
+
+
+class Handoffs:
+    def __init__(self) -> None:
+        #: worker id -> the advisory-lock key its listening session holds
+        self._keys: dict[str, int] = {}
+        #: channel -> worker id, for the channels the current listening session LISTENs to
+        self._channels: dict[str, str] = {}
+        #: workers with an offer standing (as far as this process knows)
+        self._offering: set[str] = set()
+        self._handed: dict[str, list[Lease]] = {}
+        #: set while runs handed to a worker wait to be taken
+        self._arrived: dict[str, asyncio.Event] = {}
+
+    def key(self, owner: str) -> int:
+        """``owner``'s lock key (made on first use: a worker's offers all name the same)."""
+        if owner not in self._keys:
+            self._keys[owner] = secrets.randbits(63)
+        return self._keys[owner]
+
+    def owners(self) -> list[str]:
+        return list(self._keys)
+
+    def offering(self) -> list[str]:
+        return sorted(self._offering)
+
+    def offered(self, owner: str) -> None:
+        self._offering.add(owner)
+
+    def withdrawn(self, owner: str) -> None:
+        self._offering.discard(owner)
+
+    def listening(self, channel: str, owner: str) -> None:
+        self._channels[channel] = owner
+
+    def is_listening(self, owner: str) -> bool:
+        return owner in self._channels.values()
+
+    def disconnected(self) -> None:
+        """The listening session ended: its channels and locks went with it."""
+        self._channels.clear()
+
+    def owner_of(self, channel: str) -> str | None:
+        return self._channels.get(channel)
+
+    def hand(self, owner: str, payload: str) -> None:
+        """Keep the lease a handoff notification carries: a JSON array of lease_from_row's
+        columns without the input, a newline, then the input's JSON text."""
+        header, _, input_text = payload.partition("\n")
+        row = json.loads(header)
+        row.insert(INPUT_COLUMN, input_text)
+        self._handed.setdefault(owner, []).append(lease_from_row(tuple(row)))
+        self._event(owner).set()
+
+    def take(self, owner: str) -> list[Lease]:
+        self._event(owner).clear()
+        return self._handed.pop(owner, [])
+
+    async def wait(self, owner: str) -> None:
+        await self._event(owner).wait()
+
+    def _event(self, owner: str) -> asyncio.Event:
+        if owner not in self._arrived:
+            self._arrived[owner] = asyncio.Event()
+        return self._arrived[owner]
