@@ -96,9 +96,7 @@ async def test_a_run_submitted_to_a_waiting_worker_arrives_leased(pg_dsn: str) -
 async def test_an_offer_takes_only_as_many_runs_as_it_has_slots(pg_dsn: str) -> None:
     async with _two_stores(pg_dsn) as (dsn, submitter, waiter):
         await waiter.offer_slots("w1", TTL, 2)
-        ids = [
-            (await submitter.submit([RunSpec("echo", tenant=f"t{i}")]))[0] for i in range(3)
-        ]
+        ids = [(await submitter.submit([RunSpec("echo", tenant=f"t{i}")]))[0] for i in range(3)]
         handed = await _handed(waiter, "w1", 2)
         assert [x.run_id for x in handed] == ids[:2]
         assert _offer_rows(dsn) == [("w1", 0)]
@@ -178,23 +176,27 @@ asyncio.run(main())
 """
 
 
+def _offer_in_a_process_then_kill_it(dsn: str) -> None:
+    with subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(OFFER_AND_HANG), dsn],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ) as proc:
+        try:
+            assert proc.stdout is not None
+            assert proc.stdout.readline().strip() == "offered"
+            assert _offer_rows(dsn) == [("doomed", 5)]
+            proc.send_signal(signal.SIGKILL)
+            proc.wait(10)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+
+
 async def test_a_killed_workers_offer_is_never_used(pg_dsn: str) -> None:
     async with _two_stores(pg_dsn) as (dsn, submitter, _):
-        with subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(OFFER_AND_HANG), dsn],
-            stdout=subprocess.PIPE,
-            text=True,
-            env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-        ) as proc:
-            try:
-                assert proc.stdout is not None
-                assert proc.stdout.readline().strip() == "offered"
-                assert _offer_rows(dsn) == [("doomed", 5)]
-                proc.send_signal(signal.SIGKILL)
-                proc.wait(10)
-            finally:
-                if proc.poll() is None:
-                    proc.kill()
+        _offer_in_a_process_then_kill_it(dsn)
         await asyncio.sleep(0.2)  # the server notices the closed session
         (run_id,) = await submitter.submit([RunSpec("echo", tenant="a")])
         run = await submitter.get(run_id)
