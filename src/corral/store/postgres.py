@@ -3,7 +3,9 @@
 psycopg 3 async with a connection pool. Leases use ``FOR UPDATE SKIP LOCKED`` (queries in
 ``sql/postgres``); commits that make work available send a notification on the work channel,
 and one listening connection per store wakes idle workers at once instead of after a poll
-interval. Channels are per schema (``work_channel`` in ``sql/postgres/queries.sql``):
+interval; a run submitted while a worker waits is handed to it (stored already leased, the lease
+in a notification on the worker's own channel: see ``offer_slots`` and docs/architecture.md,
+"Handoff"). Channels are per schema (``work_channel`` in ``sql/postgres/queries.sql``):
 notifications are database-wide, and corral stores in other schemas of the same database must
 not wake this one's workers. A transaction that loses a deadlock or serialization race is
 retried whole.

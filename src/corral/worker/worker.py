@@ -1,8 +1,10 @@
 """A worker: bounded slots, a lease loop, batched heartbeats and acks, graceful drain.
 
-It leases only when a slot is free, as many runs as it has free slots; the acks of runs that
-ended while every slot was busy go with that lease (``store.ack_and_lease``), a few at a time,
-others to the ack batcher. One heartbeat task renews every lease it holds at about ttl/3; a
+It leases only when a slot is free, as many runs as it has free slots; before it waits for work
+it offers its free slots, and on PostgreSQL a run submitted meanwhile is handed to it already
+leased (``store.offer_slots``: no lease stands between the submit and the run's start). The
+acks of runs that ended while every slot was busy go with the lease of the slot they free
+(``store.ack_and_lease``), a few at a time, others to the ack batcher. One heartbeat task renews every lease it holds at about ttl/3; a
 lease the store reports lost has its task cancelled without writing anything (fencing), and a
 run whose cancellation was requested is stopped and recorded ``cancelled``. On stop
 (SIGTERM/SIGINT) it leases nothing more, lets in-flight runs finish for up to
