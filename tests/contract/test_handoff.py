@@ -212,6 +212,29 @@ async def test_a_killed_workers_offer_is_never_used(pg_dsn: str) -> None:
         assert _offer_rows(dsn) == []
 
 
+async def test_an_offer_lapses_with_its_listening_session_and_returns_with_it(
+    pg_dsn: str,
+) -> None:
+    async with _two_stores(pg_dsn) as (dsn, submitter, waiter):
+        await waiter.offer_slots("w1", TTL, 5)
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            # the one session holding an advisory lock: the waiting store's listener
+            (killed,) = conn.execute(
+                "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
+                "AND mode = 'ExclusiveLock' AND granted"
+            ).fetchall()
+            assert killed == (True,)
+        await asyncio.sleep(0.2)
+        (queued,) = await submitter.submit([RunSpec("echo", tenant="a")])
+        run = await submitter.get(queued)
+        assert run is not None and run.status == RunStatus.QUEUED  # no lock: nothing handed
+        await waiter.wait_for_work(0.5)  # notices the lost session; the next wait reconnects
+        await waiter.wait_for_work(0.1)
+        assert _offer_rows(dsn) == [("w1", 5)]
+        (handed,) = await submitter.submit([RunSpec("echo", tenant="b")])
+        assert [x.run_id for x in await _handed(waiter, "w1", 1)] == [handed]
+
+
 async def test_sqlite_hands_nothing(tmp_path: Any) -> None:
     store = create_store(f"sqlite:///{tmp_path / 'corral.db'}")
     await store.open()

@@ -169,6 +169,8 @@ ALTER TABLE ONLY corral_tenants
 ALTER TABLE ONLY corral_waits
     ADD CONSTRAINT corral_waits_pkey PRIMARY KEY (parent_id, child_id);
 
+CREATE INDEX corral_idle_workers_order ON corral_idle_workers USING btree (offered_at) WHERE (slots > 0);
+
 CREATE INDEX corral_resource_usage_window ON corral_resource_usage USING btree (resource, at);
 
 CREATE INDEX corral_resource_waiting ON corral_resource_requests USING btree (resource, agent_id, seq) WHERE (state = 'waiting'::text);

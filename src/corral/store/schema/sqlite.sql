@@ -125,6 +125,8 @@ CREATE TABLE corral_waits (
     PRIMARY KEY (parent_id, child_id)
 );
 
+CREATE INDEX corral_idle_workers_order ON corral_idle_workers (offered_at) WHERE slots > 0;
+
 CREATE INDEX corral_resource_usage_window ON corral_resource_usage (resource, at);
 
 CREATE INDEX corral_resource_waiting ON corral_resource_requests (resource, agent_id, seq)

@@ -8,3 +8,6 @@ CREATE TABLE corral_idle_workers (
     lock_key   INTEGER NOT NULL,
     offered_at REAL NOT NULL
 );
+-- submits take the longest-standing live offer first, reading offers in this order and
+-- stopping at the first whose worker is alive
+CREATE INDEX corral_idle_workers_order ON corral_idle_workers (offered_at) WHERE slots > 0;

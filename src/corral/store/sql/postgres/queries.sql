@@ -72,7 +72,7 @@ WITH offer AS (
       AND NOT EXISTS (SELECT 1 FROM corral_settings s
                       WHERE s.key = 'global_cap' AND s.value IS NOT NULL)
       AND NOT pg_try_advisory_xact_lock_shared(w.lock_key)
-    ORDER BY w.slots DESC, w.offered_at
+    ORDER BY w.offered_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
 ), reserved AS (
