@@ -80,10 +80,10 @@ class Store(Protocol):
         """The runs handed to ``worker_id`` since the last call (see offer_slots)."""
         ...
 
-    async def wait_for_handed(self, worker_id: str) -> None:
-        """Return once runs handed to ``worker_id`` wait to be taken (a worker whose every
-        slot is busy waits for this beside a free slot, so that it gives such runs back at
-        once rather than hold them unheartbeaten)."""
+    def on_handed(self, worker_id: str, callback: Callable[[], object] | None) -> None:
+        """Call ``callback`` (in the event loop, at once) whenever runs are handed to
+        ``worker_id``, so that they start without waiting for the worker's loop, or are given
+        back at once when it has no slot; None stops it."""
         ...
 
     async def heartbeat(self, ref: LeaseRef, ttl: float) -> bool: ...

@@ -9,9 +9,9 @@ not yet taken.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import secrets
+from collections.abc import Callable
 
 from corral.models import Lease
 from corral.store.sql_lease import lease_from_row
@@ -26,11 +26,9 @@ class Handoffs:
         self._keys: dict[str, int] = {}
         #: channel -> worker id, for the channels the current listening session LISTENs to
         self._channels: dict[str, str] = {}
-        #: workers with an offer standing (as far as this process knows)
-        self._offering: set[str] = set()
         self._handed: dict[str, list[Lease]] = {}
-        #: set while runs handed to a worker wait to be taken
-        self._arrived: dict[str, asyncio.Event] = {}
+        #: what to call when runs are handed to a worker (it takes them)
+        self._callbacks: dict[str, Callable[[], object]] = {}
 
     def key(self, owner: str) -> int:
         """``owner``'s lock key (made on first use: a worker's offers all name the same)."""
@@ -40,15 +38,6 @@ class Handoffs:
 
     def owners(self) -> list[str]:
         return list(self._keys)
-
-    def offering(self) -> list[str]:
-        return sorted(self._offering)
-
-    def offered(self, owner: str) -> None:
-        self._offering.add(owner)
-
-    def withdrawn(self, owner: str) -> None:
-        self._offering.discard(owner)
 
     def listening(self, channel: str, owner: str) -> None:
         self._channels[channel] = owner
@@ -70,16 +59,15 @@ class Handoffs:
         row = json.loads(header)
         row.insert(INPUT_COLUMN, input_text)
         self._handed.setdefault(owner, []).append(lease_from_row(tuple(row)))
-        self._event(owner).set()
+        callback = self._callbacks.get(owner)
+        if callback is not None:
+            callback()
 
     def take(self, owner: str) -> list[Lease]:
-        self._event(owner).clear()
         return self._handed.pop(owner, [])
 
-    async def wait(self, owner: str) -> None:
-        await self._event(owner).wait()
-
-    def _event(self, owner: str) -> asyncio.Event:
-        if owner not in self._arrived:
-            self._arrived[owner] = asyncio.Event()
-        return self._arrived[owner]
+    def on_handed(self, owner: str, callback: Callable[[], object] | None) -> None:
+        if callback is None:
+            self._callbacks.pop(owner, None)
+        else:
+            self._callbacks[owner] = callback

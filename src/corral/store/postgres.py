@@ -188,9 +188,7 @@ class PostgresStore(SqlStore):
         return pool
 
     async def close(self) -> None:
-        for owner in self._handoffs.offering():
-            with contextlib.suppress(Exception):
-                await self.withdraw_offer(owner)
+        # (offers still standing lapse with the listening session: see offer_slots)
         self._closed = True
         await self._finish_maintenance()
         for check in self._pool_checks.values():
@@ -440,7 +438,6 @@ class PostgresStore(SqlStore):
                 "now": self.clock(),
             },
         )
-        self._handoffs.offered(worker_id)
         return True
 
     async def withdraw_offer(self, worker_id: str) -> int:
@@ -448,14 +445,13 @@ class PostgresStore(SqlStore):
         if worker_id not in self._handoffs.owners():
             return 0
         rows = await self._hot_statement("withdraw_offer", {"owner": worker_id})
-        self._handoffs.withdrawn(worker_id)
         return int(rows[0][0]) if rows else 0
 
     def take_handed(self, worker_id: str) -> list[Lease]:
         return self._handoffs.take(worker_id)
 
-    async def wait_for_handed(self, worker_id: str) -> None:
-        await self._handoffs.wait(worker_id)
+    def on_handed(self, worker_id: str, callback: Callable[[], object] | None) -> None:
+        self._handoffs.on_handed(worker_id, callback)
 
     async def _ready_for_handoffs(self, owner: str) -> bool:
         """Whether the listening session hears ``owner``'s handoffs (connecting it, or
@@ -478,6 +474,9 @@ class PostgresStore(SqlStore):
             grants = self._grants_channel
             try:
                 await self._listen_for_handoffs_on(conn, owner)
+            except psycopg.Error as exc:
+                # the restarted listener fails on the same connection and reconnects
+                raise StoreUnavailable(f"cannot listen for handoffs: {exc}") from exc
             finally:
                 self._listener = asyncio.create_task(
                     self._listen(conn, grants), name="corral-listen"
@@ -489,7 +488,14 @@ class PostgresStore(SqlStore):
             async for notify in conn.notifies():
                 owner = self._handoffs.owner_of(notify.channel)
                 if owner is not None:
-                    self._handoffs.hand(owner, notify.payload)
+                    try:
+                        self._handoffs.hand(owner, notify.payload)
+                    except (ValueError, TypeError, IndexError) as exc:
+                        # not a handoff of ours: if it was a run, its lease runs out and it
+                        # is leased again
+                        log.warning("ignored a malformed handoff notification: %s", exc)
+                    except Exception:  # the worker's callback: never the listener's end
+                        log.exception("starting a handed run failed")
                     self._signal_local_work()
                 elif notify.channel == grants:
                     _name, *granted = notify.payload.split(",")

@@ -192,9 +192,11 @@ class SqlBase(ABC):
         """The runs submits handed to ``worker_id`` since the last call (see offer_slots)."""
         return []
 
-    async def wait_for_handed(self, worker_id: str) -> None:
-        """Return once runs handed to ``worker_id`` wait to be taken (here: never)."""
-        await asyncio.Event().wait()
+    def on_handed(  # noqa: B027 - nothing is handed here
+        self, worker_id: str, callback: Callable[[], object] | None
+    ) -> None:
+        """Call ``callback`` (in the event loop, at once) whenever runs are handed to
+        ``worker_id``; None stops it. (Here nothing is ever handed.)"""
 
     async def _listen_for_changes(self) -> None:  # noqa: B027 - optional hook, no-op here
         """Start receiving other processes' notifications, where the backend has them."""

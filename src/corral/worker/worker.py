@@ -4,12 +4,12 @@ It leases only when a slot is free, as many runs as it has free slots; before it
 it offers its free slots, and on PostgreSQL a run submitted meanwhile is handed to it already
 leased (``store.offer_slots``: no lease stands between the submit and the run's start). The
 acks of runs that ended while every slot was busy go with the lease of the slot they free
-(``store.ack_and_lease``), a few at a time, others to the ack batcher. One heartbeat task renews every lease it holds at about ttl/3; a
-lease the store reports lost has its task cancelled without writing anything (fencing), and a
-run whose cancellation was requested is stopped and recorded ``cancelled``. On stop
-(SIGTERM/SIGINT) it leases nothing more, lets in-flight runs finish for up to
-``drain_timeout`` seconds, then releases the rest so another worker picks them up at once,
-without counting an attempt.
+(``store.ack_and_lease``), a few at a time, others to the ack batcher. One heartbeat task
+renews every lease it holds at about ttl/3; a lease the store reports lost has its task
+cancelled without writing anything (fencing), and a run whose cancellation was requested is
+stopped and recorded ``cancelled``. On stop (SIGTERM/SIGINT) it withdraws its offer, leases
+nothing more, lets in-flight runs finish for up to ``drain_timeout`` seconds, then releases the
+rest so another worker picks them up at once, without counting an attempt.
 """
 
 from __future__ import annotations
@@ -172,6 +172,8 @@ class Worker:
         self._done_leasing = False
         #: handed runs being given back (no free slot, or stopping)
         self._giving_back: set[asyncio.Task[None]] = set()
+        #: free slots the lease call under way may fill
+        self._leasing_for = 0
         self.completed = 0
         #: runs this worker's retention passes deleted
         self.purged = 0
@@ -199,6 +201,7 @@ class Worker:
         """Lease and execute until ``stop()``; with ``until_idle``, also stop once nothing is
         queued, running or waiting anywhere in the store."""
         self._acker.start()
+        self.store.on_handed(self.worker_id, self._start_handed)
         background = [asyncio.create_task(self._heartbeat_loop(), name="corral-heartbeat")]
         if self.options.retain is not None:
             background.append(
@@ -216,6 +219,7 @@ class Worker:
             await self._lease_loop(until_idle)
         finally:
             await self._drain()
+            self.store.on_handed(self.worker_id, None)
             self._start_handed()  # late notifications of runs handed before the withdrawal
             if self._giving_back:
                 await asyncio.gather(*self._giving_back, return_exceptions=True)
@@ -242,7 +246,6 @@ class Worker:
     async def _leasing(self, until_idle: bool) -> None:
         options = self.options
         while not self._stopping.is_set():
-            self._start_handed()
             regular = self._regular_in_flight()
             regular_free = options.concurrency - regular
             express_free = options.express_slots - (self.in_flight - regular)
@@ -252,12 +255,17 @@ class Worker:
                 self._slot_freed.clear()
                 self._carrying = True
                 try:
-                    await self._until(self._slot_freed.wait(), *self._handed_arrival())
+                    await self._until(self._slot_freed.wait())
                 finally:
                     self._carrying = False
                 continue
             try:
-                leases = await self._lease(free, express)
+                # slots this call may fill: a run handed meanwhile does not get one
+                self._leasing_for = free if not express else 0
+                try:
+                    leases = await self._lease(free, express)
+                finally:
+                    self._leasing_for = 0
             except StoreUnavailable as exc:
                 log.warning("lease failed, retrying: %s", exc)
                 await self._until(asyncio.sleep(options.poll_interval))
@@ -285,7 +293,6 @@ class Worker:
                     self.store.wait_for_work(
                         options.poll_interval, light_below=options.express_below
                     ),
-                    *self._handed_arrival(),
                 )
                 continue
             if until_idle and not self.in_flight and await self._store_idle():
@@ -344,18 +351,13 @@ class Worker:
         except StoreUnavailable as exc:
             log.warning("offering free slots failed (runs are leased as usual): %s", exc)
 
-    def _handed_arrival(self) -> list[Awaitable[None]]:
-        """What a worker waiting for a free slot also waits for: a run handed to it anyway (a
-        handoff that crossed its lease), to give back at once rather than hold unheartbeaten."""
-        return [self.store.wait_for_handed(self.worker_id)] if self.store.hands_off else []
-
     async def _withdraw_offer(self) -> None:
         """End the offer, and give back the runs handed before it ended."""
         if not self.store.hands_off or not self._offered:
             return
         try:
             left = await self.store.withdraw_offer(self.worker_id)
-        except StoreUnavailable as exc:
+        except Exception as exc:
             # the offer's lock goes with this process's listening session, and with it the
             # offer: submits hand nothing to an offer whose lock is free
             log.warning("withdrawing the offer of free slots failed: %s", exc)
@@ -369,13 +371,15 @@ class Worker:
                 await asyncio.sleep(0.005)
 
     def _start_handed(self) -> int:
-        """Start the runs submits handed to this worker; give back those it has no slot for
-        (a handoff that crossed one of its own leases) or that come after it stopped leasing.
-        Returns how many came."""
+        """Start the runs submits handed to this worker (the store calls this as they come);
+        give back those it has no slot for (a handoff that crossed one of its own leases:
+        they are not held unheartbeaten) or that come after it stopped leasing. Returns how
+        many came."""
         handed = self.store.take_handed(self.worker_id)
         for lease in handed:
             self._offered = max(0, self._offered - 1)
-            full = self._regular_in_flight() >= self.options.concurrency
+            taken = self._regular_in_flight() + self._leasing_for
+            full = taken >= self.options.concurrency
             if full or self._done_leasing or self._stopping.is_set():
                 task = asyncio.create_task(self._give_back(lease), name="corral-give-back")
                 self._giving_back.add(task)
