@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from corral import Corral
-from corral.models import RunStatus
+from corral.models import Run, RunStatus
 from tests.support.processes import WorkerProcess
 
 pytestmark = pytest.mark.timeout(300)
@@ -68,6 +68,11 @@ async def test_sigkilled_workers_lose_nothing(db_url: str, tmp_path: Path) -> No
                 w.stop()
         runs = {r: await app.get(r) for r in ids}
     assert kills >= 3
+    assert_acked_once(runs, log)
+
+
+def assert_acked_once(runs: dict[str, Run], log: Path) -> None:
+    """Every run succeeded; the acked execution completed exactly once, nothing after it."""
     assert all(run.status == RunStatus.SUCCEEDED for run in runs.values()), Counter(
         run.status for run in runs.values()
     )
@@ -76,10 +81,46 @@ async def test_sigkilled_workers_lose_nothing(db_url: str, tmp_path: Path) -> No
         by_run[run_id].append(epoch)
     for run_id, run in runs.items():
         final = run.lease_epoch
-        # the acked execution completed exactly once, and nothing ran after the ack
         assert by_run[run_id].count(final) == 1, (run_id, by_run[run_id], final)
         assert max(by_run[run_id]) == final, (run_id, by_run[run_id], final)
         assert run.result["epoch"] == final
+
+
+async def test_runs_submitted_one_by_one_to_waiting_workers_survive_sigkills(
+    db_url: str, tmp_path: Path
+) -> None:
+    """Runs arrive one at a time while workers wait, so on PostgreSQL most are handed to a
+    waiting worker at submit (docs/architecture.md, "Handoff"), some to a worker about to be
+    killed: each comes back after its lease TTL, none is lost or acked twice."""
+    log = tmp_path / "completions.log"
+    rng = random.Random(11)
+    async with Corral(db_url) as app:
+        await app.set_tenant("default")  # a tenant's first run is never handed
+        workers = [WorkerProcess(db_url, log, ttl=2.0, concurrency=4) for _ in range(3)]
+        ids: list[str] = []
+        kills = 0
+        try:
+            await asyncio.sleep(1.0)  # the workers start and wait
+            for i in range(600):
+                ids.append(
+                    await app.submit(
+                        "work", {"i": i, "sleep": rng.uniform(0, 0.01)}, max_attempts=20
+                    )
+                )
+                await asyncio.sleep(rng.uniform(0, 0.004))
+                if i % 150 == 149:
+                    victim = rng.randrange(len(workers))
+                    workers[victim].signal(signal.SIGKILL)
+                    workers[victim].wait()
+                    kills += 1
+                    workers[victim] = WorkerProcess(db_url, log, ttl=2.0, concurrency=4)
+            await wait_all_done(app, ids, timeout=120)
+        finally:
+            for w in workers:
+                w.stop()
+        runs = {r: await app.get(r) for r in ids}
+    assert kills == 4
+    assert_acked_once(runs, log)
 
 
 async def test_paused_worker_cannot_write_after_its_lease_expired(
