@@ -370,11 +370,14 @@ class Corral:
         express_below: int = 1,
         retain: float | None = None,
         retention_interval: float = RETENTION_INTERVAL,
+        handoffs: bool = True,
     ) -> Worker:
         """A worker of this app's agents: ``concurrency`` slots, plus ``express_slots`` that
         only runs of tenants with fewer than ``express_below`` runs in flight take. With
         ``retain`` (seconds), it also deletes, every ``retention_interval`` seconds, the run
-        trees that ended more than ``retain`` seconds ago (as ``purge_finished`` does)."""
+        trees that ended more than ``retain`` seconds ago (as ``purge_finished`` does). With
+        ``handoffs`` (PostgreSQL), a waiting worker offers its free slots and runs submitted
+        meanwhile come to it already leased; off, it only leases."""
         check_int("concurrency", concurrency)
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)
@@ -400,6 +403,7 @@ class Corral:
             express_below=express_below,
             retain=None if retain is None else float(retain),
             retention_interval=float(retention_interval),
+            handoffs=bool(handoffs),
         )
         return Worker(self.store, self.agents, options, worker_id)
 

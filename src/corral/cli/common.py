@@ -107,6 +107,13 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 callback=duration,
                 help="Delete runs that ended longer ago than this (e.g. 7d; default: keep all).",
             ),
+            click.option(
+                "--handoffs/--no-handoffs",
+                default=True,
+                show_default=True,
+                help="PostgreSQL: offer free slots, so runs submitted meanwhile come already "
+                "leased (see docs/architecture.md, Handoff).",
+            ),
         )
     ):
         fn = option(fn)

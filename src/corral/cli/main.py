@@ -56,6 +56,7 @@ async def worker(
     express_slots: int,
     express_below: int,
     retain: float | None,
+    handoffs: bool,
     db: str | None,
 ) -> None:
     """Run a worker for the app at MODULE:ATTR until SIGTERM/SIGINT."""
@@ -72,6 +73,7 @@ async def worker(
             express_slots=express_slots,
             express_below=express_below,
             retain=retain,
+            handoffs=handoffs,
         )
         w.install_signal_handlers()
         click.echo(

@@ -90,6 +90,7 @@ async def _serve(
     express_slots: int,
     express_below: int,
     retain: float | None,
+    handoffs: bool,
     max_body_bytes: int,
     age_target: float,
     public_metrics: bool,
@@ -120,6 +121,7 @@ async def _serve(
                 express_slots=express_slots,
                 express_below=express_below,
                 retain=retain if i == 0 else None,  # one retention pass per process is enough
+                handoffs=handoffs,
             )
             for i in range(workers)
         ]

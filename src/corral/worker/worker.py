@@ -114,6 +114,9 @@ class WorkerOptions:
     retain: float | None = None
     #: seconds between two retention passes of this worker
     retention_interval: float = RETENTION_INTERVAL
+    #: offer free slots while waiting, so that submits hand runs over already leased
+    #: (PostgreSQL; store.offer_slots). Off: this worker only leases.
+    handoffs: bool = True
 
 
 class _Slot:
@@ -172,8 +175,8 @@ class Worker:
         self._done_leasing = False
         #: handed runs being given back (no free slot, or stopping)
         self._giving_back: set[asyncio.Task[None]] = set()
-        #: free slots the lease call under way may fill
-        self._leasing_for = 0
+        #: a lease call is under way (runs handed meanwhile wait for its runs)
+        self._lease_under_way = False
         self.completed = 0
         #: runs this worker's retention passes deleted
         self.purged = 0
@@ -201,7 +204,7 @@ class Worker:
         """Lease and execute until ``stop()``; with ``until_idle``, also stop once nothing is
         queued, running or waiting anywhere in the store."""
         self._acker.start()
-        self.store.on_handed(self.worker_id, self._start_handed)
+        self.store.on_handed(self.worker_id, self._on_handed)
         background = [asyncio.create_task(self._heartbeat_loop(), name="corral-heartbeat")]
         if self.options.retain is not None:
             background.append(
@@ -260,14 +263,15 @@ class Worker:
                     self._carrying = False
                 continue
             try:
-                # slots this call may fill: a run handed meanwhile does not get one
-                self._leasing_for = free if not express else 0
+                # runs handed meanwhile wait for this call's runs: both may not fit
+                self._lease_under_way = True
                 try:
                     leases = await self._lease(free, express)
                 finally:
-                    self._leasing_for = 0
+                    self._lease_under_way = False
             except StoreUnavailable as exc:
                 log.warning("lease failed, retrying: %s", exc)
+                self._start_handed()
                 await self._until(asyncio.sleep(options.poll_interval))
                 continue
             # every lease takes its runs from this worker's offer first (the store's side:
@@ -275,6 +279,7 @@ class Worker:
             self._offered = max(0, self._offered - len(leases))
             for lease in leases:
                 self._start(lease, express)
+            self._start_handed()
             if leases:
                 if len(leases) < free:
                     # the queue ran dry (the next lease will likely find little): let the runs
@@ -297,6 +302,7 @@ class Worker:
                 continue
             if until_idle and not self.in_flight and await self._store_idle():
                 return
+            # (an ack of this worker's wakes it too, and the slot it freed goes back on offer)
             await self._offer_free_slots()
             await self._until(
                 self.store.wait_for_work(options.poll_interval), timeout=options.poll_interval
@@ -339,7 +345,7 @@ class Worker:
     async def _offer_free_slots(self) -> None:
         """Before waiting: offer the free regular slots to submits (store.offer_slots), so a
         run submitted while this worker waits starts without a lease of its own."""
-        if not self.store.hands_off:
+        if not (self.store.hands_off and self.options.handoffs):
             return
         self._start_handed()
         free = self.options.concurrency - self._regular_in_flight()
@@ -370,16 +376,20 @@ class Worker:
             if expected > 0:
                 await asyncio.sleep(0.005)
 
+    def _on_handed(self) -> None:
+        """The store's call as handed runs arrive: start them now, unless a lease call is
+        under way (they are started, or given back, when it returns and its runs are in)."""
+        if not self._lease_under_way:
+            self._start_handed()
+
     def _start_handed(self) -> int:
-        """Start the runs submits handed to this worker (the store calls this as they come);
-        give back those it has no slot for (a handoff that crossed one of its own leases:
-        they are not held unheartbeaten) or that come after it stopped leasing. Returns how
-        many came."""
+        """Start the runs submits handed to this worker; give back those it has no slot for
+        (a handoff that crossed one of its own leases: they are not held unheartbeaten) or
+        that come after it stopped leasing. Returns how many came."""
         handed = self.store.take_handed(self.worker_id)
         for lease in handed:
             self._offered = max(0, self._offered - 1)
-            taken = self._regular_in_flight() + self._leasing_for
-            full = taken >= self.options.concurrency
+            full = self._regular_in_flight() >= self.options.concurrency
             if full or self._done_leasing or self._stopping.is_set():
                 task = asyncio.create_task(self._give_back(lease), name="corral-give-back")
                 self._giving_back.add(task)
