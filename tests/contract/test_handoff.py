@@ -84,6 +84,7 @@ async def test_a_run_submitted_to_a_waiting_worker_arrives_leased(pg_dsn: str) -
         assert run is not None and run.status == RunStatus.RUNNING and run.attempts == 1
         acme = (await submitter.stats()).tenant("acme")
         assert acme is not None and (acme.queued, acme.in_flight) == (0, 1)
+        assert (await submitter.delivery_counters()).handoffs == 1  # the corral_handoffs metric
         # nothing is left for a lease, and the lease handed over is a real, fenced one
         assert await submitter.lease("other", TTL, 10) == []
         assert not await waiter.heartbeat(LeaseRef(run_id, 1), TTL)  # no cancel asked
@@ -100,6 +101,7 @@ async def test_an_offer_takes_only_as_many_runs_as_it_has_slots(pg_dsn: str) -> 
         handed = await _handed(waiter, "w1", 2)
         assert [x.run_id for x in handed] == ids[:2]
         assert _offer_rows(dsn) == [("w1", 0)]
+        assert (await submitter.delivery_counters()).handoffs == 2
         third = await submitter.get(ids[2])
         assert third is not None and third.status == RunStatus.QUEUED
         # a lease the worker takes itself counts against its offer too

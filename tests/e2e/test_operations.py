@@ -136,6 +136,7 @@ async def test_metrics_export_queue_figures_counters_histograms_and_schedulers(
         assert (own["tenant"], own["succeeded"], own["failed"]) == ("globex", 0, 1)
         assert sample(text, "corral_queue_wait_seconds_count") == 5  # each run's first lease
         assert sample(text, "corral_redeliveries_total") == 0
+        assert sample(text, "corral_handoffs_total") == 0  # all queued before any worker
         assert sample(text, "corral_leases_expired_unreclaimed") == 0
         assert all(r for r in ids)
 

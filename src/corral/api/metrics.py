@@ -4,10 +4,11 @@ Two kinds of figures:
 
 * read from the store at each scrape (``refresh``), so they are the same whichever instance is
   scraped: queue depth, oldest queued age, in flight and cap per tenant; runs per status;
-  submitted and finished runs; redeliveries; lease-expiry dead letters and leases expired but
-  not yet reclaimed; the suggested worker count; and the queue wait of every run first leased
-  since the previous scrape (a histogram fed from the store, so with several API replicas each
-  replica observes every run — aggregate with ``max``, not ``sum``, across replicas);
+  submitted and finished runs; redeliveries; handoffs; lease-expiry dead letters and leases
+  expired but not yet reclaimed; the suggested worker count; and the queue wait of every run
+  first leased since the previous scrape (a histogram fed from the store, so with several API
+  replicas each replica observes every run — aggregate with ``max``, not ``sum``, across
+  replicas);
 * observed by this instance: submit latency, submits and backpressure rejections per tenant.
 
 Contention schedulers (``corral.contention.Scheduler`` or anything with a ``statistics()`` of
@@ -150,6 +151,11 @@ class _StoreCollector:
                 "corral_lease_expiry_dead_letters",
                 "Runs dead-lettered because their last lease expired.",
                 value=c.lease_expiry_dead_letters,
+            ),
+            CounterMetricFamily(
+                "corral_handoffs",
+                "Runs handed to a waiting worker at submit, started without a lease.",
+                value=c.handoffs,
             ),
             GaugeMetricFamily(
                 "corral_leases_expired_unreclaimed",

@@ -43,6 +43,8 @@ class DeliveryCounters:
     lease_expiry_dead_letters: int
     #: runs still marked running whose lease has expired (not yet reclaimed by a lease call)
     expired_unreclaimed: int
+    #: runs handed to a waiting worker at submit, started without a lease (PostgreSQL)
+    handoffs: int = 0
 
 
 def _key_from_row(r: Row) -> ApiKey:
@@ -165,6 +167,7 @@ class ServiceReadsMixin(SqlBase):
             redeliveries=int(totals[0]) if totals else 0,
             lease_expiry_dead_letters=int(totals[1]) if totals else 0,
             expired_unreclaimed=int(expired[0]) if expired else 0,
+            handoffs=int(totals[2]) if totals else 0,
         )
 
 

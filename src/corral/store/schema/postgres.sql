@@ -124,7 +124,8 @@ CREATE TABLE corral_tenants (
     failed bigint DEFAULT 0 NOT NULL,
     cancelled bigint DEFAULT 0 NOT NULL,
     redelivered bigint DEFAULT 0 NOT NULL,
-    expiry_dead_letters bigint DEFAULT 0 NOT NULL
+    expiry_dead_letters bigint DEFAULT 0 NOT NULL,
+    handed bigint DEFAULT 0 NOT NULL
 )
 WITH (fillfactor='50');
 

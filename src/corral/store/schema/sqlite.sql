@@ -117,7 +117,7 @@ CREATE TABLE corral_tenants (
     queued              INTEGER NOT NULL DEFAULT 0,
     in_flight           INTEGER NOT NULL DEFAULT 0,
     last_served_at      REAL NOT NULL DEFAULT 0
-, max_children INTEGER, max_depth INTEGER, vtime REAL NOT NULL DEFAULT 0, run_cost REAL NOT NULL DEFAULT 1, succeeded INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0, redelivered INTEGER NOT NULL DEFAULT 0, expiry_dead_letters INTEGER NOT NULL DEFAULT 0);
+, max_children INTEGER, max_depth INTEGER, vtime REAL NOT NULL DEFAULT 0, run_cost REAL NOT NULL DEFAULT 1, succeeded INTEGER NOT NULL DEFAULT 0, failed INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0, redelivered INTEGER NOT NULL DEFAULT 0, expiry_dead_letters INTEGER NOT NULL DEFAULT 0, handed INTEGER NOT NULL DEFAULT 0);
 
 CREATE TABLE corral_waits (
     parent_id TEXT NOT NULL,

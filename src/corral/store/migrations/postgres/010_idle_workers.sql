@@ -14,3 +14,5 @@ CREATE TABLE corral_idle_workers (
 -- submits take the longest-standing live offer first, reading offers in this order and
 -- stopping at the first whose worker is alive
 CREATE INDEX corral_idle_workers_order ON corral_idle_workers (offered_at) WHERE slots > 0;
+-- runs each tenant had handed to a waiting worker (the corral_handoffs metric)
+ALTER TABLE corral_tenants ADD COLUMN handed BIGINT NOT NULL DEFAULT 0;

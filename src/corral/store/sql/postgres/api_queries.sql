@@ -18,8 +18,10 @@ LIMIT :limit;
 
 -- name: delivery_counters
 -- kept per tenant by the lease (a delivery past a run's first attempt), release (which gives
--- an attempt back) and the reaper (a lease that expired on the last attempt)
-SELECT COALESCE(SUM(redelivered), 0), COALESCE(SUM(expiry_dead_letters), 0)
+-- an attempt back), the reaper (a lease that expired on the last attempt) and submit_one
+-- (a run handed to a waiting worker)
+SELECT COALESCE(SUM(redelivered), 0), COALESCE(SUM(expiry_dead_letters), 0),
+    COALESCE(SUM(handed), 0)
 FROM corral_tenants;
 
 -- name: expired_unreclaimed

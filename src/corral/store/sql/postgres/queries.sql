@@ -81,7 +81,8 @@ WITH offer AS (
         in_flight = t.in_flight + CASE WHEN {{handing}} THEN 1 ELSE 0 END,
         vtime = CASE WHEN t.queued = 0 THEN GREATEST(t.vtime, {{vtime_floor}}) ELSE t.vtime END
             + CASE WHEN {{handing}} THEN GREATEST(t.run_cost, :min_cost::float8) / t.weight ELSE 0 END,
-        last_served_at = CASE WHEN {{handing}} THEN :now::float8 ELSE t.last_served_at END
+        last_served_at = CASE WHEN {{handing}} THEN :now::float8 ELSE t.last_served_at END,
+        handed = t.handed + CASE WHEN {{handing}} THEN 1 ELSE 0 END
     WHERE t.tenant = :tenant AND t.queued + 1 <= t.max_queued
     RETURNING t.tenant, t.in_flight, t.queued
 ), run AS (
