@@ -39,6 +39,9 @@ class Handoffs:
     def owners(self) -> list[str]:
         return list(self._keys)
 
+    def knows(self, owner: str) -> bool:
+        return owner in self._keys
+
     def listening(self, channel: str, owner: str) -> None:
         self._channels[channel] = owner
 
@@ -52,16 +55,19 @@ class Handoffs:
     def owner_of(self, channel: str) -> str | None:
         return self._channels.get(channel)
 
-    def hand(self, owner: str, payload: str) -> None:
+    def hand(self, owner: str, payload: str) -> bool:
         """Keep the lease a handoff notification carries: a JSON array of lease_from_row's
-        columns without the input, a newline, then the input's JSON text."""
+        columns without the input, a newline, then the input's JSON text. True when the
+        worker's callback took it (nobody then needs waking for it)."""
         header, _, input_text = payload.partition("\n")
         row = json.loads(header)
         row.insert(INPUT_COLUMN, input_text)
         self._handed.setdefault(owner, []).append(lease_from_row(tuple(row)))
         callback = self._callbacks.get(owner)
-        if callback is not None:
-            callback()
+        if callback is None:
+            return False
+        callback()
+        return True
 
     def take(self, owner: str) -> list[Lease]:
         return self._handed.pop(owner, [])

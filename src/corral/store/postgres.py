@@ -409,7 +409,7 @@ class PostgresStore(SqlStore):
         await conn.execute(sql.SQL("LISTEN {}").format(sql.Identifier(grants)))
         for owner in self._handoffs.owners():
             await self._listen_for_handoffs_on(conn, owner)
-        self._listener = asyncio.create_task(self._listen(conn, grants), name="corral-listen")
+        self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
 
     async def _listen_for_handoffs_on(self, conn: psycopg.AsyncConnection[Any], owner: str) -> None:
         """LISTEN to the channel of runs handed to ``owner`` and hold its offer's advisory lock
@@ -442,7 +442,7 @@ class PostgresStore(SqlStore):
 
     async def withdraw_offer(self, worker_id: str) -> int:
         """Withdraw ``worker_id``'s offer; the slots it still held (0: none, or no offer)."""
-        if worker_id not in self._handoffs.owners():
+        if not self._handoffs.knows(worker_id):
             return 0
         rows = await self._hot_statement("withdraw_offer", {"owner": worker_id})
         return int(rows[0][0]) if rows else 0
@@ -471,33 +471,32 @@ class PostgresStore(SqlStore):
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            grants = self._grants_channel
             try:
                 await self._listen_for_handoffs_on(conn, owner)
             except psycopg.Error as exc:
                 # the restarted listener fails on the same connection and reconnects
                 raise StoreUnavailable(f"cannot listen for handoffs: {exc}") from exc
             finally:
-                self._listener = asyncio.create_task(
-                    self._listen(conn, grants), name="corral-listen"
-                )
+                self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
         return self._handoffs.is_listening(owner)
 
-    async def _listen(self, conn: psycopg.AsyncConnection[Any], grants: str) -> None:
+    async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
             async for notify in conn.notifies():
                 owner = self._handoffs.owner_of(notify.channel)
                 if owner is not None:
+                    taken = False
                     try:
-                        self._handoffs.hand(owner, notify.payload)
+                        taken = self._handoffs.hand(owner, notify.payload)
                     except (ValueError, TypeError, IndexError) as exc:
                         # not a handoff of ours: if it was a run, its lease runs out and it
                         # is leased again
                         log.warning("ignored a malformed handoff notification: %s", exc)
                     except Exception:  # the worker's callback: never the listener's end
                         log.exception("starting a handed run failed")
-                    self._signal_local_work()
-                elif notify.channel == grants:
+                    if not taken:  # a waiter polls take_handed (a worker's callback took it)
+                        self._signal_local_work()
+                elif notify.channel == self._grants_channel:
                     _name, *granted = notify.payload.split(",")
                     self._note_grants(granted)
                 else:

@@ -661,8 +661,8 @@ ON CONFLICT (key) DO UPDATE SET value = excluded.value;
 SELECT pg_notify({{work_channel}}, '');
 
 -- name: handoff_channel
--- the channel of runs handed to :owner (the handoff_channel fragment, for its LISTEN)
-SELECT 'corral_run_' || md5(current_schema() || ' ' || :owner::text);
+-- the channel of runs handed to :owner, for its LISTEN: the fragment itself, so the two agree
+SELECT {{handoff_channel}} FROM (SELECT :owner::text AS lease_owner) x;
 
 -- name: offer_slots
 -- a waiting worker's free slots, for submits to hand runs to (submit_one); lock_key is the
