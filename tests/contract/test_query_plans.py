@@ -26,6 +26,7 @@ from corral.config import StoreConfig
 from corral.models import RunSpec
 from corral.store import Store, create_store
 from corral.store.queries import load_queries
+from corral.store.sql_lease import _union_of_picks
 from corral.store.sql_queue import _list_runs_sql
 from tests.support.postgres import fresh_schema
 
@@ -331,3 +332,58 @@ async def test_sqlite_listing_of_a_tenant_uses_its_index(tmp_path: Path) -> None
             plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", args)]
             assert any("USING INDEX corral_runs_listing" in step for step in plan), plan
             assert not any("TEMP B-TREE" in step for step in plan), plan  # no sort
+
+
+async def test_fifo_pick_reads_the_heads_of_tenant_queues_not_their_backlogs(
+    pg_dsn: str,
+) -> None:
+    """fairness="fifo" keeps no index of every queued run: its pick merges the tenants' own
+    queues, reading one entry per candidate tenant and at most :n of each of the :n tenants
+    whose first runs are oldest, whatever their backlogs."""
+    clock = FakeClock()
+    async with _fresh_store(pg_dsn, clock) as (dsn, store):
+        await store.submit([RunSpec("echo", tenant=f"t{i % 20}") for i in range(20_000)])
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            args = {"now": clock.now, "n": 8, "full": "[]"}
+            query = load_queries("postgres")["pick_oldest_runs"]
+            scans, read = _runs_read(conn, query, args, False)
+    assert ("Seq Scan", "corral_runs") not in scans, scans
+    assert read <= 20 + 8 * 8, read
+
+
+async def test_sqlite_fifo_pick_work_does_not_grow_with_the_backlog(tmp_path: Path) -> None:
+    """The SQLite side of the test above, counted in virtual-machine steps: ten times the
+    backlog per tenant must not mean ten times the work of a pick."""
+    queries = load_queries("sqlite")
+
+    async def steps(per_tenant: int) -> int:
+        path = tmp_path / f"fifo-{per_tenant}.db"
+        store = create_store(f"sqlite:///{path}", StoreConfig(fairness="fifo"), FakeClock())
+        await store.open()
+        try:
+            await store.submit(
+                [RunSpec("echo", tenant=f"t{i % 20}") for i in range(20 * per_tenant)]
+            )
+        finally:
+            await store.close()
+        counted = 0
+
+        def count() -> int:
+            nonlocal counted
+            counted += 1
+            return 0
+
+        with sqlite3.connect(path) as conn:
+            conn.set_progress_handler(count, 10)
+            args: dict[str, Any] = {"now": 1e12, "n": 8, "full": "[]"}
+            heads = [row[0] for row in conn.execute(queries["oldest_heads"], args)]
+            assert len(heads) == 8
+            args |= {f"tenant_{i}": tenant for i, tenant in enumerate(heads)}
+            merge = _union_of_picks(
+                queries["pick_oldest_runs"], queries["tenant_oldest_pick"], len(heads)
+            )
+            assert len(conn.execute(merge, args).fetchall()) == 8
+        return counted
+
+    small, large = await steps(200), await steps(2000)
+    assert large < 1.5 * small, (small, large)

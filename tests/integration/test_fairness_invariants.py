@@ -31,7 +31,7 @@ from corral import Corral
 from corral.clock import FakeClock
 from corral.config import StoreConfig
 from corral.errors import BackpressureError
-from corral.models import LeaseRef, RunSpec, RunStatus
+from corral.models import Ack, LeaseRef, RunSpec, RunStatus
 from corral.store import Store, create_store, parse_database_url
 from tests.support.postgres import fresh_schema
 from tests.support.processes import WorkerProcess
@@ -539,6 +539,31 @@ async def test_fifo_lease_skips_a_capped_tenant(db_url: str) -> None:
         await store.submit([RunSpec("echo", tenant="b")])
         assert [x.tenant for x in await store.lease("w", TTL, 1)] == ["a"]
         assert [x.tenant for x in await store.lease("w", TTL, 5)] == ["b"]
+    finally:
+        await store.close()
+
+
+async def test_fifo_lease_takes_runs_in_submission_order_across_tenants(db_url: str) -> None:
+    """fairness="fifo" merges the tenants' own queues (no index of every queued run): the
+    runs come out in the order they were submitted, across tenants, also where a batch gives
+    several tenants' runs the same sort key (ties go in the order the runs were stored)."""
+    clock = FakeClock()
+    rng = random.Random(5)
+    store = create_store(db_url, StoreConfig(fairness="fifo"), clock)
+    await store.open()
+    try:
+        submitted: list[str] = []
+        for _ in range(12):
+            batch = [
+                RunSpec("echo", tenant=f"t{rng.randrange(6)}") for _ in range(rng.randint(1, 9))
+            ]
+            submitted += await store.submit(batch)
+            clock.advance(rng.choice([0.0, 1.0]))
+        leased: list[str] = []
+        while batch_ := await store.lease("w", TTL, rng.randint(1, 5)):
+            leased += [lease.run_id for lease in batch_]
+            await store.ack_many([Ack(x.run_id, x.epoch, None) for x in batch_])
+        assert leased == submitted
     finally:
         await store.close()
 

@@ -38,7 +38,15 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
     ),
     # PostgreSQL learns of light work from notification payloads instead; it takes runs one
     # tenant per statement (take_tenant_runs, with FOR UPDATE SKIP LOCKED)
-    "sqlite": frozenset({"light_work", "take_tenants_runs", "tenant_runs_pick"}),
+    "sqlite": frozenset(
+        {
+            "light_work",
+            "take_tenants_runs",
+            "tenant_runs_pick",
+            "oldest_heads",
+            "tenant_oldest_pick",
+        }
+    ),
 }
 
 _HEADER = re.compile(r"^-- (name|fragment): (\w+)\s*$", re.MULTILINE)

@@ -174,9 +174,7 @@ class LeaseMixin(SqlBase):
             first = allocate(snapshot, slots)
             wanted = [c.tenant for c in snapshot if c.tenant in first]
         elif slots > 0:
-            oldest = await tx.fetchall(
-                self.q["pick_oldest_runs"], {"now": now, "n": slots, "full": "[]"}
-            )
+            oldest = await self._pick_oldest(tx, now, slots, set())
             wanted = list(dict.fromkeys(r[1] for r in oldest))
         touched = set(deltas) | set(wanted)
         loads_ = await self._lock_tenants(tx, sorted(touched - set(fresh)), deltas)
@@ -391,16 +389,31 @@ class LeaseMixin(SqlBase):
             leases.extend(await self._take(tx, ids, take))
             if len(leases) >= slots or len(ids) == len(rows):
                 return leases
-            rows = await tx.fetchall(
-                self.q["pick_oldest_runs"],
-                {"now": take["now"], "n": slots - len(leases), "full": json.dumps(sorted(full))},
-            )
+            rows = await self._pick_oldest(tx, take["now"], slots - len(leases), full)
             # tenants first seen now: their fresh counters decide (on PostgreSQL this locks
             # rows out of sorted order; a deadlock with another lease is retried whole)
             new = sorted({t for _, t in rows} - set(loads_))
             for tenant, load in (await self._lock_tenants(tx, new, deltas)).items():
                 loads_[tenant] = load
                 headroom[tenant] = load.cap - load.in_flight
+
+    async def _pick_oldest(self, tx: Transaction, now: float, n: int, full: set[str]) -> list[Row]:
+        """fifo: (run id, tenant) of the ``n`` oldest runnable runs of tenants below their caps
+        and not in ``full``, oldest first: a merge of the tenants' own queues. PostgreSQL does
+        it in one statement; SQLite, which has no LATERAL, first finds the tenants whose first
+        runs are oldest (only their runs can be among the oldest), then merges their queues."""
+        params: dict[str, Any] = {"now": now, "n": n, "full": json.dumps(sorted(full))}
+        if "oldest_heads" not in self.q:
+            return await tx.fetchall(self.q["pick_oldest_runs"], params)
+        heads = [row[0] for row in await tx.fetchall(self.q["oldest_heads"], params)]
+        if not heads:
+            return []
+        for i, tenant in enumerate(heads):
+            params[f"tenant_{i}"] = tenant
+        merge_sql = _union_of_picks(
+            self.q["pick_oldest_runs"], self.q["tenant_oldest_pick"], len(heads)
+        )
+        return await tx.fetchall(merge_sql, params)
 
     async def _take(self, tx: Transaction, ids: list[str], take: dict[str, Any]) -> list[Lease]:
         if not ids:
@@ -451,16 +464,16 @@ class LeaseMixin(SqlBase):
 
 
 @functools.lru_cache(maxsize=256)
-def _take_tenants_sql_cached(template: str, pick: str, tenants: int) -> str:
+def _union_of_picks(template: str, pick: str, tenants: int) -> str:
+    """``template`` with ``{picks}``: ``pick`` once per tenant (``{i}`` numbering each copy's
+    parameters), joined by UNION ALL."""
     picks = " UNION ALL ".join(pick.replace("{i}", str(i)) for i in range(tenants))
     return template.replace("{picks}", picks)
 
 
 def _take_tenants_sql(queries: Mapping[str, str], tenants: int) -> str:
     """take_tenants_runs for ``tenants`` tenants (one text per count: statement caches hit)."""
-    return _take_tenants_sql_cached(
-        queries["take_tenants_runs"], queries["tenant_runs_pick"], tenants
-    )
+    return _union_of_picks(queries["take_tenants_runs"], queries["tenant_runs_pick"], tenants)
 
 
 def _light(load: TenantLoad, light_below: int) -> TenantLoad:

@@ -188,8 +188,6 @@ CREATE INDEX corral_runs_queued_age ON corral_runs USING btree (tenant, availabl
 
 CREATE INDEX corral_runs_ready ON corral_runs USING btree (tenant, sort_key) WHERE (status = 'queued'::text);
 
-CREATE INDEX corral_runs_ready_global ON corral_runs USING btree (sort_key) WHERE (status = 'queued'::text);
-
 CREATE INDEX corral_runs_started ON corral_runs USING btree (started_at) WHERE (started_at IS NOT NULL);
 
 CREATE INDEX corral_runs_timers ON corral_runs USING btree (wake_at) WHERE (status = 'waiting'::text);

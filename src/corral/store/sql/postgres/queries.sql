@@ -256,14 +256,32 @@ RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_e
 
 -- name: pick_oldest_runs
 -- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
--- and those in :full (a JSON array: tenants this lease has just filled to their cap)
-SELECT r.id, r.tenant FROM corral_runs r
-JOIN corral_tenants t ON t.tenant = r.tenant
-WHERE r.status = 'queued' AND r.available_at <= :now AND t.in_flight < t.cap
-  AND r.tenant NOT IN (SELECT jsonb_array_elements_text(:full::jsonb))
-ORDER BY r.sort_key
-LIMIT :n
-FOR UPDATE OF r SKIP LOCKED;
+-- and those in :full (a JSON array: tenants this lease has just filled to their cap). The :n
+-- oldest runs are among the first :n of the :n tenants whose first runs are oldest, each read
+-- in order from the tenant's own queue (corral_runs_ready): a merge of the tenants' queues,
+-- so that no index of every queued run is kept up to date for this mode alone. Runs with equal
+-- sort keys go in the order of their row versions (ctid), the order the index keeps them in.
+WITH heads AS (
+    SELECT t.tenant, h.sort_key, h.ctid AS seq FROM corral_tenants t
+    CROSS JOIN LATERAL (SELECT r.sort_key, r.ctid FROM corral_runs r
+                        WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
+                        ORDER BY r.sort_key
+                        LIMIT 1) h
+    WHERE t.queued > 0 AND t.in_flight < t.cap
+      AND t.tenant NOT IN (SELECT jsonb_array_elements_text(:full::jsonb))
+    ORDER BY h.sort_key, h.ctid
+    LIMIT :n
+)
+SELECT p.id, p.tenant FROM heads
+CROSS JOIN LATERAL (
+    SELECT r.id, r.tenant, r.sort_key, r.ctid AS seq FROM corral_runs r
+    WHERE r.tenant = heads.tenant AND r.status = 'queued' AND r.available_at <= :now
+    ORDER BY r.sort_key
+    LIMIT :n
+    FOR UPDATE SKIP LOCKED
+) p
+ORDER BY p.sort_key, p.seq
+LIMIT :n;
 
 -- name: tenant_headroom
 SELECT tenant, cap - in_flight FROM corral_tenants WHERE tenant = :tenant

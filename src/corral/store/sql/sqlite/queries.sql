@@ -150,15 +150,38 @@ SELECT id FROM (
     LIMIT :n_{i}
 )
 
--- name: pick_oldest_runs
--- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
--- and those in :full (a JSON array: tenants this lease has just filled to their cap)
-SELECT r.id, r.tenant FROM corral_runs r
-JOIN corral_tenants t ON t.tenant = r.tenant
-WHERE r.status = 'queued' AND r.available_at <= :now AND t.in_flight < t.cap
-  AND r.tenant NOT IN (SELECT value FROM json_each(:full))
-ORDER BY r.sort_key
+-- name: oldest_heads
+-- fairness off (for comparison), first step: the :n tenants whose first runnable runs are
+-- oldest, below their caps and not in :full (a JSON array: tenants this lease has just filled
+-- to their cap). The :n oldest runs of all are among their first :n runs (pick_oldest_runs).
+-- Runs with equal sort keys go in the order they were stored (rowid), as within a tenant.
+SELECT tenant FROM (
+    SELECT t.tenant, h.sort_key, h.rowid AS seq
+    FROM corral_tenants t
+    JOIN corral_runs h ON h.rowid = (
+        SELECT r.rowid FROM corral_runs r INDEXED BY corral_runs_ready
+        WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now
+        ORDER BY r.sort_key, r.rowid
+        LIMIT 1)
+    WHERE t.queued > 0 AND t.in_flight < t.cap
+      AND t.tenant NOT IN (SELECT value FROM json_each(:full))
+)
+ORDER BY sort_key, seq
 LIMIT :n;
+
+-- name: pick_oldest_runs
+-- fairness off, second step: a merge of the queues of the tenants oldest_heads found, oldest
+-- first. {picks} stands for one tenant_oldest_pick per tenant joined by UNION ALL (as in
+-- take_tenants_runs). No index of every queued run is kept up to date for this mode alone.
+SELECT id, tenant FROM ({picks}) ORDER BY sort_key, seq LIMIT :n;
+
+-- name: tenant_oldest_pick
+SELECT * FROM (
+    SELECT id, tenant, sort_key, rowid AS seq FROM corral_runs
+    WHERE tenant = :tenant_{i} AND status = 'queued' AND available_at <= :now
+    ORDER BY sort_key, rowid
+    LIMIT :n
+)
 
 -- name: tenant_headroom
 SELECT tenant, cap - in_flight FROM corral_tenants WHERE tenant = :tenant;
