@@ -377,7 +377,9 @@ class Corral:
         ``retain`` (seconds), it also deletes, every ``retention_interval`` seconds, the run
         trees that ended more than ``retain`` seconds ago (as ``purge_finished`` does). With
         ``handoffs`` (PostgreSQL), a waiting worker offers its free slots and runs submitted
-        meanwhile come to it already leased; off, it only leases."""
+        meanwhile come to it already leased; off, it only leases. ``worker_id`` (default:
+        host, process id and object id) must be unique among live workers: leases, offers
+        and, once a worker has stopped, the runs it gives back are found by it."""
         check_int("concurrency", concurrency)
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)

@@ -380,7 +380,7 @@ async def test_sqlite_fifo_pick_work_does_not_grow_with_the_backlog(tmp_path: Pa
             assert len(heads) == 8
             args |= {f"tenant_{i}": tenant for i, tenant in enumerate(heads)}
             merge = _union_of_picks(
-                queries["pick_oldest_runs"], queries["tenant_oldest_pick"], len(heads)
+                queries["merge_oldest_picks"], queries["tenant_oldest_pick"], len(heads)
             )
             assert len(conn.execute(merge, args).fetchall()) == 8
         return counted

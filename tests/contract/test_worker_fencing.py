@@ -151,3 +151,39 @@ async def test_a_run_whose_agent_this_worker_lacks_waits_for_one_that_has_it(
         done = await work_until_ended(new, run_id, timeout=10, concurrency=1)
     assert done.status is RunStatus.SUCCEEDED and done.result == "b"
     assert done.attempts == 2
+
+
+async def test_runs_leased_to_a_worker_that_never_started_them_go_back_when_it_stops(
+    db_url: str, clock: FakeClock
+) -> None:
+    """A lease call abandoned after its commit (the worker torn down while the call ran)
+    leaves runs leased to a worker that never heard of them. The worker gives them back
+    when it stops, with no attempt counted, instead of leaving them to wait out the lease TTL
+    (on this fake clock the TTL never runs out: only the give-back frees them)."""
+    app = Corral(db_url, clock=clock, lease_ttl=TTL)
+
+    @app.agent("echo")
+    async def echo(ctx: RunContext, input: object) -> object:
+        return input
+
+    async with app:
+        worker = app.worker(concurrency=2, poll_interval=0.05)
+        run_id = await app.submit("echo", {"n": 1})
+        # what the abandoned call committed: the run leased under this worker's id
+        (orphan,) = await app.store.lease(worker.worker_id, TTL, 1)
+        assert orphan.run_id == run_id
+        running = asyncio.create_task(worker.run())
+        await asyncio.sleep(0.2)
+        assert (await app.get(run_id)).status is RunStatus.RUNNING  # type: ignore[union-attr]
+        worker.stop()
+        await running
+        run = await app.get(run_id)
+        assert run is not None
+        assert run.status is RunStatus.QUEUED
+        assert run.attempts == 0
+        assert await app.store.leased_to(worker.worker_id) == []
+        # another worker takes it now, not after the TTL
+        done = await work_until_ended(app, run_id, timeout=10)
+        assert done.status is RunStatus.SUCCEEDED
+        assert done.result == {"n": 1}
+        assert done.attempts == 1

@@ -29,6 +29,7 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
             "use_generic_plans",
             "submit_one",
             "take_tenant_runs",
+            "pick_oldest_runs",
             "handoff_channel",
             "offer_slots",
             "withdraw_offer",
@@ -37,13 +38,15 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
         }
     ),
     # PostgreSQL learns of light work from notification payloads instead; it takes runs one
-    # tenant per statement (take_tenant_runs, with FOR UPDATE SKIP LOCKED)
+    # tenant per statement (take_tenant_runs, with FOR UPDATE SKIP LOCKED), and merges the
+    # tenants' queues for fifo in one statement (pick_oldest_runs, with LATERAL)
     "sqlite": frozenset(
         {
             "light_work",
             "take_tenants_runs",
             "tenant_runs_pick",
             "oldest_heads",
+            "merge_oldest_picks",
             "tenant_oldest_pick",
         }
     ),

@@ -411,7 +411,7 @@ class LeaseMixin(SqlBase):
         for i, tenant in enumerate(heads):
             params[f"tenant_{i}"] = tenant
         merge_sql = _union_of_picks(
-            self.q["pick_oldest_runs"], self.q["tenant_oldest_pick"], len(heads)
+            self.q["merge_oldest_picks"], self.q["tenant_oldest_pick"], len(heads)
         )
         return await tx.fetchall(merge_sql, params)
 

@@ -331,6 +331,10 @@ class QueueMixin(SqlBase):
         self._signal_local_work()
         return lost
 
+    async def leased_to(self, worker_id: str) -> list[LeaseRef]:
+        rows = await self._read(lambda tx: tx.fetchall(self.q["leased_to"], {"owner": worker_id}))
+        return [LeaseRef(str(run_id), int(epoch)) for run_id, epoch in rows]
+
     async def release(self, ref: LeaseRef) -> None:
         if await self.release_many([ref]):
             raise LeaseLost(ref.run_id, ref.epoch)

@@ -231,6 +231,22 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*background)
             await self._acker.close()
+            await self._give_back_leftovers()
+
+    async def _give_back_leftovers(self) -> None:
+        """Give back the runs the store still holds as leased to this worker once every run it
+        started has ended and every ack is written: a lease call abandoned after its commit
+        (the worker torn down while the call ran), a run handed after the offer was withdrawn.
+        Left alone, they would wait out their lease TTL before another worker could take them.
+        After a failed ack write the run is among them and is given back too: it runs again
+        now instead of after the TTL, which is what its expiry would have led to."""
+        try:
+            leftovers = await self.store.leased_to(self.worker_id)
+            if leftovers:
+                await self.store.release_many(leftovers)
+                log.info("gave back %d runs leased to this worker but not run", len(leftovers))
+        except Exception as exc:  # a stop must end: they come back after their lease TTL
+            log.warning("could not give back runs leased to this worker: %s", exc)
 
     def _count_purged(self, n: int) -> None:
         self.purged += n

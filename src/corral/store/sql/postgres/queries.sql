@@ -571,6 +571,11 @@ UPDATE corral_runs SET
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING tenant, status, parent_id, attempts;
 
+-- name: leased_to
+-- a stopping worker's leftovers (Store.leased_to): read once per worker stop, through the index
+-- of running runs
+SELECT id, lease_epoch FROM corral_runs WHERE status = 'running' AND lease_owner = :owner;
+
 -- name: finish_cancelled
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
     lease_owner = NULL, lease_expires_at = NULL

@@ -153,7 +153,7 @@ SELECT id FROM (
 -- name: oldest_heads
 -- fairness off (for comparison), first step: the :n tenants whose first runnable runs are
 -- oldest, below their caps and not in :full (a JSON array: tenants this lease has just filled
--- to their cap). The :n oldest runs of all are among their first :n runs (pick_oldest_runs).
+-- to their cap). The :n oldest runs of all are among their first :n runs (merge_oldest_picks).
 -- Runs with equal sort keys go in the order they were stored (rowid), as within a tenant.
 SELECT tenant FROM (
     SELECT t.tenant, h.sort_key, h.rowid AS seq
@@ -169,7 +169,7 @@ SELECT tenant FROM (
 ORDER BY sort_key, seq
 LIMIT :n;
 
--- name: pick_oldest_runs
+-- name: merge_oldest_picks
 -- fairness off, second step: a merge of the queues of the tenants oldest_heads found, oldest
 -- first. {picks} stands for one tenant_oldest_pick per tenant joined by UNION ALL (as in
 -- take_tenants_runs). No index of every queued run is kept up to date for this mode alone.
@@ -233,6 +233,11 @@ UPDATE corral_runs SET
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING tenant, status, parent_id, attempts;
+
+-- name: leased_to
+-- a stopping worker's leftovers (Store.leased_to): read once per worker stop, through the index
+-- of running runs
+SELECT id, lease_epoch FROM corral_runs WHERE status = 'running' AND lease_owner = :owner;
 
 -- name: finish_cancelled
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
