@@ -51,6 +51,7 @@ if str(REPO) not in sys.path:  # run as a script: make ``bench.fairness`` import
     sys.path.insert(0, str(REPO))
 
 import psycopg  # noqa: E402
+from bench.stats import percentile  # noqa: E402
 
 from corral import Corral  # noqa: E402
 from corral.config import StoreConfig  # noqa: E402
@@ -241,15 +242,6 @@ class Stamps:
 
 
 # ---------------------------------------------------------------------------- statistics
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    rank = (len(ordered) - 1) * p / 100
-    low, high = math.floor(rank), math.ceil(rank)
-    return ordered[low] + (ordered[high] - ordered[low]) * (rank - low)
 
 
 def summary_ms(values: Sequence[float], censored: int = 0) -> dict[str, Any]:

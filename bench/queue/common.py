@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from bench.stats import percentile
 
 DEFAULT_DSN = "postgresql://postgres@127.0.0.1:5432/test"
 
@@ -34,18 +35,6 @@ def recreate_database(dbname: str) -> str:
 def drop_database(dbname: str) -> None:
     with psycopg.connect(base_dsn(), autocommit=True) as conn:
         conn.execute(f'DROP DATABASE IF EXISTS "{dbname}" WITH (FORCE)')
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank-with-interpolation percentile, ``p`` in [0, 100]."""
-    if not values:
-        return float("nan")
-    if len(values) == 1:
-        return values[0]
-    qs = statistics.quantiles(values, n=1000, method="inclusive")
-    idx = round(p * 10) - 1
-    idx = max(0, min(len(qs) - 1, idx))
-    return qs[idx]
 
 
 def latency_summary(samples_s: list[float]) -> dict[str, float | int]:

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
 import psycopg
+from bench.stats import percentile
 
 from corral import Corral
 from corral.api import create_key
@@ -57,15 +58,6 @@ class Sample:
     done: float
     status: int | None  # None: the request failed without an HTTP answer
     run_id: str | None
-
-
-def percentile(values: list[float], p: float) -> float:
-    if not values:
-        return math.nan
-    ordered = sorted(values)
-    k = (len(ordered) - 1) * p / 100
-    lo, hi = math.floor(k), math.ceil(k)
-    return ordered[lo] + (ordered[hi] - ordered[lo]) * (k - lo)
 
 
 class Connection:

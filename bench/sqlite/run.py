@@ -29,19 +29,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from corral import Corral
-from corral.config import StoreConfig
-
 ROOT = Path(__file__).resolve().parents[2]
+if str(ROOT) not in sys.path:  # run as a script: make ``bench`` importable
+    sys.path.insert(0, str(ROOT))
+
+from bench.stats import percentile  # noqa: E402
+
+from corral import Corral  # noqa: E402
+from corral.config import StoreConfig  # noqa: E402
+
 RESULTS = ROOT / "bench" / "results"
 CORRAL = Path(sys.executable).with_name("corral")
 #: the settings compared: SQLite's own checkpoints, and the store's thread at its default
 SETTINGS = {"in commits (0)": 0.0, "own thread (0.05 s)": 0.05}
-
-
-def _percentile(xs: list[float], p: float) -> float:
-    xs = sorted(xs)
-    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
 def _worker(dsn: str, interval: float, concurrency: int) -> subprocess.Popen[bytes]:
@@ -98,8 +98,8 @@ async def submit_under_load(interval: float, samples: int) -> dict[str, float]:
             finally:
                 _stop(worker)
     return {
-        "submit_p50_ms": _percentile(lat, 50) * 1e3,
-        "submit_p99_ms": _percentile(lat, 99) * 1e3,
+        "submit_p50_ms": percentile(lat, 50) * 1e3,
+        "submit_p99_ms": percentile(lat, 99) * 1e3,
         "submit_max_ms": max(lat) * 1e3,
     }
 
