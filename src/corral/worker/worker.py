@@ -74,8 +74,8 @@ CARRY_MAX = 8
 AGENT_MISSING_RETRY = 30.0
 
 #: seconds a stopping worker waits for the notifications of runs handed to it just before it
-#: withdrew its offer (it gives them back); they are a round trip away, or lost with a dead
-#: listening session, when they would come back after their lease TTL
+#: withdrew its offer (it gives them back before draining); they are a round trip away, or lost
+#: with a dead listening session, when its last step (_give_back_leftovers) releases them
 HANDOFF_GRACE = 0.5
 
 
