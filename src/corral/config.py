@@ -55,3 +55,20 @@ class StoreConfig:
     durable_steps: bool = False
     #: PostgreSQL: connections in each of the two pools (transactions; hot single statements)
     pool_size: int = 8
+    #: PostgreSQL: seconds a waiting worker's offer of free slots stands unless renewed (by
+    #: the database's clock). A waiting worker renews it three times as often, so a worker
+    #: that stops running while its process lives on (SIGSTOP, a frozen VM, an event loop
+    #: blocked by an agent) is handed new runs for at most this long; they then wait out
+    #: their lease.
+    offer_lifetime: float = 5.0
+
+    def __post_init__(self) -> None:
+        # values imports this module (UNLIMITED): the checks are imported when used
+        from corral.values import check_amount, check_int, check_positive
+
+        check_positive("priority_aging", self.priority_aging)
+        check_int("reap_batch", self.reap_batch)
+        check_amount("busy_timeout", self.busy_timeout)
+        check_amount("checkpoint_interval", self.checkpoint_interval)
+        check_int("pool_size", self.pool_size)
+        check_positive("offer_lifetime", self.offer_lifetime)

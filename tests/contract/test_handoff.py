@@ -12,14 +12,15 @@ import signal
 import subprocess
 import sys
 import textwrap
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import asynccontextmanager, contextmanager
 from typing import Any
 
 import psycopg
 import pytest
 
 from corral import Corral, RunContext
+from corral.config import StoreConfig
 from corral.models import Lease, LeaseRef, RunSpec, RunStatus
 from corral.store import Store, create_store
 from tests.support.postgres import fresh_schema
@@ -161,6 +162,107 @@ async def test_an_input_too_large_for_a_notification_is_queued_instead(pg_dsn: s
         assert waiter.take_handed("w1") == []
         (lease,) = await submitter.lease("other", TTL, 1)
         assert lease.run_id == run_id and lease.input == big
+
+
+async def test_an_offer_not_renewed_within_its_lifetime_is_handed_nothing(pg_dsn: str) -> None:
+    with fresh_schema(pg_dsn) as dsn:
+        config = StoreConfig(offer_lifetime=0.5)
+        submitter, waiter = create_store(dsn, config), create_store(dsn, config)
+        await submitter.open()
+        await waiter.open()
+        try:
+            for tenant in TENANTS:
+                await submitter.set_tenant(tenant)
+            assert not await waiter.renew_offer("w1")  # no offer to renew
+            await waiter.offer_slots("w1", TTL, 5)
+            await asyncio.sleep(0.7)
+            (stale,) = await submitter.submit([RunSpec("echo", tenant="a")])
+            run = await submitter.get(stale)
+            assert run is not None and run.status == RunStatus.QUEUED
+            assert waiter.take_handed("w1") == []
+            # renewed, it stands again, with the slots it had
+            assert await waiter.renew_offer("w1")
+            assert _offer_rows(dsn) == [("w1", 5)]
+            (fresh,) = await submitter.submit([RunSpec("echo", tenant="b")])
+            assert [x.run_id for x in await _handed(waiter, "w1", 1)] == [fresh]
+            assert _offer_rows(dsn) == [("w1", 4)]
+        finally:
+            await waiter.close()
+            await submitter.close()
+
+
+#: a worker process whose offer must be renewed every 0.6 s
+WAITING_WORKER = """
+import asyncio, sys
+from corral import Corral
+from corral.config import StoreConfig
+
+app = Corral(sys.argv[1], config=StoreConfig(offer_lifetime=0.6))
+
+@app.agent("echo")
+async def echo(ctx, input):
+    return input
+
+async def main():
+    async with app:
+        worker = app.worker(concurrency=2, poll_interval=30.0)  # wake-ups and renewals only
+        worker.install_signal_handlers()
+        print(worker.worker_id, flush=True)
+        await worker.run()
+
+asyncio.run(main())
+"""
+
+
+@contextmanager
+def _waiting_worker(dsn: str) -> Iterator[subprocess.Popen[str]]:
+    with subprocess.Popen(
+        [sys.executable, "-c", textwrap.dedent(WAITING_WORKER), dsn],
+        stdout=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
+    ) as proc:
+        yield proc
+
+
+async def test_a_frozen_workers_offer_lapses_and_its_runs_are_leased_by_others(
+    pg_dsn: str,
+) -> None:
+    """SIGSTOP leaves a worker's process, session and advisory lock alive: only the offer's
+    lifetime keeps submits from handing it runs it cannot start. A running worker keeps its
+    offer standing well past that lifetime by renewing it."""
+    with fresh_schema(pg_dsn) as dsn, _waiting_worker(dsn) as proc:
+        try:
+            assert proc.stdout is not None
+            worker_id = proc.stdout.readline().strip()
+            async with Corral(dsn, config=StoreConfig(offer_lifetime=0.6)) as client:
+                for tenant in TENANTS:
+                    await client.set_tenant(tenant)
+                await _until(lambda: _offer_rows(dsn) == [(worker_id, 2)])
+                await asyncio.sleep(1.5)  # past the lifetime: the worker has renewed it
+                handed = await client.submit("echo", 1, tenant="a")
+                run = await client.wait(handed, timeout=10)
+                assert run.status == RunStatus.SUCCEEDED and run.attempts == 1
+                assert (await client.store.delivery_counters()).handoffs == 1
+                await _until(lambda: _offer_rows(dsn) == [(worker_id, 2)])
+
+                proc.send_signal(signal.SIGSTOP)
+                await asyncio.sleep(1.0)
+                queued = await client.submit("echo", 2, tenant="b")
+                run = await client.get(queued)
+                assert run.status == RunStatus.QUEUED and run.attempts == 0
+                assert (await client.store.delivery_counters()).handoffs == 1
+                (lease,) = await client.store.lease("alive", TTL, 1)
+                assert lease.run_id == queued and lease.attempt == 1
+                await client.store.ack(LeaseRef(lease.run_id, lease.epoch), 2)
+        finally:
+            proc.send_signal(signal.SIGCONT)
+            proc.send_signal(signal.SIGTERM)
+            try:
+                assert proc.wait(15) == 0
+            finally:
+                if proc.poll() is None:
+                    proc.kill()
 
 
 OFFER_AND_HANG = """

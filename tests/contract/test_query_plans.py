@@ -70,6 +70,7 @@ GENERIC = {
         "max_attempts": 3,
         "budget": 1.0,
         "min_cost": 0.01,
+        "offer_lifetime": 5.0,
     },
 }
 PARAM = re.compile(r"%\((\w+)\)s")  # psycopg's named placeholders

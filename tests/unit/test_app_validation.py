@@ -9,6 +9,7 @@ from typing import Any
 import pytest
 
 from corral import Corral, InvalidInput, RunNotFound, UnknownAgent
+from corral.config import StoreConfig
 from corral.errors import InvalidDatabaseURL
 
 
@@ -134,3 +135,21 @@ def test_constructor_and_registry() -> None:
         app.agent("a")(agent)
     with pytest.raises(TypeError, match="async def"):
         app.agent("b")(lambda ctx, input: None)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("offer_lifetime", 0),
+        ("offer_lifetime", math.inf),
+        ("priority_aging", -1.0),
+        ("reap_batch", 0),
+        ("pool_size", 2.5),
+        ("busy_timeout", math.nan),
+        ("checkpoint_interval", -0.1),
+    ],
+)
+def test_store_config_refuses_numbers_it_cannot_use(field: str, value: Any) -> None:
+    with pytest.raises(InvalidInput, match=field):
+        StoreConfig(**{field: value})
+    StoreConfig(checkpoint_interval=0, busy_timeout=0)  # zero means "off" / "do not wait"

@@ -71,6 +71,12 @@ class Store(Protocol):
         nothing directly (SQLite). Every lease the worker takes counts against its offer."""
         ...
 
+    async def renew_offer(self, worker_id: str) -> bool:
+        """Keep ``worker_id``'s offer standing: submits hand nothing to an offer not offered
+        or renewed within ``config.offer_lifetime`` seconds (a worker that stopped running
+        while its process and session live on). False: no offer stands; offer again."""
+        ...
+
     async def withdraw_offer(self, worker_id: str) -> int:
         """End ``worker_id``'s offer; the slots it still held. Fewer than were offered and not
         yet handed: that many runs were handed whose notifications are on their way."""

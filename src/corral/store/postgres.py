@@ -435,10 +435,14 @@ class PostgresStore(SqlStore):
                 "slots": slots,
                 "ttl": ttl,
                 "lock_key": self._handoffs.key(worker_id),
-                "now": self.clock(),
             },
         )
         return True
+
+    async def renew_offer(self, worker_id: str) -> bool:
+        if not self._handoffs.knows(worker_id):
+            return False
+        return bool(await self._hot_statement("renew_offer", {"owner": worker_id}))
 
     async def withdraw_offer(self, worker_id: str) -> int:
         """Withdraw ``worker_id``'s offer; the slots it still held (0: none, or no offer)."""

@@ -33,6 +33,7 @@ DIALECT_ONLY: dict[str, frozenset[str]] = {
             "handoff_channel",
             "offer_slots",
             "withdraw_offer",
+            "renew_offer",
             "offer_taken",
             "drop_dead_offers",
         }

@@ -183,6 +183,12 @@ class SqlBase(ABC):
         worker then leases as always. The runs handed come from ``take_handed``."""
         return False
 
+    async def renew_offer(self, worker_id: str) -> bool:
+        """Say that ``worker_id`` still waits, so its offer stands for another
+        ``config.offer_lifetime`` seconds. False: there is no offer (the worker offers
+        again)."""
+        return False
+
     async def withdraw_offer(self, worker_id: str) -> int:
         """Withdraw ``worker_id``'s offer; the slots it still held (fewer than offered: runs
         handed whose notifications are still on their way)."""

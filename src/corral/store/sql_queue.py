@@ -79,7 +79,14 @@ class QueueMixin(SqlBase):
         # a tenant seen for the first time, or one at its quota: the general path below
         one = len(specs) == 1 and specs[0].idempotency_key is None and "submit_one" in self.q
         if one:
-            rows = await self._hot_statement("submit_one", {**params[0], "min_cost": MIN_RUN_COST})
+            rows = await self._hot_statement(
+                "submit_one",
+                {
+                    **params[0],
+                    "min_cost": MIN_RUN_COST,
+                    "offer_lifetime": self.config.offer_lifetime,
+                },
+            )
             if rows:
                 if not rows[0][2]:  # handed to a worker: nobody else has work to look for
                     self._signal_local_work()

@@ -171,6 +171,8 @@ class Worker:
         #: runs straight to a waiting worker (store.offer_slots), and each run handed, or
         #: leased, takes one
         self._offered = 0
+        #: when (monotonic) the standing offer was last made or renewed (store.renew_offer)
+        self._offer_renewed = 0.0
         #: the lease loop has ended: runs handed now are given back
         self._done_leasing = False
         #: handed runs being given back (no free slot, or stopping)
@@ -320,9 +322,10 @@ class Worker:
                 return
             # (an ack of this worker's wakes it too, and the slot it freed goes back on offer)
             await self._offer_free_slots()
-            await self._until(
-                self.store.wait_for_work(options.poll_interval), timeout=options.poll_interval
-            )
+            wait = options.poll_interval
+            if self._offered:
+                wait = min(wait, self._offer_renew_interval())
+            await self._until(self.store.wait_for_work(wait), timeout=wait)
 
     async def _lease(self, free: int, express: bool) -> list[Lease]:
         """Lease up to ``free`` runs, writing the carried acks in the same call. Acks the
@@ -365,13 +368,25 @@ class Worker:
             return
         self._start_handed()
         free = self.options.concurrency - self._regular_in_flight()
-        if free == self._offered:
-            return
         try:
+            if free == self._offered:
+                # the offer stands only while renewed: a worker that stops running (its
+                # process frozen, its loop blocked) is soon handed nothing
+                due = time.monotonic() - self._offer_renewed >= self._offer_renew_interval()
+                if not free or not due:
+                    return
+                if await self.store.renew_offer(self.worker_id):
+                    self._offer_renewed = time.monotonic()
+                    return
+                # no offer stands (dropped while the listening session was away): offer again
             if await self.store.offer_slots(self.worker_id, self.options.lease_ttl, free):
                 self._offered = max(free, 0)
+                self._offer_renewed = time.monotonic()
         except StoreUnavailable as exc:
             log.warning("offering free slots failed (runs are leased as usual): %s", exc)
+
+    def _offer_renew_interval(self) -> float:
+        return self.store.config.offer_lifetime / 3
 
     async def _withdraw_offer(self) -> None:
         """End the offer, and give back the runs handed before it ended."""

@@ -40,6 +40,11 @@ l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
 -- as work_channel is. The worker's store LISTENs to it (handoff_channel query).
 'corral_run_' || md5(current_schema() || ' ' || x.lease_owner)
 
+-- fragment: db_now
+-- The database server's clock, in seconds since the epoch: for times that processes on
+-- different machines compare (handoff offers' ages), which their own clocks could skew.
+extract(epoch FROM statement_timestamp())::float8
+
 -- name: listen_channels
 -- what a store's listening connection LISTENs to (postgres.py)
 SELECT {{work_channel}}, {{grants_channel}};
@@ -72,6 +77,7 @@ WITH offer AS (
       AND NOT EXISTS (SELECT 1 FROM corral_settings s
                       WHERE s.key = 'global_cap' AND s.value IS NOT NULL)
       AND NOT pg_try_advisory_xact_lock_shared(w.lock_key)
+      AND w.offered_at > {{db_now}} - :offer_lifetime::float8
     ORDER BY w.offered_at
     LIMIT 1
     FOR UPDATE SKIP LOCKED
@@ -689,12 +695,21 @@ SELECT {{handoff_channel}} FROM (SELECT :owner::text AS lease_owner) x;
 
 -- name: offer_slots
 -- a waiting worker's free slots, for submits to hand runs to (submit_one); lock_key is the
--- advisory lock its listening session holds
+-- advisory lock its listening session holds. offered_at is the database's clock (submit_one
+-- compares it with the same clock, whatever the machines' clocks say).
 INSERT INTO corral_idle_workers (owner, slots, ttl, lock_key, offered_at)
-VALUES (:owner, :slots, :ttl, :lock_key, :now)
+VALUES (:owner, :slots, :ttl, :lock_key, {{db_now}})
 ON CONFLICT (owner) DO UPDATE SET slots = excluded.slots, ttl = excluded.ttl,
     lock_key = excluded.lock_key, offered_at = excluded.offered_at
 RETURNING owner;
+
+-- name: renew_offer
+-- a still-waiting worker's word that its offer stands (submit_one hands nothing to an offer
+-- older than the store's offer_lifetime). The slots are left as they are: runs may have been
+-- handed against them whose notifications the worker has yet to read. No row back: the offer
+-- is gone (dropped as dead while its listening session was away), and the worker offers again.
+UPDATE corral_idle_workers SET offered_at = {{db_now}} WHERE owner = :owner
+RETURNING slots;
 
 -- name: withdraw_offer
 -- the slots still offered: fewer than the worker offered means runs handed to it whose
