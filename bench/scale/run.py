@@ -311,6 +311,58 @@ def _net_per_run(
     return (spent - idle_spent / sizes.idle_seconds * busy) / sizes.fanout_runs * 1e6
 
 
+async def capped_submits(sizes: Sizes, k: int) -> dict[str, Any]:
+    """Runs submitted one at a time, at the same rate, for a tenant at its cap (cap 1, its one
+    run in flight): none of them can start, so a notification of one wakes workers for
+    nothing."""
+    async with fresh_app(1) as (dsn, app):
+        await app.set_tenant("capped", cap=1)
+        with workers(dsn, k, 4, "--drain-timeout", "0.1") as procs:
+            await _until(lambda: _all_waiting(dsn, k, True), 120, f"{k} waiting workers")
+            holder = await app.submit("sleep", {"s": 600.0}, tenant="capped")
+
+            async def holding() -> bool:
+                return (await app.get(holder)).status.value == "running"
+
+            await _until(holding, 30, "the capped tenant's run to start")
+            await _until(lambda: _all_waiting(dsn, k, True), 30, f"{k} waiting workers")
+            await asyncio.sleep(0.5)
+            meter = CpuMeter(procs)
+            meter.start()
+            await asyncio.sleep(sizes.idle_seconds)
+            idle = meter.stop()
+            meter.start()
+            began_all = time.perf_counter()
+            submit_s: list[float] = []
+            for i in range(sizes.fanout_runs):
+                due = began_all + i / sizes.fanout_rate
+                await asyncio.sleep(max(0.0, due - time.perf_counter()))
+                began = time.perf_counter()
+                await app.submit("noop", {"i": i}, tenant="capped")
+                submit_s.append(time.perf_counter() - began)
+            await asyncio.sleep(0.5)  # the wake-ups the last submits caused
+            cpu = meter.stop()
+            busy = time.perf_counter() - began_all
+            stats = (await app.stats()).tenant("capped")
+            assert stats is not None and stats.in_flight == 1, stats
+            assert stats.queued == sizes.fanout_runs, stats
+            await app.cancel(holder)
+    return {
+        "idle_workers": k,
+        "runs": sizes.fanout_runs,
+        "rate_per_s": sizes.fanout_rate,
+        "submit_p50_ms": percentile([s * 1000 for s in submit_s], 50),
+        "submit_p99_ms": percentile([s * 1000 for s in submit_s], 99),
+        "idle_s": sizes.idle_seconds,
+        "idle_server_cpu_s": idle["server_cpu_s"],
+        "idle_workers_cpu_s": idle["workers_cpu_s"],
+        "busy_s": busy,
+        **cpu,
+        "server_cpu_us_per_run": _net_per_run(cpu, idle, "server", busy, sizes),
+        "workers_cpu_us_per_run": _net_per_run(cpu, idle, "workers", busy, sizes),
+    }
+
+
 async def _all_waiting(dsn: str, k: int, handoffs: bool) -> bool:
     """Every worker waits for work: with handoffs, each has its offer standing; without,
     each has its listening session up (its last statement a LISTEN)."""
@@ -488,6 +540,17 @@ def print_tables(results: dict[str, Any]) -> None:
             f"{fmt(r['pickup_p50_ms'], 2)} / {fmt(r['pickup_p99_ms'], 2)} | "
             f"{fmt(r['server_cpu_us_per_run'], 0)} | {fmt(r['workers_cpu_us_per_run'], 0)} |"
         )
+    print(
+        f"\n### Idle workers while a tenant at its cap submits one run at a time at "
+        f"{results['sizes']['fanout_rate']:.0f}/s (none can start)\n"
+    )
+    print("| idle workers | submit p50 / p99 ms | server CPU µs/run | workers' CPU µs/run |")
+    print("|---|---|---|---|")
+    for r in results["capped"]:
+        print(
+            f"| {r['idle_workers']} | {fmt(r['submit_p50_ms'], 2)} / {fmt(r['submit_p99_ms'], 2)} "
+            f"| {fmt(r['server_cpu_us_per_run'], 0)} | {fmt(r['workers_cpu_us_per_run'], 0)} |"
+        )
     print(f"\n### Disk per run ({STEPS} journaled steps of ~100 bytes each, and a result)\n")
     print(
         "| backend | runs table B/run | journal B/entry | total B/run | purge runs/s | "
@@ -528,6 +591,7 @@ async def main() -> None:
             for k in sizes.idle_workers
             for handoffs in (True, False)
         ]
+        results["capped"] = [await capped_submits(sizes, k) for k in sizes.idle_workers]
         results["journal"] = [
             await journal_growth(sizes, backend, workdir) for backend in ("postgres", "sqlite")
         ]

@@ -60,7 +60,10 @@ RETURNING id;
 -- name: submit_one
 -- submit of one run without an idempotency key, in one statement: count it against the
 -- tenant's quota (lifting its vtime as reserve_queued does), insert it and its first journal
--- entry, and either hand it to an idle worker or wake the workers. No row back: the tenant is
+-- entry, and either hand it to an idle worker or wake the workers, when a lease could take the
+-- run now (not for a tenant at its cap, or a run due later: every waiting worker would wake to
+-- find nothing; the ack that frees the tenant a slot wakes them, and delayed runs are found by
+-- the workers' polls, as with any submit). No row back: the tenant is
 -- new or over its quota, and nothing was written (the caller then takes the general path,
 -- which creates the tenant or refuses).
 -- The handoff (docs/architecture.md): when a live worker offers a free slot, the run is due
@@ -90,7 +93,9 @@ WITH offer AS (
         last_served_at = CASE WHEN {{handing}} THEN :now::float8 ELSE t.last_served_at END,
         handed = t.handed + CASE WHEN {{handing}} THEN 1 ELSE 0 END
     WHERE t.tenant = :tenant AND t.queued + 1 <= t.max_queued
-    RETURNING t.tenant, t.in_flight, t.queued
+    RETURNING t.tenant, t.in_flight, t.queued,
+        t.in_flight < t.cap AND t.weight > 0 AND :available_at::float8 <= :now::float8
+            AS leasable
 ), run AS (
     INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
         max_attempts, root_id, depth, budget, created_at, journal_seq, attempts, lease_epoch,
@@ -111,12 +116,13 @@ WITH offer AS (
 ), used AS (
     UPDATE corral_idle_workers w SET slots = w.slots - 1 FROM run WHERE w.owner = run.lease_owner
 )
-SELECT x.id, CASE WHEN x.lease_owner IS NULL
-    THEN pg_notify({{work_channel}}, (SELECT in_flight FROM reserved)::text)
-    ELSE pg_notify({{handoff_channel}},
+SELECT x.id, CASE WHEN x.lease_owner IS NOT NULL
+    THEN pg_notify({{handoff_channel}},
         json_build_array(x.id, x.lease_epoch, x.tenant, x.agent, x.attempts, x.max_attempts,
             x.lease_expires_at, x.root_id, x.parent_id, x.depth, x.journal_seq)::text
-        || chr(10) || :input::text) END,
+        || chr(10) || :input::text)
+    WHEN (SELECT leasable FROM reserved)
+    THEN pg_notify({{work_channel}}, (SELECT in_flight FROM reserved)::text) END,
     x.lease_owner IS NOT NULL AS handed
 FROM run x;
 
