@@ -64,6 +64,12 @@ async def test_a_submit_no_lease_could_take_now_wakes_nobody(pg_dsn: str) -> Non
                 (waiting,) = await store.submit([RunSpec("echo", tenant="capped")])
                 # due in an hour: the same
                 await store.submit([RunSpec("echo", tenant="free", not_before=time.time() + 3600)])
+                # and through the general path (several runs in one transaction, an
+                # idempotency key), which takes the same care
+                await store.submit([RunSpec("echo", tenant="capped")] * 2)
+                await store.submit([RunSpec("echo", tenant="capped", idempotency_key="k")])
+                later = time.time() + 3600
+                await store.submit([RunSpec("echo", tenant="free", not_before=later)] * 2)
                 assert _heard(listener) == []
                 assert await store.lease("w", TTL, 10) == []
 
@@ -73,8 +79,10 @@ async def test_a_submit_no_lease_could_take_now_wakes_nobody(pg_dsn: str) -> Non
                 (next_lease,) = await store.lease("w", TTL, 10)
                 assert next_lease.run_id == waiting
 
-                # a tenant below its cap, due now: woken as before
+                # a tenant below its cap, due now: woken as before, by either path
                 await store.submit([RunSpec("echo", tenant="free")])
                 assert _heard(listener) == ["0"]
+                await store.submit([RunSpec("echo", tenant="free")] * 2)
+                assert _heard(listener) == [""]
         finally:
             await store.close()

@@ -266,9 +266,10 @@ class SqlBase(ABC):
         return Appended(list(range(last - len(entries) + 1, last + 1)), bool(row[1]))
 
     @abstractmethod
-    async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> None:
+    async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> bool:
         """Count ``n`` more queued runs for ``tenant`` (created on first sight) within its
-        quota, or raise BackpressureError."""
+        quota, or raise BackpressureError. True when a lease could take the tenant's runs now
+        (it is below its cap)."""
 
     @abstractmethod
     async def _wake_parents(

@@ -117,24 +117,29 @@ class QueueMixin(SqlBase):
                     row = await tx.fetchone(self.q["find_by_idempotency_key"], p)
                     assert row is not None
                     ids.append(row[0])
+            leasable = False
             for tenant in sorted(new_per_tenant):
-                await self._reserve_queued(tx, tenant, new_per_tenant[tenant])
+                leasable |= await self._reserve_queued(tx, tenant, new_per_tenant[tenant])
             if journal:
                 await tx.execute_many(self.q["insert_journal"], journal)
-                await tx.execute(self.q["notify_work"])
+                # as submit_one: wake the waiting workers only when a lease could take a run
+                # now (a tenant at its cap, or runs due later, would wake them all for nothing)
+                if leasable and any(p["available_at"] <= now for p in params):
+                    await tx.execute(self.q["notify_work"])
             return ids
 
         ids = await self._tx(body)
         self._signal_local_work()
         return ids
 
-    async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> None:
+    async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> bool:
         args = {"tenant": tenant, "n": n, "plan": self.config.default_plan}
-        if await tx.fetchone(self.q["reserve_queued"], args) is not None:
-            return
-        await tx.execute(self.q["ensure_tenant"], args)
-        if await tx.fetchone(self.q["reserve_queued"], args) is not None:
-            return
+        row = await tx.fetchone(self.q["reserve_queued"], args)
+        if row is None:
+            await tx.execute(self.q["ensure_tenant"], args)
+            row = await tx.fetchone(self.q["reserve_queued"], args)
+        if row is not None:
+            return bool(row[1])
         if await tx.fetchone(self.q["tenant_headroom"], args) is None:
             raise InvalidInput(f"default plan {self.config.default_plan!r} does not exist")
         raise BackpressureError(f"tenant {tenant!r} has reached its limit of queued runs")

@@ -141,10 +141,11 @@ ON CONFLICT (tenant) DO NOTHING;
 -- name: reserve_queued
 -- A tenant that starts queueing again is lifted to the eligible tenants' lowest vtime (or,
 -- when none is eligible, to the highest vtime): idle time banks no credit (docs/fairness.md).
+-- The second column: whether a lease could take the tenant's runs now (below its cap).
 UPDATE corral_tenants SET queued = queued + :n,
     vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END
 WHERE tenant = :tenant AND queued + :n <= max_queued
-RETURNING queued;
+RETURNING queued, in_flight < cap AND weight > 0;
 
 -- name: adjust_tenant
 -- A tenant that becomes eligible again (runs queued, below its cap) is lifted as in
