@@ -511,6 +511,12 @@ def fmt(x: Any, digits: int = 1) -> str:
     return f"{x:,}"
 
 
+def cpu_cell(us: float | None) -> str:
+    """CPU per run net of the idle cost: that subtraction's noise (CPU is counted in 10 ms
+    ticks) can take a figure near zero below it, which is shown as 0."""
+    return fmt(None if us is None else max(0.0, us), 0)
+
+
 def print_tables(results: dict[str, Any]) -> None:
     print("\n### Worker processes sharing one PostgreSQL (no-op runs, concurrency 32 each)\n")
     print("| tenants | processes | runs/s | server CPU µs/run | workers' CPU µs/run |")
@@ -538,7 +544,7 @@ def print_tables(results: dict[str, Any]) -> None:
             f"{r['handed']} of {r['runs']} | "
             f"{fmt(r['submit_p50_ms'], 2)} / {fmt(r['submit_p99_ms'], 2)} | "
             f"{fmt(r['pickup_p50_ms'], 2)} / {fmt(r['pickup_p99_ms'], 2)} | "
-            f"{fmt(r['server_cpu_us_per_run'], 0)} | {fmt(r['workers_cpu_us_per_run'], 0)} |"
+            f"{cpu_cell(r['server_cpu_us_per_run'])} | {cpu_cell(r['workers_cpu_us_per_run'])} |"
         )
     print(
         f"\n### Idle workers while a tenant at its cap submits one run at a time at "
@@ -549,7 +555,7 @@ def print_tables(results: dict[str, Any]) -> None:
     for r in results["capped"]:
         print(
             f"| {r['idle_workers']} | {fmt(r['submit_p50_ms'], 2)} / {fmt(r['submit_p99_ms'], 2)} "
-            f"| {fmt(r['server_cpu_us_per_run'], 0)} | {fmt(r['workers_cpu_us_per_run'], 0)} |"
+            f"| {cpu_cell(r['server_cpu_us_per_run'])} | {cpu_cell(r['workers_cpu_us_per_run'])} |"
         )
     print(f"\n### Disk per run ({STEPS} journaled steps of ~100 bytes each, and a result)\n")
     print(
