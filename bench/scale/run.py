@@ -37,7 +37,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -247,68 +247,88 @@ def _per_run(seconds: float | None, runs: int) -> float | None:
 # ---------------------------------------------------------------------- notify fan-out
 
 
+class PacedSubmits:
+    """What waiting workers cost: first for ``sizes.idle_seconds`` with nothing to do (polls,
+    offer renewals), then while ``submit(i)`` runs ``sizes.fanout_runs`` times at
+    ``sizes.fanout_rate`` per second (CPU net of the idle cost over the same time)."""
+
+    def __init__(self, sizes: Sizes, procs: list[subprocess.Popen[bytes]]) -> None:
+        self.sizes = sizes
+        self.meter = CpuMeter(procs)
+        self.submit_s: list[float] = []
+        #: when (epoch seconds) each submit call began
+        self.submitted: dict[int, float] = {}
+
+    async def run(self, submit: Callable[[int], Awaitable[object]]) -> None:
+        await asyncio.sleep(0.5)
+        self.meter.start()
+        await asyncio.sleep(self.sizes.idle_seconds)
+        self.idle = self.meter.stop()
+        self.meter.start()
+        self._began = time.perf_counter()
+        for i in range(self.sizes.fanout_runs):
+            due = self._began + i / self.sizes.fanout_rate
+            await asyncio.sleep(max(0.0, due - time.perf_counter()))
+            self.submitted[i] = time.time()
+            began = time.perf_counter()
+            await submit(i)
+            self.submit_s.append(time.perf_counter() - began)
+
+    def stop(self) -> None:
+        """The end of the busy time (after what the submits caused has happened)."""
+        self.cpu = self.meter.stop()
+        self.busy = time.perf_counter() - self._began
+
+    def report(self) -> dict[str, Any]:
+        sizes, cpu, idle = self.sizes, self.cpu, self.idle
+        ms = [s * 1000 for s in self.submit_s]
+        return {
+            "runs": sizes.fanout_runs,
+            "rate_per_s": sizes.fanout_rate,
+            "submit_p50_ms": percentile(ms, 50),
+            "submit_p99_ms": percentile(ms, 99),
+            "idle_s": sizes.idle_seconds,
+            "idle_server_cpu_s": idle["server_cpu_s"],
+            "idle_workers_cpu_s": idle["workers_cpu_s"],
+            "busy_s": self.busy,
+            **cpu,
+            "server_cpu_us_per_run": self._net_per_run("server"),
+            "workers_cpu_us_per_run": self._net_per_run("workers"),
+        }
+
+    def _net_per_run(self, who: str) -> float | None:
+        spent, idle_spent = self.cpu[f"{who}_cpu_s"], self.idle[f"{who}_cpu_s"]
+        if spent is None or idle_spent is None:
+            return None
+        idle_rate = idle_spent / self.sizes.idle_seconds
+        return (spent - idle_rate * self.busy) / self.sizes.fanout_runs * 1e6
+
+
 async def notify_fanout(sizes: Sizes, k: int, handoffs: bool, workdir: Path) -> dict[str, Any]:
     stamps = workdir / f"stamps-{k}-{handoffs}.txt"  # workdir is new for each benchmark run
     extra = () if handoffs else ("--no-handoffs",)
     async with fresh_app(50) as (dsn, app):
         with workers(dsn, k, 4, *extra, stamps=stamps) as procs:
             await _until(lambda: _all_waiting(dsn, k, handoffs), 120, f"{k} waiting workers")
-            await asyncio.sleep(0.5)
-            # what the waiting workers cost with nothing to do (polls, offer renewals)
-            meter = CpuMeter(procs)
-            meter.start()
-            await asyncio.sleep(sizes.idle_seconds)
-            idle = meter.stop()
-            meter.start()
-            busy_began = time.perf_counter()
-            submitted: dict[int, float] = {}
-            submit_s: list[float] = []
-            t0 = time.perf_counter()
-            for i in range(sizes.fanout_runs):
-                due = t0 + i / sizes.fanout_rate
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                submitted[i] = time.time()
-                began = time.perf_counter()
-                await app.submit("stamp", {"i": i}, tenant=f"t{i % 50:03d}")
-                submit_s.append(time.perf_counter() - began)
+            paced = PacedSubmits(sizes, procs)
+            await paced.run(lambda i: app.submit("stamp", {"i": i}, tenant=f"t{i % 50:03d}"))
 
             async def all_started() -> bool:
                 return len(read_stamps(stamps)) >= sizes.fanout_runs
 
             await _until(all_started, 60, "every run to start")
-            cpu = meter.stop()
-            busy = time.perf_counter() - busy_began
+            paced.stop()
             handed = (await app.store.delivery_counters()).handoffs
     started = read_stamps(stamps)
-    pickup = [(started[i] - submitted[i]) * 1000 for i in submitted]
+    pickup = [(started[i] - t) * 1000 for i, t in paced.submitted.items()]
     return {
         "idle_workers": k,
         "handoffs": handoffs,
-        "runs": sizes.fanout_runs,
-        "rate_per_s": sizes.fanout_rate,
         "handed": handed,
-        "submit_p50_ms": percentile([s * 1000 for s in submit_s], 50),
-        "submit_p99_ms": percentile([s * 1000 for s in submit_s], 99),
         "pickup_p50_ms": percentile(pickup, 50),
         "pickup_p99_ms": percentile(pickup, 99),
-        "idle_s": sizes.idle_seconds,
-        "idle_server_cpu_s": idle["server_cpu_s"],
-        "idle_workers_cpu_s": idle["workers_cpu_s"],
-        "busy_s": busy,
-        **cpu,
-        # net of what the same time spent idle costs
-        "server_cpu_us_per_run": _net_per_run(cpu, idle, "server", busy, sizes),
-        "workers_cpu_us_per_run": _net_per_run(cpu, idle, "workers", busy, sizes),
+        **paced.report(),
     }
-
-
-def _net_per_run(
-    cpu: dict[str, float | None], idle: dict[str, float | None], who: str, busy: float, sizes: Sizes
-) -> float | None:
-    spent, idle_spent = cpu[f"{who}_cpu_s"], idle[f"{who}_cpu_s"]
-    if spent is None or idle_spent is None:
-        return None
-    return (spent - idle_spent / sizes.idle_seconds * busy) / sizes.fanout_runs * 1e6
 
 
 async def capped_submits(sizes: Sizes, k: int) -> dict[str, Any]:
@@ -326,41 +346,15 @@ async def capped_submits(sizes: Sizes, k: int) -> dict[str, Any]:
 
             await _until(holding, 30, "the capped tenant's run to start")
             await _until(lambda: _all_waiting(dsn, k, True), 30, f"{k} waiting workers")
-            await asyncio.sleep(0.5)
-            meter = CpuMeter(procs)
-            meter.start()
-            await asyncio.sleep(sizes.idle_seconds)
-            idle = meter.stop()
-            meter.start()
-            began_all = time.perf_counter()
-            submit_s: list[float] = []
-            for i in range(sizes.fanout_runs):
-                due = began_all + i / sizes.fanout_rate
-                await asyncio.sleep(max(0.0, due - time.perf_counter()))
-                began = time.perf_counter()
-                await app.submit("noop", {"i": i}, tenant="capped")
-                submit_s.append(time.perf_counter() - began)
+            paced = PacedSubmits(sizes, procs)
+            await paced.run(lambda i: app.submit("noop", {"i": i}, tenant="capped"))
             await asyncio.sleep(0.5)  # the wake-ups the last submits caused
-            cpu = meter.stop()
-            busy = time.perf_counter() - began_all
+            paced.stop()
             stats = (await app.stats()).tenant("capped")
             assert stats is not None and stats.in_flight == 1, stats
             assert stats.queued == sizes.fanout_runs, stats
             await app.cancel(holder)
-    return {
-        "idle_workers": k,
-        "runs": sizes.fanout_runs,
-        "rate_per_s": sizes.fanout_rate,
-        "submit_p50_ms": percentile([s * 1000 for s in submit_s], 50),
-        "submit_p99_ms": percentile([s * 1000 for s in submit_s], 99),
-        "idle_s": sizes.idle_seconds,
-        "idle_server_cpu_s": idle["server_cpu_s"],
-        "idle_workers_cpu_s": idle["workers_cpu_s"],
-        "busy_s": busy,
-        **cpu,
-        "server_cpu_us_per_run": _net_per_run(cpu, idle, "server", busy, sizes),
-        "workers_cpu_us_per_run": _net_per_run(cpu, idle, "workers", busy, sizes),
-    }
+    return {"idle_workers": k, **paced.report()}
 
 
 async def _all_waiting(dsn: str, k: int, handoffs: bool) -> bool:

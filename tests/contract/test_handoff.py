@@ -215,9 +215,10 @@ asyncio.run(main())
 
 
 @contextmanager
-def _waiting_worker(dsn: str) -> Iterator[subprocess.Popen[str]]:
+def _python(script: str, dsn: str) -> Iterator[subprocess.Popen[str]]:
+    """``script`` run by a Python process of its own, given ``dsn``; its stdout piped."""
     with subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(WAITING_WORKER), dsn],
+        [sys.executable, "-c", textwrap.dedent(script), dsn],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
@@ -231,7 +232,7 @@ async def test_a_frozen_workers_offer_lapses_and_its_runs_are_leased_by_others(
     """SIGSTOP leaves a worker's process, session and advisory lock alive: only the offer's
     lifetime keeps submits from handing it runs it cannot start. A running worker keeps its
     offer standing well past that lifetime by renewing it."""
-    with fresh_schema(pg_dsn) as dsn, _waiting_worker(dsn) as proc:
+    with fresh_schema(pg_dsn) as dsn, _python(WAITING_WORKER, dsn) as proc:
         try:
             assert proc.stdout is not None
             worker_id = proc.stdout.readline().strip()
@@ -281,12 +282,7 @@ asyncio.run(main())
 
 
 def _offer_in_a_process_then_kill_it(dsn: str) -> None:
-    with subprocess.Popen(
-        [sys.executable, "-c", textwrap.dedent(OFFER_AND_HANG), dsn],
-        stdout=subprocess.PIPE,
-        text=True,
-        env={**os.environ, "PYTHONPATH": os.pathsep.join(sys.path)},
-    ) as proc:
+    with _python(OFFER_AND_HANG, dsn) as proc:
         try:
             assert proc.stdout is not None
             assert proc.stdout.readline().strip() == "offered"
