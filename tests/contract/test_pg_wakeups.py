@@ -2,7 +2,9 @@
 channel, and each notification wakes all of them to a lease: a submit notifies only when a
 lease could take its run now, so a tenant at its cap or a run due later costs the waiting
 workers nothing (bench/scale: 32 idle workers spent 5.8 ms of server CPU per such submit
-before). The run is still found: the ack that frees its tenant a slot notifies."""
+before). The same holds for children spawned while their parent holds the tenant's last
+slot. The run is still found: the ack, or the parent's suspend, that frees its tenant a slot
+notifies."""
 
 from __future__ import annotations
 
@@ -13,7 +15,7 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from corral.models import Ack, RunSpec
+from corral.models import Ack, LeaseRef, RunSpec
 from corral.store import Store, create_store
 from tests.support.postgres import fresh_schema
 
@@ -84,5 +86,31 @@ async def test_a_submit_no_lease_could_take_now_wakes_nobody(pg_dsn: str) -> Non
                 assert _heard(listener) == ["0"]
                 await store.submit([RunSpec("echo", tenant="free")] * 2)
                 assert _heard(listener) == [""]
+        finally:
+            await store.close()
+
+
+async def test_children_of_a_parent_holding_its_tenants_last_slot_wake_nobody_until_it_waits(
+    pg_dsn: str,
+) -> None:
+    with fresh_schema(pg_dsn) as dsn:
+        store = await _store(dsn)
+        try:
+            (parent_id,) = await store.submit([RunSpec("plan", tenant="capped")])
+            (parent,) = await store.lease("w", TTL, 10)
+            ref = LeaseRef(parent.run_id, parent.epoch)
+            with _work_channel(dsn) as listener:
+                (child_id,) = await store.spawn(
+                    ref,
+                    [RunSpec("step", tenant="capped")],
+                    max_children=4,
+                    max_depth=2,
+                    entry=("spawned", "step", None),
+                )
+                assert _heard(listener) == []  # the parent holds the tenant's one slot
+                assert await store.suspend(ref, children=[child_id], entry=("waiting", None, None))
+                assert _heard(listener) != []  # its slot is free: the child can go
+                (child,) = await store.lease("w", TTL, 10)
+                assert child.run_id == child_id and child.parent_id == parent_id
         finally:
             await store.close()

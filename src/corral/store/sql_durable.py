@@ -111,7 +111,7 @@ class DurableMixin(SqlBase):
                 )
             await tx.fetch_each(self.q["insert_run"], params)
             await tx.execute(self.q["add_children"], {"id": ref.run_id, "n": len(specs)})
-            await self._reserve_queued(tx, tenant, len(specs))
+            leasable = await self._reserve_queued(tx, tenant, len(specs))
             await tx.execute_many(
                 self.q["insert_journal"],
                 [
@@ -132,7 +132,10 @@ class DurableMixin(SqlBase):
             await self._append_in_tx(
                 tx, ref, [(kind, name, {**(data or {}), "children": ids})], now
             )
-            await tx.execute(self.q["notify_work"])
+            if leasable:
+                # at its cap (the parent itself may hold the last slot), the children wait for
+                # a slot to free: the parent's suspend or end wakes the workers then
+                await tx.execute(self.q["notify_work"])
             return ids
 
         ids = await self._tx(body)
