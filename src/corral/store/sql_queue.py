@@ -92,7 +92,10 @@ class QueueMixin(SqlBase):
                     self._signal_local_work()
                 return [params[0]["id"]]
 
+        wake = False
+
         async def body(tx: Transaction) -> list[str]:
+            nonlocal wake
             await self._skip_planning(tx)
             inserted = await tx.fetch_each(self.q["insert_run"], params)
             ids: list[str] = []
@@ -120,16 +123,19 @@ class QueueMixin(SqlBase):
             leasable = False
             for tenant in sorted(new_per_tenant):
                 leasable |= await self._reserve_queued(tx, tenant, new_per_tenant[tenant])
+            wake = False  # (the body may run again)
             if journal:
                 await tx.execute_many(self.q["insert_journal"], journal)
                 # as submit_one: wake the waiting workers only when a lease could take a run
                 # now (a tenant at its cap, or runs due later, would wake them all for nothing)
-                if leasable and any(p["available_at"] <= now for p in params):
+                wake = leasable and any(p["available_at"] <= now for p in params)
+                if wake:
                     await tx.execute(self.q["notify_work"])
             return ids
 
         ids = await self._tx(body)
-        self._signal_local_work()
+        if wake:  # this process's waiting workers, and on SQLite the other processes'
+            self._signal_local_work()
         return ids
 
     async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> bool:

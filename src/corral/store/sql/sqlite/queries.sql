@@ -349,7 +349,9 @@ SELECT 1;
 
 -- name: light_work
 -- does any tenant with fewer than :light_below runs in flight (and below its cap) hold a
--- runnable queued run? (a worker with only express slots free asks, reading only)
+-- runnable queued run? Asked, reading only, by a waiting worker that another process's commit
+-- woke (wait_for_work): with only express slots free, for light tenants; otherwise with
+-- :light_below unlimited, for any work a lease could take.
 SELECT 1 FROM corral_tenants t
 WHERE t.queued > 0 AND t.in_flight < t.cap AND t.in_flight < :light_below
   AND EXISTS (SELECT 1 FROM corral_runs r INDEXED BY corral_runs_ready
