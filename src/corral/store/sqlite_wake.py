@@ -6,9 +6,10 @@ SQLite needs writable anyway, decides who may wake whom). After a commit that ma
 work, a process sends one byte to every other socket there; a waiting worker wakes at once
 instead of at its next look at ``PRAGMA data_version``.
 
-The wake-ups are hints. Polling stays as it was, so a lost datagram, a full socket buffer, a
-path too long for a Unix socket, a process that cannot reach the directory or a platform
-without Unix sockets only costs the poll's delay. A socket left behind by a killed process
+The wake-ups are hints. Polling stays (every 50 ms while a process reads its socket, every 5 ms
+when it cannot), so a lost datagram, a full socket buffer, a path too long for a Unix socket,
+a process that cannot reach the directory or a platform without Unix sockets only costs the
+poll's delay. A socket left behind by a killed process
 refuses datagrams; the next sender, or the next process to close the store, removes it.
 """
 
