@@ -398,8 +398,8 @@ async def journal_growth(sizes: Sizes, backend: str, workdir: Path) -> dict[str,
         async with app:
             await app.set_tenant("acme")
             first = await _run_batch(app, sizes.journal_runs)
-            size_one = await _sizes(app, dsn, backend)
-            entries = int(await _count(app, dsn, backend, "SELECT count(*) FROM corral_journal"))
+            size_one = await _sizes(dsn, backend)
+            entries = int(await _count(dsn, backend, "SELECT count(*) FROM corral_journal"))
             began = time.perf_counter()
             purged = 0
             while True:
@@ -408,10 +408,10 @@ async def journal_growth(sizes: Sizes, backend: str, workdir: Path) -> dict[str,
                     break
                 purged += n
             purge_s = time.perf_counter() - began
-            await _vacuum(app, dsn, backend)
-            after_purge = await _sizes(app, dsn, backend)
+            await _vacuum(dsn, backend)
+            after_purge = await _sizes(dsn, backend)
             await _run_batch(app, sizes.journal_runs)
-            size_two = await _sizes(app, dsn, backend)
+            size_two = await _sizes(dsn, backend)
     finally:
         if backend == "postgres":
             drop_database(DB)
@@ -447,14 +447,14 @@ async def _run_batch(app: Corral, n: int) -> float:
     return time.perf_counter() - began
 
 
-async def _count(app: Corral, dsn: str, backend: str, query: str) -> Any:
+async def _count(dsn: str, backend: str, query: str) -> Any:
     if backend == "postgres":
         return await _scalar(dsn, query)
     with contextlib.closing(sqlite3.connect(dsn.removeprefix("sqlite:///"))) as conn:
         return conn.execute(query).fetchone()[0]
 
 
-async def _vacuum(app: Corral, dsn: str, backend: str) -> None:
+async def _vacuum(dsn: str, backend: str) -> None:
     """What routine maintenance does after a purge: PostgreSQL's (auto)vacuum makes the dead
     rows' space reusable (the files keep their size); SQLite keeps freed pages in the file
     for reuse (no VACUUM, which rewrites the whole file)."""
@@ -463,7 +463,7 @@ async def _vacuum(app: Corral, dsn: str, backend: str) -> None:
             await conn.execute("VACUUM corral_runs, corral_journal")
 
 
-async def _sizes(app: Corral, dsn: str, backend: str) -> dict[str, int]:
+async def _sizes(dsn: str, backend: str) -> dict[str, int]:
     """Bytes on disk of the runs table and the journal, each with its indexes (and TOAST)."""
     if backend == "postgres":
         async with await psycopg.AsyncConnection.connect(dsn, autocommit=True) as conn:

@@ -92,10 +92,8 @@ class QueueMixin(SqlBase):
                     self._signal_local_work()
                 return [params[0]["id"]]
 
-        wake = False
-
-        async def body(tx: Transaction) -> list[str]:
-            nonlocal wake
+        async def body(tx: Transaction) -> tuple[list[str], bool]:
+            """The runs' ids, and whether to wake the waiting workers."""
             await self._skip_planning(tx)
             inserted = await tx.fetch_each(self.q["insert_run"], params)
             ids: list[str] = []
@@ -123,7 +121,7 @@ class QueueMixin(SqlBase):
             leasable = False
             for tenant in sorted(new_per_tenant):
                 leasable |= await self._reserve_queued(tx, tenant, new_per_tenant[tenant])
-            wake = False  # (the body may run again)
+            wake = False
             if journal:
                 await tx.execute_many(self.q["insert_journal"], journal)
                 # as submit_one: wake the waiting workers only when a lease could take a run
@@ -131,9 +129,9 @@ class QueueMixin(SqlBase):
                 wake = leasable and any(p["available_at"] <= now for p in params)
                 if wake:
                     await tx.execute(self.q["notify_work"])
-            return ids
+            return ids, wake
 
-        ids = await self._tx(body)
+        ids, wake = await self._tx(body)
         if wake:  # this process's waiting workers, and on SQLite the other processes'
             self._signal_local_work()
         return ids
