@@ -30,10 +30,15 @@ l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
 -- and the granted requests), one per schema like work_channel.
 'corral_grants_' || md5(current_schema())
 
+-- fragment: can_lease
+-- Whether a lease may take runs of the tenant row t now: below its cap, and not weighted out.
+-- What decides, at submit, between waking the waiting workers and leaving them be.
+(t.in_flight < t.cap AND t.weight > 0)
+
 -- fragment: handing
 -- submit_one: whether the run is handed to the idle worker of CTE offer (the tenant row t as
 -- locked: its newest version)
-(t.queued = 0 AND t.in_flight < t.cap AND t.weight > 0 AND EXISTS (SELECT 1 FROM offer))
+(t.queued = 0 AND {{can_lease}} AND EXISTS (SELECT 1 FROM offer))
 
 -- fragment: handoff_channel
 -- The channel on which a worker (x.lease_owner) hears of the runs handed to it; per schema
@@ -94,8 +99,7 @@ WITH offer AS (
         handed = t.handed + CASE WHEN {{handing}} THEN 1 ELSE 0 END
     WHERE t.tenant = :tenant AND t.queued + 1 <= t.max_queued
     RETURNING t.tenant, t.in_flight, t.queued,
-        t.in_flight < t.cap AND t.weight > 0 AND :available_at::float8 <= :now::float8
-            AS leasable
+        {{can_lease}} AND :available_at::float8 <= :now::float8 AS leasable
 ), run AS (
     INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
         max_attempts, root_id, depth, budget, created_at, journal_seq, attempts, lease_epoch,
@@ -142,10 +146,10 @@ ON CONFLICT (tenant) DO NOTHING;
 -- A tenant that starts queueing again is lifted to the eligible tenants' lowest vtime (or,
 -- when none is eligible, to the highest vtime): idle time banks no credit (docs/fairness.md).
 -- The second column: whether a lease could take the tenant's runs now (below its cap).
-UPDATE corral_tenants SET queued = queued + :n,
+UPDATE corral_tenants AS t SET queued = queued + :n,
     vtime = CASE WHEN queued = 0 THEN GREATEST(vtime, {{vtime_floor}}) ELSE vtime END
 WHERE tenant = :tenant AND queued + :n <= max_queued
-RETURNING queued, in_flight < cap AND weight > 0;
+RETURNING queued, {{can_lease}};
 
 -- name: adjust_tenant
 -- A tenant that becomes eligible again (runs queued, below its cap) is lifted as in
