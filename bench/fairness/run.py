@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import contextlib
 import datetime as dt
 import json
@@ -293,6 +294,7 @@ class Submitted:
     run_id: str
     tenant: str
     at: float  # the client's clock just before the submit call (also in the run's input)
+    visible: float  # the client's clock when the submit call returned (the run committed)
 
 
 async def submit_quiet(
@@ -305,7 +307,7 @@ async def submit_quiet(
             await asyncio.sleep(delay)
         at = time.time()
         run_id = await client.submit("nap0", {"t": at, "s": duration}, tenant=tenant)
-        out.append(Submitted(run_id, tenant, at))
+        out.append(Submitted(run_id, tenant, at, time.time()))
     return out
 
 
@@ -337,13 +339,29 @@ async def running(
             await client.close()
 
 
+def first_chance(leases_began: Sequence[float], q: Submitted, own: float | None) -> float:
+    """From ``q``'s submit to the first lease call, of any worker, that began after the
+    submit had returned (the first lease sure to see the run), or to the run's own lease
+    (``own``) if that came sooner: a run handed over in its submit (PostgreSQL, an idle
+    worker), or leased by a worker woken before the submit call had returned.
+    ``leases_began``: every run's first lease time (``started_at`` in the store), sorted."""
+    i = bisect.bisect_left(leases_began, q.visible)
+    after = leases_began[i] if i < len(leases_began) else math.inf
+    return min(after, math.inf if own is None else own) - q.at
+
+
 def quiet_report(
-    stamps: Stamps, quiet: Sequence[Submitted], leased_at: dict[str, float], deadline: float
+    stamps: Stamps,
+    quiet: Sequence[Submitted],
+    leased_at: dict[str, float],
+    deadline: float,
+    leases_began: Sequence[float] = (),
 ) -> dict[str, Any]:
     """Per quiet tenant: the wait, split at the lease (``started_at`` in the store, the
-    leasing worker's clock), the least wait possible without preemption (slot floor) and
-    what the dispatch added to it. A run that had not started by ``deadline`` counts with
-    the wait it had then (a lower bound), and the tenant's figures are marked censored."""
+    leasing worker's clock), the least wait possible without preemption (slot floor), what
+    the dispatch added to it, and the first chance a lease had to take the run. A run that
+    had not started by ``deadline`` counts with the wait it had then (a lower bound), and the
+    tenant's figures are marked censored."""
     by_tenant: dict[str, dict[str, Any]] = {}
     for tenant in QUIET:
         mine = [q for q in quiet if q.tenant == tenant]
@@ -360,6 +378,10 @@ def quiet_report(
             "slot_floor": summary_ms(floors),
             "dispatch_overhead": summary_ms([w - f for w, f in zip(waits, floors, strict=True)]),
         }
+        if leases_began:
+            by_tenant[tenant]["first_chance"] = summary_ms(
+                [first_chance(leases_began, q, leased_at.get(q.run_id)) for q in ran]
+            )
     return by_tenant
 
 
@@ -401,6 +423,7 @@ async def noisy(
             run = await client.get(q.run_id)
             if run.started_at is not None:
                 leased_at[q.run_id] = run.started_at
+        leases_began = await first_lease_times(client)
     stamps = Stamps.read(stamps_dir)
     shutil.rmtree(stamps_dir, ignore_errors=True)
     a = stats.tenant("A")
@@ -416,8 +439,21 @@ async def noisy(
             if stamps.tenant[r] == "A" and t0 <= st <= window_end
         ),
         "noisy_queued_at_end": a.queued if a else 0,
-        "quiet": quiet_report(stamps, quiet, leased_at, deadline),
+        "quiet": quiet_report(stamps, quiet, leased_at, deadline, leases_began),
     }
+
+
+async def first_lease_times(client: Corral) -> list[float]:
+    """Every run's first lease time (the leasing worker's clock when its lease call began),
+    sorted."""
+    began: list[float] = []
+    before: str | None = None
+    while True:
+        page = await client.list_runs(limit=1000, before=before)
+        began += [r.started_at for r in page if r.started_at is not None]
+        if len(page) < 1000:
+            return sorted(began)
+        before = page[-1].id
 
 
 async def weighted(backend: str, mode: str, sizes: Sizes, workdir: Path) -> dict[str, Any]:
@@ -556,9 +592,9 @@ def print_tables(results: dict[str, Any]) -> None:
     print("\n### Quiet tenants' queue wait (submit → agent start), ms\n")
     print(
         "| backend | scenario | tenant | p50 | p95 | max | p95 submit→lease | "
-        "p95 lease→start | p95 slot floor | solo p95 | p95 − solo p95 |"
+        "p95 lease→start | p95 slot floor | p95 first chance | solo p95 | p95 − solo p95 |"
     )
-    print("|---|---|---|---|---|---|---|---|---|---|---|")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
     for backend, r in results["backends"].items():
         solo = r["solo"]["quiet"]
         for name in (
@@ -586,6 +622,7 @@ def print_tables(results: dict[str, Any]) -> None:
                     f"{fmt(q['until_leased']['p95_ms'])} | "
                     f"{fmt(q['lease_to_agent_start']['p95_ms'])} | "
                     f"{fmt(q['slot_floor']['p95_ms'])} | "
+                    f"{fmt(q['first_chance']['p95_ms']) if 'first_chance' in q else '-'} | "
                     f"{fmt(solo[tenant]['wait']['p95_ms'])} | {delta} |"
                 )
     print("\n### Three backlogged tenants, weights 1:2:3 (32 slots)\n")
