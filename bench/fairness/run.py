@@ -355,7 +355,7 @@ def quiet_report(
     quiet: Sequence[Submitted],
     leased_at: dict[str, float],
     deadline: float,
-    leases_began: Sequence[float] = (),
+    leases_began: Sequence[float],
 ) -> dict[str, Any]:
     """Per quiet tenant: the wait, split at the lease (``started_at`` in the store, the
     leasing worker's clock), the least wait possible without preemption (slot floor), what
@@ -377,11 +377,10 @@ def quiet_report(
             "lease_to_agent_start": summary_ms(lag),
             "slot_floor": summary_ms(floors),
             "dispatch_overhead": summary_ms([w - f for w, f in zip(waits, floors, strict=True)]),
-        }
-        if leases_began:
-            by_tenant[tenant]["first_chance"] = summary_ms(
+            "first_chance": summary_ms(
                 [first_chance(leases_began, q, leased_at.get(q.run_id)) for q in ran]
-            )
+            ),
+        }
     return by_tenant
 
 
@@ -418,12 +417,8 @@ async def noisy(
         await wait_started(stamps_dir, [q.run_id for q in quiet], deadline, pool)
         deadline = min(deadline, time.time())
         stats = await client.stats()
-        leased_at = {}
-        for q in quiet:
-            run = await client.get(q.run_id)
-            if run.started_at is not None:
-                leased_at[q.run_id] = run.started_at
-        leases_began = await first_lease_times(client)
+        lease_times = await first_lease_times(client)
+    leased_at = {q.run_id: lease_times[q.run_id] for q in quiet if q.run_id in lease_times}
     stamps = Stamps.read(stamps_dir)
     shutil.rmtree(stamps_dir, ignore_errors=True)
     a = stats.tenant("A")
@@ -439,20 +434,20 @@ async def noisy(
             if stamps.tenant[r] == "A" and t0 <= st <= window_end
         ),
         "noisy_queued_at_end": a.queued if a else 0,
-        "quiet": quiet_report(stamps, quiet, leased_at, deadline, leases_began),
+        "quiet": quiet_report(stamps, quiet, leased_at, deadline, sorted(lease_times.values())),
     }
 
 
-async def first_lease_times(client: Corral) -> list[float]:
-    """Every run's first lease time (the leasing worker's clock when its lease call began),
-    sorted."""
-    began: list[float] = []
+async def first_lease_times(client: Corral) -> dict[str, float]:
+    """Every leased run's first lease time (``started_at``: the leasing worker's clock when
+    its lease call began), by run id."""
+    began: dict[str, float] = {}
     before: str | None = None
     while True:
         page = await client.list_runs(limit=1000, before=before)
-        began += [r.started_at for r in page if r.started_at is not None]
+        began.update((r.id, r.started_at) for r in page if r.started_at is not None)
         if len(page) < 1000:
-            return sorted(began)
+            return began
         before = page[-1].id
 
 
@@ -622,7 +617,7 @@ def print_tables(results: dict[str, Any]) -> None:
                     f"{fmt(q['until_leased']['p95_ms'])} | "
                     f"{fmt(q['lease_to_agent_start']['p95_ms'])} | "
                     f"{fmt(q['slot_floor']['p95_ms'])} | "
-                    f"{fmt(q['first_chance']['p95_ms']) if 'first_chance' in q else '-'} | "
+                    f"{fmt(q['first_chance']['p95_ms'])} | "
                     f"{fmt(solo[tenant]['wait']['p95_ms'])} | {delta} |"
                 )
     print("\n### Three backlogged tenants, weights 1:2:3 (32 slots)\n")

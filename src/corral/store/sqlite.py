@@ -514,9 +514,7 @@ class SQLiteStore(SqlStore):
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return False
-            poll = POLL_INTERVAL
-            if self._reading is not None:
-                poll = max(POLL_INTERVAL, POLL_INTERVAL_WITH_WAKEUPS)
+            poll = POLL_INTERVAL_WITH_WAKEUPS if self._reading is not None else POLL_INTERVAL
             with suppress(TimeoutError):
                 await asyncio.wait_for(self._local_work.wait(), timeout=min(poll, remaining))
 
