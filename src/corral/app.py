@@ -377,9 +377,10 @@ class Corral:
         ``retain`` (seconds), it also deletes, every ``retention_interval`` seconds, the run
         trees that ended more than ``retain`` seconds ago (as ``purge_finished`` does). With
         ``handoffs`` (PostgreSQL), a waiting worker offers its free slots and runs submitted
-        meanwhile come to it already leased; off, it only leases. ``worker_id`` (default:
-        host, process id and object id) must be unique among live workers: leases, offers
-        and, once a worker has stopped, the runs it gives back are found by it."""
+        meanwhile come to it already leased; off, it only leases. ``worker_id`` names the
+        worker (default: host and process id); its id is that name plus a random part, so
+        two workers given the same name never share leases, offers or the runs a stopping
+        worker gives back (``Worker.worker_id`` is the full id, as runs show it)."""
         check_int("concurrency", concurrency)
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)

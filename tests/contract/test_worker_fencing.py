@@ -187,3 +187,51 @@ async def test_runs_leased_to_a_worker_that_never_started_them_go_back_when_it_s
         assert done.status is RunStatus.SUCCEEDED
         assert done.result == {"n": 1}
         assert done.attempts == 1
+
+
+async def test_two_workers_given_the_same_worker_id_never_share_leases(
+    db_url: str, clock: FakeClock
+) -> None:
+    """A name reused by mistake (every replica configured with worker_id="worker-1") must not
+    let one worker act on the other's runs: the stopping one gives back only what it leased,
+    so the run the other is executing stays its own and its ack is the one that lands."""
+    app = Corral(db_url, clock=clock, lease_ttl=TTL)
+    started: list[str] = []
+    finish = asyncio.Event()
+
+    @app.agent("slow")
+    async def slow(ctx: RunContext, input: object) -> str:
+        started.append(ctx.run_id)
+        await finish.wait()
+        return "done"
+
+    async with app:
+        busy = app.worker(concurrency=1, poll_interval=0.05, worker_id="worker-1")
+        idle = app.worker(concurrency=1, poll_interval=0.05, worker_id="worker-1")
+        assert busy.worker_id != idle.worker_id
+        assert busy.worker_id.startswith("worker-1")
+        run_id = await app.submit("slow", {})
+        busy_task = asyncio.create_task(busy.run())
+        try:
+            await _until(lambda: started == [run_id], "the busy worker to start the run")
+            before = await app.get(run_id)
+            assert before is not None and before.status is RunStatus.RUNNING
+            idle_task = asyncio.create_task(idle.run())
+            await asyncio.sleep(0.2)
+            idle.stop()
+            await idle_task
+            during = await app.get(run_id)
+            assert during is not None
+            assert during.status is RunStatus.RUNNING
+            assert during.lease_owner == busy.worker_id
+            finish.set()
+            await _until(lambda: busy.completed == 1, "the busy worker's ack")
+        finally:
+            finish.set()
+            busy.stop()
+            await busy_task
+        run = await app.get(run_id)
+        assert run is not None
+        assert run.status is RunStatus.SUCCEEDED
+        assert run.attempts == 1
+        assert started == [run_id]

@@ -18,6 +18,7 @@ import asyncio
 import contextlib
 import logging
 import os
+import secrets
 import signal
 import socket
 import time
@@ -153,7 +154,13 @@ class Worker:
             raise ValueError("retain must not be negative")
         if self.options.retention_interval <= 0:
             raise ValueError("retention_interval must be positive")
-        self.worker_id = worker_id or f"{socket.gethostname()}:{os.getpid()}:{id(self):x}"
+        # Leases, handoff offers and the runs a stopping worker gives back are all found by
+        # this id, so two live workers sharing one would act on each other's runs (give back
+        # a run the other is executing, both take a run handed to the id). A name given by
+        # the caller is reused by mistake easily (every replica configured alike), so the id
+        # is always that name plus a random part of this worker's own.
+        name = worker_id or f"{socket.gethostname()}:{os.getpid()}"
+        self.worker_id = f"{name}:{secrets.token_hex(4)}"
         self._slots: dict[str, _Slot] = {}
         #: executions stopped because this worker leased their run again (see _start); they
         #: hold their slot until their task ends
