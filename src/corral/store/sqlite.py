@@ -450,12 +450,14 @@ class SQLiteStore(SqlStore):
 
     async def _work_ready(self, light_below: int) -> bool:
         """Whether a tenant below its cap and with fewer than ``light_below`` runs in flight
-        holds a run that is due (a read: no write lock)."""
-        async with self._lock:
-            rows = await self._call(
-                _fetchall, self.q["light_work"], {"light_below": light_below, "now": self.clock()}
-            )
-        return bool(rows)
+        holds a run that is due (a read: no write lock, and on the reader's connection, so
+        this process's own writes do not queue behind it)."""
+        params = {"light_below": light_below, "now": self.clock()}
+
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["light_work"], params)
+
+        return bool(await self._read(body))
 
     async def wait_for_change(self, seen: int, timeout: float) -> int:
         # a shared resource's waiters: a grant made by another process reaches them at once
