@@ -64,6 +64,8 @@ class Corral:
         self.max_attempts = max_attempts
         self.store: Store = store or create_store(self.url, config, clock)
         self.agents: dict[str, AgentFn] = {}
+        #: seconds one attempt of an agent may run, by agent name (agents without: no limit)
+        self.agent_timeouts: dict[str, float] = {}
         #: shared resources (capacity and rate limits for all workers), by name
         self.resources: dict[str, SharedScheduler] = {}
         #: each shared resource's declaration, to declare it again on another database
@@ -75,8 +77,17 @@ class Corral:
 
     # -- registry -----------------------------------------------------------------------------
 
-    def agent(self, name: str | None = None) -> Callable[[AgentFn], AgentFn]:
-        """Register an ``async def agent(ctx, input)`` under ``name`` (default: its __name__)."""
+    def agent(
+        self, name: str | None = None, *, timeout: float | None = None
+    ) -> Callable[[AgentFn], AgentFn]:
+        """Register an ``async def agent(ctx, input)`` under ``name`` (default: its __name__).
+
+        ``timeout``: seconds one attempt may run (default: no limit). Past it the worker
+        cancels the agent and fails the attempt with ``AgentTimeout``, retried with backoff
+        up to the run's max attempts like any failure. Time a waiting parent spends
+        suspended is not counted (the attempt ended there); an agent that swallows the
+        cancellation is not stopped."""
+        seconds = None if timeout is None else check_positive("timeout", timeout)
 
         def register(fn: AgentFn) -> AgentFn:
             if not asyncio.iscoroutinefunction(fn):
@@ -86,6 +97,8 @@ class Corral:
             if agent_name in self.agents:
                 raise ValueError(f"an agent named {agent_name!r} is already registered")
             self.agents[agent_name] = fn
+            if seconds is not None:
+                self.agent_timeouts[agent_name] = seconds
             return fn
 
         return register
@@ -136,6 +149,7 @@ class Corral:
             clock=self._clock,
         )
         other.agents.update(self.agents)
+        other.agent_timeouts.update(self.agent_timeouts)
         for name, args in self._resource_args.items():
             other.shared_resource(name, **args)
         return other
@@ -402,6 +416,7 @@ class Corral:
             retry_cap=float(retry_cap),
             limits=self.limits,
             resources=self.resources,
+            timeouts=self.agent_timeouts,
             express_slots=express_slots,
             express_below=express_below,
             retain=None if retain is None else float(retain),

@@ -13,6 +13,7 @@
     ├── NonDeterminismError                 a replay asked for a different step than recorded
     ├── ChildRunFailed                      a run awaited with ctx.wait() ended failed/cancelled
     ├── StepFailed                          a journaled step raised (recorded, replayed as is)
+    ├── AgentTimeout                        an attempt ran past its agent's timeout (retried)
     ├── ShutdownError                       a scheduler or worker is shutting down
     ├── StoreUnavailable                    the database cannot be reached or opened
     ├── Unauthorized                        no API key, or an unknown or revoked one (HTTP 401)
@@ -132,6 +133,19 @@ class StepFailed(CorralError):
         super().__init__(f"step {step!r} failed: {error}")
 
 
+class AgentTimeout(CorralError):
+    """An attempt of a run ran longer than its agent's ``timeout``: the worker stopped it and
+    failed the attempt with this error, which is retried (with backoff, up to the run's max
+    attempts) and then kept as the dead-lettered run's error."""
+
+    code = "agent_timeout"
+
+    def __init__(self, agent: str, seconds: float) -> None:
+        self.agent = agent
+        self.seconds = seconds
+        super().__init__(f"agent {agent!r} ran past its timeout of {seconds:g} s")
+
+
 class ShutdownError(CorralError):
     code = "shutdown"
 
@@ -157,6 +171,7 @@ class NonRetryableError(Exception):
 
 
 __all__ = [
+    "AgentTimeout",
     "BackpressureError",
     "BudgetExceeded",
     "ChildRunFailed",

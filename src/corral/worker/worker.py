@@ -31,6 +31,7 @@ from typing import Any
 from corral.contention.shared import SharedScheduler
 from corral.dispatch import retry_delay
 from corral.errors import (
+    AgentTimeout,
     BudgetExceeded,
     ChildRunFailed,
     FanoutLimitError,
@@ -105,6 +106,8 @@ class WorkerOptions:
     limits: FanoutLimits = field(default_factory=FanoutLimits)
     #: shared resources agents reach with ctx.acquire(name)
     resources: Mapping[str, SharedScheduler] = field(default_factory=dict)
+    #: seconds one attempt of an agent may run, by agent name (absent: no limit)
+    timeouts: Mapping[str, float] = field(default_factory=dict)
     #: slots beyond ``concurrency`` that only runs of light tenants take (fewer than
     #: ``express_below`` runs in flight anywhere): a quiet tenant's run starts at once even
     #: while a backlogged tenant holds every regular slot. 0: none.
@@ -538,7 +541,17 @@ class Worker:
             limits=self.options.limits,
             resources=self.options.resources,
         )
-        return await agent(ctx, lease.input)
+        seconds = self.options.timeouts.get(lease.agent)
+        if seconds is None:
+            return await agent(ctx, lease.input)
+        limit = asyncio.timeout(seconds)
+        try:
+            async with limit:
+                return await agent(ctx, lease.input)
+        except TimeoutError:
+            if not limit.expired():
+                raise  # the agent's own (a call of its that timed out): a failure as it is
+            raise AgentTimeout(lease.agent, seconds) from None
 
     async def _history(self, lease: Lease) -> list[JournalEntry]:
         """The journal of earlier deliveries, read once per delivery, for replay."""
