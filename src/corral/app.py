@@ -250,6 +250,18 @@ class Corral:
         await self.open()
         return await self.store.cancel(run_id)
 
+    async def retry(self, run_id: str, *, attempts: int | None = None) -> Run:
+        """Queue a dead-lettered (``failed``) root run again, with ``attempts`` more attempts
+        (default: as many as it was submitted with). Its journal stays, so it replays what
+        already succeeded instead of redoing it. ``RunNotRetryable`` for a run that has not
+        failed or is a child (retry its root); ``BackpressureError`` over the tenant's
+        queued quota (the run stays failed)."""
+        check_name("run id", run_id)
+        if attempts is not None:
+            check_int("attempts", attempts)
+        await self.open()
+        return await self.store.retry(run_id, attempts=attempts)
+
     async def list_runs(
         self,
         *,

@@ -5,6 +5,7 @@
     │   ├── UnknownAgent                    no agent registered under that name
     │   └── InvalidDatabaseURL              a database URL corral cannot parse
     ├── RunNotFound                         unknown run, or another tenant's run (HTTP 404)
+    ├── RunNotRetryable                     retry of a run that is not a failed root (HTTP 409)
     ├── BackpressureError                   a bounded queue is full; retry later (HTTP 429)
     ├── BudgetExceeded                      a charge would overspend the root run's budget
     ├── FanoutLimitError                    max children per run or max depth reached
@@ -64,6 +65,17 @@ class RunNotFound(CorralError, LookupError):
     def __init__(self, run_id: str) -> None:
         self.run_id = run_id
         super().__init__(f"no run {run_id!r}")
+
+
+class RunNotRetryable(CorralError):
+    """``retry`` of a run that is not a dead-lettered (``failed``) root run: one that has not
+    ended or ended otherwise, or a child run (its parent saw it fail: retry the root)."""
+
+    code = "run_not_retryable"
+
+    def __init__(self, run_id: str, reason: str) -> None:
+        self.run_id = run_id
+        super().__init__(f"run {run_id} cannot be retried: {reason}")
 
 
 class BackpressureError(CorralError):
@@ -185,6 +197,7 @@ __all__ = [
     "PayloadTooLarge",
     "RunCancelled",
     "RunNotFound",
+    "RunNotRetryable",
     "ShutdownError",
     "StepFailed",
     "StoreUnavailable",

@@ -128,6 +128,30 @@ async def test_cancel_a_queued_run(client: httpx.AsyncClient, keys: Keys) -> Non
 
 
 @pytest.mark.usefixtures("worker")
+async def test_retry_a_failed_run(
+    client: httpx.AsyncClient, keys: Keys, corral_app: Corral
+) -> None:
+    submitted = await client.post("/v1/runs", json={"agent": "fail", "input": 1}, headers=H(keys.a))
+    run_id = submitted.json()["run_id"]
+    assert (await corral_app.wait(run_id, timeout=20)).status == "failed"
+    # another tenant's key learns nothing of it
+    other = await client.post(f"/v1/runs/{run_id}/retry", headers=H(keys.b))
+    assert_error(other, 404, "run_not_found")
+    r = await client.post(f"/v1/runs/{run_id}/retry", params={"attempts": 2}, headers=H(keys.a))
+    assert r.status_code == 200
+    assert r.json()["status"] in ("queued", "running", "failed")
+    again = await corral_app.wait(run_id, timeout=20)
+    assert again.status == "failed" and again.attempts == 2
+    ended = await client.post("/v1/runs", json={"agent": "echo", "input": 1}, headers=H(keys.a))
+    echo_id = ended.json()["run_id"]
+    await corral_app.wait(echo_id, timeout=20)
+    refused = await client.post(f"/v1/runs/{echo_id}/retry", headers=H(keys.a))
+    assert_error(refused, 409, "run_not_retryable")
+    bad = await client.post(f"/v1/runs/{run_id}/retry", params={"attempts": 0}, headers=H(keys.a))
+    assert_error(bad, 422, "invalid_input")
+
+
+@pytest.mark.usefixtures("worker")
 async def test_journal_reads_after_a_seq_and_children_list_spawned_runs(
     client: httpx.AsyncClient, keys: Keys, corral_app: Corral
 ) -> None:
@@ -168,6 +192,7 @@ async def test_unknown_run_and_unknown_route_are_404(client: httpx.AsyncClient, 
     ):
         assert_error(await client.get(path, headers=H(keys.a)), 404, "run_not_found")
     assert_error(await client.post("/v1/runs/nope/cancel", headers=H(keys.a)), 404, "run_not_found")
+    assert_error(await client.post("/v1/runs/nope/retry", headers=H(keys.a)), 404, "run_not_found")
     assert_error(await client.get("/v2/elsewhere", headers=H(keys.a)), 404, "not_found")
 
 

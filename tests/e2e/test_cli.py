@@ -208,3 +208,36 @@ def test_a_worker_given_another_database_keeps_the_apps_resources_and_limits(
     assert out["call"].result == "called"
     assert out["fan"].status.value == "failed"  # a second child is over max_children=1
     assert out["fan"].error["type"] == "FanoutLimitError", out["fan"].error
+
+
+async def _dead_letter_one(url: str) -> str:
+    app = Corral(url)
+
+    @app.agent("breaks")
+    async def breaks(ctx: Any, input: Any) -> None:
+        raise RuntimeError("broken")
+
+    async with app:
+        run_id = await app.submit("breaks", max_attempts=1)
+        worker = app.worker(concurrency=1, poll_interval=0.05)
+        running = asyncio.create_task(worker.run())
+        try:
+            await app.wait(run_id, timeout=20)
+        finally:
+            worker.stop()
+            await running
+    return run_id
+
+
+def test_runs_retry_queues_a_dead_lettered_run_again(sqlite_url: str) -> None:
+    run_id = asyncio.run(_dead_letter_one(sqlite_url))
+    bad = corral("runs", "retry", run_id, "--attempts", "0", db=sqlite_url)
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr
+    retried = corral("runs", "retry", run_id, "--attempts", "2", db=sqlite_url)
+    assert retried.returncode == 0, retried.stderr
+    assert retried.stdout.strip() == f"{run_id} queued (up to 3 attempts in all)"
+    again = corral("runs", "retry", run_id, db=sqlite_url)
+    assert again.returncode == 1
+    assert "run_not_retryable" in again.stderr and "it is queued, not failed" in again.stderr
+    missing = corral("runs", "retry", "no-such-run", db=sqlite_url)
+    assert missing.returncode == 1 and "run_not_found" in missing.stderr

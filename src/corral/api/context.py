@@ -92,6 +92,7 @@ Seq = Annotated[int, Query(ge=0, le=2**53, description="Only entries after this 
 ERROR_DESCRIPTIONS = {
     401: "No valid API key.",
     404: "No such run (or another tenant's).",
+    409: "The run is not in a state this allows.",
     413: "Request body over the configured limit.",
     422: "Invalid request.",
     429: "Queue quota full; retry after Retry-After seconds.",

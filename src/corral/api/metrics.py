@@ -121,7 +121,7 @@ class _StoreCollector:
             runs.add_metric([status], n)
         submitted = CounterMetricFamily(
             "corral_runs_submitted",
-            "Runs accepted.",
+            "Runs accepted (a retried run once more).",
             value=sum(s.by_status.values()),
         )
         finished = CounterMetricFamily(

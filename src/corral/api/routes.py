@@ -1,5 +1,5 @@
 """The run routes under ``/v1``: submit (202 + run id, or the event stream of the new run),
-read, list, cancel, journal, children, events. Every route is scoped by the caller's key:
+read, list, cancel, retry, journal, children, events. Every route is scoped by the caller's key:
 another tenant's run is a 404."""
 
 # no `from __future__ import annotations`: FastAPI reads the route signatures, whose
@@ -172,6 +172,24 @@ def runs_router(svc: Service) -> APIRouter:
     async def cancel_run(run_id: RunId, who: Auth) -> RunOut:
         await visible_run(who, run_id)
         return RunOut.of(await app.cancel(run_id))
+
+    @router.post(
+        "/runs/{run_id}/retry",
+        response_model=RunOut,
+        responses=error_responses(401, 404, 409, 422, 429, 503),
+        summary="Queue a dead-lettered (failed) root run again",
+        description="The run gets `attempts` more attempts (default: as many as it was "
+        "submitted with) and replays its journal, so steps that succeeded are not redone. "
+        "409 `run_not_retryable` for a run that has not failed or is a child run; 429 over "
+        "the tenant's queued quota (the run stays failed).",
+    )
+    async def retry_run(
+        run_id: RunId,
+        who: Auth,
+        attempts: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
+    ) -> RunOut:
+        await visible_run(who, run_id)
+        return RunOut.of(await app.retry(run_id, attempts=attempts))
 
     @router.get(
         "/runs/{run_id}/journal",

@@ -156,7 +156,7 @@ async def submit(
 
 @cli.group()
 def runs() -> None:
-    """Inspect and cancel runs."""
+    """Inspect, cancel and retry runs."""
 
 
 @runs.command("show")
@@ -220,6 +220,27 @@ async def runs_cancel(run_id: str, db: str | None) -> None:
         await app.close()
     note = " (cancellation requested; its worker stops it)" if run.status == "running" else ""
     click.echo(f"{run.id} {run.status.value}{note}")
+
+
+@runs.command("retry")
+@click.argument("run_id")
+@click.option(
+    "--attempts",
+    type=click.IntRange(1, 1_000_000),
+    default=None,
+    help="Attempts it gets from now (default: as many as it was submitted with).",
+)
+@db_option
+@run_async
+async def runs_retry(run_id: str, attempts: int | None, db: str | None) -> None:
+    """Queue a dead-lettered (failed) run again; it replays its journal, so steps that
+    succeeded are not redone."""
+    app = resolve_app(None, db, existing=True)
+    try:
+        run = await app.retry(run_id, attempts=attempts)
+    finally:
+        await app.close()
+    click.echo(f"{run.id} {run.status.value} (up to {run.max_attempts} attempts in all)")
 
 
 @runs.command("purge")

@@ -12,7 +12,13 @@ from collections.abc import Sequence
 from typing import Any, TypeVar
 
 from corral.dispatch.policy import MIN_RUN_COST
-from corral.errors import BackpressureError, InvalidInput, LeaseLost, RunNotFound
+from corral.errors import (
+    BackpressureError,
+    InvalidInput,
+    LeaseLost,
+    RunNotFound,
+    RunNotRetryable,
+)
 from corral.ids import new_run_id
 from corral.models import (
     JSON,
@@ -373,6 +379,49 @@ class QueueMixin(SqlBase):
             await self._adjust_tenants(tx, deltas)
 
         await self._tx(body)
+        run = await self.get(run_id)
+        assert run is not None
+        return run
+
+    async def retry(self, run_id: str, *, attempts: int | None = None) -> Run:
+        """Queue a dead-lettered root run again, with ``attempts`` more attempts (default: as
+        many as it was submitted with). Its journal stays: the next delivery replays what
+        succeeded, and a failure the journal recorded (a step that gave up, a child that
+        failed) comes back as it was. Within the tenant's quota (else BackpressureError, and
+        the run stays failed); RunNotRetryable for any other run."""
+        now = self.clock()
+        args = {"id": run_id, "more": attempts, "now": now, "aging": self.config.priority_aging}
+
+        async def body(tx: Transaction) -> bool:
+            row = await tx.fetchone(self.q["retry_run"], args)
+            if row is None:
+                found = await tx.fetch_dicts(self.q["get_run"], {"id": run_id})
+                if not found:
+                    raise RunNotFound(run_id)
+                run = found[0]
+                if run["status"] != RunStatus.FAILED.value:
+                    raise RunNotRetryable(run_id, f"it is {run['status']}, not failed")
+                raise RunNotRetryable(run_id, f"it is a child run: retry its root {run['root_id']}")
+            tenant, seq, epoch = row
+            await tx.execute(
+                self.q["insert_journal"],
+                {
+                    "run_id": run_id,
+                    "seq": seq,
+                    "kind": "retried",
+                    "name": None,
+                    "data": dumps({"attempts": attempts}),
+                    "epoch": epoch,
+                    "now": now,
+                },
+            )
+            leasable = await self._reserve_queued(tx, tenant, 1)
+            if leasable:
+                await tx.execute(self.q["notify_work"])
+            return leasable
+
+        if await self._tx(body):
+            self._signal_local_work()
         run = await self.get(run_id)
         assert run is not None
         return run

@@ -604,6 +604,21 @@ UPDATE corral_runs SET status = 'cancelled', finished_at = :now, cancel_requeste
 WHERE id = :id AND status = :status
 RETURNING tenant, parent_id;
 
+-- name: retry_run
+-- A dead-lettered root run queued again (Store.retry). Its attempts go on counting; it gets
+-- :more attempts past those used (NULL: as many as it was submitted with; at most what the
+-- column holds). Its journal stays, so its next delivery replays what already succeeded.
+UPDATE corral_runs SET
+    status = 'queued',
+    max_attempts = CASE WHEN COALESCE(:more, max_attempts) > 2147483647 - attempts THEN 2147483647
+                        ELSE attempts + COALESCE(:more, max_attempts) END,
+    available_at = :now,
+    sort_key = :now - priority * :aging,
+    finished_at = NULL,
+    journal_seq = journal_seq + 1
+WHERE id = :id AND status = 'failed' AND parent_id IS NULL
+RETURNING tenant, journal_seq, lease_epoch;
+
 -- name: request_cancel
 UPDATE corral_runs SET cancel_requested = 1
 WHERE id = :id AND status = 'running'
