@@ -45,6 +45,37 @@ async def test_writes_cancelled_at_any_point_leave_the_store_usable(
         await other.close()
 
 
+async def test_reads_and_writes_cancelled_twice_at_any_point_leave_the_store_usable(
+    db_url: str, clock: FakeClock
+) -> None:
+    """The second cancellation lands while the first one's clean-up waits for the store's
+    thread (a waiting worker's look for work cancelled by a freed slot and then by a stop).
+    Neither the clean-up nor a COMMIT may be dropped by it: a transaction left open on a
+    connection failed every later call there."""
+    store = create_store(db_url, StoreConfig(busy_timeout=2.0), clock)
+    await store.open()
+    try:
+        (run_id,) = await store.submit([RunSpec("a")])
+        for i in range(120):
+            call = asyncio.create_task(
+                store.get(run_id) if i % 2 else store.submit([RunSpec("a")])
+            )
+            for _ in range(i % 5):
+                await asyncio.sleep(0)
+            call.cancel()
+            for _ in range((i // 5) % 3):
+                await asyncio.sleep(0)
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await call
+            run = await asyncio.wait_for(store.get(run_id), 5)
+            assert run is not None
+        (last,) = await asyncio.wait_for(store.submit([RunSpec("a")]), 5)
+        assert await store.get(last) is not None
+    finally:
+        await store.close()
+
+
 async def test_a_call_cancelled_twice_raises_cancelled_not_unavailable(
     db_url: str, clock: FakeClock
 ) -> None:

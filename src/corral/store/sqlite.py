@@ -192,6 +192,20 @@ class SQLiteStore(SqlStore):
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
 
+    async def _roll_back(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
+        """End whatever transaction ``conn`` has open once its thread is done with what it
+        runs now (a cancelled call's BEGIN or COMMIT finishes there anyway). The job is
+        shielded: a second cancellation would otherwise cancel it before the thread reached
+        it, and the transaction stayed open under a lock that was let go (the next BEGIN on
+        that connection then failed: "cannot start a transaction within a transaction")."""
+        job = asyncio.get_running_loop().run_in_executor(
+            executor, partial(_end_transaction, conn, "ROLLBACK")
+        )
+        try:
+            await asyncio.shield(job)
+        except sqlite3.OperationalError as exc:
+            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
+
     async def _inline(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(writer connection, *args)`` right here: for statements of a transaction
         whose lock is held."""
@@ -408,7 +422,8 @@ class SQLiteStore(SqlStore):
                 # transaction is then open: the lock is never let go with one open (which
                 # failed every later transaction of the process and kept the file's write
                 # lock from every other process).
-                await self._call(_end_transaction, "ROLLBACK")
+                assert self._executor is not None
+                await self._roll_back(self._executor, self._conn)
                 raise
 
     async def _tx(self, body: Callable[[Transaction], Awaitable[T]], *, relaxed: bool = False) -> T:
@@ -423,10 +438,12 @@ class SQLiteStore(SqlStore):
         async with self._reader_lock:
             try:
                 result = await body(_SQLiteTransaction(_opening_read(self._reader_call)))
+                # inside the try: a COMMIT cancelled before the thread reached it never ran
+                await self._reader_call(_end_transaction, "COMMIT")
             except BaseException:
-                await self._reader_call(_end_transaction, "ROLLBACK")
+                assert self._reader_executor is not None
+                await self._roll_back(self._reader_executor, self._reader)
                 raise
-            await self._reader_call(_end_transaction, "COMMIT")
             return result
 
     async def wait_for_work(self, timeout: float, *, light_below: int | None = None) -> None:
