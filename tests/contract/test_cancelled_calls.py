@@ -57,9 +57,7 @@ async def test_reads_and_writes_cancelled_twice_at_any_point_leave_the_store_usa
     try:
         (run_id,) = await store.submit([RunSpec("a")])
         for i in range(120):
-            call = asyncio.create_task(
-                store.get(run_id) if i % 2 else store.submit([RunSpec("a")])
-            )
+            call = asyncio.create_task(store.get(run_id) if i % 2 else store.submit([RunSpec("a")]))
             for _ in range(i % 5):
                 await asyncio.sleep(0)
             call.cancel()
