@@ -394,14 +394,17 @@ class Corral:
         worker_id: str | None = None,
         express_slots: int = 0,
         express_below: int = 1,
+        agent_timeout: float | None = None,
         retain: float | None = None,
         retention_interval: float = RETENTION_INTERVAL,
         handoffs: bool = True,
     ) -> Worker:
         """A worker of this app's agents: ``concurrency`` slots, plus ``express_slots`` that
-        only runs of tenants with fewer than ``express_below`` runs in flight take. With
-        ``retain`` (seconds), it also deletes, every ``retention_interval`` seconds, the run
-        trees that ended more than ``retain`` seconds ago (as ``purge_finished`` does). With
+        only runs of tenants with fewer than ``express_below`` runs in flight take.
+        ``agent_timeout`` (seconds) bounds each attempt of the agents registered without a
+        ``timeout`` of their own (see ``agent``). With ``retain`` (seconds), it also deletes,
+        every ``retention_interval`` seconds, the run trees that ended more than ``retain``
+        seconds ago (as ``purge_finished`` does). With
         ``handoffs`` (PostgreSQL), a waiting worker offers its free slots and runs submitted
         meanwhile come to it already leased; off, it only leases. ``worker_id`` names the
         worker (default: host and process id); its id is that name plus a random part, so
@@ -416,6 +419,8 @@ class Corral:
         check_amount("retry_cap", retry_cap)
         if retain is not None:
             check_amount("retain", retain)
+        if agent_timeout is not None:
+            check_positive("agent_timeout", agent_timeout)
         check_positive("retention_interval", retention_interval)
         ttl = self.lease_ttl if lease_ttl is None else lease_ttl
         check_positive("lease_ttl", ttl)
@@ -428,7 +433,11 @@ class Corral:
             retry_cap=float(retry_cap),
             limits=self.limits,
             resources=self.resources,
-            timeouts=self.agent_timeouts,
+            timeouts=(
+                self.agent_timeouts
+                if agent_timeout is None
+                else {name: self.agent_timeouts.get(name, agent_timeout) for name in self.agents}
+            ),
             express_slots=express_slots,
             express_below=express_below,
             retain=None if retain is None else float(retain),

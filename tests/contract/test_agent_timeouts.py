@@ -126,6 +126,36 @@ async def test_the_timeout_stops_an_attempt_inside_a_step_that_has_retries_of_it
     assert tries == [1]
 
 
+async def test_a_workers_agent_timeout_bounds_agents_without_their_own(db_url: str) -> None:
+    app = Corral(db_url)
+
+    @app.agent("unbounded")
+    async def unbounded(ctx: RunContext, input: Any) -> None:
+        await asyncio.sleep(30)
+
+    @app.agent("own_limit", timeout=5)
+    async def own_limit(ctx: RunContext, input: Any) -> str:
+        await asyncio.sleep(0.5)  # past the worker's default, within its own
+        return "kept its own"
+
+    async with app:
+        hung = await app.submit("unbounded", max_attempts=1)
+        slow = await app.submit("own_limit", max_attempts=1)
+        worker = app.worker(concurrency=2, poll_interval=0.05, agent_timeout=0.2)
+        running = asyncio.create_task(worker.run())
+        try:
+            stopped = await app.wait(hung, timeout=20)
+            finished = await app.wait(slow, timeout=20)
+        finally:
+            worker.stop()
+            await running
+        with pytest.raises(InvalidInput, match="agent_timeout"):
+            app.worker(agent_timeout=0)
+    assert stopped.status is RunStatus.FAILED
+    assert stopped.error["message"] == "agent 'unbounded' ran past its timeout of 0.2 s"
+    assert finished.status is RunStatus.SUCCEEDED and finished.result == "kept its own"
+
+
 @pytest.mark.parametrize("bad", [0, -1, math.nan, math.inf, "5", True])
 def test_a_timeout_that_is_not_a_positive_number_is_refused(bad: object) -> None:
     app = Corral("sqlite:///:memory:")

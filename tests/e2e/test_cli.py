@@ -241,3 +241,10 @@ def test_runs_retry_queues_a_dead_lettered_run_again(sqlite_url: str) -> None:
     assert "run_not_retryable" in again.stderr and "it is queued, not failed" in again.stderr
     missing = corral("runs", "retry", "no-such-run", db=sqlite_url)
     assert missing.returncode == 1 and "run_not_found" in missing.stderr
+
+
+def test_worker_refuses_an_agent_timeout_that_is_not_positive(sqlite_url: str) -> None:
+    for bad, message in (("0", "agent_timeout must be a finite number > 0"), ("soon", "duration")):
+        r = corral("worker", APP, "--agent-timeout", bad, db=sqlite_url)
+        assert r.returncode == 2, r.stderr
+        assert message in r.stderr and "Traceback" not in r.stderr

@@ -101,6 +101,14 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 help="A light tenant has fewer than this many runs in flight.",
             ),
             click.option(
+                "--agent-timeout",
+                metavar="DURATION",
+                default=None,
+                callback=duration,
+                help="Stop and fail (retried) an attempt running longer than this, for agents "
+                "registered without a timeout of their own (e.g. 10m; default: no limit).",
+            ),
+            click.option(
                 "--retain",
                 metavar="DURATION",
                 default=None,

@@ -55,6 +55,7 @@ async def worker(
     poll_interval: float,
     express_slots: int,
     express_below: int,
+    agent_timeout: float | None,
     retain: float | None,
     handoffs: bool,
     db: str | None,
@@ -72,6 +73,7 @@ async def worker(
             poll_interval=poll_interval,
             express_slots=express_slots,
             express_below=express_below,
+            agent_timeout=agent_timeout,
             retain=retain,
             handoffs=handoffs,
         )
@@ -81,6 +83,11 @@ async def worker(
             + (
                 f" + {express_slots} express (tenants below {express_below} in flight)"
                 if express_slots
+                else ""
+            )
+            + (
+                f", attempts stopped after {age(agent_timeout)} (agents without their own timeout)"
+                if agent_timeout is not None
                 else ""
             )
             + (f", deleting runs ended over {age(retain)} ago" if retain is not None else "")

@@ -89,6 +89,7 @@ async def _serve(
     drain_timeout: float,
     express_slots: int,
     express_below: int,
+    agent_timeout: float | None,
     retain: float | None,
     handoffs: bool,
     max_body_bytes: int,
@@ -120,6 +121,7 @@ async def _serve(
                 drain_timeout=drain_timeout,
                 express_slots=express_slots,
                 express_below=express_below,
+                agent_timeout=agent_timeout,
                 retain=retain if i == 0 else None,  # one retention pass per process is enough
                 handoffs=handoffs,
             )
