@@ -483,3 +483,44 @@ async def test_a_worker_with_handoffs_off_makes_no_offer_and_leases(pg_dsn: str)
             assert counting.leased == 1
             worker.stop()
             await asyncio.wait_for(task, 10)
+
+
+def _advisory_locks(dsn: str) -> int:
+    with psycopg.connect(dsn, autocommit=True) as conn:
+        row = conn.execute(
+            "SELECT count(*) FROM pg_locks l JOIN pg_database d ON d.oid = l.database "
+            "WHERE l.locktype = 'advisory' AND l.granted AND d.datname = current_database()"
+        ).fetchone()
+        assert row is not None
+        return int(row[0])
+
+
+async def test_a_stopped_worker_leaves_no_channel_or_lock_behind(pg_dsn: str) -> None:
+    """A process that starts and stops workers one after another keeps no session lock or
+    channel of the stopped ones: piled up, they would fill the server's shared lock table.
+    The workers after them are still handed runs."""
+    async with _two_stores(pg_dsn) as (dsn, submitter, waiter):
+        app = Corral(dsn, store=waiter)
+        started: list[str] = []
+
+        @app.agent("echo")
+        async def echo(ctx: RunContext, input: Any) -> Any:
+            started.append(ctx.run_id)
+            return input
+
+        before = _advisory_locks(dsn)
+        for i in range(4):
+            worker = app.worker(concurrency=2, poll_interval=0.05)
+            running = asyncio.create_task(worker.run())
+            try:
+                await _until(lambda w=worker: _offer_rows(dsn) == [(w.worker_id, 2)])
+                assert _advisory_locks(dsn) == before + 1
+                (run_id,) = await submitter.submit([RunSpec("echo", {"i": i}, tenant="acme")])
+                await _until(lambda r=run_id: r in started)
+            finally:
+                worker.stop()
+                await running
+            assert _advisory_locks(dsn) == before
+        assert len(started) == 4
+        counters = await submitter.stats()
+        assert counters.in_flight == 0

@@ -48,6 +48,16 @@ class Handoffs:
     def is_listening(self, owner: str) -> bool:
         return owner in self._channels.values()
 
+    def forget(self, owner: str) -> tuple[str | None, int | None]:
+        """Drop ``owner``: its channel (if the session listens to it) and its lock key (if
+        it has one), for the listening session to let go of."""
+        channel = next((c for c, o in self._channels.items() if o == owner), None)
+        if channel is not None:
+            del self._channels[channel]
+        self._handed.pop(owner, None)
+        self._callbacks.pop(owner, None)
+        return channel, self._keys.pop(owner, None)
+
     def disconnected(self) -> None:
         """The listening session ended: its channels and locks went with it."""
         self._channels.clear()

@@ -484,6 +484,31 @@ class PostgresStore(SqlStore):
                 self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
         return self._handoffs.is_listening(owner)
 
+    async def forget_worker(self, worker_id: str) -> None:
+        """UNLISTEN the stopped worker's channel and let go of its offer's session lock: kept,
+        a process that starts and stops workers would pile up one lock per worker in the
+        server's shared lock table (the same table every session's locks live in), and a
+        reconnecting listener would take them all again."""
+        if not self._handoffs.knows(worker_id):
+            return
+        async with self._listen_lock:
+            channel, key = self._handoffs.forget(worker_id)
+            listener, conn = self._listener, self._listen_conn
+            if listener is None or listener.done() or conn is None or channel is None:
+                return  # no session holds them (a reconnect takes only the owners known)
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            try:
+                await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
+                await conn.execute("SELECT pg_advisory_unlock(%(key)s)", {"key": key})
+            except psycopg.Error as exc:
+                # the restarted listener fails on the same connection and reconnects without
+                # them: the session that held them is gone
+                log.warning("could not let go of worker %s's handoff channel: %s", worker_id, exc)
+            finally:
+                self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
+
     async def _listen(self, conn: psycopg.AsyncConnection[Any]) -> None:
         try:
             async for notify in conn.notifies():

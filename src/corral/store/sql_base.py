@@ -204,6 +204,9 @@ class SqlBase(ABC):
         """Call ``callback`` (in the event loop, at once) whenever runs are handed to
         ``worker_id``; None stops it. (Here nothing is ever handed.)"""
 
+    async def forget_worker(self, worker_id: str) -> None:  # noqa: B027 - nothing kept here
+        """``worker_id`` has stopped for good: drop what is kept for it. (Here nothing.)"""
+
     async def _listen_for_changes(self) -> None:  # noqa: B027 - optional hook, no-op here
         """Start receiving other processes' notifications, where the backend has them."""
 

@@ -244,6 +244,10 @@ class Worker:
                 await asyncio.gather(*background)
             await self._acker.close()
             await self._give_back_leftovers()
+            try:
+                await self.store.forget_worker(self.worker_id)
+            except Exception as exc:  # a stop must end; the store's close drops them too
+                log.warning("could not drop this worker's handoff channel: %s", exc)
 
     async def _give_back_leftovers(self) -> None:
         """Give back the runs the store still holds as leased to this worker once every run it
