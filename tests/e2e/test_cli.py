@@ -210,27 +210,8 @@ def test_a_worker_given_another_database_keeps_the_apps_resources_and_limits(
     assert out["fan"].error["type"] == "FanoutLimitError", out["fan"].error
 
 
-async def _dead_letter_one(url: str) -> str:
-    app = Corral(url)
-
-    @app.agent("breaks")
-    async def breaks(ctx: Any, input: Any) -> None:
-        raise RuntimeError("broken")
-
-    async with app:
-        run_id = await app.submit("breaks", max_attempts=1)
-        worker = app.worker(concurrency=1, poll_interval=0.05)
-        running = asyncio.create_task(worker.run())
-        try:
-            await app.wait(run_id, timeout=20)
-        finally:
-            worker.stop()
-            await running
-    return run_id
-
-
 def test_runs_retry_queues_a_dead_lettered_run_again(sqlite_url: str) -> None:
-    run_id = asyncio.run(_dead_letter_one(sqlite_url))
+    (run_id,) = asyncio.run(_dead_letter(sqlite_url, ["default"]))
     bad = corral("runs", "retry", run_id, "--attempts", "0", db=sqlite_url)
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     retried = corral("runs", "retry", run_id, "--attempts", "2", db=sqlite_url)
@@ -248,3 +229,48 @@ def test_worker_refuses_an_agent_timeout_that_is_not_positive(sqlite_url: str) -
         r = corral("worker", APP, "--agent-timeout", bad, db=sqlite_url)
         assert r.returncode == 2, r.stderr
         assert message in r.stderr and "Traceback" not in r.stderr
+
+
+async def _dead_letter(url: str, tenants: list[str]) -> list[str]:
+    app = Corral(url)
+
+    @app.agent("breaks")
+    async def breaks(ctx: Any, input: Any) -> None:
+        raise RuntimeError("broken")
+
+    async with app:
+        ids = await app.submit_many(
+            [{"agent": "breaks", "tenant": t, "max_attempts": 1} for t in tenants]
+        )
+        worker = app.worker(concurrency=4, poll_interval=0.05)
+        running = asyncio.create_task(worker.run())
+        try:
+            for run_id in ids:
+                await app.wait(run_id, timeout=20)
+        finally:
+            worker.stop()
+            await running
+    return ids
+
+
+async def _statuses(url: str, ids: list[str]) -> list[str]:
+    async with Corral(url) as app:
+        return [(await app.get(i)).status.value for i in ids]  # type: ignore[union-attr]
+
+
+def test_runs_retry_all_failed_of_a_tenant_and_several_ids(sqlite_url: str) -> None:
+    ids = asyncio.run(_dead_letter(sqlite_url, ["acme", "acme", "acme", "globex", "globex"]))
+    both = corral("runs", "retry", ids[0], "--all-failed", db=sqlite_url)
+    assert both.returncode == 2 and "not both" in both.stderr
+    narrowed = corral("runs", "retry", ids[0], "--tenant", "acme", db=sqlite_url)
+    assert narrowed.returncode == 2 and "narrow --all-failed" in narrowed.stderr
+    acme = corral("runs", "retry", "--all-failed", "--tenant", "acme", db=sqlite_url)
+    assert acme.returncode == 0, acme.stderr
+    assert acme.stdout.strip() == "retried 3 failed runs"
+    assert asyncio.run(_statuses(sqlite_url, ids)) == ["queued"] * 3 + ["failed"] * 2
+    # several ids: each retried or reported, and a non-zero exit if any was refused
+    several = corral("runs", "retry", ids[3], ids[0], ids[4], db=sqlite_url)
+    assert several.returncode == 1
+    assert f"{ids[0]} not retried: run_not_retryable" in several.stderr
+    assert "1 runs not retried" in several.stderr
+    assert asyncio.run(_statuses(sqlite_url, ids)) == ["queued"] * 5

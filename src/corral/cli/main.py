@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from corral.app import Corral
 from corral.cli.admin import plans, tenants
 from corral.cli.common import (
     CliError,
@@ -29,6 +30,7 @@ from corral.cli.common import (
 from corral.cli.demo import demo
 from corral.cli.output import console, print_table
 from corral.cli.serve import keys, serve
+from corral.errors import BackpressureError, RunNotFound, RunNotRetryable
 from corral.models import Run, RunStatus
 
 
@@ -230,24 +232,87 @@ async def runs_cancel(run_id: str, db: str | None) -> None:
 
 
 @runs.command("retry")
-@click.argument("run_id")
+@click.argument("run_ids", nargs=-1, metavar="[RUN_ID]...")
+@click.option(
+    "--all-failed",
+    is_flag=True,
+    help="Every failed root run instead of the ids given (narrow with --tenant, --agent).",
+)
+@click.option("--tenant", default=None, help="With --all-failed: this tenant's runs only.")
+@click.option("--agent", default=None, help="With --all-failed: this agent's runs only.")
 @click.option(
     "--attempts",
     type=click.IntRange(1, 1_000_000),
     default=None,
-    help="Attempts it gets from now (default: as many as it was submitted with).",
+    help="Attempts each gets from now (default: as many as it was submitted with).",
 )
 @db_option
 @run_async
-async def runs_retry(run_id: str, attempts: int | None, db: str | None) -> None:
-    """Queue a dead-lettered (failed) run again; it replays its journal, so steps that
-    succeeded are not redone."""
+async def runs_retry(
+    run_ids: tuple[str, ...],
+    all_failed: bool,
+    tenant: str | None,
+    agent: str | None,
+    attempts: int | None,
+    db: str | None,
+) -> None:
+    """Queue dead-lettered (failed) runs again, the ids given or --all-failed (after a fix is
+    deployed). Each replays its journal, so steps that succeeded are not redone."""
+    if all_failed == bool(run_ids):
+        raise CliError("give run ids or --all-failed (not both)", 2)
+    if not all_failed and (tenant is not None or agent is not None):
+        raise CliError("--tenant and --agent narrow --all-failed", 2)
     app = resolve_app(None, db, existing=True)
+    refused = 0
     try:
-        run = await app.retry(run_id, attempts=attempts)
+        if run_ids:
+            for run_id in run_ids:
+                try:
+                    run = await app.retry(run_id, attempts=attempts)
+                except (RunNotRetryable, RunNotFound, BackpressureError) as exc:
+                    if len(run_ids) == 1:
+                        raise
+                    click.echo(f"{run_id} not retried: {exc.code}: {exc}", err=True)
+                    refused += 1
+                    continue
+                click.echo(
+                    f"{run.id} {run.status.value} (up to {run.max_attempts} attempts in all)"
+                )
+        else:
+            retried, refused = await _retry_all_failed(app, tenant, agent, attempts)
+            click.echo(f"retried {retried} failed runs")
     finally:
         await app.close()
-    click.echo(f"{run.id} {run.status.value} (up to {run.max_attempts} attempts in all)")
+    if refused:
+        raise CliError(f"{refused} runs not retried (see above)", 1)
+
+
+async def _retry_all_failed(
+    app: Corral, tenant: str | None, agent: str | None, attempts: int | None
+) -> tuple[int, int]:
+    """Retry every failed root run (newest first, a page at a time: a run retried leaves the
+    failed listing, and the id cursor pages on past it). Runs over their tenant's quota are
+    reported and skipped. Returns (retried, refused)."""
+    retried = refused = 0
+    before: str | None = None
+    while True:
+        page = await app.list_runs(
+            status=RunStatus.FAILED, tenant=tenant, agent=agent, limit=500, before=before
+        )
+        for run in page:
+            if run.parent_id is not None:
+                continue  # its root is the run to retry
+            try:
+                await app.retry(run.id, attempts=attempts)
+                retried += 1
+            except BackpressureError as exc:
+                click.echo(f"{run.id} not retried: {exc.code}: {exc}", err=True)
+                refused += 1
+            except RunNotRetryable:
+                pass  # retried or purged meanwhile by someone else
+        if len(page) < 500:
+            return retried, refused
+        before = page[-1].id
 
 
 @runs.command("purge")
