@@ -46,6 +46,7 @@ async def test_an_attempt_past_its_timeout_is_stopped_retried_then_dead_lettered
     assert run.error["type"] == "AgentTimeout"
     assert run.error["message"] == "agent 'hangs' ran past its timeout of 0.2 s"
     assert run.error["attempt"] == 2
+    assert ", in hangs\n" in run.error["traceback"]  # where the agent was stuck
     assert took < 10  # two attempts of 0.2 s, not a lease TTL or a hang
 
 

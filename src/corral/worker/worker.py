@@ -552,10 +552,11 @@ class Worker:
         try:
             async with limit:
                 return await agent(ctx, lease.input)
-        except TimeoutError:
+        except TimeoutError as exc:
             if not limit.expired():
                 raise  # the agent's own (a call of its that timed out): a failure as it is
-            raise AgentTimeout(lease.agent, seconds) from None
+            # chained: the run's recorded traceback then shows where the agent was stuck
+            raise AgentTimeout(lease.agent, seconds) from exc
 
     async def _history(self, lease: Lease) -> list[JournalEntry]:
         """The journal of earlier deliveries, read once per delivery, for replay."""
