@@ -442,13 +442,9 @@ async def first_lease_times(client: Corral) -> dict[str, float]:
     """Every leased run's first lease time (``started_at``: the leasing worker's clock when
     its lease call began), by run id."""
     began: dict[str, float] = {}
-    before: str | None = None
-    while True:
-        page = await client.list_runs(limit=1000, before=before)
+    async for page in client.iter_runs():
         began.update((r.id, r.started_at) for r in page if r.started_at is not None)
-        if len(page) < 1000:
-            return began
-        before = page[-1].id
+    return began
 
 
 async def weighted(backend: str, mode: str, sizes: Sizes, workdir: Path) -> dict[str, Any]:

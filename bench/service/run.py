@@ -223,13 +223,9 @@ def fresh_database(backend: str, workdir: Path, phase: str) -> str:
 
 async def stored_ids(app: Corral, tenant: str) -> set[str]:
     ids: set[str] = set()
-    cursor = None
-    while True:
-        page = await app.list_runs(tenant=tenant, limit=1000, before=cursor)
+    async for page in app.iter_runs(tenant=tenant):
         ids.update(r.id for r in page)
-        if len(page) < 1000:
-            return ids
-        cursor = page[-1].id
+    return ids
 
 
 # -- one phase ---------------------------------------------------------------------------------

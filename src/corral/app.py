@@ -4,7 +4,7 @@ everything a caller hands it, and builds workers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from types import TracebackType
 from typing import Any
 
@@ -287,6 +287,28 @@ class Corral:
         return await self.store.list_runs(
             tenant=tenant, status=status, agent=agent, limit=limit, before=before
         )
+
+    async def iter_runs(
+        self,
+        *,
+        tenant: str | None = None,
+        status: RunStatus | str | None = None,
+        agent: str | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[list[Run]]:
+        """Every run ``list_runs`` would list with these filters, newest first, ``page`` at a
+        time. The id cursor pages on past runs that change meanwhile (a run retried leaves
+        the failed listing without moving the next page)."""
+        before: str | None = None
+        while True:
+            runs = await self.list_runs(
+                tenant=tenant, status=status, agent=agent, limit=page, before=before
+            )
+            if runs:
+                yield runs
+            if len(runs) < page:
+                return
+            before = runs[-1].id
 
     async def journal(
         self, run_id: str, *, after: int = 0, limit: int = 1000

@@ -162,3 +162,29 @@ async def test_two_retries_at_once_queue_the_run_once(db_url: str) -> None:
         t = (await app.stats()).tenant("t")
     assert sorted(type(o).__name__ for o in outcomes) == ["Run", "RunNotRetryable"]
     assert t is not None and t.queued == 1
+
+
+async def test_iter_runs_pages_through_every_run_a_listing_holds(db_url: str) -> None:
+    """What the bulk retry walks: every failed run once, newest first, even as each one it
+    retried leaves the failed listing between pages."""
+    app = Corral(db_url)
+
+    @app.agent("fails")
+    async def fails(ctx: RunContext, input: Any) -> None:
+        raise RuntimeError("no")
+
+    async with app:
+        ids = await app.submit_many([{"agent": "fails", "max_attempts": 1} for _ in range(5)])
+        for run_id in ids:
+            await work_until_ended(app, run_id, timeout=20, concurrency=1)
+        await app.submit("fails", tenant="other")  # queued: not in the failed listing
+        seen: list[str] = []
+        pages = 0
+        async for page in app.iter_runs(status="failed", page=2):
+            pages += 1
+            for run in page:
+                seen.append(run.id)
+                await app.retry(run.id)
+    assert sorted(seen) == sorted(ids)  # each once
+    assert seen == sorted(seen, reverse=True)  # newest (highest id) first
+    assert pages == 3

@@ -290,15 +290,10 @@ async def runs_retry(
 async def _retry_all_failed(
     app: Corral, tenant: str | None, agent: str | None, attempts: int | None
 ) -> tuple[int, int]:
-    """Retry every failed root run (newest first, a page at a time: a run retried leaves the
-    failed listing, and the id cursor pages on past it). Runs over their tenant's quota are
-    reported and skipped. Returns (retried, refused)."""
+    """Retry every failed root run, newest first. Runs over their tenant's quota are reported
+    and skipped. Returns (retried, refused)."""
     retried = refused = 0
-    before: str | None = None
-    while True:
-        page = await app.list_runs(
-            status=RunStatus.FAILED, tenant=tenant, agent=agent, limit=500, before=before
-        )
+    async for page in app.iter_runs(status=RunStatus.FAILED, tenant=tenant, agent=agent):
         for run in page:
             if run.parent_id is not None:
                 continue  # its root is the run to retry
@@ -310,9 +305,7 @@ async def _retry_all_failed(
                 refused += 1
             except RunNotRetryable:
                 pass  # retried or purged meanwhile by someone else
-        if len(page) < 500:
-            return retried, refused
-        before = page[-1].id
+    return retried, refused
 
 
 @runs.command("purge")

@@ -301,14 +301,11 @@ class Demo:
         """Every run of the demo's tenants created since it started, children included."""
         runs: list[Run] = []
         for role in self.roles:
-            before: str | None = None
-            while True:
-                page = await self.app.list_runs(tenant=role.name, limit=1000, before=before)
+            async for page in self.app.iter_runs(tenant=role.name):
                 fresh = [r for r in page if r.created_at >= self.started - 1.0]
                 runs.extend(fresh)
-                if len(page) < 1000 or len(fresh) < len(page):
-                    break
-                before = page[-1].id
+                if len(fresh) < len(page):
+                    break  # newest first: the rest is older still
         return runs
 
     async def _report(self, interrupted: bool) -> dict[str, Any]:
