@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import psycopg
@@ -466,22 +466,14 @@ class PostgresStore(SqlStore):
             return self._handoffs.is_listening(owner)
         if self._handoffs.is_listening(owner):
             return True
-        async with self._listen_lock:
-            listener, conn = self._listener, self._listen_conn
-            if listener is None or listener.done() or conn is None:
+        async with self._listener_paused() as conn:
+            if conn is None:
                 return False  # reconnecting: the next offer, after it, tries again
-            # the notifications iterator holds the connection: stop it for the two
-            # statements (notifications meanwhile wait in psycopg's backlog), then go on
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
             try:
                 await self._listen_for_handoffs_on(conn, owner)
             except psycopg.Error as exc:
                 # the restarted listener fails on the same connection and reconnects
                 raise StoreUnavailable(f"cannot listen for handoffs: {exc}") from exc
-            finally:
-                self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
         return self._handoffs.is_listening(owner)
 
     async def forget_worker(self, worker_id: str) -> None:
@@ -489,16 +481,12 @@ class PostgresStore(SqlStore):
         a process that starts and stops workers would pile up one lock per worker in the
         server's shared lock table (the same table every session's locks live in), and a
         reconnecting listener would take them all again."""
-        if not self._handoffs.knows(worker_id):
-            return
-        async with self._listen_lock:
-            channel, key = self._handoffs.forget(worker_id)
-            listener, conn = self._listener, self._listen_conn
-            if listener is None or listener.done() or conn is None or channel is None:
-                return  # no session holds them (a reconnect takes only the owners known)
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+        channel, key = self._handoffs.forget(worker_id)
+        if channel is None:
+            return  # no session listens for it (a reconnect takes only the owners known)
+        async with self._listener_paused() as conn:
+            if conn is None:
+                return  # the session that held them is gone
             try:
                 await conn.execute(sql.SQL("UNLISTEN {}").format(sql.Identifier(channel)))
                 await conn.execute("SELECT pg_advisory_unlock(%(key)s)", {"key": key})
@@ -506,6 +494,22 @@ class PostgresStore(SqlStore):
                 # the restarted listener fails on the same connection and reconnects without
                 # them: the session that held them is gone
                 log.warning("could not let go of worker %s's handoff channel: %s", worker_id, exc)
+
+    @contextlib.asynccontextmanager
+    async def _listener_paused(self) -> AsyncIterator[psycopg.AsyncConnection[Any] | None]:
+        """The listening session's connection, for statements of its own (None: no session is
+        up). The notifications iterator holds the connection, so it is stopped meanwhile
+        (notifications wait in psycopg's backlog) and started again after."""
+        async with self._listen_lock:
+            listener, conn = self._listener, self._listen_conn
+            if listener is None or listener.done() or conn is None:
+                yield None
+                return
+            listener.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await listener
+            try:
+                yield conn
             finally:
                 self._listener = asyncio.create_task(self._listen(conn), name="corral-listen")
 
