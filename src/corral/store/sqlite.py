@@ -184,27 +184,23 @@ class SQLiteStore(SqlStore):
         conn: sqlite3.Connection,
         fn: Callable[..., T],
         *args: Any,
+        shielded: bool = False,
     ) -> T:
+        """``fn(conn, *args)`` on ``executor``'s thread. ``shielded``: a cancellation of the
+        caller leaves the job to run (one not yet started would otherwise never run)."""
+        job = asyncio.get_running_loop().run_in_executor(executor, partial(fn, conn, *args))
         try:
-            return await asyncio.get_running_loop().run_in_executor(
-                executor, partial(fn, conn, *args)
-            )
+            return await (asyncio.shield(job) if shielded else job)
         except sqlite3.OperationalError as exc:
             raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
 
     async def _roll_back(self, executor: ThreadPoolExecutor, conn: sqlite3.Connection) -> None:
         """End whatever transaction ``conn`` has open once its thread is done with what it
-        runs now (a cancelled call's BEGIN or COMMIT finishes there anyway). The job is
-        shielded: a second cancellation would otherwise cancel it before the thread reached
-        it, and the transaction stayed open under a lock that was let go (the next BEGIN on
-        that connection then failed: "cannot start a transaction within a transaction")."""
-        job = asyncio.get_running_loop().run_in_executor(
-            executor, partial(_end_transaction, conn, "ROLLBACK")
-        )
-        try:
-            await asyncio.shield(job)
-        except sqlite3.OperationalError as exc:
-            raise StoreUnavailable(f"SQLite {self.path}: {exc}") from exc
+        runs now (a cancelled call's BEGIN or COMMIT finishes there anyway). Shielded: a
+        second cancellation would otherwise cancel the job before the thread reached it, and
+        the transaction stayed open under a lock that was let go (the next BEGIN on that
+        connection then failed: "cannot start a transaction within a transaction")."""
+        await self._in_thread(executor, conn, _end_transaction, "ROLLBACK", shielded=True)
 
     async def _inline(self, fn: Callable[..., T], *args: Any) -> T:
         """``fn(writer connection, *args)`` right here: for statements of a transaction
