@@ -193,8 +193,11 @@ class Corral:
         delay: float | None = None,
         max_attempts: int | None = None,
         budget: float | None = None,
+        timeout: float | None = None,
     ) -> str:
-        """Accept a run and return its id; never waits for execution."""
+        """Accept a run and return its id; never waits for execution. ``timeout``: seconds
+        one attempt of this run may take, in place of its agent's timeout and the worker's
+        default (past it the attempt fails with ``AgentTimeout`` and is retried)."""
         spec = self._spec(
             agent=agent,
             input=input,
@@ -205,6 +208,7 @@ class Corral:
             delay=delay,
             max_attempts=max_attempts,
             budget=budget,
+            timeout=timeout,
         )
         await self.open()
         (run_id,) = await self.store.submit([spec])
@@ -489,6 +493,7 @@ class Corral:
         delay: float | None = None,
         max_attempts: int | None = None,
         budget: float | None = None,
+        timeout: float | None = None,
     ) -> RunSpec:
         check_name("agent", agent)
         if self.agents and agent not in self.agents:
@@ -507,6 +512,8 @@ class Corral:
             check_finite("not_before", not_before)
         if budget is not None:
             check_amount("budget", budget)
+        if timeout is not None:
+            check_positive("timeout", timeout)
         return RunSpec(
             agent=agent,
             input=input,
@@ -516,6 +523,7 @@ class Corral:
             not_before=not_before,
             max_attempts=attempts,
             budget=None if budget is None else float(budget),
+            timeout=None if timeout is None else float(timeout),
         )
 
 
@@ -529,6 +537,7 @@ def _spec_fields(spec: RunSpec) -> dict[str, Any]:
         "not_before": spec.not_before,
         "max_attempts": spec.max_attempts,
         "budget": spec.budget,
+        "timeout": spec.timeout,
     }
 
 

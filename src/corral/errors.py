@@ -14,7 +14,7 @@
     ├── NonDeterminismError                 a replay asked for a different step than recorded
     ├── ChildRunFailed                      a run awaited with ctx.wait() ended failed/cancelled
     ├── StepFailed                          a journaled step raised (recorded, replayed as is)
-    ├── AgentTimeout                        an attempt ran past its agent's timeout (retried)
+    ├── AgentTimeout                        an attempt ran past its timeout (retried)
     ├── ShutdownError                       a scheduler or worker is shutting down
     ├── StoreUnavailable                    the database cannot be reached or opened
     ├── Unauthorized                        no API key, or an unknown or revoked one (HTTP 401)
@@ -146,9 +146,10 @@ class StepFailed(CorralError):
 
 
 class AgentTimeout(CorralError):
-    """An attempt of a run ran longer than its agent's ``timeout``: the worker stopped it and
-    failed the attempt with this error, which is retried (with backoff, up to the run's max
-    attempts) and then kept as the dead-lettered run's error."""
+    """An attempt of a run ran longer than its timeout (the run's own, given at submit, else
+    its agent's, else the worker's default): the worker stopped it and failed the attempt with
+    this error, which is retried (with backoff, up to the run's max attempts) and then kept as
+    the dead-lettered run's error."""
 
     code = "agent_timeout"
 

@@ -40,6 +40,8 @@ class RunSpec:
     not_before: float | None = None
     max_attempts: int = 3
     budget: float | None = None
+    #: seconds one attempt may run (None: the agent's timeout, or the worker's default)
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +70,8 @@ class Run:
     depth: int
     budget: float | None
     spent: float
+    #: seconds one attempt may run, as submitted (None: the agent's or the worker's limit)
+    timeout: float | None = None
 
     @property
     def done(self) -> bool:
@@ -95,6 +99,8 @@ class Lease:
     depth: int
     #: journal entries so far; above 1 (the submit entry) the delivery replays a journal
     journal_seq: int = 1
+    #: the run's own limit on one attempt, in seconds (None: the agent's or the worker's)
+    timeout: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -69,6 +69,7 @@ GENERIC = {
         "available_at": 0.0,
         "max_attempts": 3,
         "budget": 1.0,
+        "timeout": 60.0,
         "min_cost": 0.01,
         "offer_lifetime": 5.0,
     },

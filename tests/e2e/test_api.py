@@ -30,7 +30,13 @@ async def test_submit_answers_202_with_location_and_the_run_reads_back(
 ) -> None:
     r = await client.post(
         "/v1/runs",
-        json={"agent": "echo", "input": {"q": [1, 2]}, "priority": 5, "budget": 2.5},
+        json={
+            "agent": "echo",
+            "input": {"q": [1, 2]},
+            "priority": 5,
+            "budget": 2.5,
+            "timeout": 90,
+        },
         headers=H(keys.a),
     )
     assert r.status_code == 202
@@ -40,11 +46,12 @@ async def test_submit_answers_202_with_location_and_the_run_reads_back(
     got = (await client.get(r.headers["location"], headers=H(keys.a))).json()
     assert got["id"] == run_id
     assert got["tenant"] == "acme"  # from the key
-    assert (got["agent"], got["input"], got["priority"], got["budget"]) == (
+    assert (got["agent"], got["input"], got["priority"], got["budget"], got["timeout"]) == (
         "echo",
         {"q": [1, 2]},
         5,
         2.5,
+        90,
     )
 
 
@@ -237,6 +244,10 @@ def _nested(levels: int) -> object:
         {"agent": "echo", "input": _nested(101)},
         {"agent": "echo", "priority": 10**7},
         {"agent": "echo", "budget": -1},
+        {"agent": "echo", "timeout": 0},
+        {"agent": "echo", "timeout": -5},
+        {"agent": "echo", "timeout": "60"},
+        {"agent": "echo", "timeout": 1e300},
         {"agent": "echo", "unknown": True},
         {"agent": "ec\x00ho"},
         {"agent": "\ud800"},

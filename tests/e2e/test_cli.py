@@ -48,6 +48,8 @@ def sqlite_url(tmp_path: Path) -> str:
         (["submit", "work", "{}", "--priority", "high"], 2, "not a valid integer"),
         (["submit", "work", "{}", "--max-attempts", "0"], 2, "0 is not in the range"),
         (["submit", "work", "{}", "--delay", "-1"], 2, "-1"),
+        (["submit", "work", "{}", "--timeout", "soon"], 2, "'soon' is not a duration"),
+        (["submit", "work", "{}", "--timeout", "0"], 2, "timeout must be"),
         (["worker", APP, "--concurrency", "0"], 2, "0 is not in the range"),
         (["status", "--age-target", "0"], 2, "0 is not in the range"),
         (["status", "--concurrency", "many"], 2, "not a valid integer"),
@@ -104,12 +106,23 @@ def test_bad_database_urls(url: str, code: int, message: str, tmp_path: Path) ->
 
 def test_submit_show_list_status_and_journal(sqlite_url: str) -> None:
     submitted = corral(
-        "submit", "work", '{"i": 7}', "--tenant", "acme", "--app", APP, db=sqlite_url
+        "submit",
+        "work",
+        '{"i": 7}',
+        "--tenant",
+        "acme",
+        "--timeout",
+        "10m",
+        "--app",
+        APP,
+        db=sqlite_url,
     )
     assert submitted.returncode == 0, submitted.stderr
     run_id = submitted.stdout.strip()
     shown = corral("runs", "show", run_id, "--json", db=sqlite_url)
     assert json.loads(shown.stdout)["status"] == "queued"
+    assert json.loads(shown.stdout)["timeout"] == 600
+    assert "timeout: 600 s per attempt" in corral("runs", "show", run_id, db=sqlite_url).stdout
     listed = corral("runs", "list", "--tenant", "acme", "--json", db=sqlite_url)
     assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]
     status = corral("status", "--json", db=sqlite_url)

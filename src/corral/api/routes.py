@@ -114,6 +114,7 @@ def runs_router(svc: Service) -> APIRouter:
                     "priority": body.priority,
                     "idempotency_key": key,
                     "budget": body.budget,
+                    "timeout": body.timeout,
                 }
             )
         except BackpressureError:

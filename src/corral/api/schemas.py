@@ -50,6 +50,14 @@ class SubmitRequest(BaseModel):
         default=None,
         description="A repeated key (per tenant) returns the same run.",
     )
+    timeout: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="Seconds one attempt may run, in place of the agent's timeout; past it "
+        "the attempt fails with agent_timeout and is retried.",
+    )
 
 
 class SubmitResponse(BaseModel):
@@ -79,6 +87,7 @@ class RunOut(BaseModel):
     depth: int
     budget: float | None
     spent: float
+    timeout: float | None = None
 
     @classmethod
     def of(cls, run: Run) -> RunOut:
@@ -104,6 +113,7 @@ class RunOut(BaseModel):
             depth=run.depth,
             budget=run.budget,
             spent=run.spent,
+            timeout=run.timeout,
         )
 
 

@@ -116,6 +116,14 @@ async def worker(
 @click.option("--max-attempts", type=click.IntRange(min=1, max=1000), default=None)
 @click.option("--budget", type=click.FloatRange(min=0), default=None)
 @click.option(
+    "--timeout",
+    metavar="DURATION",
+    default=None,
+    callback=duration,
+    help="Stop and fail (retried) an attempt running longer than this, in place of the "
+    "agent's timeout (e.g. 90s, 10m).",
+)
+@click.option(
     "--wait",
     "wait_s",
     type=click.FloatRange(min=0),
@@ -134,6 +142,7 @@ async def submit(
     delay: float | None,
     max_attempts: int | None,
     budget: float | None,
+    timeout: float | None,
     wait_s: float | None,
     app_path: str | None,
     db: str | None,
@@ -151,6 +160,7 @@ async def submit(
             delay=delay,
             max_attempts=max_attempts,
             budget=budget,
+            timeout=timeout,
         )
         click.echo(run_id)
         if wait_s is not None:
@@ -441,6 +451,7 @@ def _print_run(run: Run, as_json: bool) -> None:
         ("agent", run.agent),
         ("status", run.status.value),
         ("attempts", f"{run.attempts} of {run.max_attempts}"),
+        ("timeout", "-" if run.timeout is None else f"{run.timeout:g} s per attempt"),
         ("created", when(run.created_at)),
         ("started", when(run.started_at)),
         ("finished", when(run.finished_at)),

@@ -28,7 +28,14 @@ from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSp
 from corral.runs.replay import Replay
 from corral.runs.signals import CancelRequested, Suspended
 from corral.store.user_sql import StepTransaction
-from corral.values import check_amount, check_int, check_json, check_name, check_priority
+from corral.values import (
+    check_amount,
+    check_int,
+    check_json,
+    check_name,
+    check_positive,
+    check_priority,
+)
 
 if TYPE_CHECKING:
     from corral.contention.shared import SharedHandle, SharedScheduler
@@ -202,9 +209,11 @@ class RunContext:
         budget: float | None = None,
         priority: int = 0,
         max_attempts: int = 3,
+        timeout: float | None = None,
     ) -> str:
         """Start a child run (same tenant, same fair dispatch, drawing on this run tree's
-        budget; ``budget`` sets a sub-limit). Returns its run id."""
+        budget; ``budget`` sets a sub-limit; ``timeout``, seconds one attempt of the child may
+        take, as in ``Corral.submit``). Returns its run id."""
         (child,) = await self.spawn_many(
             [
                 {
@@ -213,6 +222,7 @@ class RunContext:
                     "budget": budget,
                     "priority": priority,
                     "max_attempts": max_attempts,
+                    "timeout": timeout,
                 }
             ]
         )
@@ -402,10 +412,14 @@ def _child_spec(child: dict[str, Any]) -> RunSpec:
     budget = child.get("budget")
     if budget is not None:
         check_amount("a child's budget", budget)
+    timeout = child.get("timeout")
+    if timeout is not None:
+        check_positive("a child's timeout", timeout)
     return RunSpec(
         agent=str(agent),
         input=_round_trip(child.get("input")),
         priority=check_priority("a child's priority", child.get("priority", 0)),
         max_attempts=check_int("a child's max_attempts", child.get("max_attempts", 3)),
         budget=None if budget is None else float(budget),
+        timeout=None if timeout is None else float(timeout),
     )

@@ -18,7 +18,7 @@ from collections.abc import Sequence
 
 from corral.dispatch.policy import MIN_RUN_COST
 from corral.models import Ack, AckedAndLeased, Lease, RunStatus
-from corral.store.sql_lease import LeaseMixin, lease_from_row
+from corral.store.sql_lease import LEASE_COLUMNS, LeaseMixin, lease_from_row
 from corral.store.sql_queue import QueueMixin, ack_arrays, ack_params
 from corral.store.transaction import Transaction
 
@@ -66,11 +66,11 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
                 "min_cost": MIN_RUN_COST,
             },
         )
-        acked = frozenset(rows[0][14] or ()) if rows else frozenset()
+        acked = frozenset(rows[0][LEASE_COLUMNS + 2] or ()) if rows else frozenset()
         if acked:
             self._signal_local_work()
         leases = [lease_from_row(r) for r in rows if r[0] is not None]
-        short = len(leases) < (int(rows[0][13] or 0) if rows else 0)
+        short = len(leases) < (int(rows[0][LEASE_COLUMNS + 1] or 0) if rows else 0)
         # From here on the leases above are committed: an error must not keep them from the
         # caller (they would sit leased to nobody until their TTL, an attempt spent).
         rest = [a for a in acks if a.run_id not in acked]

@@ -94,6 +94,7 @@ def run_from_row(row: dict[str, Any]) -> Run:
         depth=row["depth"],
         budget=row["budget"],
         spent=row["spent"],
+        timeout=row["timeout"],
     )
 
 

@@ -106,6 +106,7 @@ class DurableMixin(SqlBase):
                         "root_id": root_id,
                         "depth": depth + 1,
                         "budget": spec.budget,
+                        "timeout": spec.timeout,
                         "now": now,
                     }
                 )

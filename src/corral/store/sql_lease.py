@@ -269,7 +269,7 @@ class LeaseMixin(SqlBase):
             {**take, "slots": limit, "min_cost": MIN_RUN_COST, "light_below": light_below},
         )
         leases = [lease_from_row(r) for r in rows if r[0] is not None]
-        wanted = int(rows[0][12]) if rows else 0
+        wanted = int(rows[0][LEASE_COLUMNS]) if rows else 0
         return leases, len(leases) < wanted
 
     async def _global_slots(self, tx: Transaction, limit: int, *, refresh: bool = False) -> int:
@@ -339,7 +339,8 @@ class LeaseMixin(SqlBase):
                 if len(rows) < n:
                     exhausted.add(tenant)  # delayed runs, or taken by another lease
                 # RETURNING keeps no order: a tenant's runs in the order they were chosen
-                leases.extend(lease_from_row(r) for r in sorted(rows, key=lambda r: r[12]))
+                rows.sort(key=lambda r: r[LEASE_COLUMNS])
+                leases.extend(lease_from_row(r) for r in rows)
                 slots -= len(rows)
         return leases
 
@@ -498,6 +499,11 @@ def _with_deltas(load: TenantLoad, deltas: Deltas) -> TenantLoad:
     )
 
 
+#: the columns of a lease row that lease_from_row reads; queries that return more put them
+#: after these (the sort key, the one-statement leases' counts)
+LEASE_COLUMNS = 13
+
+
 def lease_from_row(r: Row) -> Lease:
     return Lease(
         run_id=r[0],
@@ -512,4 +518,5 @@ def lease_from_row(r: Row) -> Lease:
         parent_id=r[9],
         depth=int(r[10]),
         journal_seq=int(r[11]),
+        timeout=None if r[12] is None else float(r[12]),
     )

@@ -77,6 +77,7 @@ class QueueMixin(SqlBase):
                     "root_id": run_id,
                     "depth": 0,
                     "budget": spec.budget,
+                    "timeout": spec.timeout,
                     "now": now,
                 }
             )

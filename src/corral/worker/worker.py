@@ -545,7 +545,10 @@ class Worker:
             limits=self.options.limits,
             resources=self.options.resources,
         )
-        seconds = self.options.timeouts.get(lease.agent)
+        # the run's own limit (set at submit) before its agent's and the worker's default
+        seconds = (
+            lease.timeout if lease.timeout is not None else self.options.timeouts.get(lease.agent)
+        )
         if seconds is None:
             return await agent(ctx, lease.input)
         limit = asyncio.timeout(seconds)

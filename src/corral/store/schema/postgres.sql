@@ -95,7 +95,8 @@ CREATE TABLE corral_runs (
     created_at double precision NOT NULL,
     started_at double precision,
     finished_at double precision,
-    leased_at double precision
+    leased_at double precision,
+    timeout double precision
 )
 WITH (autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_scale_factor='0.05');
 

@@ -98,7 +98,7 @@ CREATE TABLE corral_runs (
     created_at       REAL NOT NULL,
     started_at       REAL,
     finished_at      REAL
-, leased_at REAL);
+, leased_at REAL, timeout REAL);
 
 CREATE TABLE corral_settings (
     key   TEXT PRIMARY KEY,
