@@ -61,6 +61,10 @@ class StoreConfig:
     #: blocked by an agent) is handed new runs for at most this long; they then wait out
     #: their lease.
     offer_lifetime: float = 5.0
+    #: PostgreSQL: seconds a pending migration waits for a table lock before it gives way and
+    #: tries again later (``MIGRATION_TRIES`` times in all). While it waits, every statement
+    #: on that table queues behind it: one long transaction would otherwise stop all traffic.
+    migration_lock_timeout: float = 2.0
 
     def __post_init__(self) -> None:
         # values imports this module (UNLIMITED): the checks are imported when used
@@ -72,3 +76,4 @@ class StoreConfig:
         check_amount("checkpoint_interval", self.checkpoint_interval)
         check_int("pool_size", self.pool_size)
         check_positive("offer_lifetime", self.offer_lifetime)
+        check_positive("migration_lock_timeout", self.migration_lock_timeout)

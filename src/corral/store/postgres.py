@@ -47,6 +47,9 @@ POOL_WAIT = 10.0
 
 #: a fixed key for pg_advisory_xact_lock, so processes starting together migrate one at a time
 MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral"
+#: tries of a migration that finds its tables locked (StoreConfig.migration_lock_timeout),
+#: the pause between two doubling from that timeout
+MIGRATION_TRIES = 5
 RETRIES = 8
 #: the hot statements' connections plan every prepared statement once, generically (see
 #: ``_hot_statement``)
@@ -213,7 +216,15 @@ class PostgresStore(SqlStore):
             self._pool = None
 
     async def _migrate(self) -> None:
+        """Apply the pending migrations, all in one transaction, one process at a time. A
+        migration that alters a table needs its exclusive lock, and while it waits for one,
+        every other statement on that table waits behind it: so it waits at most
+        ``migration_lock_timeout``, rolls back and tries again after a pause in which traffic
+        flows; after ``MIGRATION_TRIES`` it gives up with StoreUnavailable, naming the long
+        transactions that held the lock."""
         migrations = load_migrations(self.dialect)
+        wait = self.config.migration_lock_timeout
+        applying: list[str] = []
 
         async def body(tx: Transaction) -> None:
             await tx.execute("SELECT pg_advisory_xact_lock(%(key)s)", {"key": MIGRATION_LOCK_KEY})
@@ -223,9 +234,12 @@ class PostgresStore(SqlStore):
                 "applied_at TIMESTAMPTZ NOT NULL DEFAULT now())"
             )
             done = {r[0] for r in await tx.fetchall("SELECT version FROM corral_schema_migrations")}
+            # after the advisory lock: processes starting together wait for each other freely
+            await tx.execute(f"SET LOCAL lock_timeout = {max(1, round(wait * 1000))}")
             for version, name, text in migrations:
                 if version in done:
                     continue
+                applying[:] = [name]
                 for statement in split_statements(text):
                     await tx.execute(statement)
                 await tx.execute(
@@ -233,7 +247,42 @@ class PostgresStore(SqlStore):
                     {"v": version, "n": name},
                 )
 
-        await self._tx(body)
+        for n in range(MIGRATION_TRIES):
+            try:
+                await self._tx(body)
+                return
+            except StoreUnavailable as exc:
+                if not isinstance(exc.__cause__, pg_errors.LockNotAvailable):
+                    raise
+                if n == MIGRATION_TRIES - 1:
+                    holders = await self._long_transactions(wait)
+                    raise StoreUnavailable(
+                        f"migration {applying[0]} could not lock the tables it changes within "
+                        f"{wait:g} s, {MIGRATION_TRIES} times; {holders}"
+                    ) from exc
+                log.warning(
+                    "migration %s waited %g s for a table lock; trying again", applying[0], wait
+                )
+                await asyncio.sleep(wait * 2**n)
+
+    async def _long_transactions(self, older_than: float) -> str:
+        """The other sessions' transactions on this database older than ``older_than``
+        seconds, for an error message: what a waiting migration most likely waited for."""
+
+        async def read(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(
+                "SELECT pid, state, EXTRACT(EPOCH FROM now() - xact_start), left(query, 80) "
+                "FROM pg_stat_activity WHERE datname = current_database() "
+                "AND pid <> pg_backend_pid() AND xact_start < now() - make_interval(secs => %(s)s) "
+                "ORDER BY xact_start LIMIT 5",
+                {"s": older_than},
+            )
+
+        rows = await self._tx(read)
+        if not rows:
+            return "no transaction is open that long now: start again"
+        held = "; ".join(f"pid {r[0]} ({r[1]}, {float(r[2]):.0f} s): {r[3]!r}" for r in rows)
+        return f"transactions open longer than that: {held}"
 
     async def _tx(
         self,
