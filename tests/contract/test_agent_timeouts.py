@@ -14,7 +14,7 @@ import pytest
 from corral import Corral, InvalidInput, RunContext, StepPolicy
 from corral.errors import AgentTimeout
 from corral.models import RunStatus
-from tests.support.inprocess import work_until_ended
+from tests.support.inprocess import work_until_all_ended, work_until_ended
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -142,14 +142,9 @@ async def test_a_workers_agent_timeout_bounds_agents_without_their_own(db_url: s
     async with app:
         hung = await app.submit("unbounded", max_attempts=1)
         slow = await app.submit("own_limit", max_attempts=1)
-        worker = app.worker(concurrency=2, poll_interval=0.05, agent_timeout=0.2)
-        running = asyncio.create_task(worker.run())
-        try:
-            stopped = await app.wait(hung, timeout=20)
-            finished = await app.wait(slow, timeout=20)
-        finally:
-            worker.stop()
-            await running
+        stopped, finished = await work_until_all_ended(
+            app, [hung, slow], timeout=20, concurrency=2, agent_timeout=0.2
+        )
         with pytest.raises(InvalidInput, match="agent_timeout"):
             app.worker(agent_timeout=0)
     assert stopped.status is RunStatus.FAILED

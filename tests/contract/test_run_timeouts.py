@@ -13,7 +13,7 @@ import pytest
 from corral import Corral, InvalidInput, RunContext
 from corral.models import Ack, RunSpec, RunStatus
 from corral.store import Store
-from tests.support.inprocess import work_until_ended
+from tests.support.inprocess import work_until_all_ended, work_until_ended
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -75,14 +75,9 @@ async def test_a_runs_timeout_wins_over_its_agents_and_the_workers(db_url: str) 
         longer = await app.submit("bounded", 0.4, timeout=10, max_attempts=1)
         # shorter than the worker's default: stopped at its own
         shorter = await app.submit("bounded", 30, timeout=0.3, max_attempts=1)
-        worker = app.worker(concurrency=2, poll_interval=0.05, agent_timeout=20)
-        running = asyncio.create_task(worker.run())
-        try:
-            ran = await app.wait(longer, timeout=20)
-            stopped = await app.wait(shorter, timeout=20)
-        finally:
-            worker.stop()
-            await running
+        ran, stopped = await work_until_all_ended(
+            app, [longer, shorter], timeout=20, concurrency=2, agent_timeout=20
+        )
     assert ran.status is RunStatus.SUCCEEDED and ran.result == "done"
     assert stopped.status is RunStatus.FAILED
     assert stopped.error["message"] == "agent 'bounded' ran past its timeout of 0.3 s"
