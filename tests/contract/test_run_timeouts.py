@@ -6,13 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
 from corral import Corral, InvalidInput, RunContext
+from corral.clock import FakeClock
+from corral.config import StoreConfig
 from corral.models import Ack, RunSpec, RunStatus
-from corral.store import Store
+from corral.store import Store, create_store
 from tests.support.inprocess import work_until_all_ended, work_until_ended
 
 pytestmark = pytest.mark.timeout(60)
@@ -20,7 +22,19 @@ pytestmark = pytest.mark.timeout(60)
 TTL = 30.0
 
 
-async def test_every_lease_of_a_run_carries_its_timeout(store: Store) -> None:
+@pytest.mark.parametrize("fairness", ["tenant", "fifo"])
+async def test_every_lease_of_a_run_carries_its_timeout(
+    db_url: str, clock: FakeClock, fairness: Literal["tenant", "fifo"]
+) -> None:
+    store = create_store(db_url, StoreConfig(fairness=fairness), clock)
+    await store.open()
+    try:
+        await _leases_carry_timeouts(store)
+    finally:
+        await store.close()
+
+
+async def _leases_carry_timeouts(store: Store) -> None:
     ids = await store.submit(
         [
             RunSpec("a", tenant="t", timeout=1.5),

@@ -142,3 +142,63 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await page.click("#login button")
             await expect(page.locator("#who")).to_have_text("tenant globex")
             await page.close()
+
+
+async def wait_for_status(client: httpx.AsyncClient, key: str, run_id: str, status: str) -> None:
+    for _ in range(200):
+        r = await client.get(f"/v1/runs/{run_id}", headers={"Authorization": f"Bearer {key}"})
+        if r.json()["status"] == status:
+            return
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"run {run_id} never became {status}")
+
+
+async def test_a_run_page_cancels_and_retries_and_shows_a_refusal(
+    browser: Browser, tmp_path: Path
+) -> None:
+    url = f"sqlite:///{tmp_path / 'corral.db'}"
+    admin = create_key(url, "ops", admin=True)
+    async with Corral(url) as app:
+        await app.set_tenant("globex", cap=1, max_queued=1)
+    globex = create_key(url, "globex")
+    with serve(url, tmp_path / "serve.log", ["--workers", "1", "--concurrency", "4"]) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            failed = await submit(client, globex, "fail", "on purpose")
+            await wait_for_status(client, globex, failed, "failed")
+            # the tenant's one slot busy for the whole test, and its one queued place taken
+            busy = await submit(client, globex, "steps", {"n": 1000, "delay": 0.05})
+            await wait_for_status(client, globex, busy, "running")
+            waiting = await submit(client, globex, "steps", {"n": 1})
+
+            page = await browser.new_page(viewport={"width": 1280, "height": 1000})
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            page.on("dialog", lambda dialog: dialog.accept())
+            await page.goto(f"{server.url}/?key={admin}#/runs/{failed}")
+            await expect(page.locator("#run-fields")).to_contain_text("failed")
+            await expect(page.locator("#action-cancel")).to_have_count(0)
+            # the retry would put a second run in the tenant's queue: the server refuses it
+            await page.click("#action-retry")
+            await expect(page.locator("#action-error")).to_contain_text(
+                "retry refused: backpressure"
+            )
+            await expect(page.locator("#run-fields")).to_contain_text("failed")
+
+            # cancelling the queued run makes room
+            await page.goto(f"{server.url}/#/runs/{waiting}")
+            await expect(page.locator("#run-fields")).to_contain_text("queued")
+            await expect(page.locator("#action-retry")).to_have_count(0)
+            await page.click("#action-cancel")
+            await expect(page.locator("#run-fields")).to_contain_text("cancelled")
+            await expect(page.locator("#action-cancel")).to_have_count(0)
+
+            # and the retry goes through: queued again (behind the busy run), its journal kept
+            await page.goto(f"{server.url}/#/runs/{failed}")
+            await page.click("#action-retry")
+            await expect(page.locator("#run-fields")).to_contain_text("queued")
+            await expect(page.locator("#journal")).to_contain_text("retried")
+            await expect(page.locator("#action-cancel")).to_be_visible()
+            await expect(page.locator("#action-error")).to_have_text("")
+            await page.screenshot(path=str(artifacts() / "dashboard-actions.png"), full_page=True)
+            assert errors == []
+            await page.close()
