@@ -4,6 +4,7 @@ list, cancel, journal, children, errors and their one JSON shape."""
 from __future__ import annotations
 
 import json
+import time
 
 import httpx
 import pytest
@@ -53,6 +54,25 @@ async def test_submit_answers_202_with_location_and_the_run_reads_back(
         2.5,
         90,
     )
+
+
+async def test_submit_takes_attempts_and_a_start_time(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    before = time.time()
+    delayed = await client.post(
+        "/v1/runs", json={"agent": "echo", "max_attempts": 1, "delay": 60}, headers=H(keys.a)
+    )
+    at = before + 3600
+    scheduled = await client.post(
+        "/v1/runs", json={"agent": "echo", "not_before": at}, headers=H(keys.a)
+    )
+    assert delayed.status_code == scheduled.status_code == 202
+    one = (await client.get(delayed.headers["location"], headers=H(keys.a))).json()
+    two = (await client.get(scheduled.headers["location"], headers=H(keys.a))).json()
+    assert one["max_attempts"] == 1 and one["status"] == "queued"
+    assert before + 60 <= one["available_at"] <= time.time() + 60
+    assert two["max_attempts"] == 3 and two["available_at"] == at
 
 
 async def test_the_tenant_comes_from_the_key_never_the_body(
@@ -248,6 +268,12 @@ def _nested(levels: int) -> object:
         {"agent": "echo", "timeout": -5},
         {"agent": "echo", "timeout": "60"},
         {"agent": "echo", "timeout": 1e300},
+        {"agent": "echo", "max_attempts": 0},
+        {"agent": "echo", "max_attempts": 1001},
+        {"agent": "echo", "max_attempts": "3"},
+        {"agent": "echo", "delay": -1},
+        {"agent": "echo", "delay": 5, "not_before": 1e9},
+        {"agent": "echo", "not_before": 1e12},
         {"agent": "echo", "unknown": True},
         {"agent": "ec\x00ho"},
         {"agent": "\ud800"},

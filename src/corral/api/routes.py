@@ -115,6 +115,9 @@ def runs_router(svc: Service) -> APIRouter:
                     "idempotency_key": key,
                     "budget": body.budget,
                     "timeout": body.timeout,
+                    "max_attempts": body.max_attempts,
+                    "delay": body.delay,
+                    "not_before": body.not_before,
                 }
             )
         except BackpressureError:

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from corral.models import JournalEntry, Run, RunStatus, TenantStats
 from corral.values import MAX_NAME, MAX_PRIORITY, text_problem
@@ -58,6 +58,32 @@ class SubmitRequest(BaseModel):
         description="Seconds one attempt may run, in place of the agent's timeout; past it "
         "the attempt fails with agent_timeout and is retried.",
     )
+    max_attempts: int | None = Field(
+        default=None,
+        ge=1,
+        le=1000,
+        description="Attempts before the run is dead-lettered (default: the app's, 3).",
+    )
+    delay: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="Seconds from now before the run may start.",
+    )
+    not_before: float | None = Field(
+        default=None,
+        ge=0,
+        le=1e11,
+        allow_inf_nan=False,
+        description="Unix time before which the run may not start (not with delay).",
+    )
+
+    @model_validator(mode="after")
+    def _one_start_time(self) -> SubmitRequest:
+        if self.delay is not None and self.not_before is not None:
+            raise ValueError("give delay or not_before, not both")
+        return self
 
 
 class SubmitResponse(BaseModel):
