@@ -507,6 +507,8 @@ class Corral:
         check_int("max_attempts", attempts)
         if delay is not None:
             check_amount("delay", delay)
+            if not_before is not None:
+                raise InvalidInput("give delay or not_before, not both")
             not_before = self.store.clock() + delay
         if not_before is not None:
             check_finite("not_before", not_before)

@@ -46,6 +46,8 @@ def _nested(levels: int) -> Any:
         ({"agent": "echo", "max_attempts": 0}, "max_attempts must be an integer >= 1"),
         ({"agent": "echo", "budget": -1}, "budget must be a finite number >= 0"),
         ({"agent": "echo", "delay": math.inf}, "delay must be a finite number"),
+        ({"agent": "echo", "delay": 5, "not_before": 1e9}, "delay or not_before, not both"),
+        ({"agent": "echo", "timeout": 0}, "timeout must be"),
         ({"agent": "echo", "idempotency_key": "x" * 500}, "idempotency_key must be"),
     ],
 )
