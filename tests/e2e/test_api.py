@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import time
+from typing import Any
 
 import httpx
 import pytest
@@ -364,3 +365,75 @@ async def test_readiness_fails_with_503_when_the_database_is_unreachable() -> No
     ) as c:
         assert (await c.get("/healthz")).status_code == 200
         assert_error(await c.get("/readyz"), 503, "store_unavailable")
+
+
+async def _runs_of(client: httpx.AsyncClient, key: str) -> list[dict[str, Any]]:
+    page = await client.get("/v1/runs?limit=500", headers=H(key))
+    assert page.status_code == 200, page.text
+    return list(page.json()["runs"])
+
+
+async def test_a_batch_is_accepted_whole_in_order_for_the_keys_tenant(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    first = await client.post(
+        "/v1/runs", json={"agent": "echo", "idempotency_key": "order-1"}, headers=H(keys.a)
+    )
+    await client.post(f"{first.headers['location']}/cancel", headers=H(keys.a))
+    r = await client.post(
+        "/v1/runs/batch",
+        json={
+            "runs": [
+                {"agent": "echo", "input": 1},
+                {"agent": "steps", "input": {"n": 1}, "priority": 3, "timeout": 9},
+                {"agent": "echo", "idempotency_key": "order-1"},  # the run above, cancelled
+                {"agent": "echo", "input": 4, "delay": 60, "max_attempts": 1},
+            ]
+        },
+        headers=H(keys.a),
+    )
+    assert r.status_code == 202, r.text
+    runs = r.json()["runs"]
+    assert [x["status"] for x in runs] == ["queued", "queued", "cancelled", "queued"]
+    assert runs[2]["run_id"] == first.json()["run_id"]
+    got = [(await client.get(f"/v1/runs/{x['run_id']}", headers=H(keys.a))).json() for x in runs]
+    assert [g["tenant"] for g in got] == ["acme"] * 4
+    assert [g["input"] for g in got] == [1, {"n": 1}, None, 4]
+    assert (got[1]["priority"], got[1]["timeout"]) == (3, 9)
+    assert got[3]["max_attempts"] == 1 and got[3]["available_at"] > got[0]["available_at"] + 50
+    assert len(await _runs_of(client, keys.a)) == 4  # three new runs and the first
+
+
+@pytest.mark.parametrize(
+    ("body", "names"),
+    [
+        ({"runs": []}, "runs"),
+        ({"runs": [{"agent": "echo"}] * 1001}, "runs"),
+        ({"runs": [{"agent": "echo"}, {"agent": "echo", "priority": "high"}]}, "runs.1.priority"),
+        ({"runs": [{"agent": "echo"}, {"agent": "echo", "tenant": "globex"}]}, "runs.1.tenant"),
+        ({"runs": [{"agent": "echo"}, {"agent": "nosuch"}]}, "nosuch"),
+        ({"run": [{"agent": "echo"}]}, "run"),
+    ],
+)
+async def test_a_batch_with_one_bad_run_is_refused_whole(
+    client: httpx.AsyncClient, keys: Keys, body: dict[str, Any], names: str
+) -> None:
+    r = await client.post("/v1/runs/batch", json=body, headers=H(keys.a))
+    assert r.status_code == 422, r.text
+    assert names in r.json()["error"]["message"]
+    assert await _runs_of(client, keys.a) == []
+
+
+async def test_a_batch_past_the_tenants_quota_is_429_and_keeps_nothing(
+    client: httpx.AsyncClient, keys: Keys, corral_app: Corral
+) -> None:
+    await corral_app.set_tenant("acme", max_queued=3)
+    r = await client.post(
+        "/v1/runs/batch", json={"runs": [{"agent": "echo"}] * 4}, headers=H(keys.a)
+    )
+    assert_error(r, 429, "backpressure")
+    assert await _runs_of(client, keys.a) == []
+    ok = await client.post(
+        "/v1/runs/batch", json={"runs": [{"agent": "echo"}] * 3}, headers=H(keys.a)
+    )
+    assert ok.status_code == 202 and len(ok.json()["runs"]) == 3

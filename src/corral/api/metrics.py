@@ -230,7 +230,7 @@ class ServiceMetrics:
         self.registry = CollectorRegistry()
         self.submit_latency = Histogram(
             "corral_submit_latency_seconds",
-            "Time to accept a run (HTTP submit, server side).",
+            "Time to accept a submit request: one run, or a batch (server side).",
             buckets=LATENCY_BUCKETS,
             registry=self.registry,
         )
@@ -260,9 +260,9 @@ class ServiceMetrics:
         # observed its runs twice
         self._waits_lock = asyncio.Lock()
 
-    def observe_submit(self, tenant: str, seconds: float) -> None:
+    def observe_submit(self, tenant: str, seconds: float, runs: int = 1) -> None:
         self.submit_latency.observe(seconds)
-        self.submits.labels(tenant).inc()
+        self.submits.labels(tenant).inc(runs)
 
     def observe_backpressure(self, tenant: str) -> None:
         self.backpressure.labels(tenant).inc()

@@ -23,6 +23,8 @@ from corral.api.context import (
     principal_dependency,
 )
 from corral.api.schemas import (
+    BatchSubmitRequest,
+    BatchSubmitResponse,
     JournalEntryOut,
     JournalPage,
     RunChildren,
@@ -106,20 +108,7 @@ def runs_router(svc: Service) -> APIRouter:
             key = idempotency_key
         started = time.perf_counter()
         try:
-            run_id = await svc.submits.submit(
-                {
-                    "agent": body.agent,
-                    "input": body.input,
-                    "tenant": who.tenant,
-                    "priority": body.priority,
-                    "idempotency_key": key,
-                    "budget": body.budget,
-                    "timeout": body.timeout,
-                    "max_attempts": body.max_attempts,
-                    "delay": body.delay,
-                    "not_before": body.not_before,
-                }
-            )
+            run_id = await svc.submits.submit(body.run_fields(who.tenant, key))
         except BackpressureError:
             svc.metrics.observe_backpressure(who.tenant)
             raise
@@ -131,6 +120,34 @@ def runs_router(svc: Service) -> APIRouter:
             return stream_of(run_id, 0, first, {"Location": location, "X-Run-Id": run_id})
         response.headers["Location"] = location
         return SubmitResponse(run_id=run_id, status=status)
+
+    @router.post(
+        "/runs/batch",
+        status_code=202,
+        response_model=BatchSubmitResponse,
+        responses=error_responses(401, 413, 422, 429, 503),
+        summary="Submit many runs at once",
+        description="Up to 1,000 runs in one transaction: all are accepted, or none is (a 422 "
+        "names the first bad run by its index; a 429 means the batch would take the tenant "
+        "past its queued quota). A run with an idempotency key already used by the tenant "
+        "answers with the existing run and its status.",
+    )
+    async def submit_batch(body: BatchSubmitRequest, who: Auth) -> BatchSubmitResponse:
+        started = time.perf_counter()
+        try:
+            run_ids = await app.submit_many(
+                [run.run_fields(who.tenant, run.idempotency_key) for run in body.runs]
+            )
+        except BackpressureError:
+            svc.metrics.observe_backpressure(who.tenant)
+            raise
+        svc.metrics.observe_submit(who.tenant, time.perf_counter() - started, runs=len(run_ids))
+        statuses = [
+            RunStatus.QUEUED if run.idempotency_key is None else (await app.get(run_id)).status
+            for run, run_id in zip(body.runs, run_ids, strict=True)
+        ]
+        answers = zip(run_ids, statuses, strict=True)
+        return BatchSubmitResponse(runs=[SubmitResponse(run_id=r, status=s) for r, s in answers])
 
     @router.get(
         "/runs",

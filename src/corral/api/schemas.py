@@ -85,10 +85,43 @@ class SubmitRequest(BaseModel):
             raise ValueError("give delay or not_before, not both")
         return self
 
+    def run_fields(self, tenant: str, idempotency_key: str | None) -> dict[str, Any]:
+        """What ``Corral.submit_many`` takes for this run, for the caller's tenant."""
+        return {
+            "agent": self.agent,
+            "input": self.input,
+            "tenant": tenant,
+            "priority": self.priority,
+            "idempotency_key": idempotency_key,
+            "budget": self.budget,
+            "timeout": self.timeout,
+            "max_attempts": self.max_attempts,
+            "delay": self.delay,
+            "not_before": self.not_before,
+        }
+
+
+#: most runs one batch submit takes (one transaction)
+MAX_BATCH = 1000
+
+
+class BatchSubmitRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    runs: list[SubmitRequest] = Field(
+        min_length=1,
+        max_length=MAX_BATCH,
+        description="The runs, each as for POST /v1/runs; accepted all together or not at all.",
+    )
+
 
 class SubmitResponse(BaseModel):
     run_id: str
     status: RunStatus
+
+
+class BatchSubmitResponse(BaseModel):
+    runs: list[SubmitResponse] = Field(description="In the order of the request's runs.")
 
 
 class RunOut(BaseModel):
