@@ -11,6 +11,7 @@ from typing import Any
 from corral.clock import Clock, system_clock
 from corral.config import PlanSpec, StoreConfig
 from corral.contention.shared import SharedScheduler
+from corral.dispatch.schedule import DEFAULT_CATCH_UP, Schedule
 from corral.errors import InvalidInput, RunNotFound, UnknownAgent
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
@@ -66,6 +67,9 @@ class Corral:
         self.agents: dict[str, AgentFn] = {}
         #: seconds one attempt of an agent may run, by agent name (agents without: no limit)
         self.agent_timeouts: dict[str, float] = {}
+        #: recurring runs, by schedule name (every worker of the app submits them; each tick
+        #: gets one run)
+        self.schedules: dict[str, Schedule] = {}
         #: shared resources (capacity and rate limits for all workers), by name
         self.resources: dict[str, SharedScheduler] = {}
         #: each shared resource's declaration, to declare it again on another database
@@ -102,6 +106,56 @@ class Corral:
             return fn
 
         return register
+
+    def schedule(
+        self,
+        name: str,
+        agent: str,
+        input: JSON = None,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        tz: str = "UTC",
+        tenant: str = "default",
+        priority: int = 0,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        catch_up: float = DEFAULT_CATCH_UP,
+    ) -> Schedule:
+        """A run of ``agent`` with ``input`` for ``tenant`` at every tick of ``cron`` (five
+        fields, in time zone ``tz``: ``"0 9 * * 1-5"``) or of ``every`` seconds (multiples
+        of it since the Unix epoch). The app's workers submit the runs: each tick gets one
+        run however many workers run, through the same fair dispatch as any run. A schedule
+        starts with the first tick after it is first seen. A tick missed while no worker ran
+        gets its run if a worker comes back within ``catch_up`` seconds of it (only the
+        latest missed tick; older ones are skipped)."""
+        check_name("schedule", name)
+        if name in self.schedules:
+            raise ValueError(f"a schedule named {name!r} is already registered")
+        # the run as the schedule will submit it, validated now rather than at its first tick
+        spec = self._spec(
+            agent=agent,
+            input=input,
+            tenant=tenant,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+        )
+        schedule = Schedule(
+            name=name,
+            agent=spec.agent,
+            input=spec.input,
+            tenant=spec.tenant,
+            cron=cron,
+            every=every,
+            tz=tz,
+            priority=spec.priority,
+            max_attempts=spec.max_attempts,
+            timeout=spec.timeout,
+            catch_up=catch_up,
+        )
+        self.schedules[name] = schedule
+        return schedule
 
     def shared_resource(
         self,
@@ -150,6 +204,7 @@ class Corral:
         )
         other.agents.update(self.agents)
         other.agent_timeouts.update(self.agent_timeouts)
+        other.schedules.update(self.schedules)
         for name, args in self._resource_args.items():
             other.shared_resource(name, **args)
         return other
@@ -424,6 +479,7 @@ class Corral:
         retain: float | None = None,
         retention_interval: float = RETENTION_INTERVAL,
         handoffs: bool = True,
+        schedules: bool = True,
     ) -> Worker:
         """A worker of this app's agents: ``concurrency`` slots, plus ``express_slots`` that
         only runs of tenants with fewer than ``express_below`` runs in flight take.
@@ -435,7 +491,9 @@ class Corral:
         meanwhile come to it already leased; off, it only leases. ``worker_id`` names the
         worker (default: host and process id); its id is that name plus a random part, so
         two workers given the same name never share leases, offers or the runs a stopping
-        worker gives back (``Worker.worker_id`` is the full id, as runs show it)."""
+        worker gives back (``Worker.worker_id`` is the full id, as runs show it). With
+        ``schedules`` (the default) it submits the runs of the app's schedules as their
+        ticks come; off, it leaves them to other workers."""
         check_int("concurrency", concurrency)
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)
@@ -469,6 +527,7 @@ class Corral:
             retain=None if retain is None else float(retain),
             retention_interval=float(retention_interval),
             handoffs=bool(handoffs),
+            schedules=tuple(self.schedules.values()) if schedules else (),
         )
         return Worker(self.store, self.agents, options, worker_id)
 

@@ -287,3 +287,66 @@ def test_runs_retry_all_failed_of_a_tenant_and_several_ids(sqlite_url: str) -> N
     assert f"{ids[0]} not retried: run_not_retryable" in several.stderr
     assert "1 runs not retried" in several.stderr
     assert asyncio.run(_statuses(sqlite_url, ids)) == ["queued"] * 5
+
+
+SCHEDULED_APP = """
+from corral import Corral
+
+app = Corral("sqlite:///{default}")
+
+
+@app.agent("tick")
+async def tick(ctx, input):
+    return input
+
+
+app.schedule("each-second", "tick", {{"n": 1}}, every=1, tenant="acme")
+app.schedule("weekday-mornings", "tick", cron="0 9 * * 1-5", tz="Europe/Berlin")
+"""
+
+
+def test_a_worker_process_submits_scheduled_runs_and_schedules_lists_them(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    (tmp_path / "scheduled_app.py").write_text(
+        SCHEDULED_APP.format(default=tmp_path / "default.db")
+    )
+    # the app module is found in the working directory, as `corral worker` finds one
+    listed = corral("schedules", "scheduled_app:app", "--json", db=sqlite_url, cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    before = {s["name"]: s for s in json.loads(listed.stdout)}
+    assert before["each-second"]["when"] == "every 1 s"
+    assert before["weekday-mornings"]["when"] == "cron '0 9 * * 1-5' (Europe/Berlin)"
+    assert before["each-second"]["last_run_tick"] is None
+    argv = [sys.executable, "-m", "corral.cli.main", "worker", "scheduled_app:app"]
+    worker = subprocess.Popen(
+        [*argv, "--db", sqlite_url],
+        cwd=tmp_path,
+        env=dict(os.environ, PYTHONPATH=str(ROOT)),
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+    async def ticked() -> list[Any]:
+        async with Corral(sqlite_url) as client:
+            for _ in range(200):
+                done = await client.list_runs(tenant="acme", status="succeeded")
+                if len(done) >= 2:
+                    return done
+                await asyncio.sleep(0.05)
+        raise AssertionError("no scheduled runs succeeded")
+
+    try:
+        done = asyncio.run(ticked())
+    finally:
+        worker.terminate()
+        _, err = worker.communicate(timeout=30)
+    assert worker.returncode == 0, err
+    assert all(r.agent == "tick" and r.result == {"n": 1} for r in done)
+    table = corral("schedules", "scheduled_app:app", db=sqlite_url, cwd=tmp_path)
+    assert table.returncode == 0, table.stderr
+    rows = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
+    assert "every 1 s" in rows["each-second"] and "acme" in rows["each-second"]
+    assert rows["each-second"].count("-") >= 4  # the last run's date is there, not "-"
+    missing = corral("schedules", "no_such_module:app", db=sqlite_url)
+    assert missing.returncode == 2 and "cannot import module" in missing.stderr

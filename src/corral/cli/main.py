@@ -29,6 +29,7 @@ from corral.cli.common import (
 )
 from corral.cli.demo import demo
 from corral.cli.output import console, print_table
+from corral.cli.schedules import schedules
 from corral.cli.serve import keys, serve
 from corral.errors import BackpressureError, RunNotFound, RunNotRetryable
 from corral.models import Run, RunStatus
@@ -94,7 +95,8 @@ async def worker(
             )
             + (f", deleting runs ended over {age(retain)} ago" if retain is not None else "")
             + ", "
-            f"agents: {', '.join(sorted(app.agents))}",
+            f"agents: {', '.join(sorted(app.agents))}"
+            + (f", schedules: {', '.join(sorted(app.schedules))}" if app.schedules else ""),
             err=True,
         )
         await w.run()
@@ -467,6 +469,7 @@ cli.add_command(plans)
 cli.add_command(demo)
 cli.add_command(serve)
 cli.add_command(keys)
+cli.add_command(schedules)
 
 
 def main() -> None:

@@ -48,6 +48,19 @@ class Store(Protocol):
 
     # submission and reading
     async def submit(self, specs: Sequence[RunSpec]) -> list[str]: ...
+    async def submit_scheduled(
+        self, name: str, tick: float, spec: RunSpec, *, run: bool = True
+    ) -> str | None:
+        """The run of schedule ``name`` for ``tick``, from the one caller that moves the
+        schedule to that tick (in the same transaction); None for every other caller, for the
+        tick a schedule is first seen at, and without ``run`` (the schedule moves past the
+        tick without a run)."""
+        ...
+
+    async def schedule_ticks(self) -> dict[str, tuple[float, float | None]]:
+        """Per schedule seen: its last tick, and when that tick's run was submitted."""
+        ...
+
     async def get(self, run_id: str) -> Run | None: ...
     async def list_runs(
         self,

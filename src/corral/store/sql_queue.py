@@ -57,6 +57,75 @@ class QueueMixin(SqlBase):
         """Insert runs (with their first journal entry) in one transaction. A spec whose
         idempotency key the tenant already used returns that run's id and inserts nothing."""
         now = self.clock()
+        params = self._run_params(specs, now)
+
+        # one run without an idempotency key: one round trip (PostgreSQL). No row back means
+        # a tenant seen for the first time, or one at its quota: the general path below
+        one = len(specs) == 1 and specs[0].idempotency_key is None and "submit_one" in self.q
+        if one:
+            rows = await self._hot_statement(
+                "submit_one",
+                {
+                    **params[0],
+                    "min_cost": MIN_RUN_COST,
+                    "offer_lifetime": self.config.offer_lifetime,
+                },
+            )
+            if rows:
+                if not rows[0][2]:  # handed to a worker: nobody else has work to look for
+                    self._signal_local_work()
+                return [params[0]["id"]]
+
+        async def body(tx: Transaction) -> tuple[list[str], bool]:
+            await self._skip_planning(tx)
+            return await self._insert_runs(tx, params, now)
+
+        ids, wake = await self._tx(body)
+        if wake:  # this process's waiting workers, and on SQLite the other processes'
+            self._signal_local_work()
+        return ids
+
+    async def submit_scheduled(
+        self, name: str, tick: float, spec: RunSpec, *, run: bool = True
+    ) -> str | None:
+        """The run of schedule ``name`` for ``tick``, submitted by the one caller that moves
+        the schedule's last tick forward to ``tick``, in the same transaction (so a tick gets
+        one run however many workers see it due, and none if the submit fails, over the
+        tenant's quota say: a later call may then try again). None for every other caller,
+        for a tick not after the last, for the tick a schedule is first seen at (its runs
+        begin with the tick after it), and without ``run`` (a tick too late to make up for:
+        the schedule moves past it without a run)."""
+        now = self.clock()
+        params = self._run_params([spec], now)
+        at = {"name": name, "tick": tick, "now": now}
+
+        async def body(tx: Transaction) -> tuple[str | None, bool]:
+            if await tx.fetchone(self.q["schedule_first_seen"], at) is not None:
+                return None, False
+            if await tx.fetchone(self.q["claim_tick"], at) is None or not run:
+                return None, False
+            ids, wake = await self._insert_runs(tx, params, now)
+            return ids[0], wake
+
+        run_id, wake = await self._tx(body)
+        if wake:
+            self._signal_local_work()
+        return run_id
+
+    async def schedule_ticks(self) -> dict[str, tuple[float, float | None]]:
+        """Each schedule seen so far: its last tick, and when that tick's run was submitted
+        (None: no run yet, the schedule was only seen)."""
+
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["schedule_ticks"])
+
+        return {
+            r[0]: (float(r[1]), None if r[2] is None else float(r[2]))
+            for r in await self._read(body)
+        }
+
+    def _run_params(self, specs: Sequence[RunSpec], now: float) -> list[dict[str, Any]]:
+        """The insert_run parameters of top-level runs, each with a new id."""
         aging = self.config.priority_aging
         params: list[dict[str, Any]] = []
         for spec in specs:
@@ -81,67 +150,49 @@ class QueueMixin(SqlBase):
                     "now": now,
                 }
             )
+        return params
 
-        # one run without an idempotency key: one round trip (PostgreSQL). No row back means
-        # a tenant seen for the first time, or one at its quota: the general path below
-        one = len(specs) == 1 and specs[0].idempotency_key is None and "submit_one" in self.q
-        if one:
-            rows = await self._hot_statement(
-                "submit_one",
-                {
-                    **params[0],
-                    "min_cost": MIN_RUN_COST,
-                    "offer_lifetime": self.config.offer_lifetime,
-                },
-            )
+    async def _insert_runs(
+        self, tx: Transaction, params: list[dict[str, Any]], now: float
+    ) -> tuple[list[str], bool]:
+        """Insert runs and their first journal entries in ``tx``, counting them against
+        their tenants' quotas: their ids (an existing run's for a used idempotency key), and
+        whether to wake the waiting workers (they are notified in ``tx``)."""
+        inserted = await tx.fetch_each(self.q["insert_run"], params)
+        ids: list[str] = []
+        new_per_tenant: Counter[str] = Counter()
+        journal: list[Params] = []
+        for p, rows in zip(params, inserted, strict=True):
             if rows:
-                if not rows[0][2]:  # handed to a worker: nobody else has work to look for
-                    self._signal_local_work()
-                return [params[0]["id"]]
-
-        async def body(tx: Transaction) -> tuple[list[str], bool]:
-            """The runs' ids, and whether to wake the waiting workers."""
-            await self._skip_planning(tx)
-            inserted = await tx.fetch_each(self.q["insert_run"], params)
-            ids: list[str] = []
-            new_per_tenant: Counter[str] = Counter()
-            journal: list[Params] = []
-            for p, rows in zip(params, inserted, strict=True):
-                if rows:
-                    ids.append(p["id"])
-                    new_per_tenant[p["tenant"]] += 1
-                    journal.append(
-                        {
-                            "run_id": p["id"],
-                            "seq": 1,
-                            "kind": "submitted",
-                            "name": p["agent"],
-                            "data": None,
-                            "epoch": 0,
-                            "now": now,
-                        }
-                    )
-                else:
-                    row = await tx.fetchone(self.q["find_by_idempotency_key"], p)
-                    assert row is not None
-                    ids.append(row[0])
-            leasable = False
-            for tenant in sorted(new_per_tenant):
-                leasable |= await self._reserve_queued(tx, tenant, new_per_tenant[tenant])
-            wake = False
-            if journal:
-                await tx.execute_many(self.q["insert_journal"], journal)
-                # as submit_one: wake the waiting workers only when a lease could take a run
-                # now (a tenant at its cap, or runs due later, would wake them all for nothing)
-                wake = leasable and any(p["available_at"] <= now for p in params)
-                if wake:
-                    await tx.execute(self.q["notify_work"])
-            return ids, wake
-
-        ids, wake = await self._tx(body)
-        if wake:  # this process's waiting workers, and on SQLite the other processes'
-            self._signal_local_work()
-        return ids
+                ids.append(p["id"])
+                new_per_tenant[p["tenant"]] += 1
+                journal.append(
+                    {
+                        "run_id": p["id"],
+                        "seq": 1,
+                        "kind": "submitted",
+                        "name": p["agent"],
+                        "data": None,
+                        "epoch": 0,
+                        "now": now,
+                    }
+                )
+            else:
+                row = await tx.fetchone(self.q["find_by_idempotency_key"], p)
+                assert row is not None
+                ids.append(row[0])
+        leasable = False
+        for tenant in sorted(new_per_tenant):
+            leasable |= await self._reserve_queued(tx, tenant, new_per_tenant[tenant])
+        wake = False
+        if journal:
+            await tx.execute_many(self.q["insert_journal"], journal)
+            # as submit_one: wake the waiting workers only when a lease could take a run
+            # now (a tenant at its cap, or runs due later, would wake them all for nothing)
+            wake = leasable and any(p["available_at"] <= now for p in params)
+            if wake:
+                await tx.execute(self.q["notify_work"])
+        return ids, wake
 
     async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> bool:
         args = {"tenant": tenant, "n": n, "plan": self.config.default_plan}

@@ -30,6 +30,7 @@ from typing import Any
 
 from corral.contention.shared import SharedScheduler
 from corral.dispatch import retry_delay
+from corral.dispatch.schedule import Schedule
 from corral.errors import (
     AgentTimeout,
     BudgetExceeded,
@@ -49,6 +50,7 @@ from corral.store import Store
 from corral.values import check_json
 from corral.worker.acker import AckBatcher
 from corral.worker.retention import RETENTION_INTERVAL, retention_loop
+from corral.worker.schedules import schedule_loop
 
 log = logging.getLogger(__name__)
 
@@ -121,6 +123,8 @@ class WorkerOptions:
     #: offer free slots while waiting, so that submits hand runs over already leased
     #: (PostgreSQL; store.offer_slots). Off: this worker only leases.
     handoffs: bool = True
+    #: recurring runs this worker submits as their ticks come (see schedules.py)
+    schedules: tuple[Schedule, ...] = ()
 
 
 class _Slot:
@@ -228,6 +232,12 @@ class Worker:
                         on_purged=self._count_purged,
                     ),
                     name="corral-retention",
+                )
+            )
+        if self.options.schedules:
+            background.append(
+                asyncio.create_task(
+                    schedule_loop(self.store, self.options.schedules), name="corral-schedules"
                 )
             )
         try:

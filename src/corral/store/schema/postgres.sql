@@ -100,6 +100,12 @@ CREATE TABLE corral_runs (
 )
 WITH (autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_scale_factor='0.05');
 
+CREATE TABLE corral_schedules (
+    name text NOT NULL,
+    last_tick double precision NOT NULL,
+    fired_at double precision
+);
+
 CREATE TABLE corral_settings (
     key text NOT NULL,
     value integer
@@ -161,6 +167,9 @@ ALTER TABLE ONLY corral_resources
 
 ALTER TABLE ONLY corral_runs
     ADD CONSTRAINT corral_runs_pkey PRIMARY KEY (id);
+
+ALTER TABLE ONLY corral_schedules
+    ADD CONSTRAINT corral_schedules_pkey PRIMARY KEY (name);
 
 ALTER TABLE ONLY corral_settings
     ADD CONSTRAINT corral_settings_pkey PRIMARY KEY (key);

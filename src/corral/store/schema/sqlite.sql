@@ -100,6 +100,12 @@ CREATE TABLE corral_runs (
     finished_at      REAL
 , leased_at REAL, timeout REAL);
 
+CREATE TABLE corral_schedules (
+    name TEXT PRIMARY KEY,
+    last_tick REAL NOT NULL,
+    fired_at REAL
+);
+
 CREATE TABLE corral_settings (
     key   TEXT PRIMARY KEY,
     value INTEGER

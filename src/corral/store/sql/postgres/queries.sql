@@ -132,6 +132,24 @@ SELECT x.id, CASE WHEN x.lease_owner IS NOT NULL
     x.lease_owner IS NOT NULL AS handed
 FROM run x;
 
+-- name: schedule_first_seen
+-- A schedule seen for the first time starts at the tick it is first seen at, without a run
+-- (its runs begin with the next tick: a "0 9 * * *" schedule deployed at 09:30 first runs the
+-- day after). No row back: the schedule was seen before.
+INSERT INTO corral_schedules (name, last_tick) VALUES (:name, :tick)
+ON CONFLICT (name) DO NOTHING
+RETURNING name;
+
+-- name: claim_tick
+-- The one caller that moves the schedule to :tick submits its run (in the same transaction).
+-- A concurrent caller waits for the row, then finds the tick taken.
+UPDATE corral_schedules SET last_tick = :tick, fired_at = :now
+WHERE name = :name AND last_tick < :tick
+RETURNING name;
+
+-- name: schedule_ticks
+SELECT name, last_tick, fired_at FROM corral_schedules ORDER BY name;
+
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
 

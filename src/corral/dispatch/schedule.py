@@ -1,0 +1,109 @@
+"""Recurring runs: when a schedule's ticks fall. Pure: the worker's schedule loop
+(worker/schedules.py) asks for the latest tick and the next one, and the store decides, in one
+transaction, which process submits a tick's run (Store.submit_scheduled).
+
+A tick is a moment the schedule names: a cron expression's matches (in the schedule's time
+zone, so "0 9 * * *" follows daylight saving time) or the multiples of ``every`` seconds since
+the Unix epoch (so every process agrees on them without talking to the others).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from cronsim import CronSim, CronSimError
+
+from corral.errors import InvalidInput
+
+#: seconds a tick may be late and still get its run: a tick missed while no worker ran (a
+#: deploy, an outage) gets its run when a worker comes back within this; older ones are
+#: skipped, and only the latest missed tick is ever made up for
+DEFAULT_CATCH_UP = 3600.0
+
+
+@dataclass(frozen=True, slots=True)
+class Schedule:
+    """A run of ``agent`` with ``input`` for ``tenant`` at every tick: ``cron`` (five fields,
+    in time zone ``tz``) or ``every`` seconds."""
+
+    name: str
+    agent: str
+    input: Any = None
+    tenant: str = "default"
+    cron: str | None = None
+    every: float | None = None
+    tz: str = "UTC"
+    priority: int = 0
+    max_attempts: int | None = None
+    timeout: float | None = None
+    catch_up: float = DEFAULT_CATCH_UP
+    _zone: ZoneInfo = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        if (self.cron is None) == (self.every is None):
+            raise InvalidInput(f"schedule {self.name!r}: give cron or every, one of the two")
+        if self.every is not None and (
+            isinstance(self.every, bool)
+            or not isinstance(self.every, int | float)
+            or not math.isfinite(self.every)
+            or self.every < 1
+        ):
+            raise InvalidInput(
+                f"schedule {self.name!r}: every must be a number of seconds >= 1, "
+                f"not {self.every!r}"
+            )
+        try:
+            zone = ZoneInfo(self.tz)
+        except (ZoneInfoNotFoundError, ValueError, TypeError):
+            raise InvalidInput(f"schedule {self.name!r}: no time zone named {self.tz!r}") from None
+        object.__setattr__(self, "_zone", zone)
+        if self.cron is not None:
+            if not isinstance(self.cron, str):
+                raise InvalidInput(f"schedule {self.name!r}: cron must be a string")
+            try:
+                CronSim(self.cron, datetime.now(zone))
+            except CronSimError as exc:
+                raise InvalidInput(
+                    f"schedule {self.name!r}: {self.cron!r} is not a cron expression: {exc}"
+                ) from None
+        if (
+            isinstance(self.catch_up, bool)
+            or not isinstance(self.catch_up, int | float)
+            or not math.isfinite(self.catch_up)
+            or self.catch_up < 0
+        ):
+            raise InvalidInput(
+                f"schedule {self.name!r}: catch_up must be seconds >= 0, not {self.catch_up!r}"
+            )
+
+    @property
+    def when(self) -> str:
+        """The ticks, as a person reads them."""
+        if self.cron is not None:
+            return f"cron {self.cron!r}" + ("" if self.tz == "UTC" else f" ({self.tz})")
+        return f"every {self.every:g} s"
+
+    def latest_tick(self, now: float) -> float:
+        """The last tick at or before ``now`` (Unix seconds)."""
+        if self.every is not None:
+            return math.floor(now / self.every) * self.every
+        start = datetime.fromtimestamp(now, self._zone)
+        # CronSim looks strictly before its start in reverse: a tick at exactly ``now`` counts
+        tick: datetime = next(CronSim(self.cron or "", _after(start), reverse=True))
+        return tick.timestamp()
+
+    def next_tick(self, now: float) -> float:
+        """The first tick after ``now``."""
+        if self.every is not None:
+            return (math.floor(now / self.every) + 1) * self.every
+        tick: datetime = next(CronSim(self.cron or "", datetime.fromtimestamp(now, self._zone)))
+        return tick.timestamp()
+
+
+def _after(moment: datetime) -> datetime:
+    """A moment a millisecond past ``moment`` (cron ticks fall on whole minutes)."""
+    return datetime.fromtimestamp(moment.timestamp() + 0.001, moment.tzinfo or UTC)

@@ -1,0 +1,68 @@
+"""Recurring runs: each worker submits the runs of its app's schedules as their ticks come.
+
+Every worker of a deployment runs this loop, and the store lets one of them have each tick
+(``Store.submit_scheduled``: the schedule's last tick moves forward and the tick's run is
+inserted in one transaction), so a tick gets one run whether one worker runs or fifty, and
+none is lost to a worker that dies between the two. The loop sleeps until the next tick of
+any schedule, then offers every due tick to the store. A tick the store could not take (the
+database briefly away, the tenant over its queued quota) is offered again a second later
+while it is within the schedule's ``catch_up``; a tick older than that is skipped, and only a
+schedule's latest tick is ever offered, so a worker coming back after an outage submits at
+most one run per schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Sequence
+
+from corral.dispatch.schedule import Schedule
+from corral.models import RunSpec
+from corral.store import Store
+
+log = logging.getLogger(__name__)
+
+#: seconds between two offers of a tick the store could not take
+RETRY_INTERVAL = 1.0
+#: longest sleep between two looks at the clock (a clock that jumps is noticed this soon)
+MAX_SLEEP = 60.0
+
+
+async def schedule_loop(store: Store, schedules: Sequence[Schedule]) -> None:
+    """Submit the runs of ``schedules`` as their ticks come, until cancelled."""
+    offered: dict[str, float] = {}  # per schedule: the latest tick the store has decided on
+    while True:
+        now = store.clock()
+        retry = False
+        for schedule in schedules:
+            tick = schedule.latest_tick(now)
+            if offered.get(schedule.name, float("-inf")) >= tick:
+                continue
+            # a tick missed by more than catch_up moves the schedule on without a run
+            late = now - tick > schedule.catch_up
+            try:
+                run_id = await store.submit_scheduled(
+                    schedule.name, tick, _spec(schedule), run=not late
+                )
+            except Exception as exc:  # the next pass offers the tick again
+                log.warning("schedule %s could not submit its run: %s", schedule.name, exc)
+                retry = True
+                continue
+            offered[schedule.name] = tick
+            if run_id is not None:
+                log.info("schedule %s submitted run %s", schedule.name, run_id)
+        upcoming = min(schedule.next_tick(now) for schedule in schedules)
+        wait = RETRY_INTERVAL if retry else upcoming - store.clock()
+        await asyncio.sleep(min(max(wait, 0.0), MAX_SLEEP))
+
+
+def _spec(schedule: Schedule) -> RunSpec:
+    return RunSpec(
+        agent=schedule.agent,
+        input=schedule.input,
+        tenant=schedule.tenant,
+        priority=schedule.priority,
+        max_attempts=3 if schedule.max_attempts is None else schedule.max_attempts,
+        timeout=schedule.timeout,
+    )

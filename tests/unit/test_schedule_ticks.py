@@ -1,0 +1,85 @@
+"""When a schedule's ticks fall (dispatch/schedule.py), and what ``app.schedule`` refuses."""
+
+from __future__ import annotations
+
+import math
+from datetime import UTC, datetime
+from typing import Any
+
+import pytest
+
+from corral import Corral, InvalidInput, RunContext, UnknownAgent
+from corral.dispatch.schedule import Schedule
+
+
+def ts(*args: int) -> float:
+    return datetime(*args, tzinfo=UTC).timestamp()  # type: ignore[misc]
+
+
+def test_every_ticks_on_multiples_of_its_period_since_the_epoch() -> None:
+    s = Schedule("s", "a", every=300)
+    assert s.latest_tick(ts(2026, 11, 24, 16, 7, 30)) == ts(2026, 11, 24, 16, 5)
+    assert s.next_tick(ts(2026, 11, 24, 16, 7, 30)) == ts(2026, 11, 24, 16, 10)
+    # a tick at exactly now is the latest, and the next is a period on
+    assert s.latest_tick(ts(2026, 11, 24, 16, 10)) == ts(2026, 11, 24, 16, 10)
+    assert s.next_tick(ts(2026, 11, 24, 16, 10)) == ts(2026, 11, 24, 16, 15)
+
+
+def test_cron_ticks_including_one_at_exactly_now() -> None:
+    s = Schedule("s", "a", cron="0 9 * * 1-5")  # weekdays at 09:00 UTC
+    friday_noon = ts(2026, 11, 27, 12)
+    assert s.latest_tick(friday_noon) == ts(2026, 11, 27, 9)
+    assert s.next_tick(friday_noon) == ts(2026, 11, 30, 9)  # Monday
+    assert s.latest_tick(ts(2026, 11, 27, 9)) == ts(2026, 11, 27, 9)
+    assert s.next_tick(ts(2026, 11, 27, 9)) == ts(2026, 11, 30, 9)
+
+
+def test_cron_in_a_time_zone_follows_daylight_saving_time() -> None:
+    s = Schedule("s", "a", cron="0 9 * * *", tz="Europe/Berlin")
+    assert s.next_tick(ts(2026, 1, 15)) == ts(2026, 1, 15, 8)  # CET: UTC+1
+    assert s.next_tick(ts(2026, 7, 15)) == ts(2026, 7, 15, 7)  # CEST: UTC+2
+    assert s.when == "cron '0 9 * * *' (Europe/Berlin)"
+    assert Schedule("e", "a", every=90).when == "every 90 s"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({}, "give cron or every"),
+        ({"cron": "* * * * *", "every": 60}, "give cron or every"),
+        ({"cron": "every day"}, "not a cron expression"),
+        ({"cron": "61 * * * *"}, "not a cron expression"),
+        ({"every": 0.5}, "every must be a number of seconds >= 1"),
+        ({"every": math.inf}, "every must be"),
+        ({"every": True}, "every must be"),
+        ({"every": 60, "tz": "Mars/Olympus"}, "no time zone named 'Mars/Olympus'"),
+        ({"every": 60, "catch_up": -1}, "catch_up must be seconds >= 0"),
+    ],
+)
+def test_a_schedule_that_cannot_tick_is_refused(kwargs: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        Schedule("s", "a", **kwargs)
+
+
+def test_app_schedule_checks_the_run_it_will_submit() -> None:
+    app = Corral("sqlite:///:memory:")
+
+    @app.agent("digest")
+    async def digest(ctx: RunContext, input: Any) -> None:
+        return None
+
+    made = app.schedule("nightly", "digest", {"day": "today"}, cron="0 2 * * *", tenant="acme")
+    assert app.schedules == {"nightly": made}
+    assert (made.agent, made.input, made.tenant) == ("digest", {"day": "today"}, "acme")
+    with pytest.raises(ValueError, match="already registered"):
+        app.schedule("nightly", "digest", every=60)
+    with pytest.raises(UnknownAgent):
+        app.schedule("other", "nosuch", every=60)
+    with pytest.raises(InvalidInput, match="not a JSON value"):
+        app.schedule("other", "digest", {1, 2}, every=60)
+    with pytest.raises(InvalidInput, match="timeout"):
+        app.schedule("other", "digest", every=60, timeout=0)
+    with pytest.raises(InvalidInput, match="not a cron expression"):
+        app.schedule("other", "digest", cron="nightly")
+    assert list(app.schedules) == ["nightly"]
+    assert app.with_database("sqlite:///:memory:").schedules == app.schedules
