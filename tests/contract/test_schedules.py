@@ -6,6 +6,7 @@ schedule on without a run."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 from typing import Any
 
@@ -14,8 +15,10 @@ import pytest
 from corral import BackpressureError, Corral, RunContext
 from corral.clock import FakeClock
 from corral.config import StoreConfig
+from corral.dispatch.schedule import Schedule
 from corral.models import RunSpec, RunStatus
 from corral.store import Store, create_store
+from corral.worker.schedules import schedule_loop
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -35,11 +38,11 @@ async def test_a_tick_gets_one_run_and_a_schedule_begins_after_it_is_first_seen(
     run = await store.get(run_id)
     assert run is not None and run.status is RunStatus.QUEUED
     assert (run.agent, run.input, run.tenant) == ("digest", {"n": 1}, "acme")
-    ticks = await store.schedule_ticks()
-    assert ticks["nightly"][0] == 200.0 and ticks["nightly"][1] is not None
+    assert (await store.schedule_ticks())["nightly"] == (200.0, 200.0)
     # a tick too late to make up for moves the schedule on without a run
     assert await store.submit_scheduled("nightly", 300.0, SPEC, run=False) is None
     assert await store.submit_scheduled("nightly", 300.0, SPEC) is None
+    assert (await store.schedule_ticks())["nightly"] == (300.0, 200.0)
     assert (await store.stats()).queued == 1
     # schedules are independent of each other
     assert await store.submit_scheduled("hourly", 300.0, SPEC) is None
@@ -130,3 +133,37 @@ async def test_a_worker_with_schedules_off_submits_nothing(db_url: str) -> None:
         await running
         assert await app.store.schedule_ticks() == {}
         assert (await app.stats()).queued == 0
+
+
+async def _one_pass(store: Store, schedule: Schedule) -> None:
+    """The schedule loop's first pass (it runs at once), then the loop stopped."""
+    loop = asyncio.create_task(schedule_loop(store, [schedule]))
+    for _ in range(100):
+        await asyncio.sleep(0.01)
+        if (await store.schedule_ticks()).get(schedule.name, (0.0, None))[
+            0
+        ] >= schedule.latest_tick(store.clock()):
+            break
+    loop.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await loop
+
+
+async def test_a_missed_tick_is_made_up_once_within_catch_up_and_skipped_past_it(
+    store: Store, clock: FakeClock
+) -> None:
+    hourly = Schedule("hourly", "digest", tenant="acme", every=3600, catch_up=600)
+    clock.now = 10 * 3600 + 5  # just past a tick: the schedule is first seen there
+    await _one_pass(store, hourly)
+    assert await store.schedule_ticks() == {"hourly": (36000.0, None)}
+    # every worker away for the next tick; one comes back 100 s after it: that tick's run
+    clock.now = 11 * 3600 + 100
+    await _one_pass(store, hourly)
+    assert (await store.schedule_ticks())["hourly"][0] == 39600.0
+    assert (await store.stats()).queued == 1
+    # away for two ticks, back 1,000 s after the latest: past catch_up, no run for either
+    clock.now = 14 * 3600 + 1000
+    await _one_pass(store, hourly)
+    # moved on, with no run since the one above
+    assert (await store.schedule_ticks())["hourly"] == (50400.0, 39600.0)
+    assert (await store.stats()).queued == 1

@@ -25,11 +25,8 @@ async def schedules(app_path: str, as_json: bool, db: str | None) -> None:
     finally:
         await app.close()
     now = app.store.clock()
-    listed = [
-        # the last tick that got a run (a tick only seen, or skipped, got none)
-        (s, fired[0] if (fired := ticks.get(s.name)) and fired[1] is not None else None)
-        for s in app.schedules.values()
-    ]
+    # the latest tick that got a run (a tick only seen, or skipped, got none)
+    listed = [(s, ticks.get(s.name, (None, None))[1]) for s in app.schedules.values()]
     if as_json:
         rows = [
             {

@@ -102,7 +102,10 @@ class QueueMixin(SqlBase):
         async def body(tx: Transaction) -> tuple[str | None, bool]:
             if await tx.fetchone(self.q["schedule_first_seen"], at) is not None:
                 return None, False
-            if await tx.fetchone(self.q["claim_tick"], at) is None or not run:
+            if not run:
+                await tx.execute(self.q["skip_tick"], at)
+                return None, False
+            if await tx.fetchone(self.q["claim_tick"], at) is None:
                 return None, False
             ids, wake = await self._insert_runs(tx, params, now)
             return ids[0], wake
@@ -113,8 +116,8 @@ class QueueMixin(SqlBase):
         return run_id
 
     async def schedule_ticks(self) -> dict[str, tuple[float, float | None]]:
-        """Each schedule seen so far: its last tick, and when that tick's run was submitted
-        (None: no run yet, the schedule was only seen)."""
+        """Each schedule seen so far: its last tick (the latest it has moved to), and the
+        latest tick that got a run (None: none yet)."""
 
         async def body(tx: Transaction) -> list[Row]:
             return await tx.fetchall(self.q["schedule_ticks"])

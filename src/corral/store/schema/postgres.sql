@@ -103,7 +103,7 @@ WITH (autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_scale_factor='0.
 CREATE TABLE corral_schedules (
     name text NOT NULL,
     last_tick double precision NOT NULL,
-    fired_at double precision
+    run_tick double precision
 );
 
 CREATE TABLE corral_settings (

@@ -103,7 +103,8 @@ CREATE TABLE corral_runs (
 CREATE TABLE corral_schedules (
     name TEXT PRIMARY KEY,
     last_tick REAL NOT NULL,
-    fired_at REAL
+    -- the latest tick that got a run (NULL: none yet)
+    run_tick REAL
 );
 
 CREATE TABLE corral_settings (

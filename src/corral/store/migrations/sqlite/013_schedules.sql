@@ -1,8 +1,9 @@
--- The latest tick of each recurring schedule that got its run (Store.submit_scheduled): the
--- process that moves it forward submits that tick's run in the same transaction, so a tick
--- gets one run however many workers see it come due.
+-- Each recurring schedule's latest tick (Store.submit_scheduled): the process that moves it
+-- forward to a tick submits that tick's run in the same transaction, so a tick gets one run
+-- however many workers see it come due.
 CREATE TABLE corral_schedules (
     name TEXT PRIMARY KEY,
     last_tick REAL NOT NULL,
-    fired_at REAL
+    -- the latest tick that got a run (NULL: none yet)
+    run_tick REAL
 );

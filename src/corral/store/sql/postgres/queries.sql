@@ -143,12 +143,17 @@ RETURNING name;
 -- name: claim_tick
 -- The one caller that moves the schedule to :tick submits its run (in the same transaction).
 -- A concurrent caller waits for the row, then finds the tick taken.
-UPDATE corral_schedules SET last_tick = :tick, fired_at = :now
+UPDATE corral_schedules SET last_tick = :tick, run_tick = :tick
 WHERE name = :name AND last_tick < :tick
 RETURNING name;
 
+-- name: skip_tick
+-- A tick too late to make up for: the schedule moves past it without a run.
+UPDATE corral_schedules SET last_tick = :tick
+WHERE name = :name AND last_tick < :tick;
+
 -- name: schedule_ticks
-SELECT name, last_tick, fired_at FROM corral_schedules ORDER BY name;
+SELECT name, last_tick, run_tick FROM corral_schedules ORDER BY name;
 
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
