@@ -141,19 +141,7 @@ class Corral:
             max_attempts=max_attempts,
             timeout=timeout,
         )
-        schedule = Schedule(
-            name=name,
-            agent=spec.agent,
-            input=spec.input,
-            tenant=spec.tenant,
-            cron=cron,
-            every=every,
-            tz=tz,
-            priority=spec.priority,
-            max_attempts=spec.max_attempts,
-            timeout=spec.timeout,
-            catch_up=catch_up,
-        )
+        schedule = Schedule(name, spec, cron=cron, every=every, tz=tz, catch_up=catch_up)
         self.schedules[name] = schedule
         return schedule
 

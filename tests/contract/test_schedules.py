@@ -152,7 +152,7 @@ async def _one_pass(store: Store, schedule: Schedule) -> None:
 async def test_a_missed_tick_is_made_up_once_within_catch_up_and_skipped_past_it(
     store: Store, clock: FakeClock
 ) -> None:
-    hourly = Schedule("hourly", "digest", tenant="acme", every=3600, catch_up=600)
+    hourly = Schedule("hourly", SPEC, every=3600, catch_up=600)
     clock.now = 10 * 3600 + 5  # just past a tick: the schedule is first seen there
     await _one_pass(store, hourly)
     assert await store.schedule_ticks() == {"hourly": (36000.0, None)}

@@ -10,6 +10,9 @@ import pytest
 
 from corral import Corral, InvalidInput, RunContext, UnknownAgent
 from corral.dispatch.schedule import Schedule
+from corral.models import RunSpec
+
+RUN = RunSpec("a")
 
 
 def ts(*args: int) -> float:
@@ -17,7 +20,7 @@ def ts(*args: int) -> float:
 
 
 def test_every_ticks_on_multiples_of_its_period_since_the_epoch() -> None:
-    s = Schedule("s", "a", every=300)
+    s = Schedule("s", RUN, every=300)
     assert s.latest_tick(ts(2026, 11, 24, 16, 7, 30)) == ts(2026, 11, 24, 16, 5)
     assert s.next_tick(ts(2026, 11, 24, 16, 7, 30)) == ts(2026, 11, 24, 16, 10)
     # a tick at exactly now is the latest, and the next is a period on
@@ -26,7 +29,7 @@ def test_every_ticks_on_multiples_of_its_period_since_the_epoch() -> None:
 
 
 def test_cron_ticks_including_one_at_exactly_now() -> None:
-    s = Schedule("s", "a", cron="0 9 * * 1-5")  # weekdays at 09:00 UTC
+    s = Schedule("s", RUN, cron="0 9 * * 1-5")  # weekdays at 09:00 UTC
     friday_noon = ts(2026, 11, 27, 12)
     assert s.latest_tick(friday_noon) == ts(2026, 11, 27, 9)
     assert s.next_tick(friday_noon) == ts(2026, 11, 30, 9)  # Monday
@@ -35,11 +38,11 @@ def test_cron_ticks_including_one_at_exactly_now() -> None:
 
 
 def test_cron_in_a_time_zone_follows_daylight_saving_time() -> None:
-    s = Schedule("s", "a", cron="0 9 * * *", tz="Europe/Berlin")
+    s = Schedule("s", RUN, cron="0 9 * * *", tz="Europe/Berlin")
     assert s.next_tick(ts(2026, 1, 15)) == ts(2026, 1, 15, 8)  # CET: UTC+1
     assert s.next_tick(ts(2026, 7, 15)) == ts(2026, 7, 15, 7)  # CEST: UTC+2
     assert s.when == "cron '0 9 * * *' (Europe/Berlin)"
-    assert Schedule("e", "a", every=90).when == "every 90 s"
+    assert Schedule("e", RUN, every=90).when == "every 90 s"
 
 
 @pytest.mark.parametrize(
@@ -58,7 +61,7 @@ def test_cron_in_a_time_zone_follows_daylight_saving_time() -> None:
 )
 def test_a_schedule_that_cannot_tick_is_refused(kwargs: dict[str, Any], message: str) -> None:
     with pytest.raises(InvalidInput, match=message):
-        Schedule("s", "a", **kwargs)
+        Schedule("s", RUN, **kwargs)
 
 
 def test_app_schedule_checks_the_run_it_will_submit() -> None:
@@ -70,7 +73,7 @@ def test_app_schedule_checks_the_run_it_will_submit() -> None:
 
     made = app.schedule("nightly", "digest", {"day": "today"}, cron="0 2 * * *", tenant="acme")
     assert app.schedules == {"nightly": made}
-    assert (made.agent, made.input, made.tenant) == ("digest", {"day": "today"}, "acme")
+    assert made.run == RunSpec("digest", {"day": "today"}, tenant="acme")
     with pytest.raises(ValueError, match="already registered"):
         app.schedule("nightly", "digest", every=60)
     with pytest.raises(UnknownAgent):

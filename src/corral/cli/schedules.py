@@ -32,8 +32,8 @@ async def schedules(app_path: str, as_json: bool, db: str | None) -> None:
             {
                 "name": s.name,
                 "when": s.when,
-                "agent": s.agent,
-                "tenant": s.tenant,
+                "agent": s.run.agent,
+                "tenant": s.run.tenant,
                 "last_run_tick": last,
                 "next_tick": s.next_tick(now),
             }
@@ -47,7 +47,7 @@ async def schedules(app_path: str, as_json: bool, db: str | None) -> None:
     print_table(
         ("name", "when", "agent", "tenant", "last run", "next"),
         (
-            (s.name, s.when, s.agent, s.tenant, when(last), when(s.next_tick(now)))
+            (s.name, s.when, s.run.agent, s.run.tenant, when(last), when(s.next_tick(now)))
             for s, last in listed
         ),
     )

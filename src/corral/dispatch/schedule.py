@@ -12,12 +12,12 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from cronsim import CronSim, CronSimError
 
 from corral.errors import InvalidInput
+from corral.models import RunSpec
 
 #: seconds a tick may be late and still get its run: a tick missed while no worker ran (a
 #: deploy, an outage) gets its run when a worker comes back within this; older ones are
@@ -27,19 +27,14 @@ DEFAULT_CATCH_UP = 3600.0
 
 @dataclass(frozen=True, slots=True)
 class Schedule:
-    """A run of ``agent`` with ``input`` for ``tenant`` at every tick: ``cron`` (five fields,
-    in time zone ``tz``) or ``every`` seconds."""
+    """The run ``run`` submitted at every tick: ``cron`` (five fields, in time zone ``tz``)
+    or ``every`` seconds."""
 
     name: str
-    agent: str
-    input: Any = None
-    tenant: str = "default"
+    run: RunSpec
     cron: str | None = None
     every: float | None = None
     tz: str = "UTC"
-    priority: int = 0
-    max_attempts: int | None = None
-    timeout: float | None = None
     catch_up: float = DEFAULT_CATCH_UP
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
 

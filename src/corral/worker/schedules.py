@@ -18,7 +18,6 @@ import logging
 from collections.abc import Sequence
 
 from corral.dispatch.schedule import Schedule
-from corral.models import RunSpec
 from corral.store import Store
 
 log = logging.getLogger(__name__)
@@ -43,7 +42,7 @@ async def schedule_loop(store: Store, schedules: Sequence[Schedule]) -> None:
             late = now - tick > schedule.catch_up
             try:
                 run_id = await store.submit_scheduled(
-                    schedule.name, tick, _spec(schedule), run=not late
+                    schedule.name, tick, schedule.run, run=not late
                 )
             except Exception as exc:  # the next pass offers the tick again
                 log.warning("schedule %s could not submit its run: %s", schedule.name, exc)
@@ -55,14 +54,3 @@ async def schedule_loop(store: Store, schedules: Sequence[Schedule]) -> None:
         upcoming = min(schedule.next_tick(now) for schedule in schedules)
         wait = RETRY_INTERVAL if retry else upcoming - store.clock()
         await asyncio.sleep(min(max(wait, 0.0), MAX_SLEEP))
-
-
-def _spec(schedule: Schedule) -> RunSpec:
-    return RunSpec(
-        agent=schedule.agent,
-        input=schedule.input,
-        tenant=schedule.tenant,
-        priority=schedule.priority,
-        max_attempts=3 if schedule.max_attempts is None else schedule.max_attempts,
-        timeout=schedule.timeout,
-    )
