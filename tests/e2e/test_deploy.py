@@ -13,6 +13,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from corral import Corral
 from corral.api import ApiSettings, create_api
+from corral.models import RunSpec
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 
@@ -25,6 +26,8 @@ async def exported_metric_names(tmp_path: Path) -> set[str]:
     async with Corral(f"sqlite:///{tmp_path / 'corral.db'}") as app:
         await app.set_global_cap(10)
         await app.submit("echo", tenant="acme")
+        for tick in (60.0, 120.0):  # a schedule seen, then a tick with its run
+            await app.store.submit_scheduled("each-minute", tick, RunSpec("echo"))
         api = create_api(app, ApiSettings(public_metrics=True))
         async with httpx.AsyncClient(
             transport=httpx.ASGITransport(app=api), base_url="http://corral.test"

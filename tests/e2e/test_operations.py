@@ -12,6 +12,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from corral import Corral
 from corral.api import ApiSettings, TenantLoad, create_api, suggested_workers
 from corral.contention import Scheduler, SharedResource
+from corral.models import RunSpec
 from tests.e2e.conftest import Keys
 
 H = Keys.header
@@ -154,3 +155,25 @@ async def test_public_metrics_need_no_key(corral_app: Corral, public: bool) -> N
     ) as client:
         r = await client.get("/metrics")
         assert r.status_code == 200 and "corral_runs_submitted_total" in r.text
+
+
+async def test_metrics_export_each_schedules_latest_tick_and_latest_run(
+    corral_app: Corral, keys: Keys, client: httpx.AsyncClient
+) -> None:
+    text = (await client.get("/metrics", headers=H(keys.admin))).text
+    assert "corral_schedule_last_tick_timestamp_seconds" not in text  # no schedule seen yet
+    spec = RunSpec("echo", tenant="acme")
+    store = corral_app.store
+    await store.submit_scheduled("nightly", 86_400.0, spec)  # first seen: no run
+    await store.submit_scheduled("nightly", 172_800.0, spec)  # a run
+    await store.submit_scheduled("nightly", 259_200.0, spec, run=False)  # skipped
+    await store.submit_scheduled("hourly", 3_600.0, spec)  # only seen
+    text = (await client.get("/metrics", headers=H(keys.admin))).text
+    tick, run = (
+        "corral_schedule_last_tick_timestamp_seconds",
+        "corral_schedule_last_run_tick_timestamp_seconds",
+    )
+    assert sample(text, tick, schedule="nightly") == 259_200.0
+    assert sample(text, run, schedule="nightly") == 172_800.0
+    assert sample(text, tick, schedule="hourly") == 3_600.0
+    assert f'{run}{{schedule="hourly"}}' not in text  # no run yet: no figure to alert on

@@ -5,7 +5,8 @@ Two kinds of figures:
 * read from the store at each scrape (``refresh``), so they are the same whichever instance is
   scraped: queue depth, oldest queued age, in flight and cap per tenant; runs per status;
   submitted and finished runs; redeliveries; handoffs; lease-expiry dead letters and leases
-  expired but not yet reclaimed; the suggested worker count; and the queue wait of every run
+  expired but not yet reclaimed; the suggested worker count; each recurring schedule's latest
+  tick and latest tick that got a run; and the queue wait of every run
   first leased since the previous scrape (a histogram fed from the store, so with several API
   replicas each replica observes every run — aggregate with ``max``, not ``sum``, across
   replicas);
@@ -57,6 +58,8 @@ class _Snapshot:
     counters: DeliveryCounters
     suggested: int
     schedulers: dict[str, SchedulerStatisticsLike] = field(default_factory=dict)
+    #: per recurring schedule seen by the store: its latest tick, and the latest that got a run
+    schedule_ticks: dict[str, tuple[float, float | None]] = field(default_factory=dict)
 
 
 def suggest(stats: QueueStats, settings: ApiSettings) -> int:
@@ -172,6 +175,23 @@ class _StoreCollector:
             families.append(
                 GaugeMetricFamily("corral_global_cap", "Global in-flight cap.", value=s.global_cap)
             )
+        if snap.schedule_ticks:
+            last_tick = GaugeMetricFamily(
+                "corral_schedule_last_tick_timestamp_seconds",
+                "Latest tick a recurring schedule has reached (Unix time).",
+                labels=["schedule"],
+            )
+            last_run = GaugeMetricFamily(
+                "corral_schedule_last_run_tick_timestamp_seconds",
+                "Latest tick of a recurring schedule that got its run (Unix time): alert when "
+                "time() minus this passes the schedule's period.",
+                labels=["schedule"],
+            )
+            for name, (tick, run_tick) in sorted(snap.schedule_ticks.items()):
+                last_tick.add_metric([name], tick)
+                if run_tick is not None:
+                    last_run.add_metric([name], run_tick)
+            families += [last_tick, last_run]
         if snap.schedulers:
             holders = GaugeMetricFamily(
                 "corral_scheduler_holders",
@@ -276,6 +296,7 @@ class ServiceMetrics:
             counters=counters,
             suggested=suggest(stats, self.settings),
             schedulers={name: s.statistics() for name, s in self.schedulers.items()},
+            schedule_ticks=await self.store.schedule_ticks(),
         )
 
     async def _observe_queue_waits(self) -> None:
