@@ -237,10 +237,14 @@ class Corral:
         max_attempts: int | None = None,
         budget: float | None = None,
         timeout: float | None = None,
+        start_within: float | None = None,
     ) -> str:
         """Accept a run and return its id; never waits for execution. ``timeout``: seconds
         one attempt of this run may take, in place of its agent's timeout and the worker's
-        default (past it the attempt fails with ``AgentTimeout`` and is retried)."""
+        default (past it the attempt fails with ``AgentTimeout`` and is retried).
+        ``start_within``: seconds after the run is due (now, or its ``delay``/``not_before``)
+        within which it must start; a run not started by then ends failed with
+        ``RunExpired``, its agent never called (for work nobody wants late)."""
         spec = self._spec(
             agent=agent,
             input=input,
@@ -252,6 +256,7 @@ class Corral:
             max_attempts=max_attempts,
             budget=budget,
             timeout=timeout,
+            start_within=start_within,
         )
         await self.open()
         (run_id,) = await self.store.submit([spec])
@@ -541,6 +546,7 @@ class Corral:
         max_attempts: int | None = None,
         budget: float | None = None,
         timeout: float | None = None,
+        start_within: float | None = None,
     ) -> RunSpec:
         check_name("agent", agent)
         if self.agents and agent not in self.agents:
@@ -563,6 +569,8 @@ class Corral:
             check_amount("budget", budget)
         if timeout is not None:
             check_positive("timeout", timeout)
+        if start_within is not None:
+            check_positive("start_within", start_within)
         return RunSpec(
             agent=agent,
             input=input,
@@ -573,6 +581,7 @@ class Corral:
             max_attempts=attempts,
             budget=None if budget is None else float(budget),
             timeout=None if timeout is None else float(timeout),
+            start_within=None if start_within is None else float(start_within),
         )
 
 
@@ -587,6 +596,7 @@ def _spec_fields(spec: RunSpec) -> dict[str, Any]:
         "max_attempts": spec.max_attempts,
         "budget": spec.budget,
         "timeout": spec.timeout,
+        "start_within": spec.start_within,
     }
 
 

@@ -15,6 +15,7 @@
     ├── ChildRunFailed                      a run awaited with ctx.wait() ended failed/cancelled
     ├── StepFailed                          a journaled step raised (recorded, replayed as is)
     ├── AgentTimeout                        an attempt ran past its timeout (retried)
+    ├── RunExpired                          a run not started within its start_within
     ├── ShutdownError                       a scheduler or worker is shutting down
     ├── StoreUnavailable                    the database cannot be reached or opened
     ├── Unauthorized                        no API key, or an unknown or revoked one (HTTP 401)
@@ -157,6 +158,19 @@ class AgentTimeout(CorralError):
         self.agent = agent
         self.seconds = seconds
         super().__init__(f"agent {agent!r} ran past its timeout of {seconds:g} s")
+
+
+class RunExpired(CorralError):
+    """A run was leased for its first attempt after its ``start_by`` (its due time plus the
+    ``start_within`` it was submitted with): the worker ended it failed with this error,
+    without calling its agent and without retries. An operator's retry runs it."""
+
+    code = "run_expired"
+
+    def __init__(self, run_id: str, late: float) -> None:
+        self.run_id = run_id
+        self.late = late
+        super().__init__(f"run {run_id} was not started in time: {late:.3g} s past its start_by")
 
 
 class ShutdownError(CorralError):

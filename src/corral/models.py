@@ -42,6 +42,9 @@ class RunSpec:
     budget: float | None = None
     #: seconds one attempt may run (None: the agent's timeout, or the worker's default)
     timeout: float | None = None
+    #: seconds after it is due within which the run's first attempt must start (None: any
+    #: time); a run leased later ends failed with RunExpired, its agent never called
+    start_within: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +75,8 @@ class Run:
     spent: float
     #: seconds one attempt may run, as submitted (None: the agent's or the worker's limit)
     timeout: float | None = None
+    #: the latest time its first attempt may start (None: no limit; submit's start_within)
+    start_by: float | None = None
 
     @property
     def done(self) -> bool:
@@ -101,6 +106,8 @@ class Lease:
     journal_seq: int = 1
     #: the run's own limit on one attempt, in seconds (None: the agent's or the worker's)
     timeout: float | None = None
+    #: the latest time the run's first attempt may start (None: no limit)
+    start_by: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

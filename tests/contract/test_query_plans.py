@@ -70,6 +70,7 @@ GENERIC = {
         "max_attempts": 3,
         "budget": 1.0,
         "timeout": 60.0,
+        "start_by": 1e12,
         "min_cost": 0.01,
         "offer_lifetime": 5.0,
     },

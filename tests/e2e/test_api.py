@@ -62,7 +62,9 @@ async def test_submit_takes_attempts_and_a_start_time(
 ) -> None:
     before = time.time()
     delayed = await client.post(
-        "/v1/runs", json={"agent": "echo", "max_attempts": 1, "delay": 60}, headers=H(keys.a)
+        "/v1/runs",
+        json={"agent": "echo", "max_attempts": 1, "delay": 60, "start_within": 30},
+        headers=H(keys.a),
     )
     at = before + 3600
     scheduled = await client.post(
@@ -73,6 +75,7 @@ async def test_submit_takes_attempts_and_a_start_time(
     two = (await client.get(scheduled.headers["location"], headers=H(keys.a))).json()
     assert one["max_attempts"] == 1 and one["status"] == "queued"
     assert before + 60 <= one["available_at"] <= time.time() + 60
+    assert one["start_by"] == one["available_at"] + 30
     assert two["max_attempts"] == 3 and two["available_at"] == at
 
 
@@ -269,6 +272,8 @@ def _nested(levels: int) -> object:
         {"agent": "echo", "timeout": -5},
         {"agent": "echo", "timeout": "60"},
         {"agent": "echo", "timeout": 1e300},
+        {"agent": "echo", "start_within": 0},
+        {"agent": "echo", "start_within": "60"},
         {"agent": "echo", "max_attempts": 0},
         {"agent": "echo", "max_attempts": 1001},
         {"agent": "echo", "max_attempts": "3"},

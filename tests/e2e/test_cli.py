@@ -50,6 +50,7 @@ def sqlite_url(tmp_path: Path) -> str:
         (["submit", "work", "{}", "--delay", "-1"], 2, "-1"),
         (["submit", "work", "{}", "--timeout", "soon"], 2, "'soon' is not a duration"),
         (["submit", "work", "{}", "--timeout", "0"], 2, "timeout must be"),
+        (["submit", "work", "{}", "--start-within", "soon"], 2, "'soon' is not a duration"),
         (["worker", APP, "--concurrency", "0"], 2, "0 is not in the range"),
         (["status", "--age-target", "0"], 2, "0 is not in the range"),
         (["status", "--concurrency", "many"], 2, "not a valid integer"),
@@ -113,6 +114,8 @@ def test_submit_show_list_status_and_journal(sqlite_url: str) -> None:
         "acme",
         "--timeout",
         "10m",
+        "--start-within",
+        "1h",
         "--app",
         APP,
         db=sqlite_url,
@@ -122,6 +125,8 @@ def test_submit_show_list_status_and_journal(sqlite_url: str) -> None:
     shown = corral("runs", "show", run_id, "--json", db=sqlite_url)
     assert json.loads(shown.stdout)["status"] == "queued"
     assert json.loads(shown.stdout)["timeout"] == 600
+    shown_run = json.loads(shown.stdout)
+    assert shown_run["start_by"] == shown_run["available_at"] + 3600
     assert "timeout: 600 s per attempt" in corral("runs", "show", run_id, db=sqlite_url).stdout
     listed = corral("runs", "list", "--tenant", "acme", "--json", db=sqlite_url)
     assert [r["id"] for r in json.loads(listed.stdout)] == [run_id]

@@ -58,6 +58,14 @@ class SubmitRequest(BaseModel):
         description="Seconds one attempt may run, in place of the agent's timeout; past it "
         "the attempt fails with agent_timeout and is retried.",
     )
+    start_within: float | None = Field(
+        default=None,
+        gt=0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="Seconds after it is due within which the run must start; a run not "
+        "started by then ends failed (run_expired), its agent never called.",
+    )
     max_attempts: int | None = Field(
         default=None,
         ge=1,
@@ -95,6 +103,7 @@ class SubmitRequest(BaseModel):
             "idempotency_key": idempotency_key,
             "budget": self.budget,
             "timeout": self.timeout,
+            "start_within": self.start_within,
             "max_attempts": self.max_attempts,
             "delay": self.delay,
             "not_before": self.not_before,
@@ -147,6 +156,7 @@ class RunOut(BaseModel):
     budget: float | None
     spent: float
     timeout: float | None = None
+    start_by: float | None = None
 
     @classmethod
     def of(cls, run: Run) -> RunOut:
@@ -173,6 +183,7 @@ class RunOut(BaseModel):
             budget=run.budget,
             spent=run.spent,
             timeout=run.timeout,
+            start_by=run.start_by,
         )
 
 

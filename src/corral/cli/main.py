@@ -126,6 +126,14 @@ async def worker(
     "agent's timeout (e.g. 90s, 10m).",
 )
 @click.option(
+    "--start-within",
+    metavar="DURATION",
+    default=None,
+    callback=duration,
+    help="End the run failed (run_expired), unrun, if it has not started this long after it "
+    "is due (e.g. 5m).",
+)
+@click.option(
     "--wait",
     "wait_s",
     type=click.FloatRange(min=0),
@@ -145,6 +153,7 @@ async def submit(
     max_attempts: int | None,
     budget: float | None,
     timeout: float | None,
+    start_within: float | None,
     wait_s: float | None,
     app_path: str | None,
     db: str | None,
@@ -163,6 +172,7 @@ async def submit(
             max_attempts=max_attempts,
             budget=budget,
             timeout=timeout,
+            start_within=start_within,
         )
         click.echo(run_id)
         if wait_s is not None:
@@ -454,6 +464,7 @@ def _print_run(run: Run, as_json: bool) -> None:
         ("status", run.status.value),
         ("attempts", f"{run.attempts} of {run.max_attempts}"),
         ("timeout", "-" if run.timeout is None else f"{run.timeout:g} s per attempt"),
+        ("start by", when(run.start_by)),
         ("created", when(run.created_at)),
         ("started", when(run.started_at)),
         ("finished", when(run.finished_at)),

@@ -95,6 +95,7 @@ def run_from_row(row: dict[str, Any]) -> Run:
         budget=row["budget"],
         spent=row["spent"],
         timeout=row["timeout"],
+        start_by=row["start_by"],
     )
 
 

@@ -107,6 +107,7 @@ class DurableMixin(SqlBase):
                         "depth": depth + 1,
                         "budget": spec.budget,
                         "timeout": spec.timeout,
+                        "start_by": None if spec.start_within is None else now + spec.start_within,
                         "now": now,
                     }
                 )

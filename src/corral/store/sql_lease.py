@@ -501,7 +501,7 @@ def _with_deltas(load: TenantLoad, deltas: Deltas) -> TenantLoad:
 
 #: the columns of a lease row that lease_from_row reads; queries that return more put them
 #: after these (the sort key, the one-statement leases' counts)
-LEASE_COLUMNS = 13
+LEASE_COLUMNS = 14
 
 
 def lease_from_row(r: Row) -> Lease:
@@ -519,4 +519,5 @@ def lease_from_row(r: Row) -> Lease:
         depth=int(r[10]),
         journal_seq=int(r[11]),
         timeout=None if r[12] is None else float(r[12]),
+        start_by=None if r[13] is None else float(r[13]),
     )

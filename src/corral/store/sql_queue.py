@@ -150,6 +150,9 @@ class QueueMixin(SqlBase):
                     "depth": 0,
                     "budget": spec.budget,
                     "timeout": spec.timeout,
+                    "start_by": None
+                    if spec.start_within is None
+                    else available + spec.start_within,
                     "now": now,
                 }
             )

@@ -40,6 +40,7 @@ from corral.errors import (
     LeaseLost,
     NonDeterminismError,
     NonRetryableError,
+    RunExpired,
     StepFailed,
     StoreUnavailable,
 )
@@ -65,6 +66,7 @@ DETERMINISTIC_FAILURES: tuple[type[Exception], ...] = (
     FanoutLimitError,
     BudgetExceeded,
     ChildRunFailed,
+    RunExpired,
 )
 
 
@@ -547,6 +549,10 @@ class Worker:
                 f"no agent named {lease.agent!r} is registered on worker {self.worker_id} "
                 f"(it has: {', '.join(sorted(self.agents)) or 'none'})"
             )
+        if lease.attempt == 1 and lease.start_by is not None:
+            late = self.store.clock() - lease.start_by
+            if late > 0:
+                raise RunExpired(lease.run_id, late)
         history = await self._history(lease) if lease.journal_seq > 1 else []
         ctx = RunContext(
             lease,

@@ -96,7 +96,8 @@ CREATE TABLE corral_runs (
     started_at double precision,
     finished_at double precision,
     leased_at double precision,
-    timeout double precision
+    timeout double precision,
+    start_by double precision
 )
 WITH (autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_scale_factor='0.05');
 

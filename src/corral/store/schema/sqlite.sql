@@ -98,7 +98,7 @@ CREATE TABLE corral_runs (
     created_at       REAL NOT NULL,
     started_at       REAL,
     finished_at      REAL
-, leased_at REAL, timeout REAL);
+, leased_at REAL, timeout REAL, start_by REAL);
 
 CREATE TABLE corral_schedules (
     name TEXT PRIMARY KEY,

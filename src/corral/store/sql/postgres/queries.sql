@@ -56,10 +56,11 @@ SELECT {{work_channel}}, {{grants_channel}};
 
 -- name: insert_run
 INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
-    max_attempts, idempotency_key, parent_id, root_id, depth, budget, timeout, created_at,
-    journal_seq)
+    max_attempts, idempotency_key, parent_id, root_id, depth, budget, timeout, start_by,
+    created_at, journal_seq)
 VALUES (:id, :tenant, :agent, :input, 'queued', :priority, :sort_key, :available_at,
-    :max_attempts, :idempotency_key, :parent_id, :root_id, :depth, :budget, :timeout, :now, 1)
+    :max_attempts, :idempotency_key, :parent_id, :root_id, :depth, :budget, :timeout, :start_by,
+    :now, 1)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -103,19 +104,19 @@ WITH offer AS (
         {{can_lease}} AND :available_at::float8 <= :now::float8 AS leasable
 ), run AS (
     INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
-        max_attempts, root_id, depth, budget, timeout, created_at, journal_seq, attempts,
-        lease_epoch, lease_owner, lease_expires_at, started_at, leased_at)
+        max_attempts, root_id, depth, budget, timeout, start_by, created_at, journal_seq,
+        attempts, lease_epoch, lease_owner, lease_expires_at, started_at, leased_at)
     SELECT :id::text, r.tenant, :agent::text, :input::text,
         CASE WHEN h.owner IS NULL THEN 'queued' ELSE 'running' END, :priority::int,
         :sort_key::float8, :available_at::float8, :max_attempts::int, :id::text, 0,
-        :budget::float8, :timeout::float8, :now::float8, 1,
+        :budget::float8, :timeout::float8, :start_by::float8, :now::float8, 1,
         CASE WHEN h.owner IS NULL THEN 0 ELSE 1 END, CASE WHEN h.owner IS NULL THEN 0 ELSE 1 END,
         h.owner, :now::float8 + h.ttl,
         CASE WHEN h.owner IS NOT NULL THEN :now::float8 END,
         CASE WHEN h.owner IS NOT NULL THEN :now::float8 END
     FROM reserved r LEFT JOIN offer h ON r.queued = 0
     RETURNING id, lease_epoch, tenant, agent, attempts, max_attempts, lease_expires_at, root_id,
-        parent_id, depth, journal_seq, timeout, lease_owner
+        parent_id, depth, journal_seq, timeout, start_by, lease_owner
 ), entry AS (
     INSERT INTO corral_journal (run_id, seq, kind, name, data, epoch, created_at)
     SELECT id, 1, 'submitted', :agent::text, NULL, 0, :now::float8 FROM run
@@ -125,7 +126,8 @@ WITH offer AS (
 SELECT x.id, CASE WHEN x.lease_owner IS NOT NULL
     THEN pg_notify({{handoff_channel}},
         json_build_array(x.id, x.lease_epoch, x.tenant, x.agent, x.attempts, x.max_attempts,
-            x.lease_expires_at, x.root_id, x.parent_id, x.depth, x.journal_seq, x.timeout)::text
+            x.lease_expires_at, x.root_id, x.parent_id, x.depth, x.journal_seq, x.timeout,
+            x.start_by)::text
         || chr(10) || :input::text)
     WHEN (SELECT leasable FROM reserved)
     THEN pg_notify({{work_channel}}, (SELECT in_flight FROM reserved)::text) END,
@@ -294,7 +296,7 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout, sort_key;
+    root_id, parent_id, depth, journal_seq, timeout, start_by, sort_key;
 
 -- name: pick_oldest_runs
 -- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
@@ -354,7 +356,7 @@ UPDATE corral_runs SET status = 'running', attempts = attempts + 1,
     started_at = COALESCE(started_at, :now), leased_at = :now
 WHERE id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout, sort_key
+    root_id, parent_id, depth, journal_seq, timeout, start_by, sort_key
 
 -- fragment: ack_parentless
 -- The one-statement acks (ack_fast, ack_lease_fast): the fenced end of each acked run that
@@ -425,7 +427,7 @@ WITH cand AS (
     WHERE w.owner = :owner AND w.slots > 0 AND EXISTS (SELECT 1 FROM taken)
 )
 SELECT x.id, x.lease_epoch, x.tenant, x.agent, x.input, x.attempts, x.max_attempts,
-    x.lease_expires_at, x.root_id, x.parent_id, x.depth, x.journal_seq, x.timeout,
+    x.lease_expires_at, x.root_id, x.parent_id, x.depth, x.journal_seq, x.timeout, x.start_by,
     (SELECT COALESCE(sum(n), 0) FROM alloc) AS wanted
 FROM (SELECT 1) one
 LEFT JOIN taken x ON true
@@ -442,7 +444,7 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout;
+    root_id, parent_id, depth, journal_seq, timeout, start_by;
 
 -- name: heartbeat_run
 UPDATE corral_runs SET lease_expires_at = :expires_at

@@ -10,10 +10,11 @@ COALESCE((SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_
 
 -- name: insert_run
 INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
-    max_attempts, idempotency_key, parent_id, root_id, depth, budget, timeout, created_at,
-    journal_seq)
+    max_attempts, idempotency_key, parent_id, root_id, depth, budget, timeout, start_by,
+    created_at, journal_seq)
 VALUES (:id, :tenant, :agent, :input, 'queued', :priority, :sort_key, :available_at,
-    :max_attempts, :idempotency_key, :parent_id, :root_id, :depth, :budget, :timeout, :now, 1)
+    :max_attempts, :idempotency_key, :parent_id, :root_id, :depth, :budget, :timeout, :start_by,
+    :now, 1)
 ON CONFLICT (tenant, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING id;
 
@@ -165,7 +166,7 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id IN ({picks})
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout, sort_key;
+    root_id, parent_id, depth, journal_seq, timeout, start_by, sort_key;
 
 -- name: tenant_runs_pick
 SELECT id FROM (
@@ -222,7 +223,7 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout;
+    root_id, parent_id, depth, journal_seq, timeout, start_by;
 
 -- name: heartbeat_run
 UPDATE corral_runs SET lease_expires_at = :expires_at

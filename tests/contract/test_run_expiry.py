@@ -1,0 +1,83 @@
+"""``start_within``: a run that has not started that long after it is due ends failed with
+RunExpired, its agent never called and without retries; a run started in time, a delayed run
+counted from its due time, and a run past its first attempt are untouched."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from corral import Corral, InvalidInput, RunContext
+from corral.models import RunStatus
+from tests.support.inprocess import work_until_all_ended
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def build(db_url: str, calls: list[Any]) -> Corral:
+    app = Corral(db_url)
+
+    @app.agent("answer")
+    async def answer(ctx: RunContext, input: Any) -> Any:
+        calls.append(input)
+        return input
+
+    return app
+
+
+async def test_a_run_not_started_within_its_limit_ends_unrun_and_unretried(
+    db_url: str,
+) -> None:
+    calls: list[Any] = []
+    app = build(db_url, calls)
+    async with app:
+        stale = await app.submit("answer", "stale", start_within=0.2, max_attempts=3)
+        patient = await app.submit("answer", "patient", start_within=60)
+        unbounded = await app.submit("answer", "unbounded")
+        before = await app.get(stale)
+        await asyncio.sleep(0.5)  # nobody works: the first run's limit passes
+        ended = await work_until_all_ended(app, [stale, patient, unbounded], timeout=20)
+    assert before.start_by == pytest.approx(before.available_at + 0.2)
+    expired, ran, other = ended
+    assert expired.status is RunStatus.FAILED and expired.attempts == 1  # no retries
+    assert expired.error["type"] == "RunExpired"
+    assert f"run {stale} was not started in time" in expired.error["message"]
+    assert ran.status is other.status is RunStatus.SUCCEEDED
+    assert sorted(calls) == ["patient", "unbounded"]  # the expired run's agent never ran
+
+
+async def test_a_delayed_run_counts_from_its_due_time(db_url: str) -> None:
+    calls: list[Any] = []
+    app = build(db_url, calls)
+    async with app:
+        # due in 0.5 s and must start within 1 s of that: a worker running throughout
+        # starts it at its due time, long after the submit
+        run_id = await app.submit("answer", "later", delay=0.5, start_within=1)
+        (run,) = await work_until_all_ended(app, [run_id], timeout=20)
+    assert run.status is RunStatus.SUCCEEDED and calls == ["later"]
+    assert run.start_by == pytest.approx(run.available_at + 1)
+
+
+async def test_an_operators_retry_runs_an_expired_run(db_url: str) -> None:
+    calls: list[Any] = []
+    app = build(db_url, calls)
+    async with app:
+        run_id = await app.submit("answer", "again", start_within=0.1)
+        await asyncio.sleep(0.3)
+        (expired,) = await work_until_all_ended(app, [run_id], timeout=20)
+        assert expired.error["type"] == "RunExpired" and calls == []
+        await app.retry(run_id)  # its next delivery is not its first attempt: it runs
+        (ran,) = await work_until_all_ended(app, [run_id], timeout=20)
+    assert ran.status is RunStatus.SUCCEEDED and calls == ["again"]
+
+
+@pytest.mark.parametrize("bad", [0, -1, float("nan"), "5", True])
+async def test_a_start_within_that_is_not_a_positive_number_is_refused(
+    db_url: str, bad: object
+) -> None:
+    async with Corral(db_url) as app:
+        with pytest.raises(InvalidInput, match="start_within"):
+            await app.submit("echo", start_within=bad)  # type: ignore[arg-type]
+        assert (await app.stats()).queued == 0
