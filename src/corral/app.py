@@ -120,6 +120,7 @@ class Corral:
         priority: int = 0,
         max_attempts: int | None = None,
         timeout: float | None = None,
+        start_within: float | None = None,
         catch_up: float = DEFAULT_CATCH_UP,
     ) -> Schedule:
         """A run of ``agent`` with ``input`` for ``tenant`` at every tick of ``cron`` (five
@@ -128,7 +129,8 @@ class Corral:
         run however many workers run, through the same fair dispatch as any run. A schedule
         starts with the first tick after it is first seen. A tick missed while no worker ran
         gets its run if a worker comes back within ``catch_up`` seconds of it (only the
-        latest missed tick; older ones are skipped)."""
+        latest missed tick; older ones are skipped). ``priority``, ``max_attempts``,
+        ``timeout`` and ``start_within`` are those of each run, as in ``submit``."""
         check_name("schedule", name)
         if name in self.schedules:
             raise ValueError(f"a schedule named {name!r} is already registered")
@@ -140,6 +142,7 @@ class Corral:
             priority=priority,
             max_attempts=max_attempts,
             timeout=timeout,
+            start_within=start_within,
         )
         schedule = Schedule(name, spec, cron=cron, every=every, tz=tz, catch_up=catch_up)
         self.schedules[name] = schedule

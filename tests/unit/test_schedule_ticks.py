@@ -82,7 +82,11 @@ def test_app_schedule_checks_the_run_it_will_submit() -> None:
         app.schedule("other", "digest", {1, 2}, every=60)
     with pytest.raises(InvalidInput, match="timeout"):
         app.schedule("other", "digest", every=60, timeout=0)
+    with pytest.raises(InvalidInput, match="start_within"):
+        app.schedule("other", "digest", every=60, start_within=-5)
+    bounded = app.schedule("bounded", "digest", every=60, timeout=30, start_within=50)
+    assert (bounded.run.timeout, bounded.run.start_within) == (30, 50)
     with pytest.raises(InvalidInput, match="not a cron expression"):
         app.schedule("other", "digest", cron="nightly")
-    assert list(app.schedules) == ["nightly"]
+    assert list(app.schedules) == ["nightly", "bounded"]
     assert app.with_database("sqlite:///:memory:").schedules == app.schedules
