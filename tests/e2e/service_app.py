@@ -39,6 +39,10 @@ def build_app(url: str) -> Corral:
         )
         return await ctx.wait(children)
 
+    # a schedule that never ticks while a test runs: the dashboard and /v1/schedules show it
+    app.schedule(
+        "new-year", "echo", {"greeting": "happy new year"}, cron="0 0 1 1 *", tenant="globex"
+    )
     return app
 
 

@@ -95,6 +95,10 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await expect(page.locator("#who")).to_have_text("all tenants")
             await expect(page.locator("#runs")).to_contain_text("succeeded")
             await expect(page.locator("#runs")).to_contain_text("failed")
+            schedules = page.locator("#schedules tbody tr")
+            await expect(schedules).to_have_count(1)
+            await expect(schedules.first).to_contain_text("new-year")
+            await expect(schedules.first).to_contain_text("cron '0 0 1 1 *'")
 
             # a run's page: its fields, its journal timeline and its child tree
             await page.locator(f"#runs tbody tr:has(td[title='{fanout}'])").click()
@@ -131,6 +135,7 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await expect(page.locator("#who")).to_have_text("tenant acme")
             await expect(page.locator("#runs tbody tr")).to_have_count(25)
             await expect(page.locator("#runs")).not_to_contain_text("globex")
+            await expect(page.locator("#schedules-box")).to_be_hidden()  # globex's schedule
             await page.close()
 
             # a refused key brings up the key form, and a good one gets past it

@@ -4,6 +4,7 @@ contention scheduler exported), on both backends."""
 from __future__ import annotations
 
 import asyncio
+import time
 
 import httpx
 import pytest
@@ -177,3 +178,25 @@ async def test_metrics_export_each_schedules_latest_tick_and_latest_run(
     assert sample(text, run, schedule="nightly") == 172_800.0
     assert sample(text, tick, schedule="hourly") == 3_600.0
     assert f'{run}{{schedule="hourly"}}' not in text  # no run yet: no figure to alert on
+
+
+async def test_schedules_lists_the_apps_schedules_by_the_keys_tenant(
+    corral_app: Corral, keys: Keys, client: httpx.AsyncClient
+) -> None:
+    corral_app.schedule("nightly", "echo", {"x": 1}, cron="0 2 * * *", tenant="acme")
+    corral_app.schedule("hourly", "echo", every=3600, tenant="globex")
+    await corral_app.store.submit_scheduled("nightly", 86_400.0, RunSpec("echo"))
+    await corral_app.store.submit_scheduled("nightly", 172_800.0, RunSpec("echo"))
+    listed = (await client.get("/v1/schedules", headers=H(keys.admin))).json()["schedules"]
+    by_name = {s["name"]: s for s in listed}
+    assert by_name["nightly"]["when"] == "cron '0 2 * * *'"
+    assert (by_name["nightly"]["agent"], by_name["nightly"]["input"]) == ("echo", {"x": 1})
+    assert by_name["nightly"]["last_tick"] == by_name["nightly"]["last_run_tick"] == 172_800.0
+    assert by_name["nightly"]["next_tick"] > time.time()
+    assert by_name["nightly"]["next_tick"] % 86_400 == 7_200  # 02:00 UTC
+    assert by_name["hourly"]["last_tick"] is None  # no worker has seen it yet
+    acme = (await client.get("/v1/schedules", headers=H(keys.a))).json()["schedules"]
+    assert [s["name"] for s in acme] == ["nightly"]
+    globex = (await client.get("/v1/schedules", headers=H(keys.b))).json()["schedules"]
+    assert [s["name"] for s in globex] == ["new-year", "hourly"]  # the app's own, then this
+    assert (await client.get("/v1/schedules")).status_code == 401

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from corral.api.auth import Principal
 from corral.api.context import Service, error_responses, principal_dependency
 from corral.api.metrics import suggest
-from corral.api.schemas import Health, QueuesOut, TenantQueue
+from corral.api.schemas import Health, QueuesOut, ScheduleOut, SchedulesOut, TenantQueue
 from corral.errors import Unauthorized
 from corral.models import QueueStats
 
@@ -58,6 +58,36 @@ def operations_router(svc: Service) -> APIRouter:
             age_target=svc.settings.age_target,
             slots_per_worker=svc.settings.slots_per_worker,
             suggested_workers=suggest(stats, svc.settings),
+        )
+
+    @router.get(
+        "/v1/schedules",
+        response_model=SchedulesOut,
+        tags=["operations"],
+        responses=error_responses(401, 503),
+        summary="The app's recurring schedules, their last and next ticks",
+        description="The schedules of the app this service runs (`app.schedule`), a tenant "
+        "key seeing its own tenant's only.",
+    )
+    async def schedules(who: Auth) -> SchedulesOut:
+        await svc.app.open()
+        ticks = await svc.app.store.schedule_ticks()
+        now = svc.app.store.clock()
+        return SchedulesOut(
+            schedules=[
+                ScheduleOut(
+                    name=s.name,
+                    when=s.when,
+                    agent=s.run.agent,
+                    tenant=s.run.tenant,
+                    input=s.run.input,
+                    last_tick=ticks.get(s.name, (None, None))[0],
+                    last_run_tick=ticks.get(s.name, (None, None))[1],
+                    next_tick=s.next_tick(now),
+                )
+                for s in svc.app.schedules.values()
+                if who.admin or s.run.tenant == who.tenant
+            ]
         )
 
     metrics_doc: dict[int | str, dict[str, Any]] = {

@@ -267,5 +267,25 @@ class QueuesOut(BaseModel):
     )
 
 
+class ScheduleOut(BaseModel):
+    name: str
+    when: str = Field(description="The ticks: a cron expression (and time zone) or a period.")
+    agent: str
+    tenant: str
+    input: Any = None
+    last_tick: float | None = Field(
+        description="The latest tick the schedule has reached (Unix time; null: not yet seen "
+        "by a worker)."
+    )
+    last_run_tick: float | None = Field(
+        description="The latest tick that got a run; below last_tick, that tick was skipped."
+    )
+    next_tick: float
+
+
+class SchedulesOut(BaseModel):
+    schedules: list[ScheduleOut]
+
+
 class Health(BaseModel):
     status: str
