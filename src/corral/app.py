@@ -129,7 +129,8 @@ class Corral:
         run however many workers run, through the same fair dispatch as any run. A schedule
         starts with the first tick after it is first seen. A tick missed while no worker ran
         gets its run if a worker comes back within ``catch_up`` seconds of it (only the
-        latest missed tick; older ones are skipped). ``priority``, ``max_attempts``,
+        latest missed tick; older ones are skipped; a tick up to 30 s late is on time
+        whatever ``catch_up`` says). ``priority``, ``max_attempts``,
         ``timeout`` and ``start_within`` are those of each run, as in ``submit``."""
         check_name("schedule", name)
         if name in self.schedules:

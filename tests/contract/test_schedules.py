@@ -166,4 +166,16 @@ async def test_a_missed_tick_is_made_up_once_within_catch_up_and_skipped_past_it
     await _one_pass(store, hourly)
     # moved on, with no run since the one above
     assert (await store.schedule_ticks())["hourly"] == (50400.0, 39600.0)
+
+
+async def test_a_tick_a_few_seconds_late_is_on_time_even_without_catch_up(
+    store: Store, clock: FakeClock
+) -> None:
+    strict = Schedule("strict", SPEC, every=60, catch_up=0)
+    clock.now = 600.0
+    await _one_pass(store, strict)  # first seen
+    clock.now = 660.0 + 5  # the loop (or its worker) was busy for 5 s
+    await _one_pass(store, strict)
+    assert (await store.schedule_ticks())["strict"] == (660.0, 660.0)
+    assert (await store.stats()).queued == 1
     assert (await store.stats()).queued == 1

@@ -21,7 +21,8 @@ from corral.models import RunSpec
 
 #: seconds a tick may be late and still get its run: a tick missed while no worker ran (a
 #: deploy, an outage) gets its run when a worker comes back within this; older ones are
-#: skipped, and only the latest missed tick is ever made up for
+#: skipped, and only the latest missed tick is ever made up for. (A tick up to 30 s late is
+#: on time whatever this says: worker/schedules.py, ON_TIME.)
 DEFAULT_CATCH_UP = 3600.0
 
 

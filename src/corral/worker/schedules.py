@@ -26,6 +26,9 @@ log = logging.getLogger(__name__)
 RETRY_INTERVAL = 1.0
 #: longest sleep between two looks at the clock (a clock that jumps is noticed this soon)
 MAX_SLEEP = 60.0
+#: seconds late a tick still counts as on time, whatever its schedule's catch_up: the loop
+#: wakes a little after each tick, and a busy worker (or database) later still
+ON_TIME = 30.0
 
 
 async def schedule_loop(store: Store, schedules: Sequence[Schedule]) -> None:
@@ -39,7 +42,7 @@ async def schedule_loop(store: Store, schedules: Sequence[Schedule]) -> None:
             if offered.get(schedule.name, float("-inf")) >= tick:
                 continue
             # a tick missed by more than catch_up moves the schedule on without a run
-            late = now - tick > schedule.catch_up
+            late = now - tick > max(schedule.catch_up, ON_TIME)
             try:
                 run_id = await store.submit_scheduled(
                     schedule.name, tick, schedule.run, run=not late
