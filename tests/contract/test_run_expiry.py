@@ -81,3 +81,17 @@ async def test_a_start_within_that_is_not_a_positive_number_is_refused(
         with pytest.raises(InvalidInput, match="start_within"):
             await app.submit("echo", start_within=bad)  # type: ignore[arg-type]
         assert (await app.stats()).queued == 0
+
+
+async def test_a_late_run_expires_even_on_a_worker_without_its_agent(db_url: str) -> None:
+    """Expiry comes before the agent is looked up: otherwise the first attempt failed as
+    'agent not on this worker', and the retry, no longer a first attempt, never expired."""
+    async with Corral(db_url) as client:  # a bare client: any agent name is accepted
+        run_id = await client.submit("elsewhere", start_within=0.1)
+    await asyncio.sleep(0.3)
+    calls: list[Any] = []
+    app = build(db_url, calls)  # has "answer", not "elsewhere"
+    async with app:
+        (run,) = await work_until_all_ended(app, [run_id], timeout=10)
+    assert run.status is RunStatus.FAILED and run.attempts == 1
+    assert run.error["type"] == "RunExpired"

@@ -543,16 +543,18 @@ class Worker:
             self._slot_freed.set()
 
     async def _call_agent(self, lease: Lease) -> JSON:
+        # expiry first: a late run ends whether or not this worker has its agent (a worker
+        # without it would fail the first attempt otherwise, and the next is never expired)
+        if lease.attempt == 1 and lease.start_by is not None:
+            late = self.store.clock() - lease.start_by
+            if late > 0:
+                raise RunExpired(lease.run_id, late)
         agent = self.agents.get(lease.agent)
         if agent is None:
             raise AgentNotOnWorker(
                 f"no agent named {lease.agent!r} is registered on worker {self.worker_id} "
                 f"(it has: {', '.join(sorted(self.agents)) or 'none'})"
             )
-        if lease.attempt == 1 and lease.start_by is not None:
-            late = self.store.clock() - lease.start_by
-            if late > 0:
-                raise RunExpired(lease.run_id, late)
         history = await self._history(lease) if lease.journal_seq > 1 else []
         ctx = RunContext(
             lease,
