@@ -11,7 +11,7 @@ from typing import Any
 from corral.clock import Clock, system_clock
 from corral.config import PlanSpec, StoreConfig
 from corral.contention.shared import SharedScheduler
-from corral.dispatch.schedule import DEFAULT_CATCH_UP, Schedule
+from corral.dispatch.schedule import DEFAULT_CATCH_UP, Schedule, ScheduleState
 from corral.errors import InvalidInput, RunNotFound, UnknownAgent
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
@@ -148,6 +148,18 @@ class Corral:
         schedule = Schedule(name, spec, cron=cron, every=every, tz=tz, catch_up=catch_up)
         self.schedules[name] = schedule
         return schedule
+
+    async def schedule_states(self) -> list[ScheduleState]:
+        """Each of this app's schedules with its latest tick, its latest tick that got a
+        run, and its next tick (what ``corral schedules`` and ``GET /v1/schedules`` show)."""
+        await self.open()
+        ticks = await self.store.schedule_ticks()
+        now = self.store.clock()
+        states = []
+        for s in self.schedules.values():
+            last_tick, last_run_tick = ticks.get(s.name, (None, None))
+            states.append(ScheduleState(s, last_tick, last_run_tick, s.next_tick(now)))
+        return states
 
     def shared_resource(
         self,

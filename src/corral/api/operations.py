@@ -70,23 +70,20 @@ def operations_router(svc: Service) -> APIRouter:
         "key seeing its own tenant's only.",
     )
     async def schedules(who: Auth) -> SchedulesOut:
-        await svc.app.open()
-        ticks = await svc.app.store.schedule_ticks()
-        now = svc.app.store.clock()
         return SchedulesOut(
             schedules=[
                 ScheduleOut(
-                    name=s.name,
-                    when=s.when,
-                    agent=s.run.agent,
-                    tenant=s.run.tenant,
-                    input=s.run.input,
-                    last_tick=ticks.get(s.name, (None, None))[0],
-                    last_run_tick=ticks.get(s.name, (None, None))[1],
-                    next_tick=s.next_tick(now),
+                    name=state.schedule.name,
+                    when=state.schedule.when,
+                    agent=state.schedule.run.agent,
+                    tenant=state.schedule.run.tenant,
+                    input=state.schedule.run.input,
+                    last_tick=state.last_tick,
+                    last_run_tick=state.last_run_tick,
+                    next_tick=state.next_tick,
                 )
-                for s in svc.app.schedules.values()
-                if who.admin or s.run.tenant == who.tenant
+                for state in await svc.app.schedule_states()
+                if who.admin or state.schedule.run.tenant == who.tenant
             ]
         )
 

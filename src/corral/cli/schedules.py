@@ -20,34 +20,37 @@ async def schedules(app_path: str, as_json: bool, db: str | None) -> None:
     tick that got a run and the next tick."""
     app = resolve_app(app_path, db)
     try:
-        await app.open()
-        ticks = await app.store.schedule_ticks()
+        states = await app.schedule_states()
     finally:
         await app.close()
-    now = app.store.clock()
-    # the latest tick that got a run (a tick only seen, or skipped, got none)
-    listed = [(s, ticks.get(s.name, (None, None))[1]) for s in app.schedules.values()]
     if as_json:
         rows = [
             {
-                "name": s.name,
-                "when": s.when,
-                "agent": s.run.agent,
-                "tenant": s.run.tenant,
-                "last_run_tick": last,
-                "next_tick": s.next_tick(now),
+                "name": st.schedule.name,
+                "when": st.schedule.when,
+                "agent": st.schedule.run.agent,
+                "tenant": st.schedule.run.tenant,
+                "last_run_tick": st.last_run_tick,
+                "next_tick": st.next_tick,
             }
-            for s, last in listed
+            for st in states
         ]
         click.echo(json.dumps(rows, indent=2))
         return
-    if not listed:
+    if not states:
         click.echo("this app has no schedules")
         return
     print_table(
         ("name", "when", "agent", "tenant", "last run", "next"),
         (
-            (s.name, s.when, s.run.agent, s.run.tenant, when(last), when(s.next_tick(now)))
-            for s, last in listed
+            (
+                st.schedule.name,
+                st.schedule.when,
+                st.schedule.run.agent,
+                st.schedule.run.tenant,
+                when(st.last_run_tick),
+                when(st.next_tick),
+            )
+            for st in states
         ),
     )

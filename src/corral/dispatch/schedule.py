@@ -100,6 +100,18 @@ class Schedule:
         return tick.timestamp()
 
 
+@dataclass(frozen=True, slots=True)
+class ScheduleState:
+    """A schedule as the store last saw it: its latest tick (None: no worker has seen it
+    yet), its latest tick that got a run (None: none yet; below ``last_tick``, that tick was
+    skipped) and its next tick."""
+
+    schedule: Schedule
+    last_tick: float | None
+    last_run_tick: float | None
+    next_tick: float
+
+
 def _after(moment: datetime) -> datetime:
     """A moment a millisecond past ``moment`` (cron ticks fall on whole minutes)."""
     return datetime.fromtimestamp(moment.timestamp() + 0.001, moment.tzinfo or UTC)
