@@ -55,6 +55,11 @@ def runs_router(svc: Service) -> APIRouter:
     async def visible_run(who: Principal, run_id: str) -> Run:
         return who.visible(await app.get(run_id))
 
+    async def accepted_status(run_id: str, idempotency_key: str | None) -> RunStatus:
+        """A run just accepted is queued, unless its idempotency key named an existing run:
+        that run's status is read."""
+        return RunStatus.QUEUED if idempotency_key is None else (await app.get(run_id)).status
+
     def stream_of(
         run_id: str, after: int, first: str | None = None, headers: dict[str, str] | None = None
     ) -> EventStreamResponse:
@@ -113,7 +118,7 @@ def runs_router(svc: Service) -> APIRouter:
             svc.metrics.observe_backpressure(who.tenant)
             raise
         svc.metrics.observe_submit(who.tenant, time.perf_counter() - started)
-        status = RunStatus.QUEUED if key is None else (await app.get(run_id)).status
+        status = await accepted_status(run_id, key)
         location = f"/v1/runs/{run_id}"
         if stream:
             first = sse("accepted", {"run_id": run_id, "status": status.value})
@@ -143,7 +148,7 @@ def runs_router(svc: Service) -> APIRouter:
             raise
         svc.metrics.observe_submit(who.tenant, time.perf_counter() - started, runs=len(run_ids))
         statuses = [
-            RunStatus.QUEUED if run.idempotency_key is None else (await app.get(run_id)).status
+            await accepted_status(run_id, run.idempotency_key)
             for run, run_id in zip(body.runs, run_ids, strict=True)
         ]
         answers = zip(run_ids, statuses, strict=True)
