@@ -97,7 +97,7 @@ class QueueMixin(SqlBase):
         the schedule moves past it without a run)."""
         now = self.clock()
         params = self._run_params([spec], now)
-        at = {"name": name, "tick": tick, "now": now}
+        at = {"name": name, "tick": tick}
 
         async def body(tx: Transaction) -> tuple[str | None, bool]:
             if await tx.fetchone(self.q["schedule_first_seen"], at) is not None:
