@@ -5,14 +5,21 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from dataclasses import replace
 from types import TracebackType
 from typing import Any
 
 from corral.clock import Clock, system_clock
 from corral.config import PlanSpec, StoreConfig
 from corral.contention.shared import SharedScheduler
-from corral.dispatch.schedule import DEFAULT_CATCH_UP, Schedule, ScheduleState
-from corral.errors import InvalidInput, RunNotFound, UnknownAgent
+from corral.dispatch.schedule import (
+    DEFAULT_CATCH_UP,
+    Schedule,
+    ScheduleState,
+    encode_definition,
+    stored_name,
+)
+from corral.errors import InvalidInput, RunNotFound, ScheduleNotFound, UnknownAgent
 from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
@@ -135,6 +142,97 @@ class Corral:
         check_name("schedule", name)
         if name in self.schedules:
             raise ValueError(f"a schedule named {name!r} is already registered")
+        schedule = self._build_schedule(
+            name,
+            agent,
+            input,
+            cron=cron,
+            every=every,
+            tz=tz,
+            tenant=tenant,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            start_within=start_within,
+            catch_up=catch_up,
+        )
+        self.schedules[name] = schedule
+        return schedule
+
+    async def create_schedule(
+        self,
+        name: str,
+        agent: str,
+        input: JSON = None,
+        *,
+        cron: str | None = None,
+        every: float | None = None,
+        tz: str = "UTC",
+        tenant: str = "default",
+        priority: int = 0,
+        max_attempts: int | None = None,
+        timeout: float | None = None,
+        start_within: float | None = None,
+        catch_up: float = DEFAULT_CATCH_UP,
+    ) -> Schedule:
+        """As ``schedule``, but stored in the database rather than declared in code: for
+        schedules that tenants set up while the service runs (``POST /v1/schedules``). Its
+        full name is ``"tenant/name"``, so each tenant names its own. It starts at once: its
+        first run is at the first tick after now, submitted by any worker of the deployment
+        (each reads the stored schedules every few seconds). ``name`` may not contain a
+        slash. Raises ``ScheduleExists`` for a name the tenant uses (delete it to change it)
+        and ``ScheduleLimitReached`` past ``StoreConfig.max_schedules_per_tenant``."""
+        check_name("schedule", name)
+        check_name("tenant", tenant)
+        if "/" in name:
+            raise InvalidInput(f"schedule name {name!r} may not contain '/'")
+        full = stored_name(tenant, name)
+        check_name("schedule", full)
+        built = self._build_schedule(
+            full,
+            agent,
+            input,
+            cron=cron,
+            every=every,
+            tz=tz,
+            tenant=tenant,
+            priority=priority,
+            max_attempts=max_attempts,
+            timeout=timeout,
+            start_within=start_within,
+            catch_up=catch_up,
+        )
+        schedule = replace(built, definition=encode_definition(built))
+        await self.open()
+        await self.store.create_schedule(schedule)
+        return schedule
+
+    async def delete_schedule(self, name: str, *, tenant: str = "default") -> None:
+        """Delete ``tenant``'s stored schedule ``name``: no tick after this gets a run (runs
+        already submitted stay). Raises ``ScheduleNotFound`` when there is none."""
+        check_name("schedule", name)
+        check_name("tenant", tenant)
+        await self.open()
+        full = stored_name(tenant, name)
+        if not await self.store.delete_schedule(full):
+            raise ScheduleNotFound(full)
+
+    def _build_schedule(
+        self,
+        name: str,
+        agent: str,
+        input: JSON,
+        *,
+        cron: str | None,
+        every: float | None,
+        tz: str,
+        tenant: str,
+        priority: int,
+        max_attempts: int | None,
+        timeout: float | None,
+        start_within: float | None,
+        catch_up: float,
+    ) -> Schedule:
         # the run as the schedule will submit it, validated now rather than at its first tick
         spec = self._spec(
             agent=agent,
@@ -145,18 +243,20 @@ class Corral:
             timeout=timeout,
             start_within=start_within,
         )
-        schedule = Schedule(name, spec, cron=cron, every=every, tz=tz, catch_up=catch_up)
-        self.schedules[name] = schedule
-        return schedule
+        return Schedule(name, spec, cron=cron, every=every, tz=tz, catch_up=catch_up)
 
-    async def schedule_states(self) -> list[ScheduleState]:
-        """Each of this app's schedules with its latest tick, its latest tick that got a
-        run, and its next tick (what ``corral schedules`` and ``GET /v1/schedules`` show)."""
+    async def schedule_states(self, tenant: str | None = None) -> list[ScheduleState]:
+        """This app's schedules and those created at run time (``tenant``'s only, if given),
+        each with its latest tick, its latest tick that got a run, and its next tick (what
+        ``corral schedules list`` and ``GET /v1/schedules`` show)."""
         await self.open()
         ticks = await self.store.schedule_ticks()
+        stored = await self.store.stored_schedules(tenant)
         now = self.store.clock()
         states = []
-        for s in self.schedules.values():
+        for s in [*self.schedules.values(), *stored]:
+            if tenant is not None and s.run.tenant != tenant:
+                continue
             last_tick, last_run_tick = ticks.get(s.name, (None, None))
             states.append(ScheduleState(s, last_tick, last_run_tick, s.next_tick(now)))
         return states
@@ -501,8 +601,9 @@ class Corral:
         worker (default: host and process id); its id is that name plus a random part, so
         two workers given the same name never share leases, offers or the runs a stopping
         worker gives back (``Worker.worker_id`` is the full id, as runs show it). With
-        ``schedules`` (the default) it submits the runs of the app's schedules as their
-        ticks come; off, it leaves them to other workers."""
+        ``schedules`` (the default) it submits the runs of the app's schedules, and of those
+        created at run time (``create_schedule``), as their ticks come; off, it leaves them
+        to other workers."""
         check_int("concurrency", concurrency)
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)
@@ -537,6 +638,7 @@ class Corral:
             retention_interval=float(retention_interval),
             handoffs=bool(handoffs),
             schedules=tuple(self.schedules.values()) if schedules else (),
+            stored_schedules=bool(schedules),
         )
         return Worker(self.store, self.agents, options, worker_id)
 

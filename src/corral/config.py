@@ -65,6 +65,9 @@ class StoreConfig:
     #: tries again later (``MIGRATION_TRIES`` times in all). While it waits, every statement
     #: on that table queues behind it: one long transaction would otherwise stop all traffic.
     migration_lock_timeout: float = 2.0
+    #: schedules one tenant may create at run time (``Corral.create_schedule``, HTTP): every
+    #: worker reloads them all every few seconds
+    max_schedules_per_tenant: int = 100
 
     def __post_init__(self) -> None:
         # values imports this module (UNLIMITED): the checks are imported when used
@@ -77,3 +80,4 @@ class StoreConfig:
         check_int("pool_size", self.pool_size)
         check_positive("offer_lifetime", self.offer_lifetime)
         check_positive("migration_lock_timeout", self.migration_lock_timeout)
+        check_int("max_schedules_per_tenant", self.max_schedules_per_tenant)

@@ -6,6 +6,9 @@
     │   └── InvalidDatabaseURL              a database URL corral cannot parse
     ├── RunNotFound                         unknown run, or another tenant's run (HTTP 404)
     ├── RunNotRetryable                     retry of a run that is not a failed root (HTTP 409)
+    ├── ScheduleNotFound                    no stored schedule of that name (HTTP 404)
+    ├── ScheduleExists                      a schedule of that name exists already (HTTP 409)
+    ├── ScheduleLimitReached                the tenant has as many schedules as allowed (409)
     ├── BackpressureError                   a bounded queue is full; retry later (HTTP 429)
     ├── BudgetExceeded                      a charge would overspend the root run's budget
     ├── FanoutLimitError                    max children per run or max depth reached
@@ -77,6 +80,36 @@ class RunNotRetryable(CorralError):
     def __init__(self, run_id: str, reason: str) -> None:
         self.run_id = run_id
         super().__init__(f"run {run_id} cannot be retried: {reason}")
+
+
+class ScheduleNotFound(CorralError, LookupError):
+    code = "schedule_not_found"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"no schedule {name!r}")
+
+
+class ScheduleExists(CorralError):
+    """``create_schedule`` with a name the tenant already uses (delete it first to change it)."""
+
+    code = "schedule_exists"
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        super().__init__(f"a schedule named {name!r} exists already")
+
+
+class ScheduleLimitReached(CorralError):
+    """``create_schedule`` for a tenant that has ``StoreConfig.max_schedules_per_tenant``
+    schedules already: one tenant cannot fill the workers' schedule loops."""
+
+    code = "schedule_limit"
+
+    def __init__(self, tenant: str, limit: int) -> None:
+        self.tenant = tenant
+        self.limit = limit
+        super().__init__(f"tenant {tenant!r} has {limit} schedules, the most allowed")
 
 
 class BackpressureError(CorralError):
@@ -213,6 +246,9 @@ __all__ = [
     "RunCancelled",
     "RunNotFound",
     "RunNotRetryable",
+    "ScheduleExists",
+    "ScheduleLimitReached",
+    "ScheduleNotFound",
     "ShutdownError",
     "StepFailed",
     "StoreUnavailable",

@@ -317,7 +317,9 @@ def test_a_worker_process_submits_scheduled_runs_and_schedules_lists_them(
         SCHEDULED_APP.format(default=tmp_path / "default.db")
     )
     # the app module is found in the working directory, as `corral worker` finds one
-    listed = corral("schedules", "scheduled_app:app", "--json", db=sqlite_url, cwd=tmp_path)
+    listed = corral(
+        "schedules", "list", "--app", "scheduled_app:app", "--json", db=sqlite_url, cwd=tmp_path
+    )
     assert listed.returncode == 0, listed.stderr
     before = {s["name"]: s for s in json.loads(listed.stdout)}
     assert before["each-second"]["when"] == "every 1 s"
@@ -348,10 +350,46 @@ def test_a_worker_process_submits_scheduled_runs_and_schedules_lists_them(
         _, err = worker.communicate(timeout=30)
     assert worker.returncode == 0, err
     assert all(r.agent == "tick" and r.result == {"n": 1} for r in done)
-    table = corral("schedules", "scheduled_app:app", db=sqlite_url, cwd=tmp_path)
+    table = corral("schedules", "list", "--app", "scheduled_app:app", db=sqlite_url, cwd=tmp_path)
     assert table.returncode == 0, table.stderr
     rows = {line.split()[0]: line for line in table.stdout.splitlines()[1:]}
     assert "every 1 s" in rows["each-second"] and "acme" in rows["each-second"]
     assert rows["each-second"].count("-") >= 4  # the last run's date is there, not "-"
-    missing = corral("schedules", "no_such_module:app", db=sqlite_url)
+    missing = corral("schedules", "list", "--app", "no_such_module:app", db=sqlite_url)
     assert missing.returncode == 2 and "cannot import module" in missing.stderr
+
+
+def test_schedules_are_created_listed_and_deleted_from_the_command_line(
+    tmp_path: Path, sqlite_url: str
+) -> None:
+    made = corral(
+        "schedules", "create", "nightly", "digest", '{"k": 1}', "--tenant", "acme",
+        "--cron", "0 3 * * *", "--tz", "Europe/Berlin", "--timeout", "10m", db=sqlite_url,
+    )  # fmt: skip
+    assert made.returncode == 0, made.stderr
+    assert made.stdout.startswith("acme/nightly\tcron '0 3 * * *' (Europe/Berlin)\tnext ")
+    again = corral(
+        "schedules", "create", "nightly", "digest", "--tenant", "acme", "--every", "1h",
+        db=sqlite_url,
+    )  # fmt: skip
+    assert again.returncode == 1 and "schedule_exists" in again.stderr
+    both = corral("schedules", "create", "x", "digest", "--cron", "0 * * * *", "--every", "1h",
+                  db=sqlite_url)  # fmt: skip
+    assert both.returncode == 2 and "cron or every" in both.stderr
+    bad = corral("schedules", "create", "x", "digest", "--cron", "0 25 * * *", db=sqlite_url)
+    assert bad.returncode == 2 and "not a cron expression" in bad.stderr
+    listed = corral("schedules", "list", "--json", db=sqlite_url)
+    assert listed.returncode == 0, listed.stderr
+    [row] = json.loads(listed.stdout)
+    assert (row["name"], row["stored"], row["agent"], row["tenant"]) == (
+        "acme/nightly", True, "digest", "acme",
+    )  # fmt: skip
+    assert corral("schedules", "list", "--tenant", "globex", db=sqlite_url).stdout.startswith(
+        "no schedules"
+    )
+    gone = corral("schedules", "delete", "nightly", "--tenant", "acme", db=sqlite_url)
+    assert gone.returncode == 0 and "deleted acme/nightly" in gone.stdout
+    twice = corral("schedules", "delete", "nightly", "--tenant", "acme", db=sqlite_url)
+    assert twice.returncode == 1 and "schedule_not_found" in twice.stderr
+    nowhere = corral("schedules", "list", db=f"sqlite:///{tmp_path / 'missing.db'}")
+    assert nowhere.returncode == 3 and "no corral database" in nowhere.stderr

@@ -200,3 +200,62 @@ async def test_schedules_lists_the_apps_schedules_by_the_keys_tenant(
     globex = (await client.get("/v1/schedules", headers=H(keys.b))).json()["schedules"]
     assert [s["name"] for s in globex] == ["new-year", "hourly"]  # the app's own, then this
     assert (await client.get("/v1/schedules")).status_code == 401
+
+
+async def test_tenants_create_list_and_delete_their_own_schedules(
+    corral_app: Corral, keys: Keys, client: httpx.AsyncClient
+) -> None:
+    body = {"name": "daily", "agent": "echo", "input": {"a": 1}, "cron": "30 6 * * *"}
+    made = await client.post("/v1/schedules", json=body, headers=H(keys.a))
+    assert made.status_code == 201, made.text
+    assert made.headers["location"] == "/v1/schedules/daily"
+    out = made.json()
+    assert (out["name"], out["stored"], out["tenant"]) == ("acme/daily", True, "acme")
+    assert out["next_tick"] % 86_400 == 6 * 3600 + 1800 and out["last_run_tick"] is None
+    again = await client.post("/v1/schedules", json=body, headers=H(keys.a))
+    assert again.status_code == 409 and again.json()["error"]["code"] == "schedule_exists"
+    # another tenant's name space is its own
+    every = {"name": "daily", "agent": "echo", "every": 60}
+    assert (await client.post("/v1/schedules", json=every, headers=H(keys.b))).status_code == 201
+
+    def stored(listing: httpx.Response) -> list[str]:
+        return [s["name"] for s in listing.json()["schedules"] if s["stored"]]
+
+    assert stored(await client.get("/v1/schedules", headers=H(keys.a))) == ["acme/daily"]
+    assert stored(await client.get("/v1/schedules", headers=H(keys.admin))) == [
+        "acme/daily",
+        "globex/daily",
+    ]
+    only = await client.get("/v1/schedules?tenant=globex", headers=H(keys.admin))
+    assert stored(only) == ["globex/daily"]
+    # a tenant key deletes its own, whatever ?tenant= says; an admin names the tenant
+    gone = await client.delete("/v1/schedules/daily?tenant=acme", headers=H(keys.b))
+    assert gone.status_code == 204
+    assert stored(await client.get("/v1/schedules", headers=H(keys.a))) == ["acme/daily"]
+    assert (await client.delete("/v1/schedules/daily", headers=H(keys.b))).status_code == 404
+    admin = await client.delete("/v1/schedules/daily?tenant=acme", headers=H(keys.admin))
+    assert admin.status_code == 204
+    assert await corral_app.store.stored_schedules() == []
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [
+        ({"every": 60}, "invalid_input"),  # both cron and every
+        ({"cron": None}, "invalid_input"),  # neither
+        ({"cron": "99 * * * *"}, "invalid_input"),
+        ({"tz": "Nowhere/Land"}, "invalid_input"),
+        ({"name": "a/b"}, "invalid_input"),
+        ({"agent": "nope"}, "unknown_agent"),
+        ({"priority": "7"}, "invalid_input"),
+        ({"surprise": 1}, "invalid_input"),
+    ],
+)
+async def test_a_bad_schedule_is_a_422_and_nothing_is_stored(
+    corral_app: Corral, keys: Keys, client: httpx.AsyncClient, change: dict[str, object], code: str
+) -> None:
+    body = {"name": "daily", "agent": "echo", "cron": "0 6 * * *", **change}
+    refused = await client.post("/v1/schedules", json=body, headers=H(keys.a))
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["error"]["code"] == code
+    assert await corral_app.store.stored_schedules() == []

@@ -14,7 +14,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from corral.api.auth import Principal
 from corral.api.context import Service, error_responses, principal_dependency
 from corral.api.metrics import suggest
-from corral.api.schemas import Health, QueuesOut, ScheduleOut, SchedulesOut, TenantQueue
+from corral.api.schemas import Health, QueuesOut, TenantQueue
 from corral.errors import Unauthorized
 from corral.models import QueueStats
 
@@ -58,33 +58,6 @@ def operations_router(svc: Service) -> APIRouter:
             age_target=svc.settings.age_target,
             slots_per_worker=svc.settings.slots_per_worker,
             suggested_workers=suggest(stats, svc.settings),
-        )
-
-    @router.get(
-        "/v1/schedules",
-        response_model=SchedulesOut,
-        tags=["operations"],
-        responses=error_responses(401, 503),
-        summary="The app's recurring schedules, their last and next ticks",
-        description="The schedules of the app this service runs (`app.schedule`), a tenant "
-        "key seeing its own tenant's only.",
-    )
-    async def schedules(who: Auth) -> SchedulesOut:
-        return SchedulesOut(
-            schedules=[
-                ScheduleOut(
-                    name=state.schedule.name,
-                    when=state.schedule.when,
-                    agent=state.schedule.run.agent,
-                    tenant=state.schedule.run.tenant,
-                    input=state.schedule.run.input,
-                    last_tick=state.last_tick,
-                    last_run_tick=state.last_run_tick,
-                    next_tick=state.next_tick,
-                )
-                for state in await svc.app.schedule_states()
-                if who.admin or state.schedule.run.tenant == who.tenant
-            ]
         )
 
     metrics_doc: dict[int | str, dict[str, Any]] = {

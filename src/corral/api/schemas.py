@@ -8,6 +8,7 @@ from typing import Annotated, Any
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
+from corral.dispatch.schedule import DEFAULT_CATCH_UP, ScheduleState
 from corral.models import JournalEntry, Run, RunStatus, TenantStats
 from corral.values import MAX_NAME, MAX_PRIORITY, text_problem
 
@@ -267,8 +268,56 @@ class QueuesOut(BaseModel):
     )
 
 
+class ScheduleRequest(BaseModel):
+    """A recurring run for the caller's tenant, stored until deleted."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    name: Name = Field(description="The schedule's name within the tenant (no '/').")
+    agent: Name = Field(description="Name of a registered agent.")
+    input: Any = Field(default=None, description="Any JSON value, passed to each run.")
+    cron: str | None = Field(
+        default=None,
+        max_length=200,
+        description='Five cron fields ("0 9 * * 1-5"), in time zone tz; or every.',
+    )
+    every: float | None = Field(
+        default=None,
+        ge=1,
+        le=1e9,
+        allow_inf_nan=False,
+        description="Seconds between ticks (multiples of it since the Unix epoch); or cron.",
+    )
+    tz: Name = Field(default="UTC", description="IANA time zone of the cron fields.")
+    priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
+    max_attempts: int | None = Field(default=None, ge=1, le=1000)
+    timeout: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False)
+    start_within: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False)
+    catch_up: float = Field(
+        default=DEFAULT_CATCH_UP,
+        ge=0,
+        le=1e9,
+        allow_inf_nan=False,
+        description="A tick missed while no worker ran gets its run if one comes back within "
+        "this many seconds.",
+    )
+
+    @model_validator(mode="after")
+    def _one_period(self) -> ScheduleRequest:
+        if (self.cron is None) == (self.every is None):
+            raise ValueError("give cron or every, one of the two")
+        return self
+
+
 class ScheduleOut(BaseModel):
-    name: str
+    name: str = Field(
+        description="The schedule's full name: as declared in code, or tenant/name for one "
+        "created at run time."
+    )
+    stored: bool = Field(
+        description="Created at run time (POST /v1/schedules), so deletable; false: declared "
+        "in the app's code."
+    )
     when: str = Field(description="The ticks: a cron expression (and time zone) or a period.")
     agent: str
     tenant: str
@@ -281,6 +330,21 @@ class ScheduleOut(BaseModel):
         description="The latest tick that got a run; below last_tick, that tick was skipped."
     )
     next_tick: float
+
+    @classmethod
+    def of(cls, state: ScheduleState) -> ScheduleOut:
+        schedule = state.schedule
+        return cls(
+            name=schedule.name,
+            stored=schedule.definition is not None,
+            when=schedule.when,
+            agent=schedule.run.agent,
+            tenant=schedule.run.tenant,
+            input=schedule.run.input,
+            last_tick=state.last_tick,
+            last_run_tick=state.last_run_tick,
+            next_tick=state.next_tick,
+        )
 
 
 class SchedulesOut(BaseModel):

@@ -21,6 +21,7 @@ from corral.api.limits import BodyLimit
 from corral.api.metrics import SchedulerLike, ServiceMetrics
 from corral.api.operations import operations_router
 from corral.api.routes import runs_router
+from corral.api.schedules import schedules_router
 from corral.api.settings import ApiSettings
 from corral.api.watch import RunWatcher
 from corral.app import Corral
@@ -73,5 +74,6 @@ def create_api(
     install_error_handlers(api)
     api.include_router(runs_router(svc))
     api.include_router(operations_router(svc))
+    api.include_router(schedules_router(svc))
     api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
     return api

@@ -9,6 +9,7 @@ the Unix epoch (so every process agrees on them without talking to the others).
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,7 +18,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from cronsim import CronSim, CronSimError
 
 from corral.errors import InvalidInput
-from corral.models import RunSpec
+from corral.models import JSON, RunSpec
 
 #: seconds a tick may be late and still get its run: a tick missed while no worker ran (a
 #: deploy, an outage) gets its run when a worker comes back within this; older ones are
@@ -29,7 +30,10 @@ DEFAULT_CATCH_UP = 3600.0
 @dataclass(frozen=True, slots=True)
 class Schedule:
     """The run ``run`` submitted at every tick: ``cron`` (five fields, in time zone ``tz``)
-    or ``every`` seconds."""
+    or ``every`` seconds. ``definition`` is set on a schedule created at run time
+    (``Corral.create_schedule``): the text its row stores, which a worker's claim of a tick
+    must still find there, so a deleted or replaced schedule gets no run from a worker that
+    has not yet noticed."""
 
     name: str
     run: RunSpec
@@ -37,6 +41,7 @@ class Schedule:
     every: float | None = None
     tz: str = "UTC"
     catch_up: float = DEFAULT_CATCH_UP
+    definition: str | None = field(default=None, compare=False)
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -54,7 +59,7 @@ class Schedule:
             )
         try:
             zone = ZoneInfo(self.tz)
-        except (ZoneInfoNotFoundError, ValueError, TypeError):
+        except (ZoneInfoNotFoundError, ValueError, TypeError, OSError):
             raise InvalidInput(f"schedule {self.name!r}: no time zone named {self.tz!r}") from None
         object.__setattr__(self, "_zone", zone)
         if self.cron is not None:
@@ -98,6 +103,61 @@ class Schedule:
             return (math.floor(now / self.every) + 1) * self.every
         tick: datetime = next(CronSim(self.cron or "", datetime.fromtimestamp(now, self._zone)))
         return tick.timestamp()
+
+
+def stored_name(tenant: str, name: str) -> str:
+    """The name of tenant ``tenant``'s schedule ``name`` among all schedules: a tenant's
+    names are its own, and never those of a schedule declared in code without a slash."""
+    return f"{tenant}/{name}"
+
+
+def encode_definition(schedule: Schedule) -> str:
+    """The text a schedule created at run time is stored as (its tenant and name are columns)."""
+    run = schedule.run
+    return json.dumps(
+        {
+            "agent": run.agent,
+            "input": run.input,
+            "priority": run.priority,
+            "max_attempts": run.max_attempts,
+            "timeout": run.timeout,
+            "start_within": run.start_within,
+            "cron": schedule.cron,
+            "every": schedule.every,
+            "tz": schedule.tz,
+            "catch_up": schedule.catch_up,
+        },
+        sort_keys=True,
+        separators=(",", ":"),
+    )
+
+
+def decode_definition(name: str, tenant: str, definition: str) -> Schedule:
+    """The schedule stored as ``definition`` under ``name`` (the inverse of
+    ``encode_definition``)."""
+    d: dict[str, JSON] = json.loads(definition)
+    run = RunSpec(
+        agent=str(d["agent"]),
+        input=d["input"],
+        tenant=tenant,
+        priority=int(d["priority"]),
+        max_attempts=int(d["max_attempts"]),
+        timeout=_seconds(d["timeout"]),
+        start_within=_seconds(d["start_within"]),
+    )
+    return Schedule(
+        name,
+        run,
+        cron=None if d["cron"] is None else str(d["cron"]),
+        every=_seconds(d["every"]),
+        tz=str(d["tz"]),
+        catch_up=float(d["catch_up"]),
+        definition=definition,
+    )
+
+
+def _seconds(value: JSON) -> float | None:
+    return None if value is None else float(value)
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from corral.clock import Clock
 from corral.config import PlanSpec, StoreConfig
+from corral.dispatch.schedule import Schedule
 from corral.models import (
     JSON,
     Ack,
@@ -49,16 +50,36 @@ class Store(Protocol):
     # submission and reading
     async def submit(self, specs: Sequence[RunSpec]) -> list[str]: ...
     async def submit_scheduled(
-        self, name: str, tick: float, spec: RunSpec, *, run: bool = True
+        self,
+        name: str,
+        tick: float,
+        spec: RunSpec,
+        *,
+        run: bool = True,
+        definition: str | None = None,
     ) -> str | None:
         """The run of schedule ``name`` for ``tick``, from the one caller that moves the
         schedule to that tick (in the same transaction); None for every other caller, for the
         tick a schedule is first seen at, and without ``run`` (the schedule moves past the
-        tick without a run)."""
+        tick without a run). ``definition``: a stored schedule's text, which its row must
+        still hold (deleted or replaced: no run)."""
         ...
 
     async def schedule_ticks(self) -> dict[str, tuple[float, float | None]]:
         """Per schedule seen: its last tick, and the latest tick that got a run (or None)."""
+        ...
+
+    async def create_schedule(self, schedule: Schedule) -> None:
+        """Store a schedule created at run time; ``ScheduleExists``, ``ScheduleLimitReached``
+        (its tenant has ``StoreConfig.max_schedules_per_tenant`` already)."""
+        ...
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete a stored schedule by its full name; False when there is none."""
+        ...
+
+    async def stored_schedules(self, tenant: str | None = None) -> list[Schedule]:
+        """The schedules created at run time (``tenant``'s only, if given), by name."""
         ...
 
     async def get(self, run_id: str) -> Run | None: ...

@@ -85,48 +85,6 @@ class QueueMixin(SqlBase):
             self._signal_local_work()
         return ids
 
-    async def submit_scheduled(
-        self, name: str, tick: float, spec: RunSpec, *, run: bool = True
-    ) -> str | None:
-        """The run of schedule ``name`` for ``tick``, submitted by the one caller that moves
-        the schedule's last tick forward to ``tick``, in the same transaction (so a tick gets
-        one run however many workers see it due, and none if the submit fails, over the
-        tenant's quota say: a later call may then try again). None for every other caller,
-        for a tick not after the last, for the tick a schedule is first seen at (its runs
-        begin with the tick after it), and without ``run`` (a tick too late to make up for:
-        the schedule moves past it without a run)."""
-        now = self.clock()
-        params = self._run_params([spec], now)
-        at = {"name": name, "tick": tick}
-
-        async def body(tx: Transaction) -> tuple[str | None, bool]:
-            if await tx.fetchone(self.q["schedule_first_seen"], at) is not None:
-                return None, False
-            if not run:
-                await tx.execute(self.q["skip_tick"], at)
-                return None, False
-            if await tx.fetchone(self.q["claim_tick"], at) is None:
-                return None, False
-            ids, wake = await self._insert_runs(tx, params, now)
-            return ids[0], wake
-
-        run_id, wake = await self._tx(body)
-        if wake:
-            self._signal_local_work()
-        return run_id
-
-    async def schedule_ticks(self) -> dict[str, tuple[float, float | None]]:
-        """Each schedule seen so far: its last tick (the latest it has moved to), and the
-        latest tick that got a run (None: none yet)."""
-
-        async def body(tx: Transaction) -> list[Row]:
-            return await tx.fetchall(self.q["schedule_ticks"])
-
-        return {
-            r[0]: (float(r[1]), None if r[2] is None else float(r[2]))
-            for r in await self._read(body)
-        }
-
     def _run_params(self, specs: Sequence[RunSpec], now: float) -> list[dict[str, Any]]:
         """The insert_run parameters of top-level runs, each with a new id."""
         aging = self.config.priority_aging

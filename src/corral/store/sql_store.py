@@ -22,11 +22,13 @@ from corral.store.sql_lease import LeaseMixin
 from corral.store.sql_queue import QueueMixin
 from corral.store.sql_resources import ResourcesMixin
 from corral.store.sql_retention import RetentionMixin
+from corral.store.sql_schedules import SchedulesMixin
 from corral.store.sql_tenancy import TenancyMixin
 
 
 class SqlStore(
     AckLeaseMixin,
+    SchedulesMixin,
     QueueMixin,
     LeaseMixin,
     DurableMixin,

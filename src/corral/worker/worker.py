@@ -127,6 +127,8 @@ class WorkerOptions:
     handoffs: bool = True
     #: recurring runs this worker submits as their ticks come (see schedules.py)
     schedules: tuple[Schedule, ...] = ()
+    #: also submit the runs of the schedules created at run time (Corral.create_schedule)
+    stored_schedules: bool = False
 
 
 class _Slot:
@@ -236,12 +238,11 @@ class Worker:
                     name="corral-retention",
                 )
             )
-        if self.options.schedules:
-            background.append(
-                asyncio.create_task(
-                    schedule_loop(self.store, self.options.schedules), name="corral-schedules"
-                )
+        if self.options.schedules or self.options.stored_schedules:
+            loop = schedule_loop(
+                self.store, self.options.schedules, stored=self.options.stored_schedules
             )
+            background.append(asyncio.create_task(loop, name="corral-schedules"))
         try:
             await self._lease_loop(until_idle)
         finally:

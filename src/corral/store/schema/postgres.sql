@@ -104,7 +104,10 @@ WITH (autovacuum_analyze_scale_factor='0.02', autovacuum_vacuum_scale_factor='0.
 CREATE TABLE corral_schedules (
     name text NOT NULL,
     last_tick double precision NOT NULL,
-    run_tick double precision
+    run_tick double precision,
+    tenant text,
+    definition text,
+    created_at double precision
 );
 
 CREATE TABLE corral_settings (
@@ -202,6 +205,8 @@ CREATE INDEX corral_runs_ready ON corral_runs USING btree (tenant, sort_key) WHE
 CREATE INDEX corral_runs_started ON corral_runs USING btree (started_at) WHERE (started_at IS NOT NULL);
 
 CREATE INDEX corral_runs_timers ON corral_runs USING btree (wake_at) WHERE (status = 'waiting'::text);
+
+CREATE INDEX corral_schedules_stored ON corral_schedules USING btree (tenant) WHERE (definition IS NOT NULL);
 
 CREATE INDEX corral_tenants_lease_order ON corral_tenants USING btree (vtime, (((in_flight)::double precision / weight)), last_served_at, tenant) WHERE (queued > 0);
 

@@ -38,8 +38,34 @@ RETURNING name;
 UPDATE corral_schedules SET last_tick = :tick
 WHERE name = :name AND last_tick < :tick;
 
+-- name: claim_stored_tick
+-- claim_tick for a schedule created at run time: only while its row still holds the
+-- definition the caller read (a deleted or replaced schedule gets no run from a stale worker)
+UPDATE corral_schedules SET last_tick = :tick, run_tick = :tick
+WHERE name = :name AND last_tick < :tick AND definition = :definition
+RETURNING name;
+
 -- name: schedule_ticks
 SELECT name, last_tick, run_tick FROM corral_schedules ORDER BY name;
+
+-- name: count_stored_schedules
+SELECT COUNT(*) FROM corral_schedules WHERE tenant = :tenant AND definition IS NOT NULL;
+
+-- name: insert_stored_schedule
+-- A schedule created at run time starts at its latest tick, without a run (as a schedule in
+-- code does when first seen). No row back: the name is taken.
+INSERT INTO corral_schedules (name, last_tick, tenant, definition, created_at)
+VALUES (:name, :tick, :tenant, :definition, :now)
+ON CONFLICT (name) DO NOTHING
+RETURNING name;
+
+-- name: delete_stored_schedule
+DELETE FROM corral_schedules WHERE name = :name AND definition IS NOT NULL RETURNING name;
+
+-- name: stored_schedules
+SELECT name, tenant, definition FROM corral_schedules
+WHERE definition IS NOT NULL AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
+ORDER BY name;
 
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;

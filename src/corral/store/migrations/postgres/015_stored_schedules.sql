@@ -1,0 +1,7 @@
+-- Schedules created at run time (Corral.create_schedule, POST /v1/schedules) rather than
+-- declared in code: the row carries the schedule itself. Its name is "tenant/name", so each
+-- tenant names its own schedules; schedules declared in code keep a NULL definition.
+ALTER TABLE corral_schedules ADD COLUMN tenant TEXT;
+ALTER TABLE corral_schedules ADD COLUMN definition TEXT;
+ALTER TABLE corral_schedules ADD COLUMN created_at DOUBLE PRECISION;
+CREATE INDEX corral_schedules_stored ON corral_schedules (tenant) WHERE definition IS NOT NULL;

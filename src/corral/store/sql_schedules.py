@@ -1,0 +1,122 @@
+"""Recurring schedules in the store: which caller submits a tick's run, and the schedules
+tenants create at run time.
+
+A schedule's row holds its latest tick. The one caller that moves it forward to a tick
+submits that tick's run in the same transaction, so a tick gets one run however many workers
+offer it. A schedule declared in code gets its row the first time a worker offers a tick; one
+created at run time (``create_schedule``) gets it at creation, with its definition, and the
+row's deletion ends it: a worker claims a stored schedule's tick only while the row still
+holds the definition it read.
+"""
+
+from __future__ import annotations
+
+from corral.dispatch.schedule import Schedule, decode_definition
+from corral.errors import InvalidInput, ScheduleExists, ScheduleLimitReached
+from corral.models import RunSpec
+from corral.store.sql_queue import QueueMixin
+from corral.store.transaction import Row, Transaction
+
+
+class SchedulesMixin(QueueMixin):
+    async def submit_scheduled(
+        self,
+        name: str,
+        tick: float,
+        spec: RunSpec,
+        *,
+        run: bool = True,
+        definition: str | None = None,
+    ) -> str | None:
+        """The run of schedule ``name`` for ``tick``, submitted by the one caller that moves
+        the schedule's last tick forward to ``tick``, in the same transaction (so a tick gets
+        one run however many workers see it due, and none if the submit fails, over the
+        tenant's quota say: a later call may then try again). None for every other caller,
+        for a tick not after the last, for the tick a schedule is first seen at (its runs
+        begin with the tick after it), and without ``run`` (a tick too late to make up for:
+        the schedule moves past it without a run). ``definition``: the schedule was created
+        at run time and stored as that text; no run unless its row still holds it."""
+        now = self.clock()
+        params = self._run_params([spec], now)
+        at = {"name": name, "tick": tick}
+
+        async def body(tx: Transaction) -> tuple[str | None, bool]:
+            if definition is None and await tx.fetchone(self.q["schedule_first_seen"], at):
+                return None, False
+            if not run:
+                await tx.execute(self.q["skip_tick"], at)
+                return None, False
+            if definition is None:
+                claimed = await tx.fetchone(self.q["claim_tick"], at)
+            else:
+                claim = {**at, "definition": definition}
+                claimed = await tx.fetchone(self.q["claim_stored_tick"], claim)
+            if claimed is None:
+                return None, False
+            ids, wake = await self._insert_runs(tx, params, now)
+            return ids[0], wake
+
+        run_id, wake = await self._tx(body)
+        if wake:
+            self._signal_local_work()
+        return run_id
+
+    async def schedule_ticks(self) -> dict[str, tuple[float, float | None]]:
+        """Each schedule seen so far: its last tick (the latest it has moved to), and the
+        latest tick that got a run (None: none yet)."""
+
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["schedule_ticks"])
+
+        return {
+            r[0]: (float(r[1]), None if r[2] is None else float(r[2]))
+            for r in await self._read(body)
+        }
+
+    async def create_schedule(self, schedule: Schedule) -> None:
+        """Store ``schedule`` (its ``definition`` set, named by ``stored_name``); it starts
+        at its latest tick, so its first run is at the tick after now. Raises
+        ``ScheduleExists`` for a name in use and ``ScheduleLimitReached`` when its tenant
+        has ``StoreConfig.max_schedules_per_tenant`` already (counted under the tenant's
+        row lock: two creates at once cannot both take the last place)."""
+        if schedule.definition is None:
+            raise InvalidInput(f"schedule {schedule.name!r} has no stored definition")
+        tenant = schedule.run.tenant
+        limit = self.config.max_schedules_per_tenant
+        now = self.clock()
+        row = {
+            "name": schedule.name,
+            "tick": schedule.latest_tick(now),
+            "tenant": tenant,
+            "definition": schedule.definition,
+            "now": now,
+        }
+        args = {"tenant": tenant, "plan": self.config.default_plan}
+
+        async def body(tx: Transaction) -> None:
+            await tx.execute(self.q["ensure_tenant"], args)
+            await tx.fetchone(self.q["lock_tenant"], args)
+            count = await tx.fetchone(self.q["count_stored_schedules"], args)
+            if count is not None and int(count[0]) >= limit:
+                raise ScheduleLimitReached(tenant, limit)
+            if await tx.fetchone(self.q["insert_stored_schedule"], row) is None:
+                raise ScheduleExists(schedule.name)
+
+        await self._tx(body)
+
+    async def delete_schedule(self, name: str) -> bool:
+        """Delete the stored schedule ``name`` (its full name); False when there is none.
+        Schedules declared in code are not stored, and are not deleted here."""
+
+        async def body(tx: Transaction) -> bool:
+            return await tx.fetchone(self.q["delete_stored_schedule"], {"name": name}) is not None
+
+        return await self._tx(body)
+
+    async def stored_schedules(self, tenant: str | None = None) -> list[Schedule]:
+        """The schedules created at run time (``tenant``'s only, if given), by name."""
+
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["stored_schedules"], {"tenant": tenant})
+
+        return [decode_definition(r[0], r[1], r[2]) for r in await self._read(body)]

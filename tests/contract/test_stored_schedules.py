@@ -1,0 +1,221 @@
+"""Schedules created at run time: stored with their definition, named per tenant, limited per
+tenant, started at the tick after their creation, submitted by any worker that reads them,
+and ended by their deletion even for a worker that read them before."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from corral import (
+    Corral,
+    InvalidInput,
+    RunContext,
+    ScheduleExists,
+    ScheduleLimitReached,
+    ScheduleNotFound,
+    UnknownAgent,
+)
+from corral.clock import FakeClock
+from corral.config import StoreConfig
+from corral.dispatch.schedule import decode_definition, encode_definition
+from corral.store import Store
+from corral.worker import schedules as schedules_module
+from corral.worker.schedules import schedule_loop
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def build(db_url: str, clock: FakeClock | None = None, **config: Any) -> Corral:
+    app = Corral(db_url, config=StoreConfig(**config), **({"clock": clock} if clock else {}))
+
+    @app.agent("digest")
+    async def digest(ctx: RunContext, input: Any) -> Any:
+        return input
+
+    return app
+
+
+async def test_a_created_schedule_is_stored_whole_and_named_within_its_tenant(
+    db_url: str, clock: FakeClock
+) -> None:
+    clock.now = 1000.0
+    async with build(db_url, clock) as app:
+        made = await app.create_schedule(
+            "nightly",
+            "digest",
+            {"list": [1, 2.5, "x"]},
+            cron="0 3 * * *",
+            tz="Europe/Berlin",
+            tenant="acme",
+            priority=5,
+            max_attempts=7,
+            timeout=30,
+            start_within=600,
+            catch_up=120,
+        )
+        assert made.name == "acme/nightly"
+        [stored] = await app.store.stored_schedules()
+        assert stored == made and stored.definition == made.definition
+        assert (stored.run.tenant, stored.run.priority, stored.run.max_attempts) == ("acme", 5, 7)
+        assert (stored.run.timeout, stored.run.start_within, stored.catch_up) == (30, 600, 120)
+        assert stored.when == "cron '0 3 * * *' (Europe/Berlin)"
+        # the name is the tenant's own: another tenant may use it, the same one may not
+        await app.create_schedule("nightly", "digest", every=60, tenant="globex")
+        with pytest.raises(ScheduleExists):
+            await app.create_schedule("nightly", "digest", every=60, tenant="acme")
+        assert [s.name for s in await app.store.stored_schedules("globex")] == ["globex/nightly"]
+        # created, not yet ticked: it starts at its latest tick, without a run
+        ticks = await app.store.schedule_ticks()
+        assert ticks["globex/nightly"] == (960.0, None)
+        states = {st.schedule.name: st for st in await app.schedule_states(tenant="globex")}
+        assert list(states) == ["globex/nightly"]
+        assert states["globex/nightly"].next_tick == 1020.0
+
+
+async def test_a_stored_tick_gets_one_run_and_a_deleted_or_replaced_schedule_none(
+    store: Store, db_url: str, clock: FakeClock
+) -> None:
+    clock.now = 100.0
+    async with build(db_url, clock) as app:
+        old = await app.create_schedule("often", "digest", {"v": 1}, every=10, tenant="acme")
+        run_id = await store.submit_scheduled(old.name, 110.0, old.run, definition=old.definition)
+        assert run_id is not None
+        assert (
+            await store.submit_scheduled(old.name, 110.0, old.run, definition=old.definition)
+            is None
+        )  # taken
+        # replaced: a worker still holding the old definition gets no run
+        await app.delete_schedule("often", tenant="acme")
+        new = await app.create_schedule("often", "digest", {"v": 2}, every=10, tenant="acme")
+        assert (
+            await store.submit_scheduled(old.name, 120.0, old.run, definition=old.definition)
+            is None
+        )
+        fresh = await store.submit_scheduled(new.name, 120.0, new.run, definition=new.definition)
+        assert fresh is not None
+        run = await store.get(fresh)
+        assert run is not None and (run.input, run.tenant) == ({"v": 2}, "acme")
+        # deleted: no row comes back for a stale worker's tick, and no run
+        await app.delete_schedule("often", tenant="acme")
+        assert (
+            await store.submit_scheduled(new.name, 130.0, new.run, definition=new.definition)
+            is None
+        )
+        assert (
+            await store.submit_scheduled(
+                new.name, 140.0, new.run, run=False, definition=new.definition
+            )
+            is None
+        )
+        assert "acme/often" not in await store.schedule_ticks()
+        assert (await store.stats()).queued == 2
+        with pytest.raises(ScheduleNotFound):
+            await app.delete_schedule("often", tenant="acme")
+
+
+async def test_a_tenant_has_at_most_its_limit_of_schedules(db_url: str) -> None:
+    async with build(db_url, max_schedules_per_tenant=2) as app:
+        await app.create_schedule("a", "digest", every=60, tenant="acme")
+        await app.create_schedule("b", "digest", every=60, tenant="acme")
+        with pytest.raises(ScheduleLimitReached) as refused:
+            await app.create_schedule("c", "digest", every=60, tenant="acme")
+        assert refused.value.code == "schedule_limit"
+        await app.create_schedule("c", "digest", every=60, tenant="globex")  # its own limit
+        await app.delete_schedule("a", tenant="acme")
+        await app.create_schedule("c", "digest", every=60, tenant="acme")
+        names = [s.name for s in await app.store.stored_schedules()]
+        assert names == ["acme/b", "acme/c", "globex/c"]
+        # schedules declared in code do not count and cannot be deleted as stored ones
+        assert not await app.store.delete_schedule("declared")
+
+
+async def test_concurrent_creates_cannot_pass_the_limit(db_url: str) -> None:
+    apps = [build(db_url, max_schedules_per_tenant=3) for _ in range(3)]
+    for app in apps:
+        await app.open()
+    try:
+
+        async def create(i: int) -> bool:
+            try:
+                await apps[i % 3].create_schedule(f"s{i}", "digest", every=60, tenant="acme")
+            except ScheduleLimitReached:
+                return False
+            return True
+
+        made = await asyncio.gather(*(create(i) for i in range(9)))
+        assert sum(made) == 3
+        assert len(await apps[0].store.stored_schedules("acme")) == 3
+    finally:
+        for app in apps:
+            await app.close()
+
+
+async def test_what_create_schedule_refuses_leaves_nothing_behind(db_url: str) -> None:
+    async with build(db_url) as app:
+        refusals: list[dict[str, Any]] = [
+            {"name": "a/b", "every": 60},
+            {"name": "", "every": 60},
+            {"name": "x", "cron": "61 * * * *"},
+            {"name": "x", "every": 0.5},
+            {"name": "x", "every": 60, "tz": "Mars/Olympus"},
+            {"name": "x", "cron": "* * * * *", "every": 60},
+            {"name": "x", "every": 60, "priority": "high"},
+            {"name": "x", "every": 60, "tenant": ""},
+        ]
+        for args in refusals:
+            with pytest.raises(InvalidInput):
+                await app.create_schedule(agent="digest", **args)
+        with pytest.raises(UnknownAgent):
+            await app.create_schedule("x", "nope", every=60)
+        assert await app.store.stored_schedules() == []
+        assert await app.store.schedule_ticks() == {}
+
+
+def test_a_definition_reads_back_as_the_schedule_it_was_written_from() -> None:
+    app = Corral("sqlite:///:memory:")
+    made = app.schedule("s", "digest", {"a": [1, None, True]}, every=90.5, timeout=2)
+    text = encode_definition(made)
+    back = decode_definition("t/s", "default", text)
+    assert back.run == made.run and back.every == 90.5 and back.cron is None
+    assert encode_definition(back) == text
+
+
+async def test_the_schedule_loop_picks_up_created_schedules_and_drops_deleted_ones(
+    db_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(schedules_module, "MAX_SLEEP", 0.02)  # the fake clock does not sleep
+    clock.now = 1005.0
+    async with build(db_url, clock) as app:
+        loop = asyncio.create_task(schedule_loop(app.store, [], stored=True))
+        try:
+            await asyncio.sleep(0.1)  # the loop's first read: nothing stored yet
+            await app.create_schedule("tick", "digest", every=10, tenant="acme")
+            # the next tick, after the loop's next read of the stored schedules
+            clock.now = 1011.0
+            await _until(lambda: _queued(app), 1)
+            clock.now = 1021.0
+            await _until(lambda: _queued(app), 2)
+            await app.delete_schedule("tick", tenant="acme")
+            clock.now = 1031.0
+            await asyncio.sleep(0.3)
+            assert await _queued(app) == 2
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop
+
+
+async def _queued(app: Corral) -> int:
+    return (await app.stats()).queued
+
+
+async def _until(read: Any, want: int) -> None:
+    for _ in range(200):
+        if await read() >= want:
+            return
+        await asyncio.sleep(0.02)
+    raise AssertionError(f"never reached {want}")
