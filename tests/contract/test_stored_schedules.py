@@ -213,9 +213,32 @@ async def _queued(app: Corral) -> int:
     return (await app.stats()).queued
 
 
-async def _until(read: Any, want: int) -> None:
-    for _ in range(200):
+async def _until(read: Any, want: int, seconds: float = 4.0) -> None:
+    for _ in range(int(seconds / 0.02)):
         if await read() >= want:
             return
         await asyncio.sleep(0.02)
     raise AssertionError(f"never reached {want}")
+
+
+async def test_a_worker_runs_a_created_schedule_until_it_is_deleted(db_url: str) -> None:
+    async with build(db_url) as app:
+        await app.create_schedule("each-second", "digest", {"n": 1}, every=1, tenant="acme")
+        worker = app.worker(concurrency=2, poll_interval=0.05)
+        running = asyncio.create_task(worker.run())
+        try:
+
+            async def succeeded() -> int:
+                return len(await app.list_runs(tenant="acme", status="succeeded"))
+
+            await _until(succeeded, 2, seconds=10)
+            await app.delete_schedule("each-second", tenant="acme")
+            await asyncio.sleep(0.5)  # a run submitted just before the delete may still run
+            total = len(await app.list_runs(tenant="acme"))
+            await asyncio.sleep(2.2)
+            assert len(await app.list_runs(tenant="acme")) == total
+        finally:
+            worker.stop()
+            await running
+        runs = await app.list_runs(tenant="acme")
+        assert all(r.agent == "digest" and r.input == {"n": 1} for r in runs)
