@@ -217,6 +217,26 @@ class Corral:
         if not await self.store.delete_schedule(full):
             raise ScheduleNotFound(full)
 
+    async def pause_schedule(self, name: str, *, tenant: str = "default") -> None:
+        """Pause ``tenant``'s stored schedule ``name``: its ticks get no run until
+        ``resume_schedule``. Raises ``ScheduleNotFound`` when there is none."""
+        check_name("schedule", name)
+        check_name("tenant", tenant)
+        await self.open()
+        full = stored_name(tenant, name)
+        if not await self.store.pause_schedule(full):
+            raise ScheduleNotFound(full)
+
+    async def resume_schedule(self, name: str, *, tenant: str = "default") -> None:
+        """Resume ``tenant``'s paused stored schedule ``name`` from its next tick (the ticks
+        it was paused through are not made up for). Raises ``ScheduleNotFound``."""
+        check_name("schedule", name)
+        check_name("tenant", tenant)
+        await self.open()
+        full = stored_name(tenant, name)
+        if not await self.store.resume_schedule(full):
+            raise ScheduleNotFound(full)
+
     def _build_schedule(
         self,
         name: str,

@@ -117,6 +117,48 @@ async def test_a_stored_tick_gets_one_run_and_a_deleted_or_replaced_schedule_non
             await app.delete_schedule("often", tenant="acme")
 
 
+async def test_a_paused_schedule_gets_no_run_and_resumes_without_making_up(
+    store: Store, db_url: str, clock: FakeClock
+) -> None:
+    clock.now = 100.0
+    async with build(db_url, clock) as app:
+        made = await app.create_schedule("often", "digest", every=10, tenant="acme")
+        clock.now = 101.0
+        await app.pause_schedule("often", tenant="acme")
+        clock.now = 102.0
+        await app.pause_schedule("often", tenant="acme")  # again: paused since the first
+        [paused] = await store.stored_schedules()
+        assert paused.paused_at == 101.0
+        [state] = await app.schedule_states()
+        assert state.schedule.paused_at == 101.0
+        # a worker that read it before the pause gets no run for its ticks
+        assert (
+            await store.submit_scheduled(made.name, 110.0, made.run, definition=made.definition)
+            is None
+        )
+        clock.now = 135.0
+        await app.resume_schedule("often", tenant="acme")
+        assert (await store.stored_schedules())[0].paused_at is None
+        # resumed at its latest tick: the ticks it was paused through get no run
+        assert (await store.schedule_ticks())["acme/often"] == (130.0, None)
+        assert (
+            await store.submit_scheduled(made.name, 130.0, made.run, definition=made.definition)
+            is None
+        )
+        assert (
+            await store.submit_scheduled(made.name, 140.0, made.run, definition=made.definition)
+            is not None
+        )
+        # resuming a schedule that runs changes nothing
+        clock.now = 175.0
+        await app.resume_schedule("often", tenant="acme")
+        assert (await store.schedule_ticks())["acme/often"] == (140.0, 140.0)
+        for verb in (app.pause_schedule, app.resume_schedule, app.delete_schedule):
+            with pytest.raises(ScheduleNotFound):
+                await verb("often", tenant="globex")
+        assert (await store.stats()).queued == 1
+
+
 async def test_a_tenant_has_at_most_its_limit_of_schedules(db_url: str) -> None:
     async with build(db_url, max_schedules_per_tenant=2) as app:
         await app.create_schedule("a", "digest", every=60, tenant="acme")

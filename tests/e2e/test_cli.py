@@ -387,6 +387,12 @@ def test_schedules_are_created_listed_and_deleted_from_the_command_line(
     assert corral("schedules", "list", "--tenant", "globex", db=sqlite_url).stdout.startswith(
         "no schedules"
     )
+    paused = corral("schedules", "pause", "nightly", "--tenant", "acme", db=sqlite_url)
+    assert paused.returncode == 0 and "paused acme/nightly" in paused.stdout
+    table = corral("schedules", "list", db=sqlite_url)
+    assert table.returncode == 0 and "paused" in table.stdout.splitlines()[1]
+    resumed = corral("schedules", "resume", "nightly", "--tenant", "acme", db=sqlite_url)
+    assert resumed.returncode == 0 and "resumed acme/nightly" in resumed.stdout
     gone = corral("schedules", "delete", "nightly", "--tenant", "acme", db=sqlite_url)
     assert gone.returncode == 0 and "deleted acme/nightly" in gone.stdout
     twice = corral("schedules", "delete", "nightly", "--tenant", "acme", db=sqlite_url)

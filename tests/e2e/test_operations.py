@@ -228,6 +228,15 @@ async def test_tenants_create_list_and_delete_their_own_schedules(
     ]
     only = await client.get("/v1/schedules?tenant=globex", headers=H(keys.admin))
     assert stored(only) == ["globex/daily"]
+    # pause and resume: the tenant's own only
+    paused = await client.post("/v1/schedules/daily/pause", headers=H(keys.a))
+    assert paused.status_code == 200 and paused.json()["paused_at"] is not None
+    assert paused.json()["name"] == "acme/daily"
+    resumed = await client.post("/v1/schedules/daily/resume", headers=H(keys.a))
+    assert resumed.status_code == 200 and resumed.json()["paused_at"] is None
+    missing = await client.post("/v1/schedules/weekly/pause", headers=H(keys.a))
+    assert missing.status_code == 404
+    assert missing.json()["error"]["code"] == "schedule_not_found"
     # a tenant key deletes its own, whatever ?tenant= says; an admin names the tenant
     gone = await client.delete("/v1/schedules/daily?tenant=acme", headers=H(keys.b))
     assert gone.status_code == 204

@@ -1,5 +1,6 @@
 """The schedule routes under ``/v1``: list the recurring schedules (those declared in the
-app's code and those created at run time), create one for the caller's tenant, delete one.
+app's code and those created at run time), create one for the caller's tenant, pause, resume
+or delete one.
 A tenant key sees and changes its own tenant's only."""
 
 # no `from __future__ import annotations`: FastAPI reads the route signatures, whose
@@ -12,7 +13,8 @@ from fastapi import APIRouter, Depends, Path, Response
 from corral.api.auth import Principal
 from corral.api.context import Service, TenantFilter, error_responses, principal_dependency
 from corral.api.schemas import ScheduleOut, ScheduleRequest, SchedulesOut
-from corral.dispatch.schedule import ScheduleState
+from corral.dispatch.schedule import ScheduleState, stored_name
+from corral.errors import ScheduleNotFound
 from corral.values import MAX_NAME
 
 ScheduleName = Annotated[
@@ -73,6 +75,42 @@ def schedules_router(svc: Service) -> APIRouter:
         return ScheduleOut.of(
             ScheduleState(schedule, schedule.latest_tick(now), None, schedule.next_tick(now))
         )
+
+    async def state_of(tenant: str, name: str) -> ScheduleOut:
+        full = stored_name(tenant, name)
+        for state in await app.schedule_states(tenant):
+            if state.schedule.name == full:
+                return ScheduleOut.of(state)
+        raise ScheduleNotFound(full)  # deleted in between
+
+    @router.post(
+        "/schedules/{name}/pause",
+        response_model=ScheduleOut,
+        responses=error_responses(401, 404, 503),
+        summary="Pause one of the caller's tenant's schedules",
+        description="Its ticks get no run until it is resumed. An admin key names the tenant "
+        "with ?tenant= (default: its own).",
+    )
+    async def pause_schedule(
+        name: ScheduleName, who: Auth, tenant: TenantFilter = None
+    ) -> ScheduleOut:
+        owner = tenant if who.admin and tenant is not None else who.tenant
+        await app.pause_schedule(name, tenant=owner)
+        return await state_of(owner, name)
+
+    @router.post(
+        "/schedules/{name}/resume",
+        response_model=ScheduleOut,
+        responses=error_responses(401, 404, 503),
+        summary="Resume a paused schedule",
+        description="Its next tick gets a run; the ticks it was paused through do not.",
+    )
+    async def resume_schedule(
+        name: ScheduleName, who: Auth, tenant: TenantFilter = None
+    ) -> ScheduleOut:
+        owner = tenant if who.admin and tenant is not None else who.tenant
+        await app.resume_schedule(name, tenant=owner)
+        return await state_of(owner, name)
 
     @router.delete(
         "/schedules/{name}",

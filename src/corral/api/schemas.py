@@ -318,6 +318,10 @@ class ScheduleOut(BaseModel):
         description="Created at run time (POST /v1/schedules), so deletable; false: declared "
         "in the app's code."
     )
+    paused_at: float | None = Field(
+        default=None,
+        description="When a stored schedule was paused (Unix time); null: it runs.",
+    )
     when: str = Field(description="The ticks: a cron expression (and time zone) or a period.")
     agent: str
     tenant: str
@@ -337,6 +341,7 @@ class ScheduleOut(BaseModel):
         return cls(
             name=schedule.name,
             stored=schedule.definition is not None,
+            paused_at=schedule.paused_at,
             when=schedule.when,
             agent=schedule.run.agent,
             tenant=schedule.run.tenant,

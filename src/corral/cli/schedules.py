@@ -22,7 +22,8 @@ from corral.dispatch.schedule import DEFAULT_CATCH_UP
 
 @click.group()
 def schedules() -> None:
-    """Recurring schedules: list them, create and delete those stored in the database."""
+    """Recurring schedules: list them; create, pause, resume and delete those stored in the
+    database."""
 
 
 @schedules.command("list")
@@ -46,6 +47,7 @@ async def list_schedules(
             {
                 "name": st.schedule.name,
                 "stored": st.schedule.definition is not None,
+                "paused_at": st.schedule.paused_at,
                 "when": st.schedule.when,
                 "agent": st.schedule.run.agent,
                 "tenant": st.schedule.run.tenant,
@@ -68,7 +70,7 @@ async def list_schedules(
                 st.schedule.run.agent,
                 st.schedule.run.tenant,
                 when(st.last_run_tick),
-                when(st.next_tick),
+                "paused" if st.schedule.paused_at is not None else when(st.next_tick),
             )
             for st in states
         ),
@@ -156,3 +158,34 @@ async def delete(name: str, tenant: str, db: str | None) -> None:
     finally:
         await app.close()
     click.echo(f"deleted {tenant}/{name}")
+
+
+@schedules.command("pause")
+@click.argument("name")
+@click.option("--tenant", default="default", show_default=True)
+@db_option
+@run_async
+async def pause(name: str, tenant: str, db: str | None) -> None:
+    """Pause TENANT's stored schedule NAME: its ticks get no run until it is resumed."""
+    app = resolve_app(None, db, existing=True)
+    try:
+        await app.pause_schedule(name, tenant=tenant)
+    finally:
+        await app.close()
+    click.echo(f"paused {tenant}/{name}")
+
+
+@schedules.command("resume")
+@click.argument("name")
+@click.option("--tenant", default="default", show_default=True)
+@db_option
+@run_async
+async def resume(name: str, tenant: str, db: str | None) -> None:
+    """Resume TENANT's paused schedule NAME from its next tick (no make-up for the ticks it
+    was paused through)."""
+    app = resolve_app(None, db, existing=True)
+    try:
+        await app.resume_schedule(name, tenant=tenant)
+    finally:
+        await app.close()
+    click.echo(f"resumed {tenant}/{name}")

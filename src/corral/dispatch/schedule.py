@@ -42,6 +42,8 @@ class Schedule:
     tz: str = "UTC"
     catch_up: float = DEFAULT_CATCH_UP
     definition: str | None = field(default=None, compare=False)
+    #: when a stored schedule was paused (None: it runs); its ticks get no run meanwhile
+    paused_at: float | None = field(default=None, compare=False)
     _zone: ZoneInfo = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
@@ -132,7 +134,9 @@ def encode_definition(schedule: Schedule) -> str:
     )
 
 
-def decode_definition(name: str, tenant: str, definition: str) -> Schedule:
+def decode_definition(
+    name: str, tenant: str, definition: str, paused_at: float | None = None
+) -> Schedule:
     """The schedule stored as ``definition`` under ``name`` (the inverse of
     ``encode_definition``)."""
     d: dict[str, JSON] = json.loads(definition)
@@ -153,6 +157,7 @@ def decode_definition(name: str, tenant: str, definition: str) -> Schedule:
         tz=str(d["tz"]),
         catch_up=float(d["catch_up"]),
         definition=definition,
+        paused_at=paused_at,
     )
 
 

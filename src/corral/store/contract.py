@@ -82,6 +82,14 @@ class Store(Protocol):
         """The schedules created at run time (``tenant``'s only, if given), by name."""
         ...
 
+    async def pause_schedule(self, name: str) -> bool:
+        """Pause a stored schedule: no run for its ticks until resumed; False: none."""
+        ...
+
+    async def resume_schedule(self, name: str) -> bool:
+        """Resume a stored schedule from its latest tick (no make-up); False: none."""
+        ...
+
     async def get(self, run_id: str) -> Run | None: ...
     async def list_runs(
         self,

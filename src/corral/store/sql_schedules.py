@@ -119,4 +119,38 @@ class SchedulesMixin(QueueMixin):
         async def body(tx: Transaction) -> list[Row]:
             return await tx.fetchall(self.q["stored_schedules"], {"tenant": tenant})
 
-        return [decode_definition(r[0], r[1], r[2]) for r in await self._read(body)]
+        return [_decoded(r) for r in await self._read(body)]
+
+    async def pause_schedule(self, name: str) -> bool:
+        """Pause the stored schedule ``name``: its ticks get no run until it is resumed (a
+        worker that read it before is refused by the claim). False when there is none."""
+        at = {"name": name, "now": self.clock()}
+
+        async def body(tx: Transaction) -> bool:
+            return await tx.fetchone(self.q["pause_stored_schedule"], at) is not None
+
+        return await self._tx(body)
+
+    async def resume_schedule(self, name: str) -> bool:
+        """Resume the stored schedule ``name`` from its latest tick: the ticks it was paused
+        through get no run. False when there is none."""
+
+        async def body(tx: Transaction) -> bool:
+            row = await tx.fetchone(self.q["stored_schedule"], {"name": name})
+            if row is None:
+                return False
+            schedule = _decoded(row)
+            resume = {
+                "name": name,
+                "definition": schedule.definition,
+                "tick": schedule.latest_tick(self.clock()),
+            }
+            return await tx.fetchone(self.q["resume_stored_schedule"], resume) is not None
+
+        return await self._tx(body)
+
+
+def _decoded(row: Row) -> Schedule:
+    """A stored schedule from its row: name, tenant, definition, paused_at."""
+    paused_at = None if row[3] is None else float(row[3])
+    return decode_definition(row[0], row[1], row[2], paused_at)

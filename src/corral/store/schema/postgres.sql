@@ -107,7 +107,8 @@ CREATE TABLE corral_schedules (
     run_tick double precision,
     tenant text,
     definition text,
-    created_at double precision
+    created_at double precision,
+    paused_at double precision
 );
 
 CREATE TABLE corral_settings (

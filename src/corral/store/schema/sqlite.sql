@@ -105,7 +105,7 @@ CREATE TABLE corral_schedules (
     last_tick REAL NOT NULL,
     -- the latest tick that got a run (NULL: none yet)
     run_tick REAL
-, tenant TEXT, definition TEXT, created_at REAL);
+, tenant TEXT, definition TEXT, created_at REAL, paused_at REAL);
 
 CREATE TABLE corral_settings (
     key   TEXT PRIMARY KEY,

@@ -4,4 +4,6 @@
 ALTER TABLE corral_schedules ADD COLUMN tenant TEXT;
 ALTER TABLE corral_schedules ADD COLUMN definition TEXT;
 ALTER TABLE corral_schedules ADD COLUMN created_at REAL;
+-- when the schedule was paused (NULL: it runs); a paused schedule's ticks get no run
+ALTER TABLE corral_schedules ADD COLUMN paused_at REAL;
 CREATE INDEX corral_schedules_stored ON corral_schedules (tenant) WHERE definition IS NOT NULL;

@@ -42,7 +42,7 @@ WHERE name = :name AND last_tick < :tick;
 -- claim_tick for a schedule created at run time: only while its row still holds the
 -- definition the caller read (a deleted or replaced schedule gets no run from a stale worker)
 UPDATE corral_schedules SET last_tick = :tick, run_tick = :tick
-WHERE name = :name AND last_tick < :tick AND definition = :definition
+WHERE name = :name AND last_tick < :tick AND definition = :definition AND paused_at IS NULL
 RETURNING name;
 
 -- name: schedule_ticks
@@ -63,9 +63,26 @@ RETURNING name;
 DELETE FROM corral_schedules WHERE name = :name AND definition IS NOT NULL RETURNING name;
 
 -- name: stored_schedules
-SELECT name, tenant, definition FROM corral_schedules
+SELECT name, tenant, definition, paused_at FROM corral_schedules
 WHERE definition IS NOT NULL AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
 ORDER BY name;
+
+-- name: pause_stored_schedule
+UPDATE corral_schedules SET paused_at = COALESCE(paused_at, :now)
+WHERE name = :name AND definition IS NOT NULL
+RETURNING name;
+
+-- name: resume_stored_schedule
+-- A resumed schedule starts again at its latest tick, as a new one does: the ticks it was
+-- paused through are not made up for.
+UPDATE corral_schedules
+SET paused_at = NULL, last_tick = CASE WHEN paused_at IS NULL THEN last_tick ELSE :tick END
+WHERE name = :name AND definition = :definition
+RETURNING name;
+
+-- name: stored_schedule
+SELECT name, tenant, definition, paused_at FROM corral_schedules
+WHERE name = :name AND definition IS NOT NULL;
 
 -- name: find_by_idempotency_key
 SELECT id FROM corral_runs WHERE tenant = :tenant AND idempotency_key = :idempotency_key;
