@@ -80,6 +80,13 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             # a backlog that stays queued: a slow tenant capped at one run in flight
             for _ in range(4):
                 await submit(client, globex, "steps", {"n": 40, "delay": 0.1})
+            # a schedule a tenant created, then paused
+            stored = {"name": "weekly", "agent": "echo", "cron": "0 8 * * 1"}
+            headers = {"Authorization": f"Bearer {globex}"}
+            made = await client.post("/v1/schedules", json=stored, headers=headers)
+            assert made.status_code == 201, made.text
+            paused = await client.post("/v1/schedules/weekly/pause", headers=headers)
+            assert paused.status_code == 200, paused.text
 
             page = await browser.new_page(viewport={"width": 1280, "height": 1000})
             errors: list[str] = []
@@ -96,9 +103,11 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await expect(page.locator("#runs")).to_contain_text("succeeded")
             await expect(page.locator("#runs")).to_contain_text("failed")
             schedules = page.locator("#schedules tbody tr")
-            await expect(schedules).to_have_count(1)
+            await expect(schedules).to_have_count(2)
             await expect(schedules.first).to_contain_text("new-year")
             await expect(schedules.first).to_contain_text("cron '0 0 1 1 *'")
+            await expect(schedules.nth(1)).to_contain_text("globex/weekly")
+            await expect(schedules.nth(1)).to_contain_text("paused")
 
             # a run's page: its fields, its journal timeline and its child tree
             await page.locator(f"#runs tbody tr:has(td[title='{fanout}'])").click()
@@ -135,7 +144,7 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await expect(page.locator("#who")).to_have_text("tenant acme")
             await expect(page.locator("#runs tbody tr")).to_have_count(25)
             await expect(page.locator("#runs")).not_to_contain_text("globex")
-            await expect(page.locator("#schedules-box")).to_be_hidden()  # globex's schedule
+            await expect(page.locator("#schedules-box")).to_be_hidden()  # globex's schedules
             await page.close()
 
             # a refused key brings up the key form, and a good one gets past it
