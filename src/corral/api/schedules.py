@@ -22,6 +22,11 @@ ScheduleName = Annotated[
 ]
 
 
+def owner_of(who: Principal, tenant: str | None) -> str:
+    """The tenant whose schedule a change names: ?tenant= for an admin key, else the key's."""
+    return tenant if who.admin and tenant is not None else who.tenant
+
+
 def schedules_router(svc: Service) -> APIRouter:
     router = APIRouter(prefix="/v1", tags=["schedules"])
     principal = principal_dependency(svc)
@@ -94,7 +99,7 @@ def schedules_router(svc: Service) -> APIRouter:
     async def pause_schedule(
         name: ScheduleName, who: Auth, tenant: TenantFilter = None
     ) -> ScheduleOut:
-        owner = tenant if who.admin and tenant is not None else who.tenant
+        owner = owner_of(who, tenant)
         await app.pause_schedule(name, tenant=owner)
         return await state_of(owner, name)
 
@@ -108,7 +113,7 @@ def schedules_router(svc: Service) -> APIRouter:
     async def resume_schedule(
         name: ScheduleName, who: Auth, tenant: TenantFilter = None
     ) -> ScheduleOut:
-        owner = tenant if who.admin and tenant is not None else who.tenant
+        owner = owner_of(who, tenant)
         await app.resume_schedule(name, tenant=owner)
         return await state_of(owner, name)
 
@@ -123,8 +128,7 @@ def schedules_router(svc: Service) -> APIRouter:
     async def delete_schedule(
         name: ScheduleName, who: Auth, tenant: TenantFilter = None
     ) -> Response:
-        owner = tenant if who.admin and tenant is not None else who.tenant
-        await app.delete_schedule(name, tenant=owner)
+        await app.delete_schedule(name, tenant=owner_of(who, tenant))
         return Response(status_code=204)
 
     return router

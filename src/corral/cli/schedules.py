@@ -145,47 +145,33 @@ async def create(
     click.echo(f"{schedule.name}\t{schedule.when}\tnext {when(next_tick)}")
 
 
-@schedules.command("delete")
-@click.argument("name")
-@click.option("--tenant", default="default", show_default=True)
-@db_option
-@run_async
-async def delete(name: str, tenant: str, db: str | None) -> None:
-    """Delete TENANT's stored schedule NAME: no later tick gets a run."""
-    app = resolve_app(None, db, existing=True)
-    try:
-        await app.delete_schedule(name, tenant=tenant)
-    finally:
-        await app.close()
-    click.echo(f"deleted {tenant}/{name}")
+def _change_command(verb: str, done: str, help_text: str) -> None:
+    """``corral schedules VERB NAME --tenant T``: one change to a stored schedule, through
+    ``Corral.<verb>_schedule``, printing ``done tenant/name``."""
+
+    @schedules.command(verb, help=help_text)
+    @click.argument("name")
+    @click.option("--tenant", default="default", show_default=True)
+    @db_option
+    @run_async
+    async def change(name: str, tenant: str, db: str | None) -> None:
+        app = resolve_app(None, db, existing=True)
+        try:
+            await getattr(app, f"{verb}_schedule")(name, tenant=tenant)
+        finally:
+            await app.close()
+        click.echo(f"{done} {tenant}/{name}")
 
 
-@schedules.command("pause")
-@click.argument("name")
-@click.option("--tenant", default="default", show_default=True)
-@db_option
-@run_async
-async def pause(name: str, tenant: str, db: str | None) -> None:
-    """Pause TENANT's stored schedule NAME: its ticks get no run until it is resumed."""
-    app = resolve_app(None, db, existing=True)
-    try:
-        await app.pause_schedule(name, tenant=tenant)
-    finally:
-        await app.close()
-    click.echo(f"paused {tenant}/{name}")
-
-
-@schedules.command("resume")
-@click.argument("name")
-@click.option("--tenant", default="default", show_default=True)
-@db_option
-@run_async
-async def resume(name: str, tenant: str, db: str | None) -> None:
-    """Resume TENANT's paused schedule NAME from its next tick (no make-up for the ticks it
-    was paused through)."""
-    app = resolve_app(None, db, existing=True)
-    try:
-        await app.resume_schedule(name, tenant=tenant)
-    finally:
-        await app.close()
-    click.echo(f"resumed {tenant}/{name}")
+_change_command(
+    "delete", "deleted", "Delete TENANT's stored schedule NAME: no later tick gets a run."
+)
+_change_command(
+    "pause", "paused", "Pause TENANT's stored schedule NAME: its ticks get no run until resumed."
+)
+_change_command(
+    "resume",
+    "resumed",
+    "Resume TENANT's paused schedule NAME from its next tick (no make-up for the ticks it "
+    "was paused through).",
+)
