@@ -178,6 +178,10 @@ async def test_metrics_export_each_schedules_latest_tick_and_latest_run(
     assert sample(text, run, schedule="nightly") == 172_800.0
     assert sample(text, tick, schedule="hourly") == 3_600.0
     assert f'{run}{{schedule="hourly"}}' not in text  # no run yet: no figure to alert on
+    # a tenant's own schedule is no series of its own: tenants could add them without bound
+    await corral_app.create_schedule("mine", "echo", every=60, tenant="acme")
+    text = (await client.get("/metrics", headers=H(keys.admin))).text
+    assert "acme/mine" not in text and sample(text, tick, schedule="hourly") == 3_600.0
 
 
 async def test_schedules_lists_the_apps_schedules_by_the_keys_tenant(

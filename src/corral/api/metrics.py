@@ -6,7 +6,8 @@ Two kinds of figures:
   scraped: queue depth, oldest queued age, in flight and cap per tenant; runs per status;
   submitted and finished runs; redeliveries; handoffs; lease-expiry dead letters and leases
   expired but not yet reclaimed; the suggested worker count; each recurring schedule's latest
-  tick and latest tick that got a run; and the queue wait of every run
+  tick and latest tick that got a run (those declared in code: tenants' own schedules, created
+  at run time, would be a series each without bound); and the queue wait of every run
   first leased since the previous scrape (a histogram fed from the store, so with several API
   replicas each replica observes every run — aggregate with ``max``, not ``sum``, across
   replicas);
@@ -296,7 +297,8 @@ class ServiceMetrics:
             counters=counters,
             suggested=suggest(stats, self.settings),
             schedulers={name: s.statistics() for name, s in self.schedulers.items()},
-            schedule_ticks=await self.store.schedule_ticks(),
+            # the schedules in code only: tenants' own would be a series each, without bound
+            schedule_ticks=await self.store.schedule_ticks(code_only=True),
         )
 
     async def _observe_queue_waits(self) -> None:

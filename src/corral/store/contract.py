@@ -65,8 +65,11 @@ class Store(Protocol):
         still hold (deleted or replaced: no run)."""
         ...
 
-    async def schedule_ticks(self) -> dict[str, tuple[float, float | None]]:
-        """Per schedule seen: its last tick, and the latest tick that got a run (or None)."""
+    async def schedule_ticks(
+        self, *, code_only: bool = False
+    ) -> dict[str, tuple[float, float | None]]:
+        """Per schedule seen (``code_only``: declared in code): its last tick, and the
+        latest tick that got a run (or None)."""
         ...
 
     async def create_schedule(self, schedule: Schedule) -> None:

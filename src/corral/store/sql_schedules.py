@@ -61,12 +61,15 @@ class SchedulesMixin(QueueMixin):
             self._signal_local_work()
         return run_id
 
-    async def schedule_ticks(self) -> dict[str, tuple[float, float | None]]:
-        """Each schedule seen so far: its last tick (the latest it has moved to), and the
-        latest tick that got a run (None: none yet)."""
+    async def schedule_ticks(
+        self, *, code_only: bool = False
+    ) -> dict[str, tuple[float, float | None]]:
+        """Each schedule seen so far (``code_only``: of those declared in code, not those
+        created at run time): its last tick (the latest it has moved to), and the latest
+        tick that got a run (None: none yet)."""
 
         async def body(tx: Transaction) -> list[Row]:
-            return await tx.fetchall(self.q["schedule_ticks"])
+            return await tx.fetchall(self.q["schedule_ticks"], {"code_only": code_only})
 
         return {
             r[0]: (float(r[1]), None if r[2] is None else float(r[2]))

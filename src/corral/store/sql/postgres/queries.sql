@@ -162,7 +162,9 @@ WHERE name = :name AND last_tick < :tick AND definition = :definition AND paused
 RETURNING name;
 
 -- name: schedule_ticks
-SELECT name, last_tick, run_tick FROM corral_schedules ORDER BY name;
+SELECT name, last_tick, run_tick FROM corral_schedules
+WHERE NOT (CAST(:code_only AS BOOLEAN) AND definition IS NOT NULL)
+ORDER BY name;
 
 -- name: count_stored_schedules
 SELECT COUNT(*) FROM corral_schedules WHERE tenant = :tenant AND definition IS NOT NULL;
