@@ -95,3 +95,41 @@ async def test_a_late_run_expires_even_on_a_worker_without_its_agent(db_url: str
         (run,) = await work_until_all_ended(app, [run_id], timeout=10)
     assert run.status is RunStatus.FAILED and run.attempts == 1
     assert run.error["type"] == "RunExpired"
+
+
+async def test_a_child_not_started_within_its_limit_fails_its_parents_wait(db_url: str) -> None:
+    app = Corral(db_url)
+    calls: list[str] = []
+
+    @app.agent("child")
+    async def child(ctx: RunContext, input: Any) -> Any:
+        calls.append(input)
+        return input
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> Any:
+        late = await ctx.spawn("child", "late", start_within=0.1)
+        calm = await ctx.spawn("child", "calm", start_within=60)
+        # the parent holds the only slot past the first child's limit
+        await ctx.step("hold", asyncio.sleep, 0.4)
+        outcomes = await ctx.wait(late, calm, return_exceptions=True)
+        return [getattr(o, "status", o) for o in outcomes]
+
+    @app.agent("careless")
+    async def careless(ctx: RunContext, input: Any) -> Any:
+        try:
+            await ctx.spawn("child", "never", start_within=0)
+        except InvalidInput as exc:
+            return str(exc)
+        return "spawned"
+
+    async with app:
+        root = await app.submit("parent")
+        refused = await app.submit("careless")
+        ended, other = await work_until_all_ended(app, [root, refused], timeout=20, concurrency=1)
+        kids = await app.list_runs(agent="child")
+    assert ended.status is RunStatus.SUCCEEDED, ended.error
+    assert ended.result == ["failed", "calm"]
+    late_run = next(k for k in kids if k.input == "late")
+    assert late_run.error["type"] == "RunExpired" and calls == ["calm"]
+    assert "start_within" in other.result and len(kids) == 2  # nothing spawned for it

@@ -210,10 +210,12 @@ class RunContext:
         priority: int = 0,
         max_attempts: int = 3,
         timeout: float | None = None,
+        start_within: float | None = None,
     ) -> str:
         """Start a child run (same tenant, same fair dispatch, drawing on this run tree's
         budget; ``budget`` sets a sub-limit; ``timeout``, seconds one attempt of the child may
-        take, as in ``Corral.submit``). Returns its run id."""
+        take, and ``start_within``, seconds within which it must start or end failed
+        unrun, as in ``Corral.submit``). Returns its run id."""
         (child,) = await self.spawn_many(
             [
                 {
@@ -223,13 +225,15 @@ class RunContext:
                     "priority": priority,
                     "max_attempts": max_attempts,
                     "timeout": timeout,
+                    "start_within": start_within,
                 }
             ]
         )
         return child
 
     async def spawn_many(self, children: Iterable[dict[str, Any]]) -> list[str]:
-        """Start several child runs in one transaction (all or none)."""
+        """Start several child runs in one transaction (all or none), each a dict of
+        ``spawn``'s arguments."""
         specs = [_child_spec(c) for c in children]
         name = ",".join(sorted({s.agent for s in specs}))
         recorded = self._replay.next("spawn", name)
@@ -415,6 +419,9 @@ def _child_spec(child: dict[str, Any]) -> RunSpec:
     timeout = child.get("timeout")
     if timeout is not None:
         check_positive("a child's timeout", timeout)
+    start_within = child.get("start_within")
+    if start_within is not None:
+        check_positive("a child's start_within", start_within)
     return RunSpec(
         agent=str(agent),
         input=_round_trip(child.get("input")),
@@ -422,4 +429,5 @@ def _child_spec(child: dict[str, Any]) -> RunSpec:
         max_attempts=check_int("a child's max_attempts", child.get("max_attempts", 3)),
         budget=None if budget is None else float(budget),
         timeout=None if timeout is None else float(timeout),
+        start_within=None if start_within is None else float(start_within),
     )
