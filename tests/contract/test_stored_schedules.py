@@ -159,6 +159,37 @@ async def test_a_paused_schedule_gets_no_run_and_resumes_without_making_up(
         assert (await store.stats()).queued == 1
 
 
+async def test_a_worker_reads_only_the_schedules_due_soon(
+    store: Store, db_url: str, clock: FakeClock
+) -> None:
+    clock.now = 1000.0
+    async with build(db_url, clock) as app:
+        often = await app.create_schedule("often", "digest", every=60, tenant="acme")
+        await app.create_schedule("hourly", "digest", cron="0 * * * *", tenant="acme")
+        await app.create_schedule("held", "digest", every=60, tenant="acme")
+        await app.pause_schedule("held", tenant="acme")
+
+        async def due(until: float) -> list[str]:
+            return [s.name for s in await store.due_schedules(until)]
+
+        assert await due(1019.0) == []
+        assert await due(1020.0) == ["acme/often"]
+        assert await due(4000.0) == ["acme/often", "acme/hourly"]  # paused: never due
+        # a claimed tick moves the schedule to its next one
+        assert await store.submit_scheduled(
+            often.name, 1020.0, often.run, definition=often.definition
+        )
+        assert await due(1079.0) == [] and await due(1080.0) == ["acme/often"]
+        # so does a skipped one
+        await store.submit_scheduled(
+            often.name, 1140.0, often.run, run=False, definition=often.definition
+        )
+        assert await due(1199.0) == [] and await due(1200.0) == ["acme/often"]
+        clock.now = 1300.0
+        await app.resume_schedule("held", tenant="acme")
+        assert await due(1320.0) == ["acme/often", "acme/held"]
+
+
 async def test_a_tenant_has_at_most_its_limit_of_schedules(db_url: str) -> None:
     async with build(db_url, max_schedules_per_tenant=2) as app:
         await app.create_schedule("a", "digest", every=60, tenant="acme")

@@ -85,6 +85,10 @@ class Store(Protocol):
         """The schedules created at run time (``tenant``'s only, if given), by name."""
         ...
 
+    async def due_schedules(self, until: float) -> list[Schedule]:
+        """The stored schedules not paused whose next tick is at or before ``until``."""
+        ...
+
     async def pause_schedule(self, name: str) -> bool:
         """Pause a stored schedule: no run for its ticks until resumed; False: none."""
         ...

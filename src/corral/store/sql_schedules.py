@@ -35,13 +35,18 @@ class SchedulesMixin(QueueMixin):
         for a tick not after the last, for the tick a schedule is first seen at (its runs
         begin with the tick after it), and without ``run`` (a tick too late to make up for:
         the schedule moves past it without a run). ``definition``: the schedule was created
-        at run time and stored as that text; no run unless its row still holds it."""
+        at run time and stored as that text; no run unless its row still holds it (its
+        row then keeps its tick after ``tick``, for ``due_schedules``)."""
         now = self.clock()
         params = self._run_params([spec], now)
-        at = {"name": name, "tick": tick}
+        after = None
+        if definition is not None:
+            after = decode_definition(name, spec.tenant, definition).next_tick(tick)
+        at = {"name": name, "tick": tick, "next": after}
 
         async def body(tx: Transaction) -> tuple[str | None, bool]:
-            if definition is None and await tx.fetchone(self.q["schedule_first_seen"], at):
+            seen = {"name": name, "tick": tick}
+            if definition is None and await tx.fetchone(self.q["schedule_first_seen"], seen):
                 return None, False
             if not run:
                 await tx.execute(self.q["skip_tick"], at)
@@ -90,6 +95,7 @@ class SchedulesMixin(QueueMixin):
         row = {
             "name": schedule.name,
             "tick": schedule.latest_tick(now),
+            "next": schedule.next_tick(now),
             "tenant": tenant,
             "definition": schedule.definition,
             "now": now,
@@ -124,6 +130,16 @@ class SchedulesMixin(QueueMixin):
 
         return [_decoded(r) for r in await self._read(body)]
 
+    async def due_schedules(self, until: float) -> list[Schedule]:
+        """The stored schedules that run (not paused) whose next tick is at or before
+        ``until``, overdue ones included: what a worker's schedule loop needs until then,
+        however many schedules are stored."""
+
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["due_schedules"], {"until": until})
+
+        return [_decoded(r) for r in await self._read(body)]
+
     async def pause_schedule(self, name: str) -> bool:
         """Pause the stored schedule ``name``: its ticks get no run until it is resumed (a
         worker that read it before is refused by the claim). False when there is none."""
@@ -143,10 +159,12 @@ class SchedulesMixin(QueueMixin):
             if row is None:
                 return False
             schedule = _decoded(row)
+            now = self.clock()
             resume = {
                 "name": name,
                 "definition": schedule.definition,
-                "tick": schedule.latest_tick(self.clock()),
+                "tick": schedule.latest_tick(now),
+                "next": schedule.next_tick(now),
             }
             return await tx.fetchone(self.q["resume_stored_schedule"], resume) is not None
 

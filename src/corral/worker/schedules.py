@@ -11,8 +11,9 @@ schedule's latest tick is ever offered, so a worker coming back after an outage 
 most one run per schedule.
 
 Schedules created at run time (``Corral.create_schedule``) are read from the store every
-``RELOAD_INTERVAL`` seconds; the store refuses a tick of one deleted, replaced or paused
-since.
+``RELOAD_INTERVAL`` seconds: those whose next tick falls before the following read (the
+store keeps each one's next tick, so a worker never reads them all). The store refuses a
+tick of one deleted, replaced or paused since.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ async def schedule_loop(
         now = store.clock()
         if stored and now >= next_reload:
             try:
-                created = [s for s in await store.stored_schedules() if s.paused_at is None]
+                created = await store.due_schedules(now + RELOAD_INTERVAL)
             except Exception as exc:  # keep the ones read before; read again next time
                 log.warning("could not read the stored schedules: %s", exc)
             next_reload = now + RELOAD_INTERVAL

@@ -108,7 +108,8 @@ CREATE TABLE corral_schedules (
     tenant text,
     definition text,
     created_at double precision,
-    paused_at double precision
+    paused_at double precision,
+    next_tick double precision
 );
 
 CREATE TABLE corral_settings (
@@ -206,6 +207,8 @@ CREATE INDEX corral_runs_ready ON corral_runs USING btree (tenant, sort_key) WHE
 CREATE INDEX corral_runs_started ON corral_runs USING btree (started_at) WHERE (started_at IS NOT NULL);
 
 CREATE INDEX corral_runs_timers ON corral_runs USING btree (wake_at) WHERE (status = 'waiting'::text);
+
+CREATE INDEX corral_schedules_due ON corral_schedules USING btree (next_tick) WHERE ((definition IS NOT NULL) AND (paused_at IS NULL));
 
 CREATE INDEX corral_schedules_stored ON corral_schedules USING btree (tenant) WHERE (definition IS NOT NULL);
 

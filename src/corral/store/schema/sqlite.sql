@@ -105,7 +105,7 @@ CREATE TABLE corral_schedules (
     last_tick REAL NOT NULL,
     -- the latest tick that got a run (NULL: none yet)
     run_tick REAL
-, tenant TEXT, definition TEXT, created_at REAL, paused_at REAL);
+, tenant TEXT, definition TEXT, created_at REAL, paused_at REAL, next_tick REAL);
 
 CREATE TABLE corral_settings (
     key   TEXT PRIMARY KEY,
@@ -153,6 +153,9 @@ CREATE INDEX corral_runs_ready ON corral_runs (tenant, sort_key) WHERE status = 
 CREATE INDEX corral_runs_started ON corral_runs (started_at) WHERE started_at IS NOT NULL;
 
 CREATE INDEX corral_runs_timers ON corral_runs (wake_at) WHERE status = 'waiting';
+
+CREATE INDEX corral_schedules_due ON corral_schedules (next_tick)
+    WHERE definition IS NOT NULL AND paused_at IS NULL;
 
 CREATE INDEX corral_schedules_stored ON corral_schedules (tenant) WHERE definition IS NOT NULL;
 

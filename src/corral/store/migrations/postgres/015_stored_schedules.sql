@@ -6,4 +6,8 @@ ALTER TABLE corral_schedules ADD COLUMN definition TEXT;
 ALTER TABLE corral_schedules ADD COLUMN created_at DOUBLE PRECISION;
 -- when the schedule was paused (NULL: it runs); a paused schedule's ticks get no run
 ALTER TABLE corral_schedules ADD COLUMN paused_at DOUBLE PRECISION;
+-- the schedule's first tick after its last (workers read only the stored schedules due soon)
+ALTER TABLE corral_schedules ADD COLUMN next_tick DOUBLE PRECISION;
 CREATE INDEX corral_schedules_stored ON corral_schedules (tenant) WHERE definition IS NOT NULL;
+CREATE INDEX corral_schedules_due ON corral_schedules (next_tick)
+    WHERE definition IS NOT NULL AND paused_at IS NULL;

@@ -29,19 +29,19 @@ RETURNING name;
 -- name: claim_tick
 -- The one caller that moves the schedule to :tick submits its run (in the same transaction).
 -- A concurrent caller waits for the row, then finds the tick taken.
-UPDATE corral_schedules SET last_tick = :tick, run_tick = :tick
+UPDATE corral_schedules SET last_tick = :tick, run_tick = :tick, next_tick = :next
 WHERE name = :name AND last_tick < :tick
 RETURNING name;
 
 -- name: skip_tick
 -- A tick too late to make up for: the schedule moves past it without a run.
-UPDATE corral_schedules SET last_tick = :tick
+UPDATE corral_schedules SET last_tick = :tick, next_tick = :next
 WHERE name = :name AND last_tick < :tick;
 
 -- name: claim_stored_tick
 -- claim_tick for a schedule created at run time: only while its row still holds the
 -- definition the caller read (a deleted or replaced schedule gets no run from a stale worker)
-UPDATE corral_schedules SET last_tick = :tick, run_tick = :tick
+UPDATE corral_schedules SET last_tick = :tick, run_tick = :tick, next_tick = :next
 WHERE name = :name AND last_tick < :tick AND definition = :definition AND paused_at IS NULL
 RETURNING name;
 
@@ -56,8 +56,8 @@ SELECT COUNT(*) FROM corral_schedules WHERE tenant = :tenant AND definition IS N
 -- name: insert_stored_schedule
 -- A schedule created at run time starts at its latest tick, without a run (as a schedule in
 -- code does when first seen). No row back: the name is taken.
-INSERT INTO corral_schedules (name, last_tick, tenant, definition, created_at)
-VALUES (:name, :tick, :tenant, :definition, :now)
+INSERT INTO corral_schedules (name, last_tick, next_tick, tenant, definition, created_at)
+VALUES (:name, :tick, :next, :tenant, :definition, :now)
 ON CONFLICT (name) DO NOTHING
 RETURNING name;
 
@@ -69,6 +69,12 @@ SELECT name, tenant, definition, paused_at FROM corral_schedules
 WHERE definition IS NOT NULL AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
 ORDER BY name;
 
+-- name: due_schedules
+-- the stored schedules that run and whose next tick is at or before :until (or overdue)
+SELECT name, tenant, definition, paused_at FROM corral_schedules
+WHERE definition IS NOT NULL AND paused_at IS NULL AND next_tick <= :until
+ORDER BY next_tick;
+
 -- name: pause_stored_schedule
 UPDATE corral_schedules SET paused_at = COALESCE(paused_at, :now)
 WHERE name = :name AND definition IS NOT NULL
@@ -78,7 +84,9 @@ RETURNING name;
 -- A resumed schedule starts again at its latest tick, as a new one does: the ticks it was
 -- paused through are not made up for.
 UPDATE corral_schedules
-SET paused_at = NULL, last_tick = CASE WHEN paused_at IS NULL THEN last_tick ELSE :tick END
+SET paused_at = NULL,
+    last_tick = CASE WHEN paused_at IS NULL THEN last_tick ELSE :tick END,
+    next_tick = CASE WHEN paused_at IS NULL THEN next_tick ELSE :next END
 WHERE name = :name AND definition = :definition
 RETURNING name;
 
