@@ -95,6 +95,9 @@ async def test_a_stored_tick_gets_one_run_and_a_deleted_or_replaced_schedule_non
             await store.submit_scheduled(old.name, 120.0, old.run, definition=old.definition)
             is None
         )
+        # nor moves it on by skipping a tick of the schedule it read
+        await store.submit_scheduled(old.name, 120.0, old.run, run=False, definition=old.definition)
+        assert (await store.schedule_ticks())["acme/often"] == (100.0, None)
         fresh = await store.submit_scheduled(new.name, 120.0, new.run, definition=new.definition)
         assert fresh is not None
         run = await store.get(fresh)

@@ -48,14 +48,17 @@ class SchedulesMixin(QueueMixin):
             seen = {"name": name, "tick": tick}
             if definition is None and await tx.fetchone(self.q["schedule_first_seen"], seen):
                 return None, False
+            stored = {**at, "definition": definition}
             if not run:
-                await tx.execute(self.q["skip_tick"], at)
+                if definition is None:
+                    await tx.execute(self.q["skip_tick"], at)
+                else:
+                    await tx.execute(self.q["skip_stored_tick"], stored)
                 return None, False
             if definition is None:
                 claimed = await tx.fetchone(self.q["claim_tick"], at)
             else:
-                claim = {**at, "definition": definition}
-                claimed = await tx.fetchone(self.q["claim_stored_tick"], claim)
+                claimed = await tx.fetchone(self.q["claim_stored_tick"], stored)
             if claimed is None:
                 return None, False
             ids, wake = await self._insert_runs(tx, params, now)

@@ -161,6 +161,12 @@ UPDATE corral_schedules SET last_tick = :tick, run_tick = :tick, next_tick = :ne
 WHERE name = :name AND last_tick < :tick AND definition = :definition AND paused_at IS NULL
 RETURNING name;
 
+-- name: skip_stored_tick
+-- skip_tick for a schedule created at run time, as claim_stored_tick: a stale worker's skip
+-- must not move a replaced schedule to the ticks of the one it read
+UPDATE corral_schedules SET last_tick = :tick, next_tick = :next
+WHERE name = :name AND last_tick < :tick AND definition = :definition;
+
 -- name: schedule_ticks
 SELECT name, last_tick, run_tick FROM corral_schedules
 WHERE NOT (CAST(:code_only AS BOOLEAN) AND definition IS NOT NULL)
