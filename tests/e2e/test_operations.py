@@ -182,6 +182,12 @@ async def test_metrics_export_each_schedules_latest_tick_and_latest_run(
     await corral_app.create_schedule("mine", "echo", every=60, tenant="acme")
     text = (await client.get("/metrics", headers=H(keys.admin))).text
     assert "acme/mine" not in text and sample(text, tick, schedule="hourly") == 3_600.0
+    # counted instead, running and paused
+    await corral_app.create_schedule("held", "echo", every=60, tenant="acme")
+    await corral_app.pause_schedule("held", tenant="acme")
+    text = (await client.get("/metrics", headers=H(keys.admin))).text
+    assert sample(text, "corral_stored_schedules", state="running") == 1.0
+    assert sample(text, "corral_stored_schedules", state="paused") == 1.0
 
 
 async def test_schedules_lists_the_apps_schedules_by_the_keys_tenant(

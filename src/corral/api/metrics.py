@@ -7,7 +7,8 @@ Two kinds of figures:
   submitted and finished runs; redeliveries; handoffs; lease-expiry dead letters and leases
   expired but not yet reclaimed; the suggested worker count; each recurring schedule's latest
   tick and latest tick that got a run (those declared in code: tenants' own schedules, created
-  at run time, would be a series each without bound); and the queue wait of every run
+  at run time, would be a series each without bound, and are counted instead, running and
+  paused); and the queue wait of every run
   first leased since the previous scrape (a histogram fed from the store, so with several API
   replicas each replica observes every run — aggregate with ``max``, not ``sum``, across
   replicas);
@@ -61,6 +62,8 @@ class _Snapshot:
     schedulers: dict[str, SchedulerStatisticsLike] = field(default_factory=dict)
     #: per recurring schedule seen by the store: its latest tick, and the latest that got a run
     schedule_ticks: dict[str, tuple[float, float | None]] = field(default_factory=dict)
+    #: schedules created at run time: how many run, how many are paused
+    stored_schedules: tuple[int, int] = (0, 0)
 
 
 def suggest(stats: QueueStats, settings: ApiSettings) -> int:
@@ -176,6 +179,14 @@ class _StoreCollector:
             families.append(
                 GaugeMetricFamily("corral_global_cap", "Global in-flight cap.", value=s.global_cap)
             )
+        stored = GaugeMetricFamily(
+            "corral_stored_schedules",
+            "Schedules created at run time (POST /v1/schedules), by state.",
+            labels=["state"],
+        )
+        stored.add_metric(["running"], snap.stored_schedules[0])
+        stored.add_metric(["paused"], snap.stored_schedules[1])
+        families.append(stored)
         if snap.schedule_ticks:
             last_tick = GaugeMetricFamily(
                 "corral_schedule_last_tick_timestamp_seconds",
@@ -299,6 +310,7 @@ class ServiceMetrics:
             schedulers={name: s.statistics() for name, s in self.schedulers.items()},
             # the schedules in code only: tenants' own would be a series each, without bound
             schedule_ticks=await self.store.schedule_ticks(code_only=True),
+            stored_schedules=await self.store.stored_schedule_counts(),
         )
 
     async def _observe_queue_waits(self) -> None:

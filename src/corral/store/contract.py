@@ -89,6 +89,10 @@ class Store(Protocol):
         """The stored schedules not paused whose next tick is at or before ``until``."""
         ...
 
+    async def stored_schedule_counts(self) -> tuple[int, int]:
+        """How many stored schedules run, and how many are paused."""
+        ...
+
     async def pause_schedule(self, name: str) -> bool:
         """Pause a stored schedule: no run for its ticks until resumed; False: none."""
         ...

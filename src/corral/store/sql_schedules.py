@@ -143,6 +143,15 @@ class SchedulesMixin(QueueMixin):
 
         return [_decoded(r) for r in await self._read(body)]
 
+    async def stored_schedule_counts(self) -> tuple[int, int]:
+        """How many stored schedules run, and how many are paused (for /metrics)."""
+
+        async def body(tx: Transaction) -> Row | None:
+            return await tx.fetchone(self.q["stored_schedule_counts"])
+
+        row = await self._read(body)
+        return (0, 0) if row is None else (int(row[0] or 0), int(row[1] or 0))
+
     async def pause_schedule(self, name: str) -> bool:
         """Pause the stored schedule ``name``: its ticks get no run until it is resumed (a
         worker that read it before is refused by the claim). False when there is none."""

@@ -75,6 +75,10 @@ SELECT name, tenant, definition, paused_at FROM corral_schedules
 WHERE definition IS NOT NULL AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant)
 ORDER BY name;
 
+-- name: stored_schedule_counts
+SELECT COUNT(*) - COUNT(paused_at), COUNT(paused_at) FROM corral_schedules
+WHERE definition IS NOT NULL;
+
 -- name: due_schedules
 -- the stored schedules that run and whose next tick is at or before :until (or overdue)
 SELECT name, tenant, definition, paused_at FROM corral_schedules
