@@ -19,12 +19,14 @@ from typing import Any, ClassVar, TypeVar
 from corral.clock import Clock, system_clock
 from corral.config import UNLIMITED, StoreConfig
 from corral.errors import LeaseLost
+from corral.ids import new_run_id
 from corral.models import (
     JSON,
     Appended,
     Lease,
     LeaseRef,
     Run,
+    RunSpec,
     RunStatus,
 )
 from corral.store.queries import load_queries
@@ -66,6 +68,40 @@ def _limit(value: int | None) -> int:
 
 def _unlimited_to_none(value: int) -> int | None:
     return None if value >= UNLIMITED else value
+
+
+def run_params(
+    spec: RunSpec,
+    now: float,
+    aging: float,
+    *,
+    tenant: str,
+    parent: tuple[str, str, int] | None = None,
+) -> dict[str, Any]:
+    """insert_run's parameters for ``spec``, under a new id: a top-level run, or with
+    ``parent`` (the parent's id, its root's id, the child's depth) a child run. ``aging``:
+    ``StoreConfig.priority_aging``, which turns priority into the sort key."""
+    run_id = new_run_id()
+    available = max(now, spec.not_before) if spec.not_before is not None else now
+    parent_id, root_id, depth = parent if parent is not None else (None, run_id, 0)
+    return {
+        "id": run_id,
+        "tenant": tenant,
+        "agent": spec.agent,
+        "input": dumps(spec.input),
+        "priority": spec.priority,
+        "sort_key": available - spec.priority * aging,
+        "available_at": available,
+        "max_attempts": spec.max_attempts,
+        "idempotency_key": spec.idempotency_key,
+        "parent_id": parent_id,
+        "root_id": root_id,
+        "depth": depth,
+        "budget": spec.budget,
+        "timeout": spec.timeout,
+        "start_by": None if spec.start_within is None else available + spec.start_within,
+        "now": now,
+    }
 
 
 def run_from_row(row: dict[str, Any]) -> Run:

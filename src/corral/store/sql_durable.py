@@ -15,6 +15,7 @@ Invariants kept here, inside single transactions:
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from corral.errors import (
@@ -25,7 +26,6 @@ from corral.errors import (
     RunCancelled,
     RunNotFound,
 )
-from corral.ids import new_run_id
 from corral.models import JSON, LeaseRef, RunOutcome, RunSpec, RunStatus
 from corral.store.sql_base import (
     Deltas,
@@ -35,6 +35,7 @@ from corral.store.sql_base import (
     delta,
     dumps,
     loads,
+    run_params,
 )
 from corral.store.transaction import Row, Transaction
 from corral.store.user_sql import StepTransaction
@@ -90,26 +91,15 @@ class DurableMixin(SqlBase):
                         requested=spec.budget,
                         remaining=remaining,
                     )
-                child_id = new_run_id()
                 params.append(
-                    {
-                        "id": child_id,
-                        "tenant": tenant,
-                        "agent": spec.agent,
-                        "input": dumps(spec.input),
-                        "priority": spec.priority,
-                        "sort_key": now - spec.priority * self.config.priority_aging,
-                        "available_at": now,
-                        "max_attempts": spec.max_attempts,
-                        "idempotency_key": None,
-                        "parent_id": ref.run_id,
-                        "root_id": root_id,
-                        "depth": depth + 1,
-                        "budget": spec.budget,
-                        "timeout": spec.timeout,
-                        "start_by": None if spec.start_within is None else now + spec.start_within,
-                        "now": now,
-                    }
+                    run_params(
+                        # a child starts now, and has no idempotency key of its own
+                        replace(spec, not_before=None, idempotency_key=None),
+                        now,
+                        self.config.priority_aging,
+                        tenant=tenant,
+                        parent=(ref.run_id, root_id, depth + 1),
+                    )
                 )
             await tx.fetch_each(self.q["insert_run"], params)
             await tx.execute(self.q["add_children"], {"id": ref.run_id, "n": len(specs)})

@@ -19,7 +19,6 @@ from corral.errors import (
     RunNotFound,
     RunNotRetryable,
 )
-from corral.ids import new_run_id
 from corral.models import (
     JSON,
     Ack,
@@ -44,6 +43,7 @@ from corral.store.sql_base import (
     loads,
     merge,
     run_from_row,
+    run_params,
 )
 from corral.store.transaction import Params, Row, Transaction
 
@@ -88,33 +88,7 @@ class QueueMixin(SqlBase):
     def _run_params(self, specs: Sequence[RunSpec], now: float) -> list[dict[str, Any]]:
         """The insert_run parameters of top-level runs, each with a new id."""
         aging = self.config.priority_aging
-        params: list[dict[str, Any]] = []
-        for spec in specs:
-            run_id = new_run_id()
-            available = max(now, spec.not_before) if spec.not_before is not None else now
-            params.append(
-                {
-                    "id": run_id,
-                    "tenant": spec.tenant,
-                    "agent": spec.agent,
-                    "input": dumps(spec.input),
-                    "priority": spec.priority,
-                    "sort_key": available - spec.priority * aging,
-                    "available_at": available,
-                    "max_attempts": spec.max_attempts,
-                    "idempotency_key": spec.idempotency_key,
-                    "parent_id": None,
-                    "root_id": run_id,
-                    "depth": 0,
-                    "budget": spec.budget,
-                    "timeout": spec.timeout,
-                    "start_by": None
-                    if spec.start_within is None
-                    else available + spec.start_within,
-                    "now": now,
-                }
-            )
-        return params
+        return [run_params(spec, now, aging, tenant=spec.tenant) for spec in specs]
 
     async def _insert_runs(
         self, tx: Transaction, params: list[dict[str, Any]], now: float
