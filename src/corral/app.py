@@ -4,7 +4,7 @@ everything a caller hands it, and builds workers."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from dataclasses import replace
 from types import TracebackType
 from typing import Any
@@ -210,31 +210,28 @@ class Corral:
     async def delete_schedule(self, name: str, *, tenant: str = "default") -> None:
         """Delete ``tenant``'s stored schedule ``name``: no tick after this gets a run (runs
         already submitted stay). Raises ``ScheduleNotFound`` when there is none."""
-        check_name("schedule", name)
-        check_name("tenant", tenant)
-        await self.open()
-        full = stored_name(tenant, name)
-        if not await self.store.delete_schedule(full):
-            raise ScheduleNotFound(full)
+        await self._change_schedule(self.store.delete_schedule, name, tenant)
 
     async def pause_schedule(self, name: str, *, tenant: str = "default") -> None:
         """Pause ``tenant``'s stored schedule ``name``: its ticks get no run until
         ``resume_schedule``. Raises ``ScheduleNotFound`` when there is none."""
-        check_name("schedule", name)
-        check_name("tenant", tenant)
-        await self.open()
-        full = stored_name(tenant, name)
-        if not await self.store.pause_schedule(full):
-            raise ScheduleNotFound(full)
+        await self._change_schedule(self.store.pause_schedule, name, tenant)
 
     async def resume_schedule(self, name: str, *, tenant: str = "default") -> None:
         """Resume ``tenant``'s paused stored schedule ``name`` from its next tick (the ticks
         it was paused through are not made up for). Raises ``ScheduleNotFound``."""
+        await self._change_schedule(self.store.resume_schedule, name, tenant)
+
+    async def _change_schedule(
+        self, change: Callable[[str], Awaitable[bool]], name: str, tenant: str
+    ) -> None:
+        """``change`` (a store verb) applied to ``tenant``'s stored schedule ``name``;
+        ``ScheduleNotFound`` when the verb found none."""
         check_name("schedule", name)
         check_name("tenant", tenant)
         await self.open()
         full = stored_name(tenant, name)
-        if not await self.store.resume_schedule(full):
+        if not await change(full):
             raise ScheduleNotFound(full)
 
     def _build_schedule(
