@@ -267,7 +267,7 @@ class Corral:
         each with its latest tick, its latest tick that got a run, and its next tick (what
         ``corral schedules list`` and ``GET /v1/schedules`` show)."""
         await self.open()
-        ticks = await self.store.schedule_ticks()
+        ticks = await self.store.schedule_ticks(tenant)
         stored = await self.store.stored_schedules(tenant)
         now = self.store.clock()
         states = []

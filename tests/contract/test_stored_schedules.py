@@ -71,6 +71,8 @@ async def test_a_created_schedule_is_stored_whole_and_named_within_its_tenant(
         # created, not yet ticked: it starts at its latest tick, without a run
         ticks = await app.store.schedule_ticks()
         assert ticks["globex/nightly"] == (960.0, None)
+        assert list(await app.store.schedule_ticks("globex")) == ["globex/nightly"]
+        assert await app.store.schedule_ticks(code_only=True) == {}
         states = {st.schedule.name: st for st in await app.schedule_states(tenant="globex")}
         assert list(states) == ["globex/nightly"]
         assert states["globex/nightly"].next_tick == 1020.0

@@ -66,10 +66,10 @@ class Store(Protocol):
         ...
 
     async def schedule_ticks(
-        self, *, code_only: bool = False
+        self, tenant: str | None = None, *, code_only: bool = False
     ) -> dict[str, tuple[float, float | None]]:
-        """Per schedule seen (``code_only``: declared in code): its last tick, and the
-        latest tick that got a run (or None)."""
+        """Per schedule seen (stored ones: ``tenant``'s only if given, none with
+        ``code_only``): its last tick, and the latest tick that got a run (or None)."""
         ...
 
     async def create_schedule(self, schedule: Schedule) -> None:

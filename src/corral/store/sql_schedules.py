@@ -70,14 +70,15 @@ class SchedulesMixin(QueueMixin):
         return run_id
 
     async def schedule_ticks(
-        self, *, code_only: bool = False
+        self, tenant: str | None = None, *, code_only: bool = False
     ) -> dict[str, tuple[float, float | None]]:
-        """Each schedule seen so far (``code_only``: of those declared in code, not those
-        created at run time): its last tick (the latest it has moved to), and the latest
-        tick that got a run (None: none yet)."""
+        """Each schedule seen so far (of those created at run time, ``tenant``'s only if
+        given, and none with ``code_only``): its last tick (the latest it has moved to), and
+        the latest tick that got a run (None: none yet)."""
+        args = {"tenant": tenant, "code_only": code_only}
 
         async def body(tx: Transaction) -> list[Row]:
-            return await tx.fetchall(self.q["schedule_ticks"], {"code_only": code_only})
+            return await tx.fetchall(self.q["schedule_ticks"], args)
 
         return {
             r[0]: (float(r[1]), None if r[2] is None else float(r[2]))

@@ -52,8 +52,10 @@ UPDATE corral_schedules SET last_tick = :tick, next_tick = :next
 WHERE name = :name AND last_tick < :tick AND definition = :definition;
 
 -- name: schedule_ticks
+-- the schedules in code, and those stored (:tenant's only, if given; none with :code_only)
 SELECT name, last_tick, run_tick FROM corral_schedules
-WHERE NOT (CAST(:code_only AS BOOLEAN) AND definition IS NOT NULL)
+WHERE definition IS NULL
+   OR (NOT CAST(:code_only AS BOOLEAN) AND (CAST(:tenant AS TEXT) IS NULL OR tenant = :tenant))
 ORDER BY name;
 
 -- name: count_stored_schedules
