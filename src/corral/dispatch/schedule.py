@@ -1,6 +1,6 @@
 """Recurring runs: when a schedule's ticks fall. Pure: the worker's schedule loop
 (worker/schedules.py) asks for the latest tick and the next one, and the store decides, in one
-transaction, which process submits a tick's run (Store.submit_scheduled).
+transaction, which process submits a tick's run (Store.submit_ticks).
 
 A tick is a moment the schedule names: a cron expression's matches (in the schedule's time
 zone, so "0 9 * * *" follows daylight saving time) or the multiples of ``every`` seconds since
@@ -175,6 +175,25 @@ class ScheduleState:
     last_tick: float | None
     last_run_tick: float | None
     next_tick: float
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduledTick:
+    """A tick of ``schedule`` as a worker offers it to the store (``Store.submit_ticks``)."""
+
+    schedule: Schedule
+    tick: float
+    #: False: the tick is too late to make up for; the schedule moves past it unrun
+    submit: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class TickResult:
+    """What became of an offered tick: its run, if this caller submitted one, or the error
+    that kept the store from taking the tick (it may be offered again)."""
+
+    run_id: str | None = None
+    error: Exception | None = None
 
 
 def _after(moment: datetime) -> datetime:

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, Protocol
 
 from corral.clock import Clock
 from corral.config import PlanSpec, StoreConfig
-from corral.dispatch.schedule import Schedule
+from corral.dispatch.schedule import Schedule, ScheduledTick, TickResult
 from corral.models import (
     JSON,
     Ack,
@@ -63,6 +63,12 @@ class Store(Protocol):
         tick a schedule is first seen at, and without ``run`` (the schedule moves past the
         tick without a run). ``definition``: a stored schedule's text, which its row must
         still hold (deleted or replaced: no run)."""
+        ...
+
+    async def submit_ticks(self, ticks: Sequence[ScheduledTick]) -> list[TickResult]:
+        """``submit_scheduled`` for many ticks in one transaction, each with its own result:
+        a tenant over its quota of queued runs keeps its ticks untaken (their results hold
+        the error) while the other tenants' runs are submitted."""
         ...
 
     async def schedule_ticks(

@@ -11,8 +11,14 @@ holds the definition it read.
 
 from __future__ import annotations
 
-from corral.dispatch.schedule import Schedule, decode_definition
-from corral.errors import InvalidInput, ScheduleExists, ScheduleLimitReached
+import json
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from itertools import groupby
+
+from corral.dispatch.schedule import Schedule, ScheduledTick, TickResult, decode_definition
+from corral.errors import BackpressureError, InvalidInput, ScheduleExists, ScheduleLimitReached
 from corral.models import RunSpec
 from corral.store.sql_queue import QueueMixin
 from corral.store.transaction import Row, Transaction
@@ -37,37 +43,99 @@ class SchedulesMixin(QueueMixin):
         the schedule moves past it without a run). ``definition``: the schedule was created
         at run time and stored as that text; no run unless its row still holds it (its
         row then keeps its tick after ``tick``, for ``due_schedules``)."""
-        now = self.clock()
-        params = self._run_params([spec], now)
         after = None
         if definition is not None:
             after = decode_definition(name, spec.tenant, definition).next_tick(tick)
-        at = {"name": name, "tick": tick, "next": after}
+        offer = _Offer(name, tick, spec, run, definition, after)
+        (result,) = await self._offer_ticks([offer])
+        if result.error is not None:
+            raise result.error
+        return result.run_id
 
-        async def body(tx: Transaction) -> tuple[str | None, bool]:
-            seen = {"name": name, "tick": tick}
-            if definition is None and await tx.fetchone(self.q["schedule_first_seen"], seen):
-                return None, False
-            stored = {**at, "definition": definition}
-            if not run:
-                if definition is None:
-                    await tx.execute(self.q["skip_tick"], at)
-                else:
-                    await tx.execute(self.q["skip_stored_tick"], stored)
-                return None, False
-            if definition is None:
-                claimed = await tx.fetchone(self.q["claim_tick"], at)
-            else:
-                claimed = await tx.fetchone(self.q["claim_stored_tick"], stored)
-            if claimed is None:
-                return None, False
-            ids, wake = await self._insert_runs(tx, params, now)
-            return ids[0], wake
+    async def submit_ticks(self, ticks: Sequence[ScheduledTick]) -> list[TickResult]:
+        """``submit_scheduled`` for many ticks in one transaction (one write lock on SQLite,
+        one commit), each with its own result: a tenant over its quota of queued runs keeps
+        its ticks untaken (their results hold the error) and the others' runs stay. Ticks
+        another caller has taken already are found before the transaction, without a lock."""
+        offers = [
+            _Offer(
+                t.schedule.name,
+                t.tick,
+                t.schedule.run,
+                t.submit,
+                t.schedule.definition,
+                None if t.schedule.definition is None else t.schedule.next_tick(t.tick),
+            )
+            for t in ticks
+        ]
+        return await self._offer_ticks(offers)
 
-        run_id, wake = await self._tx(body)
+    async def _offer_ticks(self, offers: Sequence[_Offer]) -> list[TickResult]:
+        results = [TickResult() for _ in offers]
+        if not offers:
+            return results
+        names = json.dumps(sorted({o.name for o in offers}))
+
+        async def marks(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["schedule_marks"], {"names": names})
+
+        last = {str(r[0]): float(r[1]) for r in await self._read(marks)}
+        # A schedule without a row is one in code seen for the first time: its row is made.
+        # In (tenant, name) order, which every caller follows: two batches lock the same
+        # schedules' rows, and their tenants' rows after them, in one order (no deadlock).
+        pending = sorted(
+            (i for i, o in enumerate(offers) if last.get(o.name, -math.inf) < o.tick),
+            key=lambda i: (offers[i].spec.tenant, offers[i].name),
+        )
+        if not pending:
+            return results
+        now = self.clock()
+        params = {i: self._run_params([offers[i].spec], now)[0] for i in pending}
+
+        async def body(tx: Transaction) -> tuple[dict[int, TickResult], bool]:
+            taken: dict[int, TickResult] = {}
+            wake = False
+            for _, group in groupby(pending, key=lambda i: offers[i].spec.tenant):
+                members = list(group)
+                await tx.execute(self.q["tick_savepoint"])
+                claimed = [i for i in members if await self._take_tick(tx, offers[i])]
+                try:
+                    if claimed:
+                        runs = [params[i] for i in claimed]
+                        ids, woke = await self._insert_runs(tx, runs, now)
+                        wake |= woke
+                        for i, run_id in zip(claimed, ids, strict=True):
+                            taken[i] = TickResult(run_id)
+                except BackpressureError as exc:
+                    # the tenant's schedules stay at their last ticks, for a later offer
+                    await tx.execute(self.q["tick_rollback"])
+                    taken.update((i, TickResult(error=exc)) for i in members)
+                await tx.execute(self.q["tick_release"])
+            return taken, wake
+
+        taken, wake = await self._tx(body)
         if wake:
             self._signal_local_work()
-        return run_id
+        for i, result in taken.items():
+            results[i] = result
+        return results
+
+    async def _take_tick(self, tx: Transaction, offer: _Offer) -> bool:
+        """Move ``offer``'s schedule to its tick in ``tx``: True when this caller did so
+        for a run (which it must then submit)."""
+        at = {"name": offer.name, "tick": offer.tick, "next": offer.next}
+        if offer.definition is None:
+            if await tx.fetchone(self.q["schedule_first_seen"], at):
+                return False
+            if not offer.submit:
+                await tx.execute(self.q["skip_tick"], at)
+                return False
+            return await tx.fetchone(self.q["claim_tick"], at) is not None
+        stored = {**at, "definition": offer.definition}
+        if not offer.submit:
+            await tx.execute(self.q["skip_stored_tick"], stored)
+            return False
+        return await tx.fetchone(self.q["claim_stored_tick"], stored) is not None
 
     async def schedule_ticks(
         self, tenant: str | None = None, *, code_only: bool = False
@@ -182,6 +250,19 @@ class SchedulesMixin(QueueMixin):
             return await tx.fetchone(self.q["resume_stored_schedule"], resume) is not None
 
         return await self._tx(body)
+
+
+@dataclass(frozen=True, slots=True)
+class _Offer:
+    """A tick offered to the store, from either entry point."""
+
+    name: str
+    tick: float
+    spec: RunSpec
+    submit: bool
+    definition: str | None
+    #: a stored schedule's tick after this one (its row keeps it for due_schedules)
+    next: float | None
 
 
 def _decoded(row: Row) -> Schedule:

@@ -1,7 +1,7 @@
 """Recurring runs: each worker submits the runs of its app's schedules as their ticks come.
 
 Every worker of a deployment runs this loop, and the store lets one of them have each tick
-(``Store.submit_scheduled``: the schedule's last tick moves forward and the tick's run is
+(``Store.submit_ticks``: the schedule's last tick moves forward and the tick's run is
 inserted in one transaction), so a tick gets one run whether one worker runs or fifty, and
 none is lost to a worker that dies between the two. The loop sleeps until the next tick of
 any schedule, then offers every due tick to the store. A tick the store could not take (the
@@ -21,9 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import math
+import random
 from collections.abc import Sequence
 
-from corral.dispatch.schedule import Schedule
+from corral.dispatch.schedule import Schedule, ScheduledTick
 from corral.store import Store
 
 log = logging.getLogger(__name__)
@@ -38,6 +39,9 @@ ON_TIME = 30.0
 #: seconds between two reads of the schedules created at run time: a new schedule's first
 #: tick comes at most this late (well within ON_TIME)
 RELOAD_INTERVAL = 5.0
+#: ticks offered to the store in one transaction: few enough that the write lock (SQLite's
+#: is the whole database's) is held for milliseconds, not the whole herd
+TICK_BATCH = 100
 
 
 async def schedule_loop(
@@ -58,30 +62,48 @@ async def schedule_loop(
             next_reload = now + RELOAD_INTERVAL
         active = [*schedules, *created]
         offered = {s.name: offered[s.name] for s in active if s.name in offered}
-        retry = False
+        offers: list[ScheduledTick] = []
         for schedule in active:
             tick = schedule.latest_tick(now)
             if offered.get(schedule.name, -math.inf) >= tick:
                 continue
             # a tick missed by more than catch_up moves the schedule on without a run
             late = now - tick > max(schedule.catch_up, ON_TIME)
-            try:
-                run_id = await store.submit_scheduled(
-                    schedule.name,
-                    tick,
-                    schedule.run,
-                    run=not late,
-                    definition=schedule.definition,
-                )
-            except Exception as exc:  # the next pass offers the tick again
-                log.warning("schedule %s could not submit its run: %s", schedule.name, exc)
-                retry = True
-                continue
-            offered[schedule.name] = tick
-            if run_id is not None:
-                log.info("schedule %s submitted run %s", schedule.name, run_id)
+            offers.append(ScheduledTick(schedule, tick, submit=not late))
+        retry = await _offer(store, offers, offered)
         upcoming = min((s.next_tick(now) for s in active), default=math.inf)
         if stored:
             upcoming = min(upcoming, next_reload)
         wait = RETRY_INTERVAL if retry else upcoming - store.clock()
         await asyncio.sleep(min(max(wait, 0.0), MAX_SLEEP))
+
+
+async def _offer(store: Store, offers: list[ScheduledTick], offered: dict[str, float]) -> bool:
+    """Offer the due ticks to the store, ``TICK_BATCH`` to a transaction, and note in
+    ``offered`` those it decided on. True when some must be offered again.
+
+    Every worker offers the same ticks at the same moment (a thousand tenants' "every day
+    at 7"). Each takes the batches in an order of its own, and the store passes over, without
+    a lock, the ticks another worker has taken already: so the workers share the batches out
+    instead of each contending for every tick."""
+    offers.sort(key=lambda o: (o.schedule.run.tenant, o.schedule.name))
+    batches = [offers[i : i + TICK_BATCH] for i in range(0, len(offers), TICK_BATCH)]
+    random.shuffle(batches)
+    retry = False
+    for batch in batches:
+        try:
+            results = await store.submit_ticks(batch)
+        except Exception as exc:  # the next pass offers them again
+            log.warning("%d schedule ticks could not be offered: %s", len(batch), exc)
+            retry = True
+            continue
+        for offer, result in zip(batch, results, strict=True):
+            name = offer.schedule.name
+            if result.error is not None:
+                log.warning("schedule %s could not submit its run: %s", name, result.error)
+                retry = True
+                continue
+            offered[name] = offer.tick
+            if result.run_id is not None:
+                log.info("schedule %s submitted run %s", name, result.run_id)
+    return retry

@@ -51,6 +51,22 @@ RETURNING name;
 UPDATE corral_schedules SET last_tick = :tick, next_tick = :next
 WHERE name = :name AND last_tick < :tick AND definition = :definition;
 
+-- name: schedule_marks
+-- Without a lock: the last ticks of the schedules named in :names (a JSON array), so that a
+-- worker offering ticks another has taken already need not take the write lock for them
+SELECT name, last_tick FROM corral_schedules WHERE name IN (SELECT value FROM json_each(:names));
+
+-- name: tick_savepoint
+-- One tenant's ticks in a batch (Store.submit_ticks): a tenant over its quota of queued runs
+-- gives its ticks back, and the other tenants' runs stay
+SAVEPOINT corral_tenant_ticks;
+
+-- name: tick_rollback
+ROLLBACK TO SAVEPOINT corral_tenant_ticks;
+
+-- name: tick_release
+RELEASE SAVEPOINT corral_tenant_ticks;
+
 -- name: schedule_ticks
 -- the schedules in code, and those stored (:tenant's only, if given; none with :code_only)
 SELECT name, last_tick, run_tick FROM corral_schedules
