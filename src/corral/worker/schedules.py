@@ -97,13 +97,17 @@ async def _offer(store: Store, offers: list[ScheduledTick], offered: dict[str, f
             log.warning("%d schedule ticks could not be offered: %s", len(batch), exc)
             retry = True
             continue
+        refused: dict[str, list[str]] = {}  # per error: the schedules it kept from a run
         for offer, result in zip(batch, results, strict=True):
             name = offer.schedule.name
             if result.error is not None:
-                log.warning("schedule %s could not submit its run: %s", name, result.error)
-                retry = True
+                refused.setdefault(str(result.error), []).append(name)
                 continue
             offered[name] = offer.tick
             if result.run_id is not None:
                 log.info("schedule %s submitted run %s", name, result.run_id)
+        for error, names in refused.items():  # one line for a tenant's many schedules
+            more = f" and {len(names) - 1} more" if len(names) > 1 else ""
+            log.warning("schedule %s%s could not submit its run: %s", names[0], more, error)
+        retry |= bool(refused)
     return retry
