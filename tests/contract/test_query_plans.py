@@ -390,3 +390,32 @@ async def test_sqlite_fifo_pick_work_does_not_grow_with_the_backlog(tmp_path: Pa
 
     small, large = await steps(200), await steps(2000)
     assert large < 1.5 * small, (small, large)
+
+
+@pytest.mark.parametrize("generic", [False, True])
+async def test_the_look_for_overdue_runs_reads_only_runs_with_a_limit(
+    pg_dsn: str, generic: bool
+) -> None:
+    """Every worker looks every few seconds for runs past their start_within: right after a
+    burst of runs without one, the look reads the few runs that have one, on its index."""
+    async with _fresh_store(pg_dsn) as (dsn, store):
+        await store.submit([RunSpec("echo", start_within=1) for _ in range(5)])
+        for _ in range(4):
+            await store.submit([RunSpec("echo", tenant="big") for _ in range(5000)])
+        query = load_queries("postgres")["overdue_runs"]
+        with psycopg.connect(dsn, autocommit=True) as conn:
+            scans, read = _runs_read(conn, query, {"now": 1e12, "limit": 500}, generic)
+        assert ("Seq Scan", "corral_runs") not in scans, scans
+        assert read <= 5, (read, scans)
+
+
+async def test_sqlite_look_for_overdue_runs_uses_its_index(tmp_path: Path) -> None:
+    store = create_store(f"sqlite:///{tmp_path / 'plans.db'}", StoreConfig())
+    await store.open()
+    await store.close()
+    query = load_queries("sqlite")["overdue_runs"]
+    with sqlite3.connect(tmp_path / "plans.db") as conn:
+        args = {"now": 1e12, "limit": 500}
+        plan = [row[3] for row in conn.execute(f"EXPLAIN QUERY PLAN {query}", args)]
+    assert any("USING INDEX corral_runs_start_by" in step for step in plan), plan
+    assert not any("TEMP B-TREE" in step for step in plan), plan

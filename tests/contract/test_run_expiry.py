@@ -1,6 +1,8 @@
 """``start_within``: a run that has not started that long after it is due ends failed with
 RunExpired, its agent never called and without retries; a run started in time, a delayed run
-counted from its due time, and a run past its first attempt are untouched."""
+counted from its due time, and a run past its first attempt are untouched. A run waiting
+past its limit is ended by the workers' look (``Store.expire_overdue``) without waiting for a
+lease: its depth and quota freed, each run once however many workers look."""
 
 from __future__ import annotations
 
@@ -9,8 +11,12 @@ from typing import Any
 
 import pytest
 
-from corral import Corral, InvalidInput, RunContext
-from corral.models import RunStatus
+from corral import BackpressureError, Corral, InvalidInput, RunContext
+from corral.clock import FakeClock
+from corral.config import StoreConfig
+from corral.models import LeaseRef, RunSpec, RunStatus
+from corral.store import Store, create_store
+from corral.worker import expiry
 from tests.support.inprocess import work_until_all_ended
 
 pytestmark = pytest.mark.timeout(60)
@@ -133,3 +139,108 @@ async def test_a_child_not_started_within_its_limit_fails_its_parents_wait(db_ur
     late_run = next(k for k in kids if k.input == "late")
     assert late_run.error["type"] == "RunExpired" and calls == ["calm"]
     assert "start_within" in other.result and len(kids) == 2  # nothing spawned for it
+
+
+async def test_a_run_waiting_past_its_limit_is_ended_without_a_lease(
+    store: Store, clock: FakeClock
+) -> None:
+    """The store's look (every worker makes it every few seconds) ends runs past their
+    limit while they wait, uncounted as an attempt; it frees the tenant's depth and quota."""
+    await store.set_tenant("acme", max_queued=3)
+    stale, patient, unbounded = await store.submit(
+        [
+            RunSpec("answer", "stale", tenant="acme", start_within=10),
+            RunSpec("answer", "patient", tenant="acme", start_within=60),
+            RunSpec("answer", "unbounded", tenant="acme"),
+        ]
+    )
+    with pytest.raises(BackpressureError):
+        await store.submit([RunSpec("answer", "more", tenant="acme")])
+    assert await store.expire_overdue() == 0  # nothing past its limit yet
+    clock.now += 11
+    assert await store.expire_overdue() == 1
+    assert await store.expire_overdue() == 0  # each run once
+    run = await store.get(stale)
+    assert run is not None and run.status is RunStatus.FAILED
+    assert run.attempts == 0 and run.finished_at == clock.now  # never delivered
+    assert run.error["type"] == "RunExpired" and run.error["attempt"] == 0
+    assert f"run {stale} was not started in time: 1 s past" in run.error["message"]
+    for other in (patient, unbounded):
+        waiting = await store.get(other)
+        assert waiting is not None and waiting.status is RunStatus.QUEUED
+    stats = await store.stats()
+    acme = stats.tenant("acme")
+    assert acme is not None and (acme.queued, acme.failed) == (2, 1)
+    assert stats.queued == 2
+    await store.submit([RunSpec("answer", "more", tenant="acme")])  # room again
+
+
+async def test_a_run_leased_in_time_or_past_its_first_attempt_is_not_expired(
+    store: Store, clock: FakeClock
+) -> None:
+    (leased,) = await store.submit([RunSpec("answer", "leased", start_within=5)])
+    (lease,) = await store.lease("w1", 60.0, 1)
+    assert lease.run_id == leased
+    (released,) = await store.submit([RunSpec("answer", "retried", start_within=5)])
+    (second,) = await store.lease("w1", 60.0, 1)
+    again = LeaseRef(second.run_id, second.epoch)
+    await store.fail(again, {"type": "Boom"}, retryable=True)  # queued again, attempt 1
+    clock.now += 30
+    assert await store.expire_overdue() == 0
+    for run_id, status in ((leased, RunStatus.RUNNING), (released, RunStatus.QUEUED)):
+        run = await store.get(run_id)
+        assert run is not None and run.status is status
+
+
+async def test_stores_looking_at_once_end_each_run_once(db_url: str, clock: FakeClock) -> None:
+    stores = [create_store(db_url, StoreConfig(), clock) for _ in range(3)]
+    for s in stores:
+        await s.open()
+    try:
+        specs = [RunSpec("answer", i, tenant=f"t{i % 4}", start_within=1) for i in range(40)]
+        await stores[0].submit(specs)
+        clock.now += 2
+        ended = await asyncio.gather(*(s.expire_overdue(limit=7) for s in stores for _ in range(3)))
+        ended_more = await stores[0].expire_overdue()
+        assert sum(ended) + ended_more == 40
+        stats = await stores[0].stats()
+        assert stats.queued == 0 and stats.by_status.get("failed") == 40
+        assert all((t.queued, t.failed) == (0, 10) for t in stats.tenants if t.tenant != "default")
+    finally:
+        for s in stores:
+            await s.close()
+
+
+async def test_a_worker_ends_a_run_past_its_limit_while_its_slots_are_busy(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(expiry, "EXPIRY_INTERVAL", 0.1)
+    calls: list[Any] = []
+    app = build(db_url, calls)
+    release = asyncio.Event()
+
+    @app.agent("busy")
+    async def busy(ctx: RunContext, input: Any) -> Any:
+        await release.wait()
+        return input
+
+    async with app:
+        holder = await app.submit("busy", "hold")
+        worker = app.worker(concurrency=1, poll_interval=0.05)
+        running = asyncio.create_task(worker.run())
+        try:
+            for _ in range(100):  # the only slot taken
+                if (await app.stats()).in_flight == 1:
+                    break
+                await asyncio.sleep(0.05)
+            late = await app.submit("answer", "late", start_within=0.2)
+            expired = await app.wait(late, timeout=10)
+            assert expired.status is RunStatus.FAILED and expired.attempts == 0
+            assert expired.error["type"] == "RunExpired"
+            held = await app.get(holder)
+            assert held is not None and held.status is RunStatus.RUNNING  # ended meanwhile
+        finally:
+            release.set()
+            worker.stop()
+            await running
+    assert calls == []

@@ -17,6 +17,7 @@ from __future__ import annotations
 from corral.store.sql_ack_lease import AckLeaseMixin
 from corral.store.sql_base import SqlBase, dumps, loads, run_from_row
 from corral.store.sql_durable import DurableMixin
+from corral.store.sql_expiry import ExpiryMixin
 from corral.store.sql_keys import ApiKeysMixin, ServiceReadsMixin
 from corral.store.sql_lease import LeaseMixin
 from corral.store.sql_queue import QueueMixin
@@ -35,6 +36,7 @@ class SqlStore(
     TenancyMixin,
     ResourcesMixin,
     RetentionMixin,
+    ExpiryMixin,
     ApiKeysMixin,
     ServiceReadsMixin,
 ):

@@ -50,6 +50,7 @@ from corral.runs.signals import CancelRequested, Suspended
 from corral.store import Store
 from corral.values import check_json
 from corral.worker.acker import AckBatcher
+from corral.worker.expiry import expiry_loop
 from corral.worker.retention import RETENTION_INTERVAL, retention_loop
 from corral.worker.schedules import schedule_loop
 
@@ -238,6 +239,7 @@ class Worker:
                     name="corral-retention",
                 )
             )
+        background.append(asyncio.create_task(expiry_loop(self.store), name="corral-expiry"))
         if self.options.schedules or self.options.stored_schedules:
             loop = schedule_loop(
                 self.store, self.options.schedules, stored=self.options.stored_schedules

@@ -204,6 +204,8 @@ CREATE INDEX corral_runs_queued_age ON corral_runs USING btree (tenant, availabl
 
 CREATE INDEX corral_runs_ready ON corral_runs USING btree (tenant, sort_key) WHERE (status = 'queued'::text);
 
+CREATE INDEX corral_runs_start_by ON corral_runs USING btree (start_by) WHERE ((status = 'queued'::text) AND (attempts = 0) AND (start_by IS NOT NULL));
+
 CREATE INDEX corral_runs_started ON corral_runs USING btree (started_at) WHERE (started_at IS NOT NULL);
 
 CREATE INDEX corral_runs_timers ON corral_runs USING btree (wake_at) WHERE (status = 'waiting'::text);

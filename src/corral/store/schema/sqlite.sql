@@ -150,6 +150,9 @@ CREATE INDEX corral_runs_parent ON corral_runs (parent_id) WHERE parent_id IS NO
 
 CREATE INDEX corral_runs_ready ON corral_runs (tenant, sort_key) WHERE status = 'queued';
 
+CREATE INDEX corral_runs_start_by ON corral_runs (start_by)
+    WHERE status = 'queued' AND attempts = 0 AND start_by IS NOT NULL;
+
 CREATE INDEX corral_runs_started ON corral_runs (started_at) WHERE started_at IS NOT NULL;
 
 CREATE INDEX corral_runs_timers ON corral_runs (wake_at) WHERE status = 'waiting';

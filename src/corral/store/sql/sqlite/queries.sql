@@ -357,6 +357,20 @@ UPDATE corral_runs SET status = 'cancelled', finished_at = :now, cancel_requeste
 WHERE id = :id AND status = :status
 RETURNING tenant, parent_id;
 
+-- name: overdue_runs
+-- Without a lock: runs not yet delivered past the time their first attempt had to start by
+-- (the index corral_runs_start_by holds only runs with such a time, queued, undelivered)
+SELECT id, start_by FROM corral_runs
+WHERE status = 'queued' AND attempts = 0 AND start_by IS NOT NULL AND start_by < :now
+ORDER BY start_by
+LIMIT :limit;
+
+-- name: end_overdue_run
+-- One of them ended failed (RunExpired), unless a worker leased it meanwhile
+UPDATE corral_runs SET status = 'failed', error = :error, finished_at = :now
+WHERE id = :id AND status = 'queued' AND attempts = 0 AND start_by < :now
+RETURNING tenant, parent_id;
+
 -- name: retry_run
 -- A dead-lettered root run queued again (Store.retry). Its attempts go on counting; it gets
 -- :more attempts past those used (NULL: as many as it was submitted with; at most what the
