@@ -3,10 +3,11 @@
 sqlite3 is blocking. Each store owns one connection and an asyncio lock that gives each
 transaction the connection to itself. Only the calls that can wait on another process go to a
 dedicated thread: ``BEGIN IMMEDIATE`` (which waits, up to the busy timeout, for the file's
-write lock) and ``COMMIT`` (which may checkpoint the WAL). Once the write lock is held, no other
-process can make a statement wait, so statements run inline: a thread hop costs more than the
-statement itself. Write transactions start with ``BEGIN IMMEDIATE`` so two processes never
-deadlock upgrading a read lock.
+write lock, trying again after sleeps of at most 2 ms: ``LOCK_POLL``) and ``COMMIT`` (which
+may checkpoint the WAL). Once the write lock is held, no other process can make a statement
+wait, so statements run inline: a thread hop costs more than the statement itself. Write
+transactions start with ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a read
+lock.
 
 Read-only transactions (run and journal reads, listings, stats, retention's search) use a
 second connection, opened ``query_only``, whose statements all run on a thread of its own: a
@@ -109,6 +110,38 @@ def _opening_read(call: Callable[..., Awaitable[Any]]) -> Callable[..., Awaitabl
 def _begin_then(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T:
     conn.execute("BEGIN")
     return fn(conn, *args)
+
+
+#: longest sleep, in seconds, between two tries for the write lock while another process
+#: holds it (None: SQLite's own busy handler). The sleeps start at a tenth of a millisecond and
+#: double up to this. SQLite's handler sleeps up to 100 ms between its tries, so under steady
+#: writes from other processes a waiter kept missing the moments the lock was free: a single
+#: submit waited up to a second while four processes took turns (bench/sqlite/lock_wait.py).
+LOCK_POLL: float | None = 0.002
+
+
+def _begin(conn: sqlite3.Connection, begin: str, timeout: float) -> None:
+    """``begin`` the transaction; a write transaction waits up to ``timeout`` seconds for
+    the write lock, trying again after sleeps that grow to ``LOCK_POLL`` seconds."""
+    if LOCK_POLL is None or begin != "BEGIN IMMEDIATE":
+        conn.execute(begin)
+        return
+    deadline = time.monotonic() + timeout
+    conn.execute("PRAGMA busy_timeout = 0")
+    try:
+        sleep = 0.0001
+        while True:
+            try:
+                conn.execute(begin)
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() >= deadline:
+                    raise
+            time.sleep(sleep)
+            sleep = min(sleep * 2, LOCK_POLL)
+    finally:
+        # the other statements wait in SQLite's handler (a write lock held, they rarely do)
+        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
 
 
 def _end_transaction(conn: sqlite3.Connection, how: str) -> None:
@@ -409,7 +442,7 @@ class SQLiteStore(SqlStore):
         async with self._lock:
             assert self._conn is not None, "store is not open"
             try:
-                await self._call(_fetchall, begin, None)
+                await self._call(_begin, begin, self.config.busy_timeout)
                 yield _SQLiteTransaction(self._inline)
                 await self._call(_fetchall, "COMMIT", None)
             except BaseException:
