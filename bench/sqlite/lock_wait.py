@@ -1,6 +1,6 @@
 """How long a submit waits for SQLite's write lock while other processes write without pause:
 SQLite's own busy handler against corral's short sleeps between tries
-(``corral.store.sqlite.LOCK_POLL``), alternating in one script.
+(``StoreConfig.lock_poll``), alternating in one script.
 
 Each round, for each setting and each load, on a fresh database file: ``--writers`` processes
 submit batches of ``BATCH`` runs back to back (every process waits for the lock the same
@@ -33,7 +33,7 @@ from bench.stats import percentile  # noqa: E402
 
 from corral.config import StoreConfig  # noqa: E402
 from corral.models import RunSpec  # noqa: E402
-from corral.store import create_store, sqlite  # noqa: E402
+from corral.store import create_store  # noqa: E402
 
 RESULTS = ROOT / "bench" / "results" / "sqlite_lock_wait.json"
 WRITER = Path(__file__).with_name("lock_writer.py")
@@ -52,8 +52,8 @@ PROBE_EVERY = 0.01
 async def one_round(
     url: str, poll: float | None, batch: int, writers: int, seconds: float
 ) -> dict[str, Any]:
-    sqlite.LOCK_POLL = poll
-    store = create_store(url, StoreConfig())
+    config = StoreConfig(lock_poll=poll or 0)
+    store = create_store(url, config)
     await store.open()
     arg = "none" if poll is None else str(poll)
     procs = [

@@ -12,11 +12,11 @@ import sys
 
 from corral.config import StoreConfig
 from corral.models import RunSpec
-from corral.store import create_store, sqlite
+from corral.store import create_store
 
 
-async def main(url: str, batch: int) -> None:
-    store = create_store(url, StoreConfig())
+async def main(url: str, batch: int, poll: float) -> None:
+    store = create_store(url, StoreConfig(lock_poll=poll))
     await store.open()
     stop = asyncio.Event()
     asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, stop.set)
@@ -33,5 +33,5 @@ async def main(url: str, batch: int) -> None:
 
 
 if __name__ == "__main__":
-    sqlite.LOCK_POLL = None if sys.argv[3] == "none" else float(sys.argv[3])
-    asyncio.run(main(sys.argv[1], int(sys.argv[2])))
+    poll = 0.0 if sys.argv[3] == "none" else float(sys.argv[3])
+    asyncio.run(main(sys.argv[1], int(sys.argv[2]), poll))

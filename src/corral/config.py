@@ -48,6 +48,12 @@ class StoreConfig:
     #: process's own so that no commit waits for one. 0: SQLite's own auto-checkpoint, inside
     #: the commit that takes the log past 1,000 pages (tens of milliseconds on a slow disk).
     checkpoint_interval: float = 0.05
+    #: SQLite: longest sleep, in seconds, between two tries for the write lock while another
+    #: process holds it (the sleeps double from 0.1 ms up to it). 0: SQLite's own busy
+    #: handler, which sleeps up to 100 ms between tries: under steady writes from other
+    #: processes its waiters keep missing the moments the lock is free, while those writers
+    #: keep a fifth to a third more of their own rate (bench/sqlite/lock_wait.py).
+    lock_poll: float = 0.002
     #: PostgreSQL: flush every journal append (step, event) to disk before the agent goes on.
     #: Off: appends commit asynchronously; a later synchronous commit (ack, fail, suspend)
     #: flushes them, a worker crash loses nothing, and only a database server crash can lose
@@ -77,6 +83,7 @@ class StoreConfig:
         check_int("reap_batch", self.reap_batch)
         check_amount("busy_timeout", self.busy_timeout)
         check_amount("checkpoint_interval", self.checkpoint_interval)
+        check_amount("lock_poll", self.lock_poll)
         check_int("pool_size", self.pool_size)
         check_positive("offer_lifetime", self.offer_lifetime)
         check_positive("migration_lock_timeout", self.migration_lock_timeout)

@@ -3,7 +3,7 @@
 sqlite3 is blocking. Each store owns one connection and an asyncio lock that gives each
 transaction the connection to itself. Only the calls that can wait on another process go to a
 dedicated thread: ``BEGIN IMMEDIATE`` (which waits, up to the busy timeout, for the file's
-write lock, trying again after sleeps of at most 2 ms: ``LOCK_POLL``) and ``COMMIT`` (which
+write lock, trying again after sleeps of at most ``StoreConfig.lock_poll``) and ``COMMIT`` (which
 may checkpoint the WAL). Once the write lock is held, no other process can make a statement
 wait, so statements run inline: a thread hop costs more than the statement itself. Write
 transactions start with ``BEGIN IMMEDIATE`` so two processes never deadlock upgrading a read
@@ -112,24 +112,20 @@ def _begin_then(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T
     return fn(conn, *args)
 
 
-#: longest sleep, in seconds, between two tries for the write lock while another process
-#: holds it (None: SQLite's own busy handler). The sleeps start at a tenth of a millisecond and
-#: double up to this. SQLite's handler sleeps up to 100 ms between its tries, so under steady
-#: writes from other processes a waiter kept missing the moments the lock was free: a single
-#: submit waited up to a second while four processes took turns (bench/sqlite/lock_wait.py).
-LOCK_POLL: float | None = 0.002
-
-
-def _begin(conn: sqlite3.Connection, begin: str, timeout: float) -> None:
-    """``begin`` the transaction; a write transaction waits up to ``timeout`` seconds for
-    the write lock, trying again after sleeps that grow to ``LOCK_POLL`` seconds."""
-    if LOCK_POLL is None or begin != "BEGIN IMMEDIATE":
+def _begin(conn: sqlite3.Connection, begin: str, timeout: float, poll: float) -> None:
+    """``begin`` the transaction. A write transaction waits up to ``timeout`` seconds for
+    another process's write lock, trying again after sleeps that double from 0.1 ms up to
+    ``poll`` seconds (``StoreConfig.lock_poll``; 0: in SQLite's busy handler). SQLite's
+    handler sleeps up to 100 ms between its tries, so under steady writes from other
+    processes a waiter kept missing the moments the lock was free: a single submit waited
+    up to a second while four processes took turns (bench/sqlite/lock_wait.py)."""
+    if poll <= 0 or begin != "BEGIN IMMEDIATE":
         conn.execute(begin)
         return
     deadline = time.monotonic() + timeout
     conn.execute("PRAGMA busy_timeout = 0")
     try:
-        sleep = 0.0001
+        sleep = min(0.0001, poll)
         while True:
             try:
                 conn.execute(begin)
@@ -138,7 +134,7 @@ def _begin(conn: sqlite3.Connection, begin: str, timeout: float) -> None:
                 if "locked" not in str(exc) or time.monotonic() >= deadline:
                     raise
             time.sleep(sleep)
-            sleep = min(sleep * 2, LOCK_POLL)
+            sleep = min(sleep * 2, poll)
     finally:
         # the other statements wait in SQLite's handler (a write lock held, they rarely do)
         conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
@@ -442,7 +438,7 @@ class SQLiteStore(SqlStore):
         async with self._lock:
             assert self._conn is not None, "store is not open"
             try:
-                await self._call(_begin, begin, self.config.busy_timeout)
+                await self._call(_begin, begin, self.config.busy_timeout, self.config.lock_poll)
                 yield _SQLiteTransaction(self._inline)
                 await self._call(_fetchall, "COMMIT", None)
             except BaseException:
