@@ -112,6 +112,31 @@ def _begin_then(conn: sqlite3.Connection, fn: Callable[..., T], *args: Any) -> T
     return fn(conn, *args)
 
 
+def _set_busy_timeout(conn: sqlite3.Connection, seconds: float) -> None:
+    """How long SQLite's busy handler makes ``conn``'s statements wait for another
+    connection's lock (0: not at all)."""
+    conn.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+
+
+def _retry_while_locked(
+    attempt: Callable[[], object], timeout: float, *, first: float, longest: float
+) -> None:
+    """``attempt()`` until another connection's lock no longer refuses it, or ``timeout``
+    seconds have passed (then its error), sleeping between tries: ``first`` seconds, doubling
+    up to ``longest``."""
+    deadline = time.monotonic() + timeout
+    sleep = first
+    while True:
+        try:
+            attempt()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() >= deadline:
+                raise
+        time.sleep(sleep)
+        sleep = min(sleep * 2, longest)
+
+
 def _begin(conn: sqlite3.Connection, begin: str, timeout: float, poll: float) -> None:
     """``begin`` the transaction. A write transaction waits up to ``timeout`` seconds for
     another process's write lock, trying again after sleeps that double from 0.1 ms up to
@@ -122,22 +147,14 @@ def _begin(conn: sqlite3.Connection, begin: str, timeout: float, poll: float) ->
     if poll <= 0 or begin != "BEGIN IMMEDIATE":
         conn.execute(begin)
         return
-    deadline = time.monotonic() + timeout
-    conn.execute("PRAGMA busy_timeout = 0")
+    _set_busy_timeout(conn, 0)
     try:
-        sleep = min(0.0001, poll)
-        while True:
-            try:
-                conn.execute(begin)
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() >= deadline:
-                    raise
-            time.sleep(sleep)
-            sleep = min(sleep * 2, poll)
+        _retry_while_locked(
+            lambda: conn.execute(begin), timeout, first=min(0.0001, poll), longest=poll
+        )
     finally:
         # the other statements wait in SQLite's handler (a write lock held, they rarely do)
-        conn.execute(f"PRAGMA busy_timeout = {int(timeout * 1000)}")
+        _set_busy_timeout(conn, timeout)
 
 
 def _end_transaction(conn: sqlite3.Connection, how: str) -> None:
@@ -339,7 +356,7 @@ class SQLiteStore(SqlStore):
             check_same_thread=False,
             timeout=self.config.busy_timeout,
         )
-        conn.execute(f"PRAGMA busy_timeout = {int(self.config.busy_timeout * 1000)}")
+        _set_busy_timeout(conn, self.config.busy_timeout)
         return conn
 
     def _connect(self) -> sqlite3.Connection:
@@ -348,16 +365,16 @@ class SQLiteStore(SqlStore):
         conn = self._open_connection()
         # Switching a new file to WAL needs an exclusive lock and does not always wait on the
         # busy handler: processes opening one fresh file together retry here.
-        deadline = time.monotonic() + self.config.busy_timeout
-        while True:
-            try:
-                conn.execute("PRAGMA journal_mode = WAL")
-                break
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    conn.close()
-                    raise
-                time.sleep(0.01)
+        try:
+            _retry_while_locked(
+                lambda: conn.execute("PRAGMA journal_mode = WAL"),
+                self.config.busy_timeout,
+                first=0.01,
+                longest=0.01,
+            )
+        except sqlite3.OperationalError:
+            conn.close()
+            raise
         conn.execute(f"PRAGMA synchronous = {self.config.synchronous}")
         if self._checkpoints_in_background:
             conn.execute(f"PRAGMA wal_autocheckpoint = {BACKSTOP_PAGES}")
@@ -366,7 +383,7 @@ class SQLiteStore(SqlStore):
     def _connect_checkpointer(self) -> sqlite3.Connection:
         conn = self._open_connection()
         # a PASSIVE checkpoint waits for no one; nor should this connection's other locks
-        conn.execute("PRAGMA busy_timeout = 0")
+        _set_busy_timeout(conn, 0)
         return conn
 
     def _connect_reader(self) -> sqlite3.Connection:
