@@ -3,21 +3,18 @@ that ended more than that long ago (``Store.purge_finished``), so the store of a
 deployment stays the size of its retention window and nobody has to schedule
 ``corral runs purge``.
 
-Every worker of a deployment may run it: a pass deletes in batches of ``batch`` trees until a
-batch comes back short, and passes start at a random point of each interval, so workers that
-started together do not purge in step. Two passes that meet delete disjoint rows or retry
-(the store retries a transaction that loses a deadlock); a failed pass is logged and the next
-interval tries again, without disturbing the runs in flight.
+Every worker of a deployment may run it (the loop of ``sweeps.py``: a pass deletes in batches
+of ``batch`` trees at a random moment of each interval). Two passes that meet delete disjoint
+rows or retry (the store retries a transaction that loses a deadlock).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import random
 from collections.abc import Callable
 
 from corral.store import Store
+from corral.worker.sweeps import in_batches, sweep_loop
 
 log = logging.getLogger(__name__)
 
@@ -40,24 +37,24 @@ async def retention_loop(
 ) -> None:
     """Purge runs that ended more than ``retain`` seconds ago, once per ``interval`` seconds
     (at a random moment of each), until cancelled."""
-    while True:
-        await asyncio.sleep(interval * random.uniform(0.5, 1.0))
-        try:
-            deleted = await purge_pass(store, retain, batch=batch)
-        except Exception as exc:  # the store may be briefly unreachable: try next interval
-            log.warning("retention pass failed: %s", exc)
-            continue
-        if deleted:
-            on_purged(deleted)
-            log.info("retention deleted %d runs that ended over %.0f s ago", deleted, retain)
+
+    def purged(deleted: int) -> None:
+        on_purged(deleted)
+        log.info("retention deleted %d runs that ended over %.0f s ago", deleted, retain)
+
+    await sweep_loop(
+        interval,
+        lambda: purge_pass(store, retain, batch=batch),
+        done=purged,
+        failed="retention pass failed",
+        log=log,
+    )
 
 
 async def purge_pass(store: Store, retain: float, *, batch: int = RETENTION_BATCH) -> int:
     """One pass: delete batches until one comes back short (or the pass's limit)."""
-    deleted = 0
-    for _ in range(RETENTION_BATCHES_PER_PASS):
-        n = await store.purge_finished(store.clock() - retain, limit=batch)
-        deleted += n
-        if n < batch:
-            break
-    return deleted
+
+    async def step(limit: int) -> int:
+        return await store.purge_finished(store.clock() - retain, limit=limit)
+
+    return await in_batches(step, batch, RETENTION_BATCHES_PER_PASS)
