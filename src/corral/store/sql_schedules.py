@@ -90,7 +90,8 @@ class SchedulesMixin(QueueMixin):
         if not pending:
             return results
         now = self.clock()
-        params = {i: self._run_params([offers[i].spec], now)[0] for i in pending}
+        built = self._run_params([offers[i].spec for i in pending], now)
+        params = dict(zip(pending, built, strict=True))
 
         async def body(tx: Transaction) -> tuple[dict[int, TickResult], bool]:
             taken: dict[int, TickResult] = {}
