@@ -96,8 +96,9 @@ class Corral:
         ``timeout``: seconds one attempt may run (default: no limit). Past it the worker
         cancels the agent and fails the attempt with ``AgentTimeout``, retried with backoff
         up to the run's max attempts like any failure. Time a waiting parent spends
-        suspended is not counted (the attempt ended there); an agent that swallows the
-        cancellation is not stopped."""
+        suspended is not counted (the attempt ended there). An agent that swallows the
+        cancellation cannot be stopped: its attempt fails all the same once the worker's
+        ``stop_grace`` has passed, and its task keeps its slot until it ends."""
         seconds = None if timeout is None else check_positive("timeout", timeout)
 
         def register(fn: AgentFn) -> AgentFn:
@@ -606,6 +607,7 @@ class Corral:
         retention_interval: float = RETENTION_INTERVAL,
         handoffs: bool = True,
         schedules: bool = True,
+        stop_grace: float = 5.0,
     ) -> Worker:
         """A worker of this app's agents: ``concurrency`` slots, plus ``express_slots`` that
         only runs of tenants with fewer than ``express_below`` runs in flight take.
@@ -620,7 +622,10 @@ class Corral:
         worker gives back (``Worker.worker_id`` is the full id, as runs show it). With
         ``schedules`` (the default) it submits the runs of the app's schedules, and of those
         created at run time (``create_schedule``), as their ticks come; off, it leaves them
-        to other workers."""
+        to other workers. An agent told to stop (its run cancelled, its timeout passed, the
+        worker draining) has ``stop_grace`` seconds to end; one that ignores it has its run
+        ended without it (cancelled, failed with ``AgentTimeout``, released) and its task
+        left running in its slot until it ends (``Worker.stuck``)."""
         check_int("concurrency", concurrency)
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)
@@ -633,6 +638,7 @@ class Corral:
         if agent_timeout is not None:
             check_positive("agent_timeout", agent_timeout)
         check_positive("retention_interval", retention_interval)
+        check_amount("stop_grace", stop_grace)
         ttl = self.lease_ttl if lease_ttl is None else lease_ttl
         check_positive("lease_ttl", ttl)
         options = WorkerOptions(
@@ -656,6 +662,7 @@ class Corral:
             handoffs=bool(handoffs),
             schedules=tuple(self.schedules.values()) if schedules else (),
             stored_schedules=bool(schedules),
+            stop_grace=float(stop_grace),
         )
         return Worker(self.store, self.agents, options, worker_id)
 

@@ -66,6 +66,8 @@ def sqlite_url(tmp_path: Path) -> str:
         (["runs", "purge", "--older-than", "-2d"], 2, "is not a duration of zero or more"),
         (["runs", "purge"], 2, "Missing option '--older-than'"),
         (["worker", APP, "--retain", "forever"], 2, "'forever' is not a duration"),
+        (["worker", APP, "--stop-grace", "-1s"], 2, "is not a duration of zero or more"),
+        (["serve", "--app", APP, "--stop-grace", "later"], 2, "'later' is not a duration"),
         # what one backend cannot store is refused on both, before the store
         (["tenants", "set", "acme", "--cap", "3000000000"], 2, "cap must be at most"),
         (["plans", "global-cap", "99999999999999999999"], 2, "must be at most"),

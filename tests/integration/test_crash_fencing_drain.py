@@ -206,3 +206,46 @@ async def test_sigterm_drains_then_releases_to_another_worker(db_url: str, tmp_p
             taker.stop()
     # picked up at once, not after the 30 s lease TTL
     assert time.monotonic() - released_at < 20
+
+
+async def test_sigterm_ends_a_worker_whose_agent_ignores_cancellation(
+    db_url: str, tmp_path: Path
+) -> None:
+    """A stop is bounded by the drain timeout plus the stop grace even when an agent swallows
+    every cancellation: the run is released, the process exits, another worker runs it."""
+    log = tmp_path / "completions.log"
+    async with Corral(db_url) as app:
+        run_id = await app.submit("stubborn", {})
+        stubborn = WorkerProcess(
+            db_url,
+            log,
+            ttl=30.0,
+            concurrency=2,
+            drain_timeout=0.5,
+            poll_interval=0.05,
+            options=("--stop-grace", "1s"),
+            env={"CORRAL_TEST_STUBBORN": "1"},
+        )
+        try:
+            deadline = time.monotonic() + 30
+            while not log.exists() or "stubborn" not in log.read_text():
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.02)
+            stubborn.signal(signal.SIGTERM)
+            signalled = time.monotonic()
+            assert stubborn.wait(timeout=20) == 0
+            took = time.monotonic() - signalled
+        finally:
+            stubborn.stop()
+        assert took < 0.5 + 1 + 3  # drain, grace, start-up slack: not a hang
+        assert "swallowed" in log.read_text()  # it was told, and ignored it
+        assert "exiting with 1 agent(s) still running" in stubborn.stderr()
+        assert "did not stop within 1.0 s" in stubborn.stderr()
+        run = await app.get(run_id)
+        assert run.status == RunStatus.QUEUED and run.attempts == 0  # released, not failed
+        taker = WorkerProcess(db_url, log, ttl=30.0, concurrency=2, poll_interval=0.05)
+        try:
+            run = await app.wait(run_id, timeout=20)
+        finally:
+            taker.stop()
+        assert run.status == RunStatus.SUCCEEDED and run.result["pid"] == taker.pid

@@ -29,3 +29,17 @@ async def work(ctx: RunContext, input: dict[str, Any]) -> dict[str, Any]:
         await ctx.emit("finished", {"pid": os.getpid()})  # a fenced write
     record(f"done {ctx.run_id} {ctx.epoch} {os.getpid()}")
     return {"i": input.get("i"), "pid": os.getpid(), "epoch": ctx.epoch}
+
+
+@app.agent("stubborn")
+async def stubborn(ctx: RunContext, input: dict[str, Any]) -> dict[str, Any]:
+    """In a worker started with CORRAL_TEST_STUBBORN set, an agent that swallows every
+    cancellation and never ends; elsewhere, one that finishes at once."""
+    if os.environ.get("CORRAL_TEST_STUBBORN"):
+        record(f"stubborn {ctx.run_id} {os.getpid()}")
+        while True:
+            try:
+                await asyncio.sleep(3600)
+            except asyncio.CancelledError:
+                record(f"swallowed {ctx.run_id} {os.getpid()}")
+    return {"pid": os.getpid(), "epoch": ctx.epoch}

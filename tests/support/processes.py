@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -22,13 +23,17 @@ class WorkerProcess:
         ttl: float = 2.0,
         drain_timeout: float = 5.0,
         poll_interval: float = 0.2,
+        options: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
     ) -> None:
-        env = dict(
+        """``options``: more ``corral worker`` options; ``env``: more environment."""
+        environment = dict(
             os.environ,
             CORRAL_DATABASE_URL=url,
             CORRAL_TEST_LOG=str(log),
             CORRAL_TEST_TTL=str(ttl),
             PYTHONPATH=str(ROOT),
+            **(env or {}),
         )
         self.stderr_path = log.with_name(f"{log.stem}-worker-{id(self):x}.err")
         self._stderr = open(self.stderr_path, "w")  # noqa: SIM115 - closed in wait()
@@ -47,9 +52,10 @@ class WorkerProcess:
                 str(drain_timeout),
                 "--poll-interval",
                 str(poll_interval),
+                *options,
             ],
             cwd=ROOT,
-            env=env,
+            env=environment,
             stdout=subprocess.DEVNULL,
             stderr=self._stderr,
         )

@@ -8,11 +8,12 @@ import contextlib
 import functools
 import importlib
 import json
+import logging
 import math
 import os
 import sys
 import time
-from collections.abc import Callable, Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterable, Iterator
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -22,6 +23,7 @@ from corral.app import Corral
 from corral.errors import CorralError, InvalidInput, StoreUnavailable
 from corral.store import DEFAULT_URL
 from corral.store.url import parse_database_url
+from corral.worker import Worker
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -109,6 +111,15 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 "registered without a timeout of their own (e.g. 10m; default: no limit).",
             ),
             click.option(
+                "--stop-grace",
+                metavar="DURATION",
+                default="5s",
+                show_default=True,
+                callback=duration,
+                help="Seconds an agent told to stop (cancel, timeout, drain) has to end; past "
+                "it the worker ends the run without it and leaves the agent's task running.",
+            ),
+            click.option(
                 "--retain",
                 metavar="DURATION",
                 default=None,
@@ -126,6 +137,25 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
     ):
         fn = option(fn)
     return fn
+
+
+def exit_past_stuck_agents(workers: Iterable[Worker]) -> None:
+    """End the process now if agents that ignored their stop are still running. Their runs
+    ended without them already; asyncio.run would cancel their tasks once more and then wait
+    for them without a bound, so a stop (SIGTERM) would never finish."""
+    stuck = [run_id for w in workers for run_id in w.stuck]
+    if not stuck:
+        return
+    shown = ", ".join(stuck[:10]) + (", ..." if len(stuck) > 10 else "")
+    click.echo(
+        f"corral: exiting with {len(stuck)} agent(s) still running that ignored their stop "
+        f"(runs {shown}); their runs were ended without them",
+        err=True,
+    )
+    logging.shutdown()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 class CliError(click.ClickException):

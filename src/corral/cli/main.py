@@ -18,6 +18,7 @@ from corral.cli.common import (
     app_option,
     db_option,
     duration,
+    exit_past_stuck_agents,
     limit_text,
     load_app,
     on_fast_loop,
@@ -61,6 +62,7 @@ async def worker(
     agent_timeout: float | None,
     retain: float | None,
     handoffs: bool,
+    stop_grace: float,
     db: str | None,
 ) -> None:
     """Run a worker for the app at MODULE:ATTR until SIGTERM/SIGINT."""
@@ -79,6 +81,7 @@ async def worker(
             agent_timeout=agent_timeout,
             retain=retain,
             handoffs=handoffs,
+            stop_grace=stop_grace,
         )
         w.install_signal_handlers()
         click.echo(
@@ -102,6 +105,7 @@ async def worker(
         await w.run()
     finally:
         await app.close()
+    exit_past_stuck_agents([w])
 
 
 @cli.command()

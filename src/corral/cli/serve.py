@@ -17,6 +17,7 @@ from corral.cli.common import (
     age_target_option,
     app_option,
     db_option,
+    exit_past_stuck_agents,
     on_fast_loop,
     resolve_app,
     run_async,
@@ -24,6 +25,7 @@ from corral.cli.common import (
     worker_options,
 )
 from corral.cli.output import print_table
+from corral.worker import Worker
 from corral.worker.retention import RETENTION_INTERVAL, retention_loop
 
 
@@ -92,6 +94,7 @@ async def _serve(
     agent_timeout: float | None,
     retain: float | None,
     handoffs: bool,
+    stop_grace: float,
     max_body_bytes: int,
     age_target: float,
     public_metrics: bool,
@@ -112,6 +115,7 @@ async def _serve(
         public_metrics=public_metrics,
     )
     await app.open()
+    embedded: list[Worker] = []
     try:
         embedded = [
             app.worker(
@@ -124,6 +128,7 @@ async def _serve(
                 agent_timeout=agent_timeout,
                 retain=retain if i == 0 else None,  # one retention pass per process is enough
                 handoffs=handoffs,
+                stop_grace=stop_grace,
             )
             for i in range(workers)
         ]
@@ -160,6 +165,7 @@ async def _serve(
                     await retention
     finally:
         await app.close()
+    exit_past_stuck_agents(embedded)
 
 
 # -- keys ---------------------------------------------------------------------------------------

@@ -10,6 +10,13 @@ cancelled without writing anything (fencing), and a run whose cancellation was r
 stopped and recorded ``cancelled``. On stop (SIGTERM/SIGINT) it withdraws its offer, leases
 nothing more, lets in-flight runs finish for up to ``drain_timeout`` seconds, then releases the
 rest so another worker picks them up at once, without counting an attempt.
+
+An agent told to stop (its run cancelled, its timeout passed, the worker draining, its lease
+lost) has ``stop_grace`` seconds to do so. One that ignores the cancellation is given up on:
+its run is ended as the stop meant (cancelled, failed with AgentTimeout, released) by the
+worker instead, its heartbeats stop and the store refuses its writes from then on. Its task,
+which cannot be stopped from outside, keeps its slot until it ends, so the worker never runs
+more agents at once than it has slots; ``Worker.stuck`` names those runs.
 """
 
 from __future__ import annotations
@@ -86,6 +93,22 @@ AGENT_MISSING_RETRY = 30.0
 HANDOFF_GRACE = 0.5
 
 
+def _where_awaiting(task: asyncio.Task[Any]) -> str:
+    """Where a suspended task is, as a traceback: the chain of coroutines it awaits, down to
+    the innermost (Task.get_stack gives only the outermost frame of a suspended task)."""
+    frames = []
+    awaited: Any = task.get_coro()
+    while awaited is not None:
+        frame = getattr(awaited, "cr_frame", None) or getattr(awaited, "gi_frame", None)
+        if frame is None:
+            break
+        frames.append((frame, frame.f_lineno))
+        awaited = getattr(awaited, "cr_await", None) or getattr(awaited, "gi_yieldfrom", None)
+    return "Awaiting (most recent call last):\n" + "".join(
+        traceback.StackSummary.extract(frames).format()
+    )
+
+
 class AgentNotOnWorker(Exception):
     """The run's agent is not registered on this worker. During a rolling deploy another
     worker may have it, so this is retried like any failure, but no sooner than
@@ -97,6 +120,16 @@ class _Stop(Enum):
     LEASE_LOST = "lease_lost"
     CANCELLED = "cancelled"
     DRAIN = "drain"
+    TIMEOUT = "timeout"
+
+
+#: what the worker writes for a run whose agent it gave up on, by the stop it ignored
+_GIVEN_UP_AS = {
+    _Stop.LEASE_LOST: "left to the worker that owns it now",
+    _Stop.CANCELLED: "recorded cancelled",
+    _Stop.DRAIN: "released to another worker",
+    _Stop.TIMEOUT: "failed with AgentTimeout",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +146,9 @@ class WorkerOptions:
     resources: Mapping[str, SharedScheduler] = field(default_factory=dict)
     #: seconds one attempt of an agent may run, by agent name (absent: no limit)
     timeouts: Mapping[str, float] = field(default_factory=dict)
+    #: seconds an agent told to stop (cancel, timeout, drain, lost lease) has to end before
+    #: the worker ends its run without it (see the module's docstring)
+    stop_grace: float = 5.0
     #: slots beyond ``concurrency`` that only runs of light tenants take (fewer than
     #: ``express_below`` runs in flight anywhere): a quiet tenant's run starts at once even
     #: while a backlogged tenant holds every regular slot. 0: none.
@@ -133,7 +169,7 @@ class WorkerOptions:
 
 
 class _Slot:
-    __slots__ = ("express", "lease", "ref", "stop_reason", "task")
+    __slots__ = ("abandoned", "express", "lease", "ref", "stop_reason", "task", "timeout")
 
     def __init__(self, lease: Lease, express: bool) -> None:
         self.lease = lease
@@ -141,6 +177,11 @@ class _Slot:
         self.ref = LeaseRef(lease.run_id, lease.epoch)
         self.task: asyncio.Task[None] | None = None
         self.stop_reason: _Stop | None = None
+        #: the attempt's time limit, once its agent has started (None: no limit)
+        self.timeout: float | None = None
+        #: the agent ignored its stop past the grace: the worker ended the run without it and
+        #: its task's outcome is no longer written anywhere
+        self.abandoned = False
 
 
 class Worker:
@@ -166,6 +207,8 @@ class Worker:
             raise ValueError("retain must not be negative")
         if self.options.retention_interval <= 0:
             raise ValueError("retention_interval must be positive")
+        if self.options.stop_grace < 0:
+            raise ValueError("stop_grace must not be negative")
         # Leases, handoff offers and the runs a stopping worker gives back are all found by
         # this id, so two live workers sharing one would act on each other's runs (give back
         # a run the other is executing, both take a run handed to the id). A name given by
@@ -174,9 +217,12 @@ class Worker:
         name = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.worker_id = f"{name}:{secrets.token_hex(4)}"
         self._slots: dict[str, _Slot] = {}
-        #: executions stopped because this worker leased their run again (see _start); they
-        #: hold their slot until their task ends
-        self._superseded: set[_Slot] = set()
+        #: executions this worker no longer heartbeats or writes for: stopped because it
+        #: leased their run again (see _start), or given up on (_give_up). Each holds its slot
+        #: until its task ends.
+        self._detached: set[_Slot] = set()
+        #: the writes that end the runs of agents given up on
+        self._endings: set[asyncio.Task[None]] = set()
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acker = AckBatcher(store, retry_for=self.options.lease_ttl)
@@ -204,12 +250,22 @@ class Worker:
 
     @property
     def in_flight(self) -> int:
-        return len(self._slots) + len(self._superseded)
+        return len(self._slots) + len(self._detached)
+
+    @property
+    def stuck(self) -> list[str]:
+        """The runs whose agents ignored a stop and were given up on, and are still running
+        (their slots stay taken until they end)."""
+        return sorted(
+            s.lease.run_id
+            for s in self._detached
+            if s.abandoned and s.task is not None and not s.task.done()
+        )
 
     def _regular_in_flight(self) -> int:
         regular = sum(not s.express for s in self._slots.values())
-        if self._superseded:
-            regular += sum(not s.express for s in self._superseded)
+        if self._detached:
+            regular += sum(not s.express for s in self._detached)
         return regular
 
     def stop(self) -> None:
@@ -492,7 +548,7 @@ class Worker:
             # The earlier execution is now a zombie whose writes the store refuses: stop it,
             # and let it keep its slot until its task has ended.
             self._interrupt(earlier, _Stop.LEASE_LOST)
-            self._superseded.add(earlier)
+            self._detached.add(earlier)
         self._slots[lease.run_id] = slot
         slot.task = asyncio.create_task(self._execute(slot), name=f"corral-run-{lease.run_id}")
 
@@ -500,25 +556,22 @@ class Worker:
         lease = slot.lease
         try:
             try:
-                result = await self._call_agent(lease)
-            except Suspended:
-                return  # the store already holds the run as waiting; its lease is gone
-            except CancelRequested:
+                result = await self._call_agent(slot)
+            except (Exception, asyncio.CancelledError, CancelRequested, Suspended) as exc:
+                if slot.abandoned:
+                    self._log_late_end(slot)
+                else:
+                    await self._after_raise(slot, exc)
+                return
+            if slot.abandoned:
+                self._log_late_end(slot)
+                return
+            if slot.stop_reason is _Stop.CANCELLED:
+                # the agent swallowed the cancellation and finished: cancelled is what was asked
                 await self.store.finish_cancelled(slot.ref)
                 return
-            except asyncio.CancelledError as exc:
-                task = asyncio.current_task()
-                if slot.stop_reason is None and task is not None and not task.cancelling():
-                    # Nobody cancelled this task: the agent let a CancelledError of its own out
-                    # (a helper task it cancelled, a library's). That is a failure of the run,
-                    # retried and dead-lettered as any other, not a stop to give the run back
-                    # for: released, it came straight back, without end and without attempts.
-                    await self._fail(slot, exc)
-                    return
-                await self._after_cancel(slot)
-                return
-            except Exception as exc:
-                await self._fail(slot, exc)
+            if slot.stop_reason is _Stop.TIMEOUT:
+                await self._fail(slot, self._timeout_error(slot))
                 return
             try:
                 check_json(result, "the agent's result")
@@ -542,10 +595,30 @@ class Worker:
             if self._slots.get(lease.run_id) is slot:
                 del self._slots[lease.run_id]
             else:
-                self._superseded.discard(slot)
+                self._detached.discard(slot)
             self._slot_freed.set()
 
-    async def _call_agent(self, lease: Lease) -> JSON:
+    async def _after_raise(self, slot: _Slot, exc: BaseException) -> None:
+        """Record how an agent's call ended when it did not return."""
+        if isinstance(exc, Suspended):
+            return  # the store already holds the run as waiting; its lease is gone
+        if isinstance(exc, CancelRequested):
+            await self.store.finish_cancelled(slot.ref)
+        elif isinstance(exc, asyncio.CancelledError):
+            task = asyncio.current_task()
+            if slot.stop_reason is None and task is not None and not task.cancelling():
+                # Nobody cancelled this task: the agent let a CancelledError of its own out
+                # (a helper task it cancelled, a library's). That is a failure of the run,
+                # retried and dead-lettered as any other, not a stop to give the run back
+                # for: released, it came straight back, without end and without attempts.
+                await self._fail(slot, exc)
+            else:
+                await self._after_cancel(slot, exc)
+        else:
+            await self._fail(slot, exc)
+
+    async def _call_agent(self, slot: _Slot) -> JSON:
+        lease = slot.lease
         # expiry first: a late run ends whether or not this worker has its agent (a worker
         # without it would fail the first attempt otherwise, and the next is never expired)
         if lease.attempt == 1 and lease.start_by is not None:
@@ -572,15 +645,19 @@ class Worker:
         )
         if seconds is None:
             return await agent(ctx, lease.input)
-        limit = asyncio.timeout(seconds)
+        # a stop like a cancel or a drain (not asyncio.timeout inside the task), so that an
+        # agent ignoring it is given up on after the same grace
+        slot.timeout = seconds
+        timer = asyncio.get_running_loop().call_later(seconds, self._interrupt, slot, _Stop.TIMEOUT)
         try:
-            async with limit:
-                return await agent(ctx, lease.input)
-        except TimeoutError as exc:
-            if not limit.expired():
-                raise  # the agent's own (a call of its that timed out): a failure as it is
-            # chained: the run's recorded traceback then shows where the agent was stuck
-            raise AgentTimeout(lease.agent, seconds) from exc
+            return await agent(ctx, lease.input)
+        finally:
+            timer.cancel()
+
+    @staticmethod
+    def _timeout_error(slot: _Slot) -> AgentTimeout:
+        assert slot.timeout is not None  # only a slot with a limit is stopped by it
+        return AgentTimeout(slot.lease.agent, slot.timeout)
 
     async def _history(self, lease: Lease) -> list[JournalEntry]:
         """The journal of earlier deliveries, read once per delivery, for replay."""
@@ -593,10 +670,19 @@ class Worker:
             if len(page) < 5000:
                 return entries
 
-    async def _after_cancel(self, slot: _Slot) -> None:
+    async def _after_cancel(self, slot: _Slot, exc: asyncio.CancelledError) -> None:
         reason = slot.stop_reason
+        if reason is not None:
+            task = asyncio.current_task()
+            if task is not None:
+                task.uncancel()  # this worker's own stop, handled here
         if reason is _Stop.CANCELLED:
             await self.store.finish_cancelled(slot.ref)
+        elif reason is _Stop.TIMEOUT:
+            # chained: the run's recorded traceback then shows where the agent was stuck
+            error = self._timeout_error(slot)
+            error.__cause__ = exc
+            await self._fail(slot, error)
         elif reason is _Stop.DRAIN:
             await self.store.release(slot.ref)
         elif reason is None:
@@ -604,7 +690,7 @@ class Worker:
             # give the run back so it is not stuck until its lease expires.
             await self.store.release(slot.ref)
 
-    async def _fail(self, slot: _Slot, exc: BaseException) -> None:
+    async def _fail(self, slot: _Slot, exc: BaseException, *, trace: str | None = None) -> None:
         lease = slot.lease
         retryable = not isinstance(exc, DETERMINISTIC_FAILURES)
         delay = retry_delay(lease.attempt, base=self.options.retry_base, cap=self.options.retry_cap)
@@ -614,11 +700,65 @@ class Worker:
         error = {
             "type": type(exc).__name__,
             "message": str(exc),
-            "traceback": "".join(traceback.format_exception(exc))[-4000:],
+            "traceback": (trace or "".join(traceback.format_exception(exc)))[-4000:],
             "attempt": lease.attempt,
         }
         await self.store.fail(
             slot.ref, error, retryable=retryable, retry_at=self.store.clock() + delay
+        )
+
+    def _give_up(self, slot: _Slot) -> None:
+        """End the run of an agent that did not stop within the grace, without it: stop
+        heartbeating it, write the end its stop meant, and let its task run on detached."""
+        task = slot.task
+        reason = slot.stop_reason
+        if task is None or task.done() or slot.abandoned or reason is None:
+            return
+        slot.abandoned = True
+        run_id = slot.lease.run_id
+        if self._slots.get(run_id) is slot:
+            del self._slots[run_id]
+            self._detached.add(slot)
+        where = _where_awaiting(task)
+        log.warning(
+            "run %s: agent %r did not stop within %.1f s of being told to (%s): its run is %s "
+            "without it, and its task, left running, keeps its slot until it ends.\n%s",
+            run_id,
+            slot.lease.agent,
+            self.options.stop_grace,
+            reason.value,
+            _GIVEN_UP_AS[reason],
+            where.rstrip(),
+        )
+        task.cancel()  # once more: some agents swallow only the first
+        ending = asyncio.create_task(
+            self._end_given_up(slot, reason, where), name=f"corral-end-{run_id}"
+        )
+        self._endings.add(ending)
+        ending.add_done_callback(self._endings.discard)
+
+    async def _end_given_up(self, slot: _Slot, reason: _Stop, where: str) -> None:
+        try:
+            if reason is _Stop.CANCELLED:
+                await self.store.finish_cancelled(slot.ref)
+            elif reason is _Stop.TIMEOUT:
+                error = self._timeout_error(slot)
+                trace = f"{type(error).__name__}: {error}; the agent, not stopping, was at:\n"
+                await self._fail(slot, error, trace=trace + where)
+            elif reason is _Stop.DRAIN:
+                await self.store.release(slot.ref)
+            # a lost lease: the run is another worker's, nothing to write
+        except LeaseLost:
+            pass  # it ended meanwhile, or went to another worker: nothing left to do
+        except Exception as exc:  # its lease, no longer renewed, expires and the run comes back
+            log.warning("could not end run %s after giving its agent up: %s", slot.ref.run_id, exc)
+
+    @staticmethod
+    def _log_late_end(slot: _Slot) -> None:
+        log.info(
+            "run %s: the agent given up on has ended; its slot is free (its outcome was not "
+            "recorded: the run had ended without it)",
+            slot.lease.run_id,
         )
 
     async def _heartbeat_loop(self) -> None:
@@ -656,15 +796,23 @@ class Worker:
         if slot.task is not None and not slot.task.done() and slot.stop_reason is None:
             slot.stop_reason = reason
             slot.task.cancel()
+            asyncio.get_running_loop().call_later(self.options.stop_grace, self._give_up, slot)
 
     async def _drain(self) -> None:
-        if not self.in_flight:
-            return
-        slots = [*self._slots.values(), *self._superseded]
-        tasks = [s.task for s in slots if s.task is not None]
-        log.info("draining %d runs (up to %.1fs)", len(tasks), self.options.drain_timeout)
-        _, pending = await asyncio.wait(tasks, timeout=self.options.drain_timeout)
-        for slot in list(self._slots.values()):
-            self._interrupt(slot, _Stop.DRAIN)
-        if pending:
-            await asyncio.wait(pending)
+        live = [
+            s
+            for s in (*self._slots.values(), *self._detached)
+            if s.task is not None and not s.abandoned
+        ]
+        if live:
+            tasks = [s.task for s in live if s.task is not None]
+            log.info("draining %d runs (up to %.1fs)", len(tasks), self.options.drain_timeout)
+            _, pending = await asyncio.wait(tasks, timeout=self.options.drain_timeout)
+            for slot in list(self._slots.values()):
+                self._interrupt(slot, _Stop.DRAIN)
+            if pending:
+                await asyncio.wait(pending, timeout=self.options.stop_grace)
+            for slot in live:
+                self._give_up(slot)  # the stop of each still running is past its grace
+        if self._endings:
+            await asyncio.gather(*self._endings, return_exceptions=True)
