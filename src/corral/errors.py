@@ -22,6 +22,7 @@
     ├── ShutdownError                       a scheduler or worker is shutting down
     ├── StoreUnavailable                    the database cannot be reached or opened
     ├── Unauthorized                        no API key, or an unknown or revoked one (HTTP 401)
+    ├── Forbidden                           a tenant key naming another tenant (HTTP 403)
     └── PayloadTooLarge                     a request body over the limit (HTTP 413)
 
 Raised by agents, not by corral:
@@ -220,6 +221,13 @@ class Unauthorized(CorralError):
     code = "unauthorized"
 
 
+class Forbidden(CorralError):
+    """The key may not act for the tenant its request names: a tenant key acts for its own
+    tenant only; an admin key for any (HTTP 403)."""
+
+    code = "forbidden"
+
+
 class PayloadTooLarge(CorralError):
     """A request body over the configured limit (HTTP 413)."""
 
@@ -237,6 +245,7 @@ __all__ = [
     "ChildRunFailed",
     "CorralError",
     "FanoutLimitError",
+    "Forbidden",
     "InvalidDatabaseURL",
     "InvalidInput",
     "LeaseLost",

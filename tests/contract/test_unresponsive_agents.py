@@ -7,6 +7,7 @@ ends, and whatever it returns then is not recorded."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from typing import Any
@@ -133,10 +134,8 @@ async def test_a_stop_swallowed_then_a_result_returned_is_not_a_success(db_url: 
 
     async def swallow_then_return(ctx: RunContext, input: Any) -> str:
         started.set()
-        try:
+        with contextlib.suppress(asyncio.CancelledError):
             await asyncio.sleep(30)
-        except asyncio.CancelledError:
-            pass
         return "finished anyway"
 
     app.agent("timed", timeout=0.2)(swallow_then_return)

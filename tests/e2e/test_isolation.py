@@ -8,6 +8,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from corral import Corral
 from tests.e2e.conftest import Keys
 
 H = Keys.header
@@ -84,3 +85,48 @@ async def test_metrics_need_an_admin_key(client: httpx.AsyncClient, keys: Keys) 
     assert (await client.get("/metrics")).status_code == 401
     assert (await client.get("/metrics", headers=H(keys.a))).status_code == 401
     assert (await client.get("/metrics", headers=H(keys.admin))).status_code == 200
+
+
+async def test_an_admin_key_submits_for_any_tenant_and_a_tenant_key_for_its_own(
+    corral_app: Corral, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """A platform's backend holds one admin key and submits each customer's runs under the
+    customer's tenant: counted in that tenant's quota, visible to that tenant's key."""
+    await corral_app.set_tenant("globex", max_queued=1)
+    for_acme = await submit(client, keys.admin, tenant="acme", input={"for": "acme"})
+    mine = (await client.get(f"/v1/runs/{for_acme}", headers=H(keys.a))).json()
+    assert mine["tenant"] == "acme"
+    # naming its own tenant is allowed, and the same as naming none
+    own = await submit(client, keys.a, tenant="acme")
+    assert (await client.get(f"/v1/runs/{own}", headers=H(keys.a))).json()["tenant"] == "acme"
+    # a tenant key naming another tenant: refused, and nothing written anywhere
+    before = (await client.get("/v1/queues", headers=H(keys.admin))).json()["by_status"]
+    for path, body in (
+        ("/v1/runs", {"agent": "echo", "tenant": "globex"}),
+        ("/v1/runs/batch", {"runs": [{"agent": "echo"}, {"agent": "echo", "tenant": "globex"}]}),
+    ):
+        refused = await client.post(path, json=body, headers=H(keys.a))
+        assert refused.status_code == 403, refused.text
+        assert refused.json()["error"]["code"] == "forbidden"
+        assert "admin key" in refused.json()["error"]["message"]
+    after = (await client.get("/v1/queues", headers=H(keys.admin))).json()["by_status"]
+    assert after == before
+    # an admin batch spanning tenants: each run in its tenant, the tenant's quota applies
+    batch = await client.post(
+        "/v1/runs/batch",
+        json={"runs": [{"agent": "echo", "tenant": "globex"}, {"agent": "echo", "tenant": "acme"}]},
+        headers=H(keys.admin),
+    )
+    assert batch.status_code == 202, batch.text
+    ids = [r["run_id"] for r in batch.json()["runs"]]
+    runs = [(await client.get(f"/v1/runs/{i}", headers=H(keys.admin))).json() for i in ids]
+    assert [r["tenant"] for r in runs] == ["globex", "acme"]
+    full = await client.post(
+        "/v1/runs", json={"agent": "echo", "tenant": "globex"}, headers=H(keys.admin)
+    )
+    assert full.status_code == 429 and full.json()["error"]["code"] == "backpressure"
+    # the idempotency key is per tenant: the same key for two tenants gives two runs
+    one = await submit(client, keys.admin, tenant="acme", idempotency_key="k1")
+    two = await submit(client, keys.admin, tenant="ops", idempotency_key="k1")
+    assert one != two
+    assert await submit(client, keys.admin, tenant="acme", idempotency_key="k1") == one

@@ -247,11 +247,30 @@ async def test_tenants_create_list_and_delete_their_own_schedules(
     missing = await client.post("/v1/schedules/weekly/pause", headers=H(keys.a))
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "schedule_not_found"
-    # a tenant key deletes its own, whatever ?tenant= says; an admin names the tenant
-    gone = await client.delete("/v1/schedules/daily?tenant=acme", headers=H(keys.b))
+    # a tenant key naming another tenant changes nothing, neither theirs nor its own
+    for method, path in (
+        ("DELETE", "/v1/schedules/daily?tenant=acme"),
+        ("POST", "/v1/schedules/daily/pause?tenant=acme"),
+        ("POST", "/v1/schedules/daily/resume?tenant=acme"),
+        ("POST", "/v1/schedules?tenant=acme"),
+    ):
+        refused = await client.request(method, path, json=every, headers=H(keys.b))
+        assert refused.status_code == 403, (method, path)
+        assert refused.json()["error"]["code"] == "forbidden"
+    assert stored(await client.get("/v1/schedules", headers=H(keys.admin))) == [
+        "acme/daily",
+        "globex/daily",
+    ]
+    gone = await client.delete("/v1/schedules/daily", headers=H(keys.b))
     assert gone.status_code == 204
     assert stored(await client.get("/v1/schedules", headers=H(keys.a))) == ["acme/daily"]
     assert (await client.delete("/v1/schedules/daily", headers=H(keys.b))).status_code == 404
+    # an admin key creates one for another tenant
+    made = await client.post("/v1/schedules?tenant=globex", json=every, headers=H(keys.admin))
+    assert made.status_code == 201 and made.json()["tenant"] == "globex"
+    assert made.headers["location"] == "/v1/schedules/daily?tenant=globex"
+    gone = await client.delete(made.headers["location"], headers=H(keys.admin))
+    assert gone.status_code == 204
     admin = await client.delete("/v1/schedules/daily?tenant=acme", headers=H(keys.admin))
     assert admin.status_code == 204
     assert await corral_app.store.stored_schedules() == []

@@ -1,5 +1,7 @@
 """Who a request speaks for: its API key (see ``tokens.py``) resolved to a tenant. The tenant
-of every request comes from its key, never from the body; an admin key sees every tenant."""
+of a tenant key's request comes from its key, never from the body; an admin key sees every
+tenant and acts for the one its request names (a platform's backend submitting for each of its
+customers with one key)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from corral.api.tokens import MAX_TOKEN_LENGTH, hash_token
-from corral.errors import RunNotFound, Unauthorized
+from corral.errors import Forbidden, RunNotFound, Unauthorized
 from corral.models import Run
 from corral.store import Store
 
@@ -24,6 +26,19 @@ class Principal:
 
     def can_see(self, run: Run) -> bool:
         return self.admin or run.tenant == self.tenant
+
+    def acting_for(self, tenant: str | None) -> str:
+        """The tenant a write is for: the one named (admin keys), else the key's own. A
+        tenant key that names another tenant is refused, not silently given its own: its
+        run would be billed to, or its change made in, a tenant it did not mean."""
+        if tenant is None or tenant == self.tenant:
+            return self.tenant
+        if not self.admin:
+            raise Forbidden(
+                f"this key acts for tenant {self.tenant!r} only; another tenant's runs and "
+                "schedules need an admin key"
+            )
+        return tenant
 
     def visible(self, run: Run) -> Run:
         """The run, or RunNotFound when it is another tenant's (no existence leak)."""

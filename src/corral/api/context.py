@@ -68,6 +68,16 @@ TenantFilter = Annotated[
     ),
     AfterValidator(lambda v: v if v is None else clean_text(v)),
 ]
+ActingTenant = Annotated[
+    str | None,
+    Query(
+        min_length=1,
+        max_length=MAX_NAME,
+        description="The tenant to act for: any, with an admin key (default: the key's own); "
+        "a tenant key naming another gets 403.",
+    ),
+    AfterValidator(lambda v: v if v is None else clean_text(v)),
+]
 Cursor = Annotated[
     str | None,
     Query(
@@ -91,6 +101,7 @@ Seq = Annotated[int, Query(ge=0, le=2**53, description="Only entries after this 
 
 ERROR_DESCRIPTIONS = {
     401: "No valid API key.",
+    403: "A tenant key named another tenant (an admin key acts for any).",
     404: "No such run (or another tenant's).",
     409: "The run is not in a state this allows.",
     413: "Request body over the configured limit.",

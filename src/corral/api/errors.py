@@ -23,6 +23,7 @@ from corral.errors import (
     BudgetExceeded,
     CorralError,
     FanoutLimitError,
+    Forbidden,
     InvalidInput,
     LeaseLost,
     PayloadTooLarge,
@@ -41,6 +42,7 @@ log = logging.getLogger(__name__)
 
 STATUS: tuple[tuple[type[CorralError], int], ...] = (
     (Unauthorized, 401),
+    (Forbidden, 403),
     (RunNotFound, 404),
     (ScheduleNotFound, 404),
     (PayloadTooLarge, 413),

@@ -292,9 +292,11 @@ class ServiceMetrics:
         # observed its runs twice
         self._waits_lock = asyncio.Lock()
 
-    def observe_submit(self, tenant: str, seconds: float, runs: int = 1) -> None:
+    def observe_submit(self, seconds: float, runs: Mapping[str, int]) -> None:
+        """One submit call of ``seconds``, which accepted ``runs`` (how many, by tenant)."""
         self.submit_latency.observe(seconds)
-        self.submits.labels(tenant).inc(runs)
+        for tenant, n in runs.items():
+            self.submits.labels(tenant).inc(n)
 
     def observe_backpressure(self, tenant: str) -> None:
         self.backpressure.labels(tenant).inc()

@@ -6,6 +6,7 @@ another tenant's run is a 404."""
 # annotations name the per-instance `Auth` dependency built in the router function
 
 import time
+from collections import Counter
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
@@ -89,7 +90,7 @@ def runs_router(svc: Service) -> APIRouter:
                     "Location": {"description": "/v1/runs/{run_id}", "schema": {"type": "string"}},
                 },
             },
-            **error_responses(401, 413, 422, 429, 503),
+            **error_responses(401, 403, 413, 422, 429, 503),
         },
         summary="Submit a run",
     )
@@ -111,13 +112,14 @@ def runs_router(svc: Service) -> APIRouter:
             if key is not None and key != idempotency_key:
                 raise InvalidInput("Idempotency-Key header and body idempotency_key differ")
             key = idempotency_key
+        tenant = who.acting_for(body.tenant)
         started = time.perf_counter()
         try:
-            run_id = await svc.submits.submit(body.run_fields(who.tenant, key))
+            run_id = await svc.submits.submit(body.run_fields(tenant, key))
         except BackpressureError:
-            svc.metrics.observe_backpressure(who.tenant)
+            svc.metrics.observe_backpressure(tenant)
             raise
-        svc.metrics.observe_submit(who.tenant, time.perf_counter() - started)
+        svc.metrics.observe_submit(time.perf_counter() - started, {tenant: 1})
         status = await accepted_status(run_id, key)
         location = f"/v1/runs/{run_id}"
         if stream:
@@ -130,7 +132,7 @@ def runs_router(svc: Service) -> APIRouter:
         "/runs/batch",
         status_code=202,
         response_model=BatchSubmitResponse,
-        responses=error_responses(401, 413, 422, 429, 503),
+        responses=error_responses(401, 403, 413, 422, 429, 503),
         summary="Submit many runs at once",
         description="Up to 1,000 runs in one transaction: all are accepted, or none is (a 422 "
         "names the first bad run by its index; a 429 means the batch would take the tenant "
@@ -138,15 +140,21 @@ def runs_router(svc: Service) -> APIRouter:
         "answers with the existing run and its status.",
     )
     async def submit_batch(body: BatchSubmitRequest, who: Auth) -> BatchSubmitResponse:
+        # every run's tenant is checked before any is written: the batch is all or nothing
+        tenants = [who.acting_for(run.tenant) for run in body.runs]
         started = time.perf_counter()
         try:
             run_ids = await app.submit_many(
-                [run.run_fields(who.tenant, run.idempotency_key) for run in body.runs]
+                [
+                    run.run_fields(tenant, run.idempotency_key)
+                    for run, tenant in zip(body.runs, tenants, strict=True)
+                ]
             )
         except BackpressureError:
-            svc.metrics.observe_backpressure(who.tenant)
+            for tenant in sorted(set(tenants)):
+                svc.metrics.observe_backpressure(tenant)
             raise
-        svc.metrics.observe_submit(who.tenant, time.perf_counter() - started, runs=len(run_ids))
+        svc.metrics.observe_submit(time.perf_counter() - started, Counter(tenants))
         statuses = [
             await accepted_status(run_id, run.idempotency_key)
             for run, run_id in zip(body.runs, run_ids, strict=True)

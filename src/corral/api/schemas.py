@@ -39,6 +39,12 @@ class SubmitRequest(BaseModel):
 
     agent: Name = Field(description="Name of a registered agent.")
     input: Any = Field(default=None, description="Any JSON value, passed to the agent.")
+    tenant: Name | None = Field(
+        default=None,
+        description="The tenant the run is for (default: the key's). An admin key names any "
+        "(a platform's backend submitting for each customer); a tenant key naming another "
+        "gets 403 and nothing is submitted.",
+    )
     priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     budget: float | None = Field(
         default=None,
@@ -95,7 +101,8 @@ class SubmitRequest(BaseModel):
         return self
 
     def run_fields(self, tenant: str, idempotency_key: str | None) -> dict[str, Any]:
-        """What ``Corral.submit_many`` takes for this run, for the caller's tenant."""
+        """What ``Corral.submit_many`` takes for this run, for ``tenant`` (the one the
+        caller may act for: see ``Principal.acting_for``)."""
         return {
             "agent": self.agent,
             "input": self.input,
