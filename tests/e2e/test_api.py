@@ -411,6 +411,33 @@ async def test_a_batch_is_accepted_whole_in_order_for_the_keys_tenant(
     assert len(await _runs_of(client, keys.a)) == 4  # three new runs and the first
 
 
+async def test_a_batchs_keyed_runs_answer_with_the_status_of_the_run_each_key_names(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    old = await client.post(
+        "/v1/runs", json={"agent": "echo", "idempotency_key": "k-old"}, headers=H(keys.a)
+    )
+    await client.post(f"{old.headers['location']}/cancel", headers=H(keys.a))
+    r = await client.post(
+        "/v1/runs/batch",
+        json={
+            "runs": [
+                {"agent": "echo", "idempotency_key": "k-new"},
+                {"agent": "echo", "idempotency_key": "k-old"},
+                {"agent": "echo"},
+                {"agent": "echo", "idempotency_key": "k-new"},  # the first of this batch
+            ]
+        },
+        headers=H(keys.a),
+    )
+    assert r.status_code == 202, r.text
+    runs = r.json()["runs"]
+    assert [x["status"] for x in runs] == ["queued", "cancelled", "queued", "queued"]
+    assert runs[1]["run_id"] == old.json()["run_id"]
+    assert runs[3]["run_id"] == runs[0]["run_id"] != runs[2]["run_id"]
+    assert len(await _runs_of(client, keys.a)) == 3
+
+
 @pytest.mark.parametrize(
     ("body", "names"),
     [

@@ -155,8 +155,17 @@ def runs_router(svc: Service) -> APIRouter:
                 svc.metrics.observe_backpressure(tenant)
             raise
         svc.metrics.observe_submit(time.perf_counter() - started, Counter(tenants))
+        # the runs whose keys may have named existing runs: their statuses in one read
+        keyed = [
+            run_id
+            for run, run_id in zip(body.runs, run_ids, strict=True)
+            if run.idempotency_key is not None
+        ]
+        progress = await app.store.progress(keyed) if keyed else {}
         statuses = [
-            await accepted_status(run_id, run.idempotency_key)
+            progress[run_id][0]
+            if run_id in progress
+            else await accepted_status(run_id, run.idempotency_key)
             for run, run_id in zip(body.runs, run_ids, strict=True)
         ]
         answers = zip(run_ids, statuses, strict=True)
