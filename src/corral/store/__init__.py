@@ -18,6 +18,11 @@ def create_store(
     if parsed.dialect == "sqlite":
         from corral.store.sqlite import SQLiteStore
 
+        config = config or StoreConfig()
+        if parsed.busy_timeout is not None:
+            config = dataclasses.replace(config, busy_timeout=parsed.busy_timeout)
+        if parsed.lock_poll is not None:
+            config = dataclasses.replace(config, lock_poll=parsed.lock_poll)
         return SQLiteStore(parsed.target, config, clock)
     from corral.store.postgres import PostgresStore
 

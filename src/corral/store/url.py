@@ -1,4 +1,8 @@
-"""Database URLs: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://...``."""
+"""Database URLs: ``sqlite:///relative.db``, ``sqlite:////absolute.db``, ``postgresql://...``.
+
+A few store settings can ride on the URL, so that every command given ``--db`` (or
+``$CORRAL_DATABASE_URL``) gets them: ``pool_size`` on PostgreSQL, ``busy_timeout`` and
+``lock_poll`` (seconds) on SQLite."""
 
 from __future__ import annotations
 
@@ -12,6 +16,10 @@ DEFAULT_URL = "sqlite:///corral.db"
 #: query parameters of a PostgreSQL URL that corral reads (and takes out before libpq sees it)
 POOL_SIZE = "pool_size"
 MAX_POOL_SIZE = 1000
+#: query parameters of a SQLite URL that corral reads, in seconds (StoreConfig's fields)
+SQLITE_SECONDS = ("busy_timeout", "lock_poll")
+#: the longest of them a URL may give: a day (a wait for a lock longer than that is a hang)
+MAX_SQLITE_SECONDS = 86_400.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -21,6 +29,9 @@ class DatabaseURL:
     target: str
     #: PostgreSQL: ``?pool_size=N``, the most connections each of a process's two pools opens
     pool_size: int | None = None
+    #: SQLite: ``?busy_timeout=S&lock_poll=S``, the StoreConfig fields of those names
+    busy_timeout: float | None = None
+    lock_poll: float | None = None
 
 
 def parse_database_url(url: str) -> DatabaseURL:
@@ -38,10 +49,16 @@ def parse_database_url(url: str) -> DatabaseURL:
             raise InvalidDatabaseURL(
                 f"SQLite URL needs a path: {url!r} (sqlite:///relative.db or sqlite:////abs.db)"
             )
-        path = rest[1:].split("?", 1)[0]
+        path, _, params = rest[1:].partition("?")
         if not path:
             raise InvalidDatabaseURL(f"SQLite URL needs a file name: {url!r}")
-        return DatabaseURL("sqlite", path)
+        settings = _sqlite_settings(params, url)
+        return DatabaseURL(
+            "sqlite",
+            path,
+            busy_timeout=settings.get("busy_timeout"),
+            lock_poll=settings.get("lock_poll"),
+        )
     if scheme in ("postgresql", "postgres"):
         try:
             parts = urlsplit(url)
@@ -60,6 +77,29 @@ def parse_database_url(url: str) -> DatabaseURL:
     raise InvalidDatabaseURL(
         f"unsupported database scheme {scheme!r} in {url!r} (use sqlite or postgresql)"
     )
+
+
+def _sqlite_settings(query: str, url: str) -> dict[str, float]:
+    """The settings a SQLite URL's query gives. Any other parameter is refused rather than
+    ignored: one mistyped, or meant for another driver (``?mode=ro``), would do nothing."""
+    settings: dict[str, float] = {}
+    for key, text in parse_qsl(query, keep_blank_values=True):
+        if key not in SQLITE_SECONDS:
+            raise InvalidDatabaseURL(
+                f"unknown SQLite URL parameter {key!r} in {url!r} "
+                f"(corral reads {' and '.join(SQLITE_SECONDS)}, in seconds)"
+            )
+        try:
+            seconds = float(text)
+        except ValueError:
+            seconds = -1.0
+        if not 0 <= seconds <= MAX_SQLITE_SECONDS:  # NaN fails it too
+            raise InvalidDatabaseURL(
+                f"{key} must be a number of seconds from 0 to {MAX_SQLITE_SECONDS:g}, "
+                f"not {text!r} in {url!r}"
+            )
+        settings[key] = seconds
+    return settings
 
 
 def _pool_size(text: str, url: str) -> int:
