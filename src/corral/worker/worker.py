@@ -566,12 +566,9 @@ class Worker:
             if slot.abandoned:
                 self._log_late_end(slot)
                 return
-            if slot.stop_reason is _Stop.CANCELLED:
-                # the agent swallowed the cancellation and finished: cancelled is what was asked
-                await self.store.finish_cancelled(slot.ref)
-                return
-            if slot.stop_reason is _Stop.TIMEOUT:
-                await self._fail(slot, self._timeout_error(slot))
+            if slot.stop_reason is _Stop.CANCELLED or slot.stop_reason is _Stop.TIMEOUT:
+                # the agent swallowed its stop and finished: the stop is what was asked
+                await self._end_as_stopped(slot, slot.stop_reason)
                 return
             try:
                 check_json(result, "the agent's result")
@@ -676,18 +673,34 @@ class Worker:
             task = asyncio.current_task()
             if task is not None:
                 task.uncancel()  # this worker's own stop, handled here
+        # chained to the cancellation: a timeout's recorded traceback then shows where the
+        # agent was stuck
+        await self._end_as_stopped(slot, reason, cause=exc)
+
+    async def _end_as_stopped(
+        self,
+        slot: _Slot,
+        reason: _Stop | None,
+        *,
+        cause: BaseException | None = None,
+        where: str | None = None,
+    ) -> None:
+        """Write the end a stop means for its run, whether the agent stopped or was given up
+        on (``where`` it was then awaiting): cancelled, failed with AgentTimeout, or released.
+        A lost lease writes nothing (the run is another worker's); no reason at all (the task
+        was cancelled from outside: the worker itself is being torn down) releases the run,
+        so it is not stuck until its lease expires."""
         if reason is _Stop.CANCELLED:
             await self.store.finish_cancelled(slot.ref)
         elif reason is _Stop.TIMEOUT:
-            # chained: the run's recorded traceback then shows where the agent was stuck
             error = self._timeout_error(slot)
-            error.__cause__ = exc
-            await self._fail(slot, error)
-        elif reason is _Stop.DRAIN:
-            await self.store.release(slot.ref)
-        elif reason is None:
-            # The task was cancelled from outside (the worker itself is being torn down):
-            # give the run back so it is not stuck until its lease expires.
+            error.__cause__ = cause
+            trace = None
+            if where is not None:
+                trace = f"{type(error).__name__}: {error}; the agent, not stopping, was at:\n"
+                trace += where
+            await self._fail(slot, error, trace=trace)
+        elif reason is _Stop.DRAIN or reason is None:
             await self.store.release(slot.ref)
 
     async def _fail(self, slot: _Slot, exc: BaseException, *, trace: str | None = None) -> None:
@@ -739,15 +752,7 @@ class Worker:
 
     async def _end_given_up(self, slot: _Slot, reason: _Stop, where: str) -> None:
         try:
-            if reason is _Stop.CANCELLED:
-                await self.store.finish_cancelled(slot.ref)
-            elif reason is _Stop.TIMEOUT:
-                error = self._timeout_error(slot)
-                trace = f"{type(error).__name__}: {error}; the agent, not stopping, was at:\n"
-                await self._fail(slot, error, trace=trace + where)
-            elif reason is _Stop.DRAIN:
-                await self.store.release(slot.ref)
-            # a lost lease: the run is another worker's, nothing to write
+            await self._end_as_stopped(slot, reason, where=where)
         except LeaseLost:
             pass  # it ended meanwhile, or went to another worker: nothing left to do
         except Exception as exc:  # its lease, no longer renewed, expires and the run comes back
