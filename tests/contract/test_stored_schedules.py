@@ -8,6 +8,7 @@ import asyncio
 import contextlib
 from typing import Any
 
+import psycopg
 import pytest
 
 from corral import (
@@ -25,6 +26,7 @@ from corral.dispatch.schedule import decode_definition, encode_definition
 from corral.store import Store
 from corral.worker import schedules as schedules_module
 from corral.worker.schedules import schedule_loop
+from tests.support.postgres import fresh_schema
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -320,3 +322,34 @@ async def test_a_worker_runs_a_created_schedule_until_it_is_deleted(db_url: str)
             await running
         runs = await app.list_runs(tenant="acme")
         assert all(r.agent == "digest" and r.input == {"n": 1} for r in runs)
+
+
+async def test_creating_a_taken_name_while_its_tick_is_claimed_waits_without_a_deadlock(
+    pg_dsn: str,
+) -> None:
+    """A worker's tick batch locks a schedule's row (the claim) and then its tenant's row
+    (the quota of the run it submits). A create of that same name must take the two in that
+    order too: taking the tenant's first, it waited for the schedule's row while the batch
+    waited for the tenant's, a deadlock PostgreSQL broke after a second by failing one."""
+    with fresh_schema(pg_dsn) as dsn:
+        async with build(dsn) as app:
+            made = await app.create_schedule("nightly", "digest", every=60, tenant="acme")
+            async with await psycopg.AsyncConnection.connect(dsn) as batch:
+                await batch.execute("SET deadlock_timeout = '100ms'")
+                # the batch's claim (claim_stored_tick), in a transaction left open
+                await batch.execute(
+                    "UPDATE corral_schedules SET last_tick = last_tick + 60 WHERE name = %s",
+                    (made.name,),
+                )
+                create = asyncio.create_task(
+                    app.create_schedule("nightly", "digest", every=60, tenant="acme")
+                )
+                await asyncio.sleep(0.3)  # the create now waits on the claimed row
+                assert not create.done()
+                # the batch's submit (reserve_queued): the tenant's row must be free
+                await batch.execute(
+                    "UPDATE corral_tenants SET queued = queued WHERE tenant = 'acme'"
+                )
+                await batch.commit()
+                with pytest.raises(ScheduleExists):
+                    await asyncio.wait_for(create, 5)

@@ -177,12 +177,16 @@ class SchedulesMixin(QueueMixin):
 
         async def body(tx: Transaction) -> None:
             await tx.execute(self.q["ensure_tenant"], args)
-            await tx.fetchone(self.q["lock_tenant"], args)
-            count = await tx.fetchone(self.q["count_stored_schedules"], args)
-            if count is not None and int(count[0]) >= limit:
-                raise ScheduleLimitReached(tenant, limit)
+            # The schedule's row before the tenant's, the order of a worker's tick batch (its
+            # claim, then its run's quota): a name in use waits here for a batch claiming it,
+            # which took the tenant's row first deadlocked with it. The count then includes
+            # this row, under the tenant's lock; a refusal rolls it back.
             if await tx.fetchone(self.q["insert_stored_schedule"], row) is None:
                 raise ScheduleExists(schedule.name)
+            await tx.fetchone(self.q["lock_tenant"], args)
+            count = await tx.fetchone(self.q["count_stored_schedules"], args)
+            if count is not None and int(count[0]) > limit:
+                raise ScheduleLimitReached(tenant, limit)
 
         await self._tx(body)
 
