@@ -222,6 +222,9 @@ async def test_tenants_create_list_and_delete_their_own_schedules(
     out = made.json()
     assert (out["name"], out["stored"], out["tenant"]) == ("acme/daily", True, "acme")
     assert out["next_tick"] % 86_400 == 6 * 3600 + 1800 and out["last_run_tick"] is None
+    # the Location reads it back
+    read = await client.get(made.headers["location"], headers=H(keys.a))
+    assert read.status_code == 200 and read.json() == out
     again = await client.post("/v1/schedules", json=body, headers=H(keys.a))
     assert again.status_code == 409 and again.json()["error"]["code"] == "schedule_exists"
     # another tenant's name space is its own
@@ -247,12 +250,19 @@ async def test_tenants_create_list_and_delete_their_own_schedules(
     missing = await client.post("/v1/schedules/weekly/pause", headers=H(keys.a))
     assert missing.status_code == 404
     assert missing.json()["error"]["code"] == "schedule_not_found"
+    assert (await client.get("/v1/schedules/weekly", headers=H(keys.a))).status_code == 404
+    # each key reads its own tenant's schedule of a name; an admin names the tenant
+    mine = await client.get("/v1/schedules/daily", headers=H(keys.b))
+    assert (mine.json()["name"], mine.json()["when"]) == ("globex/daily", "every 60 s")
+    theirs = await client.get("/v1/schedules/daily?tenant=acme", headers=H(keys.admin))
+    assert theirs.json()["name"] == "acme/daily"
     # a tenant key naming another tenant changes nothing, neither theirs nor its own
     for method, path in (
         ("DELETE", "/v1/schedules/daily?tenant=acme"),
         ("POST", "/v1/schedules/daily/pause?tenant=acme"),
         ("POST", "/v1/schedules/daily/resume?tenant=acme"),
         ("POST", "/v1/schedules?tenant=acme"),
+        ("GET", "/v1/schedules/daily?tenant=acme"),
     ):
         refused = await client.request(method, path, json=every, headers=H(keys.b))
         assert refused.status_code == 403, (method, path)
@@ -271,6 +281,7 @@ async def test_tenants_create_list_and_delete_their_own_schedules(
     assert made.headers["location"] == "/v1/schedules/daily?tenant=globex"
     gone = await client.delete(made.headers["location"], headers=H(keys.admin))
     assert gone.status_code == 204
+    assert (await client.get(made.headers["location"], headers=H(keys.admin))).status_code == 404
     admin = await client.delete("/v1/schedules/daily?tenant=acme", headers=H(keys.admin))
     assert admin.status_code == 204
     assert await corral_app.store.stored_schedules() == []

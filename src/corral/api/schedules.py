@@ -1,5 +1,5 @@
 """The schedule routes under ``/v1``: list the recurring schedules (those declared in the
-app's code and those created at run time), create one, pause, resume or delete one.
+app's code and those created at run time), create one, read, pause, resume or delete one.
 A tenant key sees and changes its own tenant's only; an admin key names the tenant with
 ?tenant= (default: its own)."""
 
@@ -94,7 +94,21 @@ def schedules_router(svc: Service) -> APIRouter:
         for state in await app.schedule_states(tenant):
             if state.schedule.name == full:
                 return ScheduleOut.of(state)
-        raise ScheduleNotFound(full)  # deleted in between
+        raise ScheduleNotFound(full)
+
+    @router.get(
+        "/schedules/{name}",
+        response_model=ScheduleOut,
+        responses=error_responses(401, 403, 404, 503),
+        summary="One of the caller's tenant's schedules",
+        description="A schedule created with POST /v1/schedules (the `Location` it answered "
+        "with), its last and next ticks. An admin key names the tenant with ?tenant= "
+        "(default: its own).",
+    )
+    async def get_schedule(
+        name: ScheduleName, who: Auth, tenant: ActingTenant = None
+    ) -> ScheduleOut:
+        return await state_of(who.acting_for(tenant), name)
 
     @router.post(
         "/schedules/{name}/pause",
