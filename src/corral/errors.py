@@ -114,12 +114,16 @@ class ScheduleLimitReached(CorralError):
 
 
 class BackpressureError(CorralError):
-    """A bounded queue is full. Nothing was taken; retry after ``retry_after`` seconds."""
+    """A bounded queue is full. Nothing was taken; retry after ``retry_after`` seconds.
+    ``tenant``: the tenant whose quota of queued runs refused it (None for other queues)."""
 
     code = "backpressure"
 
-    def __init__(self, message: str, retry_after: float = 1.0) -> None:
+    def __init__(
+        self, message: str, retry_after: float = 1.0, *, tenant: str | None = None
+    ) -> None:
         self.retry_after = retry_after
+        self.tenant = tenant
         super().__init__(message)
 
 

@@ -102,6 +102,12 @@ async def test_metrics_export_queue_figures_counters_histograms_and_schedulers(
         assert (
             await client.post("/v1/runs", json={"agent": "echo"}, headers=H(keys.b))
         ).status_code == 429
+        # a batch across tenants refused by one tenant's quota: counted for that tenant only
+        mixed = {
+            "runs": [{"agent": "echo", "tenant": "acme"}, {"agent": "echo", "tenant": "globex"}]
+        }
+        refused = await client.post("/v1/runs/batch", json=mixed, headers=H(keys.admin))
+        assert refused.status_code == 429 and "'globex'" in refused.json()["error"]["message"]
         text = (await client.get("/metrics", headers=H(keys.admin))).text
         assert sample(text, "corral_queue_depth", tenant="acme") == 4
         assert sample(text, "corral_queue_depth", tenant="globex") == 1
@@ -110,7 +116,9 @@ async def test_metrics_export_queue_figures_counters_histograms_and_schedulers(
         assert sample(text, "corral_runs", status="queued") == 5
         assert sample(text, "corral_runs_submitted_total") == 5
         assert sample(text, "corral_submit_latency_seconds_count") == 5
-        assert sample(text, "corral_backpressure_rejections_total", tenant="globex") == 1
+        assert sample(text, "corral_backpressure_rejections_total", tenant="globex") == 2
+        with pytest.raises(AssertionError, match="not in metrics"):
+            sample(text, "corral_backpressure_rejections_total", tenant="acme")
         assert sample(text, "corral_suggested_workers") >= 1
         assert sample(text, "corral_queue_wait_seconds_count") == 0
 

@@ -150,8 +150,10 @@ def runs_router(svc: Service) -> APIRouter:
                     for run, tenant in zip(body.runs, tenants, strict=True)
                 ]
             )
-        except BackpressureError:
-            for tenant in sorted(set(tenants)):
+        except BackpressureError as exc:
+            # the tenant whose quota refused the batch; the others' runs were only refused
+            # with it (all or nothing)
+            for tenant in [exc.tenant] if exc.tenant else sorted(set(tenants)):
                 svc.metrics.observe_backpressure(tenant)
             raise
         svc.metrics.observe_submit(time.perf_counter() - started, Counter(tenants))

@@ -142,7 +142,9 @@ class QueueMixin(SqlBase):
             return bool(row[1])
         if await tx.fetchone(self.q["tenant_headroom"], args) is None:
             raise InvalidInput(f"default plan {self.config.default_plan!r} does not exist")
-        raise BackpressureError(f"tenant {tenant!r} has reached its limit of queued runs")
+        raise BackpressureError(
+            f"tenant {tenant!r} has reached its limit of queued runs", tenant=tenant
+        )
 
     # -- fenced writes ------------------------------------------------------------------------
 
