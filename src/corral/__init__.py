@@ -22,7 +22,15 @@ from corral.errors import (
     StoreUnavailable,
     UnknownAgent,
 )
-from corral.models import QueueStats, Run, RunSpec, RunStatus, TenantStats
+from corral.models import (
+    QueueStats,
+    Run,
+    RunSpec,
+    RunStatus,
+    TenantStats,
+    WorkerPresence,
+    WorkerState,
+)
 from corral.runs import FanoutLimits, RunContext, StepPolicy
 from corral.worker import NonRetryableError, Worker
 
@@ -60,4 +68,6 @@ __all__ = [
     "TenantStats",
     "UnknownAgent",
     "Worker",
+    "WorkerPresence",
+    "WorkerState",
 ]

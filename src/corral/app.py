@@ -20,7 +20,15 @@ from corral.dispatch.schedule import (
     stored_name,
 )
 from corral.errors import InvalidInput, RunNotFound, ScheduleNotFound, UnknownAgent
-from corral.models import JSON, JournalEntry, QueueStats, Run, RunSpec, RunStatus
+from corral.models import (
+    JSON,
+    JournalEntry,
+    QueueStats,
+    Run,
+    RunSpec,
+    RunStatus,
+    WorkerPresence,
+)
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
 from corral.values import (
@@ -516,6 +524,13 @@ class Corral:
     async def stats(self) -> QueueStats:
         await self.open()
         return await self.store.stats()
+
+    async def workers(self) -> list[WorkerPresence]:
+        """The workers on this database, as each last reported itself (every third of its
+        lease TTL): slots busy, agents stuck past their stop, draining; ``state(now)`` is
+        ``lost`` for one not heard from for a lease TTL (killed, say: shown for an hour)."""
+        await self.open()
+        return await self.store.workers()
 
     async def purge_finished(self, older_than: float, *, limit: int = 1000) -> int:
         """Delete runs that ended more than ``older_than`` seconds ago, with their journals,

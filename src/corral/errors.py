@@ -226,8 +226,8 @@ class Unauthorized(CorralError):
 
 
 class Forbidden(CorralError):
-    """The key may not act for the tenant its request names: a tenant key acts for its own
-    tenant only; an admin key for any (HTTP 403)."""
+    """The key may not do this: a tenant key acts for its own tenant only, and reads nothing
+    of other tenants' or the whole system's (the workers); an admin key may (HTTP 403)."""
 
     code = "forbidden"
 

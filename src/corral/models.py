@@ -220,3 +220,45 @@ class RunOutcome:
     @property
     def done(self) -> bool:
         return self.status.terminal
+
+
+class WorkerState(StrEnum):
+    RUNNING = "running"
+    #: stopping: leases nothing more, lets its runs finish (up to its drain timeout)
+    DRAINING = "draining"
+    #: not heard from for longer than its lease TTL: killed, frozen or cut off from the
+    #: database (its leases have run out too, and its runs gone back to the queue)
+    LOST = "lost"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerPresence:
+    """What a worker last reported of itself (``Store.report_worker``): it reports every
+    third of its lease TTL while it runs, and its row goes when it stops."""
+
+    worker_id: str
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float
+    lease_ttl: float
+    concurrency: int
+    express_slots: int
+    #: slots taken, by runs it executes and by agents it gave up on that have not ended
+    busy: int
+    #: agents that ignored a stop and were given up on, still running (``Worker.stuck``)
+    stuck: int
+    #: runs it has finished since it started
+    completed: int
+    draining: bool = False
+
+    @property
+    def slots(self) -> int:
+        return self.concurrency + self.express_slots
+
+    def state(self, now: float) -> WorkerState:
+        """Its state at ``now`` (on the clocks of the reader and the worker, which must
+        agree to well within a lease TTL)."""
+        if now - self.seen_at > self.lease_ttl:
+            return WorkerState.LOST
+        return WorkerState.DRAINING if self.draining else WorkerState.RUNNING

@@ -102,6 +102,10 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await expect(page.locator("#who")).to_have_text("all tenants")
             await expect(page.locator("#runs")).to_contain_text("succeeded")
             await expect(page.locator("#runs")).to_contain_text("failed")
+            # the embedded worker, as it reports itself
+            await expect(page.locator("#workers tbody tr")).to_have_count(1)
+            await expect(page.locator("#workers tbody tr")).to_contain_text("running")
+            await expect(page.locator("#workers tbody tr")).to_contain_text("/ 4")
             schedules = page.locator("#schedules tbody tr")
             await expect(schedules).to_have_count(2)
             await expect(schedules.first).to_contain_text("new-year")
@@ -145,6 +149,7 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await expect(page.locator("#runs tbody tr")).to_have_count(25)
             await expect(page.locator("#runs")).not_to_contain_text("globex")
             await expect(page.locator("#schedules-box")).to_be_hidden()  # globex's schedules
+            await expect(page.locator("#workers-box")).to_be_hidden()  # admin keys only
             await page.close()
 
             # a refused key brings up the key form, and a good one gets past it

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 
 import httpx
 import pytest
@@ -316,3 +317,37 @@ async def test_a_bad_schedule_is_a_422_and_nothing_is_stored(
     assert refused.status_code == 422, refused.text
     assert refused.json()["error"]["code"] == code
     assert await corral_app.store.stored_schedules() == []
+
+
+async def test_admins_see_the_workers_and_metrics_count_them_by_state(
+    corral_app: Corral, keys: Keys, client: httpx.AsyncClient
+) -> None:
+    worker = corral_app.worker(concurrency=2, express_slots=1, poll_interval=0.05)
+    running = asyncio.create_task(worker.run())
+    try:
+        for _ in range(500):
+            if await corral_app.workers():
+                break
+            await asyncio.sleep(0.02)
+        # a worker killed a while ago: its last report is older than its lease TTL
+        old = replace(worker.presence(), worker_id="gone:1", seen_at=time.time() - 100)
+        await corral_app.store.report_worker(old)
+        listed = await client.get("/v1/workers", headers=H(keys.admin))
+        assert listed.status_code == 200, listed.text
+        by_id = {w["worker_id"]: w for w in listed.json()["workers"]}
+        assert by_id[worker.worker_id]["state"] == "running"
+        assert (by_id[worker.worker_id]["concurrency"], by_id["gone:1"]["state"]) == (2, "lost")
+        refused = await client.get("/v1/workers", headers=H(keys.a))
+        assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
+        text = (await client.get("/metrics", headers=H(keys.admin))).text
+        assert sample(text, "corral_workers", state="running") == 1
+        assert sample(text, "corral_workers", state="lost") == 1
+        assert sample(text, "corral_workers", state="draining") == 0
+        assert sample(text, "corral_worker_slots") == 3  # the lost one's not counted
+        assert sample(text, "corral_worker_busy_slots") == 0
+        assert sample(text, "corral_stuck_agents") == 0
+    finally:
+        worker.stop()
+        await asyncio.wait_for(running, 20)
+    listed = await client.get("/v1/workers", headers=H(keys.admin))
+    assert [w["worker_id"] for w in listed.json()["workers"]] == ["gone:1"]

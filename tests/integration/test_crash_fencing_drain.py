@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 import random
 import signal
+import subprocess
+import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -13,7 +15,7 @@ import pytest
 
 from corral import Corral
 from corral.models import Run, RunStatus
-from tests.support.processes import WorkerProcess
+from tests.support.processes import ROOT, WorkerProcess
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -249,3 +251,40 @@ async def test_sigterm_ends_a_worker_whose_agent_ignores_cancellation(
         finally:
             taker.stop()
         assert run.status == RunStatus.SUCCEEDED and run.result["pid"] == taker.pid
+
+
+async def test_corral_workers_shows_a_sigkilled_worker_as_lost_and_a_stopped_one_gone(
+    db_url: str, tmp_path: Path
+) -> None:
+    log = tmp_path / "completions.log"
+    ttl = 1.5
+    async with Corral(db_url) as app:
+        killed = WorkerProcess(db_url, log, ttl=ttl, concurrency=3, poll_interval=0.05)
+        stopped = WorkerProcess(db_url, log, ttl=ttl, concurrency=2, poll_interval=0.05)
+        try:
+            deadline = time.monotonic() + 30
+            while {w.pid for w in await app.workers()} != {killed.pid, stopped.pid}:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+            killed.signal(signal.SIGKILL)
+            killed.wait()
+            stopped.signal(signal.SIGTERM)
+            assert stopped.wait(timeout=20) == 0
+            # the stopped worker removed its report; the killed one could not
+            [left] = await app.workers()
+            assert (left.pid, left.concurrency) == (killed.pid, 3)
+            await asyncio.sleep(max(0.0, left.seen_at + ttl - time.time()) + 0.2)
+        finally:
+            killed.stop()
+            stopped.stop()
+    shown = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "corral.cli.main", "workers", "--db", db_url],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert shown.returncode == 0, shown.stderr
+    [line] = [ln for ln in shown.stdout.splitlines() if f":{killed.pid}:" in ln]
+    assert "lost" in line.split()

@@ -5,7 +5,8 @@ Two kinds of figures:
 * read from the store at each scrape (``refresh``), so they are the same whichever instance is
   scraped: queue depth, oldest queued age, in flight and cap per tenant; runs per status;
   submitted and finished runs; redeliveries; handoffs; lease-expiry dead letters and leases
-  expired but not yet reclaimed; the suggested worker count; each recurring schedule's latest
+  expired but not yet reclaimed; the suggested worker count; the workers by state (running,
+  draining, lost) with their slots, busy slots and stuck agents; each recurring schedule's latest
   tick and latest tick that got a run (those declared in code: tenants' own schedules, created
   at run time, would be a series each without bound, and are counted instead, running and
   paused); and the queue wait of every run
@@ -22,6 +23,7 @@ are exported with a ``scheduler`` label.
 from __future__ import annotations
 
 import asyncio
+import collections
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import Protocol
@@ -31,7 +33,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 
 from corral.api.settings import ApiSettings
-from corral.models import TERMINAL, QueueStats
+from corral.models import TERMINAL, QueueStats, WorkerPresence, WorkerState
 from corral.store import Store
 from corral.store.sql_keys import DeliveryCounters
 
@@ -64,6 +66,9 @@ class _Snapshot:
     schedule_ticks: dict[str, tuple[float, float | None]] = field(default_factory=dict)
     #: schedules created at run time: how many run, how many are paused
     stored_schedules: tuple[int, int] = (0, 0)
+    #: the workers' latest reports, and the instant (store clock) they were read at
+    workers: list[WorkerPresence] = field(default_factory=list)
+    read_at: float = 0.0
 
 
 def suggest(stats: QueueStats, settings: ApiSettings) -> int:
@@ -187,6 +192,7 @@ class _StoreCollector:
         stored.add_metric(["running"], snap.stored_schedules[0])
         stored.add_metric(["paused"], snap.stored_schedules[1])
         families.append(stored)
+        families += _worker_families(snap.workers, snap.read_at)
         if snap.schedule_ticks:
             last_tick = GaugeMetricFamily(
                 "corral_schedule_last_tick_timestamp_seconds",
@@ -241,6 +247,39 @@ class _StoreCollector:
             if reclaims.samples:
                 families.append(reclaims)
         return families
+
+
+def _worker_families(workers: list[WorkerPresence], now: float) -> list[Metric]:
+    """The workers by state, and the slots, busy slots and stuck agents of those not lost."""
+    states = collections.Counter(w.state(now) for w in workers)
+    by_state = GaugeMetricFamily(
+        "corral_workers",
+        "Workers by state: running, draining, lost (not heard from for a lease TTL; counted "
+        "for an hour).",
+        labels=["state"],
+    )
+    for state in WorkerState:
+        by_state.add_metric([state.value], states[state])
+    live = [w for w in workers if w.state(now) != WorkerState.LOST]
+    return [
+        by_state,
+        GaugeMetricFamily(
+            "corral_worker_slots",
+            "Run slots of the workers not lost (express slots included).",
+            value=sum(w.slots for w in live),
+        ),
+        GaugeMetricFamily(
+            "corral_worker_busy_slots",
+            "Slots taken on the workers not lost, stuck agents' included.",
+            value=sum(w.busy for w in live),
+        ),
+        GaugeMetricFamily(
+            "corral_stuck_agents",
+            "Agents that ignored a stop past their grace and still run, each in a slot (their "
+            "runs were ended without them): alert when above 0.",
+            value=sum(w.stuck for w in live),
+        ),
+    ]
 
 
 class ServiceMetrics:
@@ -313,6 +352,8 @@ class ServiceMetrics:
             # the schedules in code only: tenants' own would be a series each, without bound
             schedule_ticks=await self.store.schedule_ticks(code_only=True),
             stored_schedules=await self.store.stored_schedule_counts(),
+            workers=await self.store.workers(),
+            read_at=self.clock(),
         )
 
     async def _observe_queue_waits(self) -> None:

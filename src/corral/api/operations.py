@@ -1,5 +1,5 @@
-"""Operations routes: queue statistics with a suggested worker count, Prometheus metrics,
-liveness and readiness, and the dashboard page."""
+"""Operations routes: queue statistics with a suggested worker count, the workers, Prometheus
+metrics, liveness and readiness, and the dashboard page."""
 
 # no `from __future__ import annotations`: FastAPI reads the route signatures, whose
 # annotations name the per-instance `Auth` dependency built in the router function
@@ -14,8 +14,8 @@ from prometheus_client import CONTENT_TYPE_LATEST
 from corral.api.auth import Principal
 from corral.api.context import Service, error_responses, principal_dependency
 from corral.api.metrics import suggest
-from corral.api.schemas import Health, QueuesOut, TenantQueue
-from corral.errors import Unauthorized
+from corral.api.schemas import Health, QueuesOut, TenantQueue, WorkerOut, WorkersOut
+from corral.errors import Forbidden, Unauthorized
 from corral.models import QueueStats
 
 
@@ -59,6 +59,22 @@ def operations_router(svc: Service) -> APIRouter:
             slots_per_worker=svc.settings.slots_per_worker,
             suggested_workers=suggest(stats, svc.settings),
         )
+
+    @router.get(
+        "/v1/workers",
+        response_model=WorkersOut,
+        tags=["operations"],
+        responses=error_responses(401, 403, 503),
+        summary="The workers, as each last reported itself (admin key)",
+        description="Every worker on the database: running, draining or lost (not heard from "
+        "for a lease TTL; shown for an hour), its slots, busy slots, stuck agents and runs "
+        "completed.",
+    )
+    async def workers(who: Auth) -> WorkersOut:
+        if not who.admin:
+            raise Forbidden("the workers are shown to admin keys only")
+        now = svc.app.store.clock()
+        return WorkersOut(workers=[WorkerOut.of(w, now) for w in await svc.app.workers()])
 
     metrics_doc: dict[int | str, dict[str, Any]] = {
         200: {

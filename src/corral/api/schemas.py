@@ -9,7 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, model_validator
 
 from corral.dispatch.schedule import DEFAULT_CATCH_UP, ScheduleState
-from corral.models import JournalEntry, Run, RunStatus, TenantStats
+from corral.models import JournalEntry, Run, RunStatus, TenantStats, WorkerPresence, WorkerState
 from corral.values import MAX_NAME, MAX_PRIORITY, text_problem
 
 
@@ -259,6 +259,47 @@ class TenantQueue(BaseModel):
             failed=t.failed,
             cancelled=t.cancelled,
         )
+
+
+class WorkerOut(BaseModel):
+    worker_id: str
+    state: WorkerState = Field(
+        description="running; draining (stopping: leases nothing more); lost: not heard "
+        "from for a lease TTL (killed, frozen or cut off; shown for an hour)."
+    )
+    host: str
+    pid: int
+    started_at: float
+    seen_at: float = Field(description="Its latest report (Unix time), every third of its TTL.")
+    lease_ttl: float
+    concurrency: int
+    express_slots: int
+    busy: int = Field(description="Slots taken, stuck agents' included.")
+    stuck: int = Field(
+        description="Agents that ignored a stop past the grace and still run, each in a slot."
+    )
+    completed: int = Field(description="Runs it finished since it started.")
+
+    @classmethod
+    def of(cls, w: WorkerPresence, now: float) -> WorkerOut:
+        return cls(
+            worker_id=w.worker_id,
+            state=w.state(now),
+            host=w.host,
+            pid=w.pid,
+            started_at=w.started_at,
+            seen_at=w.seen_at,
+            lease_ttl=w.lease_ttl,
+            concurrency=w.concurrency,
+            express_slots=w.express_slots,
+            busy=w.busy,
+            stuck=w.stuck,
+            completed=w.completed,
+        )
+
+
+class WorkersOut(BaseModel):
+    workers: list[WorkerOut]
 
 
 class QueuesOut(BaseModel):

@@ -32,6 +32,7 @@ from corral.cli.demo import demo
 from corral.cli.output import console, print_table
 from corral.cli.schedules import schedules
 from corral.cli.serve import keys, serve
+from corral.cli.workers import workers
 from corral.errors import BackpressureError, RunNotFound, RunNotRetryable
 from corral.models import Run, RunStatus
 
@@ -485,6 +486,7 @@ cli.add_command(demo)
 cli.add_command(serve)
 cli.add_command(keys)
 cli.add_command(schedules)
+cli.add_command(workers)
 
 
 def main() -> None:

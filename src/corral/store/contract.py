@@ -25,6 +25,7 @@ from corral.models import (
     RunOutcome,
     RunSpec,
     RunStatus,
+    WorkerPresence,
 )
 from corral.store.sql_resources import ResourceLimits, ResourceSnapshot
 from corral.store.user_sql import StepTransaction
@@ -155,6 +156,18 @@ class Store(Protocol):
     async def forget_worker(self, worker_id: str) -> None:
         """``worker_id`` has stopped for good (its offer withdrawn, its leftovers given back):
         drop what this store holds for it (a listening channel, a session lock)."""
+        ...
+
+    async def report_worker(self, presence: WorkerPresence) -> None:
+        """Write or renew a worker's report of itself (every third of its lease TTL)."""
+        ...
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """A worker has stopped: its report goes."""
+        ...
+
+    async def workers(self) -> list[WorkerPresence]:
+        """Every worker's latest report (those of killed workers for an hour), by host."""
         ...
 
     async def heartbeat(self, ref: LeaseRef, ttl: float) -> bool: ...

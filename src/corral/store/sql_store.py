@@ -25,6 +25,7 @@ from corral.store.sql_resources import ResourcesMixin
 from corral.store.sql_retention import RetentionMixin
 from corral.store.sql_schedules import SchedulesMixin
 from corral.store.sql_tenancy import TenancyMixin
+from corral.store.sql_workers import WorkersMixin
 
 
 class SqlStore(
@@ -39,6 +40,7 @@ class SqlStore(
     ExpiryMixin,
     ApiKeysMixin,
     ServiceReadsMixin,
+    WorkersMixin,
 ):
     """A backend subclasses this and implements the hooks declared on ``SqlBase``."""
 

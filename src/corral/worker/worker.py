@@ -51,13 +51,14 @@ from corral.errors import (
     StepFailed,
     StoreUnavailable,
 )
-from corral.models import JSON, Ack, JournalEntry, Lease, LeaseRef
+from corral.models import JSON, Ack, JournalEntry, Lease, LeaseRef, WorkerPresence
 from corral.runs.context import FanoutLimits, RunContext
 from corral.runs.signals import CancelRequested, Suspended
 from corral.store import Store
 from corral.values import check_json
 from corral.worker.acker import AckBatcher
 from corral.worker.expiry import expiry_loop
+from corral.worker.presence import presence_loop
 from corral.worker.retention import RETENTION_INTERVAL, retention_loop
 from corral.worker.schedules import schedule_loop
 
@@ -216,6 +217,9 @@ class Worker:
         # is always that name plus a random part of this worker's own.
         name = worker_id or f"{socket.gethostname()}:{os.getpid()}"
         self.worker_id = f"{name}:{secrets.token_hex(4)}"
+        self._started_at = store.clock()
+        #: report this worker to the store now (see presence.py)
+        self._presence_due = asyncio.Event()
         self._slots: dict[str, _Slot] = {}
         #: executions this worker no longer heartbeats or writes for: stopped because it
         #: leased their run again (see _start), or given up on (_give_up). Each holds its slot
@@ -262,6 +266,23 @@ class Worker:
             if s.abandoned and s.task is not None and not s.task.done()
         )
 
+    def presence(self) -> WorkerPresence:
+        """This worker's report of itself, as of now (``Store.report_worker``)."""
+        return WorkerPresence(
+            worker_id=self.worker_id,
+            host=socket.gethostname(),
+            pid=os.getpid(),
+            started_at=self._started_at,
+            seen_at=self.store.clock(),
+            lease_ttl=self.options.lease_ttl,
+            concurrency=self.options.concurrency,
+            express_slots=self.options.express_slots,
+            busy=self.in_flight,
+            stuck=len(self.stuck),
+            completed=self.completed,
+            draining=self._stopping.is_set(),
+        )
+
     def _regular_in_flight(self) -> int:
         regular = sum(not s.express for s in self._slots.values())
         if self._detached:
@@ -271,6 +292,7 @@ class Worker:
     def stop(self) -> None:
         """Stop leasing and drain (what SIGTERM and SIGINT do)."""
         self._stopping.set()
+        self._presence_due.set()
 
     def install_signal_handlers(self) -> None:
         loop = asyncio.get_running_loop()
@@ -283,6 +305,10 @@ class Worker:
         self._acker.start()
         self.store.on_handed(self.worker_id, self._on_handed)
         background = [asyncio.create_task(self._heartbeat_loop(), name="corral-heartbeat")]
+        report = presence_loop(
+            self.store, self.presence, self.options.lease_ttl / 3, self._presence_due
+        )
+        background.append(asyncio.create_task(report, name="corral-presence"))
         if self.options.retain is not None:
             background.append(
                 asyncio.create_task(
@@ -319,6 +345,10 @@ class Worker:
                 await self.store.forget_worker(self.worker_id)
             except Exception as exc:  # a stop must end; the store's close drops them too
                 log.warning("could not drop this worker's handoff channel: %s", exc)
+            try:
+                await self.store.remove_worker(self.worker_id)
+            except Exception as exc:  # a stop must end: the row reads as lost after a TTL
+                log.warning("could not remove this worker's report from the store: %s", exc)
 
     async def _give_back_leftovers(self) -> None:
         """Give back the runs the store still holds as leased to this worker once every run it
@@ -728,6 +758,7 @@ class Worker:
         if task is None or task.done() or slot.abandoned or reason is None:
             return
         slot.abandoned = True
+        self._presence_due.set()  # the stuck agent shows in `corral workers` at once
         run_id = slot.lease.run_id
         if self._slots.get(run_id) is slot:
             del self._slots[run_id]

@@ -147,6 +147,21 @@ CREATE TABLE corral_waits (
     child_id text NOT NULL
 );
 
+CREATE TABLE corral_workers (
+    id text NOT NULL,
+    host text NOT NULL,
+    pid integer NOT NULL,
+    started_at double precision NOT NULL,
+    seen_at double precision NOT NULL,
+    lease_ttl double precision NOT NULL,
+    concurrency integer NOT NULL,
+    express_slots integer NOT NULL,
+    busy integer NOT NULL,
+    stuck integer NOT NULL,
+    completed bigint NOT NULL,
+    draining boolean NOT NULL
+);
+
 ALTER TABLE ONLY corral_api_keys
     ADD CONSTRAINT corral_api_keys_key_hash_key UNIQUE (key_hash);
 
@@ -185,6 +200,9 @@ ALTER TABLE ONLY corral_tenants
 
 ALTER TABLE ONLY corral_waits
     ADD CONSTRAINT corral_waits_pkey PRIMARY KEY (parent_id, child_id);
+
+ALTER TABLE ONLY corral_workers
+    ADD CONSTRAINT corral_workers_pkey PRIMARY KEY (id);
 
 CREATE INDEX corral_idle_workers_order ON corral_idle_workers USING btree (offered_at) WHERE (slots > 0);
 

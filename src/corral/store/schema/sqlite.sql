@@ -132,6 +132,21 @@ CREATE TABLE corral_waits (
     PRIMARY KEY (parent_id, child_id)
 );
 
+CREATE TABLE corral_workers (
+    id            TEXT PRIMARY KEY,
+    host          TEXT NOT NULL,
+    pid           INTEGER NOT NULL,
+    started_at    REAL NOT NULL,
+    seen_at       REAL NOT NULL,
+    lease_ttl     REAL NOT NULL,
+    concurrency   INTEGER NOT NULL,
+    express_slots INTEGER NOT NULL,
+    busy          INTEGER NOT NULL,
+    stuck         INTEGER NOT NULL,
+    completed     INTEGER NOT NULL,
+    draining      INTEGER NOT NULL
+);
+
 CREATE INDEX corral_idle_workers_order ON corral_idle_workers (offered_at) WHERE slots > 0;
 
 CREATE INDEX corral_resource_usage_window ON corral_resource_usage (resource, at);

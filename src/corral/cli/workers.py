@@ -1,0 +1,56 @@
+"""``corral workers``: the workers on a database, as each last reported itself."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import asdict
+
+import click
+
+from corral.cli.common import age, db_option, resolve_app, run_async
+from corral.cli.output import print_table
+from corral.models import WorkerState
+
+STATE_STYLE = {
+    WorkerState.RUNNING: "{}",
+    WorkerState.DRAINING: "[yellow]{}[/yellow]",
+    WorkerState.LOST: "[red]{}[/red]",
+}
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True)
+@db_option
+@run_async
+async def workers(as_json: bool, db: str | None) -> None:
+    """The workers on the database: state (running, draining, or lost: not heard from for a
+    lease TTL, shown for an hour), slots busy, agents stuck past their stop, runs completed."""
+    app = resolve_app(None, db, existing=True)
+    try:
+        found = await app.workers()
+    finally:
+        await app.close()
+    now = time.time()
+    if as_json:
+        click.echo(json.dumps([asdict(w) | {"state": w.state(now).value} for w in found], indent=2))
+        return
+    if not found:
+        click.echo("no workers")
+        return
+    print_table(
+        ("worker", "state", "busy / slots", "stuck", "completed", "up", "last report"),
+        (
+            (
+                w.worker_id,
+                STATE_STYLE[w.state(now)].format(w.state(now).value),
+                f"{w.busy} / {w.concurrency}"
+                + (f" + {w.express_slots} express" if w.express_slots else ""),
+                f"[red]{w.stuck}[/red]" if w.stuck else "0",
+                str(w.completed),
+                age(max(0.0, now - w.started_at)),
+                age(max(0.0, now - w.seen_at)) + " ago",
+            )
+            for w in found
+        ),
+    )

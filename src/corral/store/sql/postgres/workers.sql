@@ -1,0 +1,25 @@
+-- Workers' reports of themselves (sql_workers.py). Every name here exists in the other
+-- dialect's workers.sql too.
+
+-- name: report_worker
+INSERT INTO corral_workers (id, host, pid, started_at, seen_at, lease_ttl, concurrency,
+                            express_slots, busy, stuck, completed, draining)
+VALUES (:id, :host, :pid, :started_at, :seen_at, :lease_ttl, :concurrency,
+        :express_slots, :busy, :stuck, :completed, :draining)
+ON CONFLICT (id) DO UPDATE SET
+    seen_at = excluded.seen_at, busy = excluded.busy, stuck = excluded.stuck,
+    completed = excluded.completed, draining = excluded.draining;
+
+-- name: forget_silent_workers
+-- Rows of workers killed long ago (a worker that stops deletes its own). A handful of rows:
+-- no index.
+DELETE FROM corral_workers WHERE seen_at < :before;
+
+-- name: remove_worker
+DELETE FROM corral_workers WHERE id = :id;
+
+-- name: list_workers
+SELECT id, host, pid, started_at, seen_at, lease_ttl, concurrency, express_slots, busy,
+       stuck, completed, draining
+FROM corral_workers
+ORDER BY host, started_at, id;

@@ -1,0 +1,76 @@
+"""Workers' reports of themselves: which workers there are, how busy, whether any is draining,
+has agents stuck past their stop, or has gone silent (``corral workers``, GET /v1/workers,
+the corral_workers metrics).
+
+A report is one small upsert every third of the worker's lease TTL, off the path of any run.
+A killed worker cannot delete its row: it reads as lost once a lease TTL has passed without a
+report (by then its leases have run out too), and the next report of any worker deletes it an
+hour later.
+"""
+
+from __future__ import annotations
+
+from corral.models import WorkerPresence
+from corral.store.sql_base import SqlBase
+from corral.store.transaction import Row, Transaction
+
+#: seconds a silent worker's row is kept (shown as lost) before a report deletes it
+FORGET_SILENT_AFTER = 3600.0
+
+
+class WorkersMixin(SqlBase):
+    async def report_worker(self, presence: WorkerPresence) -> None:
+        """Write (or renew) ``presence``, the worker's report of itself."""
+        row = {
+            "id": presence.worker_id,
+            "host": presence.host,
+            "pid": presence.pid,
+            "started_at": presence.started_at,
+            "seen_at": presence.seen_at,
+            "lease_ttl": presence.lease_ttl,
+            "concurrency": presence.concurrency,
+            "express_slots": presence.express_slots,
+            "busy": presence.busy,
+            "stuck": presence.stuck,
+            "completed": presence.completed,
+            "draining": presence.draining,
+        }
+        silent = {"before": presence.seen_at - FORGET_SILENT_AFTER}
+
+        async def body(tx: Transaction) -> None:
+            await tx.execute(self.q["report_worker"], row)
+            await tx.execute(self.q["forget_silent_workers"], silent)
+
+        await self._tx(body)
+
+    async def remove_worker(self, worker_id: str) -> None:
+        """``worker_id`` has stopped: its report goes."""
+
+        async def body(tx: Transaction) -> None:
+            await tx.execute(self.q["remove_worker"], {"id": worker_id})
+
+        await self._tx(body)
+
+    async def workers(self) -> list[WorkerPresence]:
+        """The workers' latest reports, by host and start."""
+
+        async def body(tx: Transaction) -> list[Row]:
+            return await tx.fetchall(self.q["list_workers"])
+
+        return [
+            WorkerPresence(
+                worker_id=str(r[0]),
+                host=str(r[1]),
+                pid=int(r[2]),
+                started_at=float(r[3]),
+                seen_at=float(r[4]),
+                lease_ttl=float(r[5]),
+                concurrency=int(r[6]),
+                express_slots=int(r[7]),
+                busy=int(r[8]),
+                stuck=int(r[9]),
+                completed=int(r[10]),
+                draining=bool(r[11]),
+            )
+            for r in await self._read(body)
+        ]
