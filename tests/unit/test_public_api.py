@@ -39,6 +39,8 @@ EXPECTED = {
     "TenantStats",
     "UnknownAgent",
     "Worker",
+    "WorkerPresence",
+    "WorkerState",
 }
 
 
