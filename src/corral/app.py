@@ -32,6 +32,9 @@ from corral.models import (
 from corral.runs.context import FanoutLimits
 from corral.store import DEFAULT_URL, Store, create_store
 from corral.values import (
+    MAX_BUDGET,
+    MAX_SECONDS,
+    MAX_TIMESTAMP,
     check_amount,
     check_finite,
     check_int,
@@ -39,6 +42,7 @@ from corral.values import (
     check_name,
     check_positive,
     check_priority,
+    check_weight,
 )
 from corral.worker import AgentFn, Worker, WorkerOptions
 from corral.worker.retention import RETENTION_INTERVAL
@@ -69,10 +73,12 @@ class Corral:
         clock: Clock = system_clock,
         store: Store | None = None,
     ) -> None:
-        check_positive("lease_ttl", lease_ttl)
+        check_positive("lease_ttl", lease_ttl, maximum=MAX_SECONDS)
         check_int("max_attempts", max_attempts)
         check_int("max_children", max_children)
         check_int("max_depth", max_depth)
+        if config is not None and not isinstance(config, StoreConfig):
+            raise InvalidInput(f"config must be a StoreConfig, not {type(config).__name__}")
         self.url = url or DEFAULT_URL
         #: fan-out limits for runs of this app (a tenant's own limits, when set, win)
         self.limits = FanoutLimits(max_children=max_children, max_depth=max_depth)
@@ -107,7 +113,9 @@ class Corral:
         suspended is not counted (the attempt ended there). An agent that swallows the
         cancellation cannot be stopped: its attempt fails all the same once the worker's
         ``stop_grace`` has passed, and its task keeps its slot until it ends."""
-        seconds = None if timeout is None else check_positive("timeout", timeout)
+        seconds = (
+            None if timeout is None else check_positive("timeout", timeout, maximum=MAX_SECONDS)
+        )
 
         def register(fn: AgentFn) -> AgentFn:
             if not asyncio.iscoroutinefunction(fn):
@@ -557,7 +565,7 @@ class Corral:
             check_int("cap", cap)
         if max_queued is not None:
             check_int("max_queued", max_queued)
-        check_positive("weight", weight)
+        check_weight("weight", weight)
         await self.open()
         await self.store.set_plan(PlanSpec(name, cap, float(weight), max_queued))
 
@@ -575,12 +583,14 @@ class Corral:
         max_queued: int | None = None,
     ) -> None:
         check_name("tenant", tenant)
+        if plan is not None:
+            check_name("plan", plan)
         if cap is not None:
             check_int("cap", cap)
         if max_queued is not None:
             check_int("max_queued", max_queued)
         if weight is not None:
-            check_positive("weight", weight)
+            check_weight("weight", weight)
         await self.open()
         await self.store.set_tenant(
             tenant, plan=plan, cap=cap, weight=weight, max_queued=max_queued
@@ -644,18 +654,18 @@ class Corral:
         check_int("concurrency", concurrency)
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)
-        check_amount("drain_timeout", drain_timeout)
+        check_amount("drain_timeout", drain_timeout, maximum=MAX_SECONDS)
         check_positive("poll_interval", poll_interval)
         check_amount("retry_base", retry_base)
         check_amount("retry_cap", retry_cap)
         if retain is not None:
-            check_amount("retain", retain)
+            check_amount("retain", retain, maximum=MAX_SECONDS)
         if agent_timeout is not None:
-            check_positive("agent_timeout", agent_timeout)
+            check_positive("agent_timeout", agent_timeout, maximum=MAX_SECONDS)
         check_positive("retention_interval", retention_interval)
-        check_amount("stop_grace", stop_grace)
+        check_amount("stop_grace", stop_grace, maximum=MAX_SECONDS)
         ttl = self.lease_ttl if lease_ttl is None else lease_ttl
-        check_positive("lease_ttl", ttl)
+        check_positive("lease_ttl", ttl, maximum=MAX_SECONDS)
         options = WorkerOptions(
             concurrency=concurrency,
             lease_ttl=float(ttl),
@@ -716,18 +726,18 @@ class Corral:
         attempts = self.max_attempts if max_attempts is None else max_attempts
         check_int("max_attempts", attempts)
         if delay is not None:
-            check_amount("delay", delay)
+            check_amount("delay", delay, maximum=MAX_SECONDS)
             if not_before is not None:
                 raise InvalidInput("give delay or not_before, not both")
             not_before = self.store.clock() + delay
         if not_before is not None:
-            check_finite("not_before", not_before)
+            check_finite("not_before", not_before, maximum=MAX_TIMESTAMP)
         if budget is not None:
-            check_amount("budget", budget)
+            check_amount("budget", budget, maximum=MAX_BUDGET)
         if timeout is not None:
-            check_positive("timeout", timeout)
+            check_positive("timeout", timeout, maximum=MAX_SECONDS)
         if start_within is not None:
-            check_positive("start_within", start_within)
+            check_positive("start_within", start_within, maximum=MAX_SECONDS)
         return RunSpec(
             agent=agent,
             input=input,

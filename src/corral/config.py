@@ -77,7 +77,8 @@ class StoreConfig:
 
     def __post_init__(self) -> None:
         # values imports this module (UNLIMITED): the checks are imported when used
-        from corral.values import check_amount, check_int, check_positive
+        from corral.errors import InvalidInput
+        from corral.values import check_amount, check_int, check_name, check_positive, check_weight
 
         check_positive("priority_aging", self.priority_aging)
         check_int("reap_batch", self.reap_batch)
@@ -88,3 +89,18 @@ class StoreConfig:
         check_positive("offer_lifetime", self.offer_lifetime)
         check_positive("migration_lock_timeout", self.migration_lock_timeout)
         check_int("max_schedules_per_tenant", self.max_schedules_per_tenant)
+        if self.fairness not in ("tenant", "fifo"):
+            raise InvalidInput(f"fairness must be 'tenant' or 'fifo', not {self.fairness!r}")
+        if self.synchronous not in ("NORMAL", "FULL"):  # pasted into a PRAGMA: checked here
+            raise InvalidInput(f"synchronous must be 'NORMAL' or 'FULL', not {self.synchronous!r}")
+        check_name("default_plan", self.default_plan)
+        if not isinstance(self.plans, tuple | list) or not all(
+            isinstance(p, PlanSpec) for p in self.plans
+        ):
+            raise InvalidInput("plans must be a sequence of PlanSpec")
+        for plan in self.plans:
+            check_name("plan name", plan.name)
+            check_weight(f"plan {plan.name!r} weight", plan.weight)
+            for what, value in (("cap", plan.cap), ("max_queued", plan.max_queued)):
+                if value is not None:
+                    check_int(f"plan {plan.name!r} {what}", value)

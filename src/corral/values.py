@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import math
+from typing import TypeGuard
 
 from corral.config import UNLIMITED
 from corral.errors import InvalidInput
@@ -23,6 +24,17 @@ _ENCODER = json.JSONEncoder(allow_nan=False)
 
 #: containers (objects and arrays) nested in one another, at most
 MAX_DEPTH = 100
+#: the longest duration taken (a timeout, delay, start_within, schedule period), ~31 years:
+#: the HTTP API's bound too, so every edge takes the same values
+MAX_SECONDS = 1e9
+#: the latest instant (Unix seconds) a run may be asked to start at, as over HTTP
+MAX_TIMESTAMP = 1e11
+#: the largest budget, as over HTTP
+MAX_BUDGET = 1e15
+#: a tenant's or plan's weight: charges are slot time / weight, and a weight near zero made
+#: them infinite (a virtual time of inf, which spread to every tenant that queued after it)
+MIN_WEIGHT = 1e-3
+MAX_WEIGHT = 1e6
 
 
 def check_json(value: object, what: str) -> str:
@@ -34,6 +46,15 @@ def check_json(value: object, what: str) -> str:
         text = _ENCODER.encode(value)
     except (TypeError, ValueError, RecursionError) as exc:
         raise InvalidInput(f"{what} is not a JSON value: {exc}") from None
+    if "\\ud" in text:
+        # a character outside the basic plane, or a lone surrogate: the encoder escapes both,
+        # but no reader decodes the second (the HTTP API failed every page listing its run)
+        try:
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError:
+            raise InvalidInput(
+                f"{what} holds text that is not valid Unicode (a lone surrogate)"
+            ) from None
     # a value has fewer levels than brackets in its text: most values need no walk
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise InvalidInput(f"{what} nests deeper than {MAX_DEPTH} levels")
@@ -102,30 +123,50 @@ def check_int(what: str, value: object, *, minimum: int = 1, maximum: int = MAX_
     return value
 
 
-def check_finite(what: str, value: object) -> float:
-    """A finite number (not a bool)."""
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidInput(f"{what} must be a finite number, not {value!r}")
-    return float(value)
+def _finite(value: object) -> TypeGuard[int | float]:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    try:
+        return math.isfinite(value)
+    except OverflowError:  # an int beyond any float
+        return False
 
 
-def check_positive(what: str, value: object) -> float:
-    """A finite number > 0 (not a bool): a duration or weight that zero would make
-    meaningless (a lease that expires at once, a tenant that never gets a share)."""
-    number = check_finite(what, value)
-    if number <= 0:
-        raise InvalidInput(f"{what} must be a finite number > 0, not {value!r}")
+def _at_most(what: str, value: object, number: float, maximum: float | None) -> float:
+    if maximum is not None and abs(number) > maximum:
+        raise InvalidInput(f"{what} must be at most {maximum:g} in size, not {value!r}")
     return number
 
 
-def check_amount(what: str, value: object) -> float:
-    """A finite number >= 0 (not a bool). NaN passes every comparison's negation: as a sleep
-    it never came due, as a charge SQLite stored it as NULL and PostgreSQL as NaN."""
-    if (
-        isinstance(value, bool)
-        or not isinstance(value, int | float)
-        or not math.isfinite(value)
-        or value < 0
-    ):
+def check_finite(what: str, value: object, *, maximum: float | None = None) -> float:
+    """A finite number (not a bool), within ±``maximum`` if given."""
+    if not _finite(value):
+        raise InvalidInput(f"{what} must be a finite number, not {value!r}")
+    return _at_most(what, value, float(value), maximum)
+
+
+def check_positive(what: str, value: object, *, maximum: float | None = None) -> float:
+    """A finite number > 0 (not a bool), at most ``maximum`` if given: a duration or weight
+    that zero would make meaningless (a lease that expires at once, a tenant that never gets a
+    share)."""
+    if not _finite(value) or value <= 0:
+        raise InvalidInput(f"{what} must be a finite number > 0, not {value!r}")
+    return _at_most(what, value, float(value), maximum)
+
+
+def check_amount(what: str, value: object, *, maximum: float | None = None) -> float:
+    """A finite number >= 0 (not a bool), at most ``maximum`` if given. NaN passes every
+    comparison's negation: as a sleep it never came due, as a charge SQLite stored it as NULL
+    and PostgreSQL as NaN."""
+    if not _finite(value) or value < 0:
         raise InvalidInput(f"{what} must be a finite number >= 0, not {value!r}")
+    return _at_most(what, value, float(value), maximum)
+
+
+def check_weight(what: str, value: object) -> float:
+    """A weight from ``MIN_WEIGHT`` to ``MAX_WEIGHT``."""
+    if not _finite(value) or not MIN_WEIGHT <= value <= MAX_WEIGHT:
+        raise InvalidInput(
+            f"{what} must be a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}, not {value!r}"
+        )
     return float(value)

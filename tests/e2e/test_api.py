@@ -471,3 +471,33 @@ async def test_a_batch_past_the_tenants_quota_is_429_and_keeps_nothing(
         "/v1/runs/batch", json={"runs": [{"agent": "echo"}] * 3}, headers=H(keys.a)
     )
     assert ok.status_code == 202 and len(ok.json()["runs"]) == 3
+
+
+async def test_text_that_is_not_valid_unicode_is_refused_and_nothing_is_written(
+    corral_app: Corral, client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """A lone surrogate (valid JSON escape, invalid Unicode) was taken, then every read and
+    every page listing its run answered 500: the serializer cannot encode it."""
+    lone = '"\\ud800"'
+    for path, body in (
+        ("/v1/runs", f'{{"agent": "echo", "input": {lone}}}'),
+        ("/v1/runs", f'{{"agent": "echo", "input": {{{lone}: 1}}}}'),
+        (
+            "/v1/runs/batch",
+            f'{{"runs": [{{"agent": "echo"}}, {{"agent": "echo", "input": [{lone}]}}]}}',
+        ),
+        ("/v1/schedules", f'{{"name": "s", "agent": "echo", "every": 60, "input": {lone}}}'),
+    ):
+        headers = {**H(keys.a), "Content-Type": "application/json"}
+        refused = await client.post(path, content=body, headers=headers)
+        assert refused.status_code == 422, (path, refused.text)
+        assert "Unicode" in refused.json()["error"]["message"]
+    assert (await client.get("/v1/runs", headers=H(keys.a))).json()["runs"] == []
+    assert await corral_app.store.stored_schedules() == []
+    # text outside the basic plane (a surrogate pair in the escape) is fine
+    ok = await client.post(
+        "/v1/runs", json={"agent": "echo", "input": "\U0001f600"}, headers=H(keys.a)
+    )
+    assert ok.status_code == 202
+    read = await client.get(f"/v1/runs/{ok.json()['run_id']}", headers=H(keys.a))
+    assert read.json()["input"] == "\U0001f600"

@@ -73,6 +73,21 @@ def sqlite_url(tmp_path: Path) -> str:
         (["plans", "global-cap", "99999999999999999999"], 2, "must be at most"),
         (["runs", "show", "\udcff"], 2, "run id must be valid Unicode"),  # argv bytes b"\xff"
         (["keys", "create", "--tenant", "\udcff"], 2, "tenant must be valid Unicode"),
+        (["keys", "revoke", "\udcff"], 2, "key id must be valid Unicode"),
+        (["tenants", "set", "acme", "--plan", "\udcff"], 2, "plan must be valid Unicode"),
+        # JSON no reader could serve, or Python's parser gives up on
+        (["submit", "work", '"\\ud800"', "--app", APP], 2, "not valid Unicode"),
+        (["submit", "work", "[" * 5000 + "]" * 5000, "--app", APP], 2, "not valid JSON"),
+        (["submit", "work", "1" + "0" * 5000, "--app", APP], 2, "not valid JSON"),
+        # NaN passed click's ranges; numbers past what any edge takes
+        (["submit", "work", "{}", "--wait", "nan"], 2, "'nan' is not a finite number"),
+        (["status", "--age-target", "nan"], 2, "'nan' is not a finite number"),
+        (["submit", "work", "{}", "--delay", "1e308"], 2, "delay must be at most"),
+        (["tenants", "set", "acme", "--weight", "1e-320"], 2, "weight must be a number from"),
+        (["schedules", "create", "s", "work", "--every", "1e300"], 2, "every must be"),
+        (["schedules", "create", "s", "work", "--cron", "* * * * * *"], 2, "five-field cron"),
+        (["serve", "--host", ""], 2, "--host must name an interface"),
+        (["worker", ".workload:app"], 2, "cannot import module '.workload'"),
     ],
 )
 def test_bad_input_gives_one_clear_line(
@@ -83,6 +98,19 @@ def test_bad_input_gives_one_clear_line(
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_an_app_module_that_fails_to_import_gives_one_clear_line(tmp_path: Path) -> None:
+    (tmp_path / "broken_app.py").write_text("raise RuntimeError('no API key configured')\n")
+    (tmp_path / "typo_app.py").write_text("def f(:\n")
+    for module, message in (
+        ("broken_app", "RuntimeError: no API key configured"),
+        ("typo_app", "SyntaxError"),
+    ):
+        result = corral("worker", f"{module}:app", cwd=tmp_path)
+        assert result.returncode == 2, result.stderr
+        assert f"cannot import module '{module}'" in result.stderr and message in result.stderr
+        assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from corral import Corral, InvalidInput, RunNotFound, UnknownAgent
-from corral.config import StoreConfig
+from corral.config import PlanSpec, StoreConfig
 from corral.errors import InvalidDatabaseURL
 
 
@@ -49,6 +49,17 @@ def _nested(levels: int) -> Any:
         ({"agent": "echo", "delay": 5, "not_before": 1e9}, "delay or not_before, not both"),
         ({"agent": "echo", "timeout": 0}, "timeout must be"),
         ({"agent": "echo", "idempotency_key": "x" * 500}, "idempotency_key must be"),
+        # text no reader decodes: a lone surrogate, in a value or a key, however deep
+        ({"agent": "echo", "input": "\ud800"}, "input holds text that is not valid Unicode"),
+        ({"agent": "echo", "input": {"a": [{"\udcff": 1}]}}, "not valid Unicode"),
+        # numbers past any float, and past what every edge takes (the HTTP API's bounds)
+        ({"agent": "echo", "budget": 10**400}, "budget must be a finite number"),
+        ({"agent": "echo", "budget": 1e16}, r"budget must be at most 1e\+15"),
+        ({"agent": "echo", "delay": 10**400}, "delay must be a finite number"),
+        ({"agent": "echo", "delay": 1e300}, r"delay must be at most 1e\+09"),
+        ({"agent": "echo", "timeout": 1e300}, "timeout must be at most"),
+        ({"agent": "echo", "start_within": 1e10}, "start_within must be at most"),
+        ({"agent": "echo", "not_before": -1.79e308}, r"not_before must be at most 1e\+11"),
     ],
 )
 async def test_submit_refuses_bad_input_and_writes_nothing(
@@ -63,6 +74,28 @@ async def test_submit_refuses_bad_input_and_writes_nothing(
 async def test_input_nested_as_deep_as_allowed_is_taken(app: Corral) -> None:
     run_id = await app.submit("echo", _nested(100))
     assert (await app.get(run_id)).input == _nested(100)
+
+
+async def test_text_outside_the_basic_plane_is_taken(app: Corral) -> None:
+    """A surrogate pair (an emoji) is escaped like a lone surrogate by the encoder: only the
+    lone one is refused."""
+    run_id = await app.submit("echo", {"\U0001f600": "\U0001f4a9 ok"})
+    assert (await app.get(run_id)).input == {"\U0001f600": "\U0001f4a9 ok"}
+
+
+@pytest.mark.parametrize("weight", [1e-320, 0.0009, 1e7, math.nan, 10**400])
+async def test_weights_that_would_make_charges_infinite_are_refused(
+    app: Corral, weight: Any
+) -> None:
+    """A weight of 1e-320 made a tenant's virtual time inf, which every tenant that queued
+    after it inherited (fair choice ended for all of them)."""
+    with pytest.raises(InvalidInput, match=r"weight must be a number from 0\.001 to 1e\+06"):
+        await app.set_tenant("tiny", weight=weight)
+    with pytest.raises(InvalidInput, match="weight must be a number from"):
+        await app.set_plan("tiny", weight=weight)
+    with pytest.raises(InvalidInput, match="weight must be a number from"):
+        StoreConfig(plans=(PlanSpec("tiny", weight=weight),))
+    await app.set_tenant("light", weight=0.001)
 
 
 async def test_submit_many_is_all_or_nothing(app: Corral) -> None:
@@ -155,3 +188,24 @@ def test_store_config_refuses_numbers_it_cannot_use(field: str, value: Any) -> N
     with pytest.raises(InvalidInput, match=field):
         StoreConfig(**{field: value})
     StoreConfig(checkpoint_interval=0, busy_timeout=0)  # zero means "off" / "do not wait"
+
+
+@pytest.mark.parametrize(
+    ("config", "message"),
+    [
+        ({"fairness": "bogus"}, "fairness must be 'tenant' or 'fifo'"),
+        ({"synchronous": "OFF; DROP TABLE x"}, "synchronous must be 'NORMAL' or 'FULL'"),
+        ({"plans": "abc"}, "plans must be a sequence of PlanSpec"),
+        ({"plans": (PlanSpec("x", weight=math.nan),)}, "plan 'x' weight"),
+        ({"plans": (PlanSpec("x", cap=0),)}, "plan 'x' cap"),
+        ({"default_plan": ""}, "default_plan must be"),
+    ],
+)
+def test_store_config_refuses_what_it_cannot_use(config: dict[str, Any], message: str) -> None:
+    with pytest.raises(InvalidInput, match=message):
+        StoreConfig(**config)
+
+
+def test_the_app_takes_a_store_config_only() -> None:
+    with pytest.raises(InvalidInput, match="config must be a StoreConfig, not str"):
+        Corral("sqlite:///unused.db", config="x")  # type: ignore[arg-type]

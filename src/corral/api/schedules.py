@@ -7,7 +7,7 @@ A tenant key sees and changes its own tenant's only; an admin key names the tena
 # annotations name the per-instance `Auth` dependency built in the router function
 
 from typing import Annotated
-from urllib.parse import urlencode
+from urllib.parse import quote, urlencode
 
 from fastapi import APIRouter, Depends, Path, Response
 
@@ -81,7 +81,7 @@ def schedules_router(svc: Service) -> APIRouter:
             start_within=body.start_within,
             catch_up=body.catch_up,
         )
-        response.headers["Location"] = f"/v1/schedules/{body.name}" + (
+        response.headers["Location"] = f"/v1/schedules/{quote(body.name, safe='')}" + (
             "" if owner == who.tenant else f"?{urlencode({'tenant': owner})}"
         )
         now = app.store.clock()

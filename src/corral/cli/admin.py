@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import click
 
-from corral.cli.common import age, db_option, limit_text, resolve_app, run_async
+from corral.cli.common import (
+    FiniteFloat,
+    age,
+    db_option,
+    limit_text,
+    resolve_app,
+    run_async,
+)
 from corral.cli.output import print_table
 
 
@@ -17,7 +24,7 @@ def tenants() -> None:
 @click.argument("tenant")
 @click.option("--plan", default=None)
 @click.option("--cap", type=click.IntRange(min=1), default=None, help="In-flight cap override.")
-@click.option("--weight", type=click.FloatRange(min=0, min_open=True), default=None)
+@click.option("--weight", type=FiniteFloat(min=0, min_open=True), default=None)
 @click.option(
     "--max-queued", type=click.IntRange(min=1), default=None, help="Queued-run quota override."
 )
@@ -89,9 +96,7 @@ def plans() -> None:
 @plans.command("set")
 @click.argument("name")
 @click.option("--cap", type=click.IntRange(min=1), default=None, help="In-flight cap (none: ∞).")
-@click.option(
-    "--weight", type=click.FloatRange(min=0, min_open=True), default=1.0, show_default=True
-)
+@click.option("--weight", type=FiniteFloat(min=0, min_open=True), default=1.0, show_default=True)
 @click.option("--max-queued", type=click.IntRange(min=1), default=None)
 @db_option
 @run_async
@@ -111,6 +116,7 @@ async def plans_set(
 @db_option
 @run_async
 async def plans_list(db: str | None) -> None:
+    """Every plan with its cap, weight and queued-run quota."""
     app = resolve_app(None, db, existing=True)
     try:
         found = await app.plans()

@@ -30,12 +30,36 @@ R = TypeVar("R")
 
 ENV_DATABASE_URL = "CORRAL_DATABASE_URL"
 
+
+class FiniteFloat(click.FloatRange):
+    """A number within the range that is neither NaN nor infinite: click's FloatRange lets NaN
+    through every bound (a --wait of nan submitted the run, then waited for nothing)."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        number = super().convert(value, param, ctx)
+        if not math.isfinite(number):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return number
+
+
 db_option = click.option(
     "--db",
     "db",
     default=None,
     metavar="URL",
+    help=f"Database URL (default: ${ENV_DATABASE_URL}, or {DEFAULT_URL}).",
+)
+#: --db for the commands that also take --app, whose database is the default before the last
+app_db_option = click.option(
+    "--db",
+    "db",
+    default=None,
+    metavar="URL",
     help=f"Database URL (default: ${ENV_DATABASE_URL}, the app's URL, or {DEFAULT_URL}).",
+)
+#: --json, for every command that prints a table or a record
+json_option = click.option(
+    "--json", "as_json", is_flag=True, help="Print JSON instead of a table, for scripts."
 )
 app_option = click.option(
     "--app",
@@ -48,7 +72,7 @@ app_option = click.option(
 #: the queueing SLA the suggested worker count is computed against (`status`, `serve`)
 age_target_option = click.option(
     "--age-target",
-    type=click.FloatRange(min=0, min_open=True),
+    type=FiniteFloat(min=0, min_open=True),
     default=30.0,
     show_default=True,
     envvar="CORRAL_AGE_TARGET",
@@ -70,20 +94,20 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
             ),
             click.option(
                 "--lease-ttl",
-                type=click.FloatRange(min=0.1, max=86_400),
+                type=FiniteFloat(min=0.1, max=86_400),
                 default=None,
                 help="Seconds a lease lasts without a heartbeat (default: the app's).",
             ),
             click.option(
                 "--poll-interval",
-                type=click.FloatRange(min=0.001, max=3600),
+                type=FiniteFloat(min=0.001, max=3600),
                 default=1.0,
                 show_default=True,
                 help="Longest an idle worker waits before looking again.",
             ),
             click.option(
                 "--drain-timeout",
-                type=click.FloatRange(min=0, max=86_400),
+                type=FiniteFloat(min=0, max=86_400),
                 default=30.0,
                 show_default=True,
                 help="On SIGTERM, seconds to let runs finish before releasing them.",
@@ -116,7 +140,7 @@ def worker_options(fn: Callable[..., Any]) -> Callable[..., Any]:
                 default="5s",
                 show_default=True,
                 callback=duration,
-                help="Seconds an agent told to stop (cancel, timeout, drain) has to end; past "
+                help="How long an agent told to stop (cancel, timeout, drain) has to end; past "
                 "it the worker ends the run without it and leaves the agent's task running.",
             ),
             click.option(
@@ -182,8 +206,10 @@ def load_app(path: str) -> Corral:
         sys.path.insert(0, os.getcwd())
     try:
         module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise CliError(f"cannot import module {module_name!r}: {exc}", 2) from exc
+    except Exception as exc:  # a missing module, a relative name, the module's own failure
+        raise CliError(
+            f"cannot import module {module_name!r}: {type(exc).__name__}: {exc}", 2
+        ) from exc
     app = getattr(module, attr, None)
     if not isinstance(app, Corral):
         raise CliError(f"{path} is not a corral.Corral app (found {type(app).__name__})", 2)
@@ -269,7 +295,7 @@ def _event_loop_policy(policy: asyncio.AbstractEventLoopPolicy) -> Iterator[None
 def parse_json(text: str, what: str) -> Any:
     try:
         return json.loads(text)
-    except json.JSONDecodeError as exc:
+    except (ValueError, RecursionError) as exc:  # bad text, an integer of 4,300+ digits, depth
         raise CliError(f"{what} is not valid JSON: {exc}", 2) from exc
 
 
@@ -311,4 +337,9 @@ def age(seconds: float) -> str:
 
 
 def when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    if ts is None:
+        return "-"
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):  # beyond the platform's calendar
+        return f"{ts:g} (Unix time)"

@@ -11,13 +11,13 @@ from typing import Any
 
 import click
 
-from corral.cli.common import CliError, run_async
+from corral.cli.common import CliError, FiniteFloat, run_async
 
 
 @click.command()
 @click.option(
     "--duration",
-    type=click.FloatRange(min=1, max=3600),
+    type=FiniteFloat(min=1, max=3600),
     default=60.0,
     show_default=True,
     help="Seconds quiet tenants keep submitting; then in-flight runs are drained.",
@@ -39,7 +39,7 @@ from corral.cli.common import CliError, run_async
 )
 @click.option(
     "--drain",
-    type=click.FloatRange(min=1, max=3600),
+    type=FiniteFloat(min=1, max=3600),
     default=20.0,
     show_default=True,
     help="Longest wait for in-flight runs after the duration.",

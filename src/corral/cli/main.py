@@ -13,12 +13,15 @@ from corral.app import Corral
 from corral.cli.admin import plans, tenants
 from corral.cli.common import (
     CliError,
+    FiniteFloat,
     age,
     age_target_option,
+    app_db_option,
     app_option,
     db_option,
     duration,
     exit_past_stuck_agents,
+    json_option,
     limit_text,
     load_app,
     on_fast_loop,
@@ -118,10 +121,10 @@ async def worker(
 )
 @click.option("--idempotency-key", default=None)
 @click.option(
-    "--delay", type=click.FloatRange(min=0), default=None, help="Seconds before the run may start."
+    "--delay", type=FiniteFloat(min=0), default=None, help="Seconds before the run may start."
 )
 @click.option("--max-attempts", type=click.IntRange(min=1, max=1000), default=None)
-@click.option("--budget", type=click.FloatRange(min=0), default=None)
+@click.option("--budget", type=FiniteFloat(min=0), default=None)
 @click.option(
     "--timeout",
     metavar="DURATION",
@@ -141,12 +144,12 @@ async def worker(
 @click.option(
     "--wait",
     "wait_s",
-    type=click.FloatRange(min=0),
+    type=FiniteFloat(min=0),
     default=None,
     help="Wait up to this many seconds for the run to end and print it.",
 )
 @app_option
-@db_option
+@app_db_option
 @run_async
 async def submit(
     agent: str,
@@ -214,7 +217,7 @@ async def runs_show(run_id: str, as_json: bool, db: str | None) -> None:
 @click.option("--tenant", default=None)
 @click.option("--agent", default=None)
 @click.option("--limit", type=click.IntRange(1, 1000), default=20, show_default=True)
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @db_option
 @run_async
 async def runs_list(
@@ -338,6 +341,7 @@ async def _retry_all_failed(
 @runs.command("purge")
 @click.option(
     "--older-than",
+    metavar="DURATION",
     callback=duration,
     required=True,
     help="Delete runs that ended longer ago than this (seconds, or 90s, 30m, 12h, 7d).",
@@ -366,7 +370,7 @@ async def runs_purge(older_than: float, batch: int, db: str | None) -> None:
 @runs.command("journal")
 @click.argument("run_id")
 @click.option("--after", type=click.IntRange(min=0), default=0, help="Only entries after this seq.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @db_option
 @run_async
 async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -> None:
@@ -387,7 +391,7 @@ async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -
 
 
 @cli.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @age_target_option
 @click.option(
     "--concurrency",

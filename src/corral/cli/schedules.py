@@ -8,9 +8,11 @@ import json
 import click
 
 from corral.cli.common import (
+    app_db_option,
     app_option,
     db_option,
     duration,
+    json_option,
     parse_json,
     resolve_app,
     run_async,
@@ -28,9 +30,9 @@ def schedules() -> None:
 
 @schedules.command("list")
 @click.option("--tenant", default=None, help="Only this tenant's schedules.")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @app_option
-@db_option
+@app_db_option
 @run_async
 async def list_schedules(
     tenant: str | None, as_json: bool, app_path: str | None, db: str | None
@@ -101,7 +103,7 @@ async def list_schedules(
     help="Make up a tick missed while no worker ran if one comes back within this (default 1h).",
 )
 @app_option
-@db_option
+@app_db_option
 @run_async
 async def create(
     name: str,

@@ -15,9 +15,11 @@ from corral.cli.common import (
     CliError,
     age,
     age_target_option,
+    app_db_option,
     app_option,
     db_option,
     exit_past_stuck_agents,
+    json_option,
     on_fast_loop,
     resolve_app,
     run_async,
@@ -25,13 +27,14 @@ from corral.cli.common import (
     worker_options,
 )
 from corral.cli.output import print_table
+from corral.values import check_name
 from corral.worker import Worker
 from corral.worker.retention import RETENTION_INTERVAL, retention_loop
 
 
 @click.command()
 @app_option
-@db_option
+@app_db_option
 @click.option(
     "--host",
     default="127.0.0.1",
@@ -68,7 +71,7 @@ from corral.worker.retention import RETENTION_INTERVAL, retention_loop
     "--public-metrics",
     is_flag=True,
     envvar="CORRAL_PUBLIC_METRICS",
-    help="Serve /metrics without a key (default: admin key required).",
+    help="Serve /metrics without a key (default: admin key required; $CORRAL_PUBLIC_METRICS).",
 )
 @click.option("--access-log/--no-access-log", default=False, show_default=True)
 @worker_options
@@ -100,6 +103,10 @@ async def _serve(
     public_metrics: bool,
     access_log: bool,
 ) -> None:
+    if not host.strip():
+        # uvicorn takes an empty host as every interface: never what an empty
+        # $CORRAL_HOST meant
+        raise CliError("--host must name an interface (127.0.0.1, 0.0.0.0 for all)", 2)
     app = resolve_app(app_path, db)
     if workers is None:
         workers = 1 if app.agents else 0
@@ -204,7 +211,7 @@ async def keys_create(tenant: str, admin: bool, label: str | None, db: str | Non
 
 
 @keys.command("list")
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @db_option
 @run_async
 async def keys_list(as_json: bool, db: str | None) -> None:
@@ -257,7 +264,7 @@ async def keys_revoke(key_id: str, db: str | None) -> None:
     """Revoke key KEY_ID (the id from `keys list`, or the token itself)."""
     from corral.api.tokens import key_id_of
 
-    key_id = key_id_of(key_id) or key_id
+    key_id = key_id_of(key_id) or check_name("key id", key_id)
     app = resolve_app(None, db, existing=True)
     try:
         await app.open()

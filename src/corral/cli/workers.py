@@ -8,7 +8,7 @@ from dataclasses import asdict
 
 import click
 
-from corral.cli.common import age, db_option, resolve_app, run_async
+from corral.cli.common import age, db_option, json_option, resolve_app, run_async
 from corral.cli.output import print_table
 from corral.models import WorkerState
 
@@ -20,7 +20,7 @@ STATE_STYLE = {
 
 
 @click.command()
-@click.option("--json", "as_json", is_flag=True)
+@json_option
 @db_option
 @run_async
 async def workers(as_json: bool, db: str | None) -> None:

@@ -19,6 +19,7 @@ from cronsim import CronSim, CronSimError
 
 from corral.errors import InvalidInput
 from corral.models import JSON, RunSpec
+from corral.values import MAX_SECONDS
 
 #: seconds a tick may be late and still get its run: a tick missed while no worker ran (a
 #: deploy, an outage) gets its run when a worker comes back within this; older ones are
@@ -53,11 +54,11 @@ class Schedule:
             isinstance(self.every, bool)
             or not isinstance(self.every, int | float)
             or not math.isfinite(self.every)
-            or self.every < 1
+            or not 1 <= self.every <= MAX_SECONDS
         ):
             raise InvalidInput(
-                f"schedule {self.name!r}: every must be a number of seconds >= 1, "
-                f"not {self.every!r}"
+                f"schedule {self.name!r}: every must be a number of seconds from 1 to "
+                f"{MAX_SECONDS:g}, not {self.every!r}"
             )
         try:
             zone = ZoneInfo(self.tz)
@@ -67,6 +68,11 @@ class Schedule:
         if self.cron is not None:
             if not isinstance(self.cron, str):
                 raise InvalidInput(f"schedule {self.name!r}: cron must be a string")
+            if len(self.cron.split()) > 5:
+                # cronsim takes a sixth field (seconds), which no cron reader expects
+                raise InvalidInput(
+                    f"schedule {self.name!r}: {self.cron!r} is not a five-field cron expression"
+                )
             try:
                 CronSim(self.cron, datetime.now(zone))
             except CronSimError as exc:
@@ -77,7 +83,7 @@ class Schedule:
             isinstance(self.catch_up, bool)
             or not isinstance(self.catch_up, int | float)
             or not math.isfinite(self.catch_up)
-            or self.catch_up < 0
+            or not 0 <= self.catch_up <= MAX_SECONDS
         ):
             raise InvalidInput(
                 f"schedule {self.name!r}: catch_up must be seconds >= 0, not {self.catch_up!r}"
