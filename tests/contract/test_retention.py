@@ -62,7 +62,7 @@ async def test_ended_runs_and_trees_go_with_their_journals(db_url: str) -> None:
         tree = await app.submit("root")
         single = await app.submit("leaf", 7)
         failed = await app.submit("broken")
-        cancelled = await app.submit("leaf", not_before=1e12)
+        cancelled = await app.submit("leaf", not_before=1e10)
         await app.cancel(cancelled)
         await drain(app)
         family = [run.id for run in await app.list_runs(limit=100)]
@@ -70,7 +70,7 @@ async def test_ended_runs_and_trees_go_with_their_journals(db_url: str) -> None:
         assert (await app.get(failed)).status == RunStatus.FAILED
 
         assert await app.purge_finished(3600) == 0  # all ended moments ago
-        kept = await app.submit("leaf", not_before=1e12)  # queued: never purged
+        kept = await app.submit("leaf", not_before=1e10)  # queued: never purged
         assert await app.purge_finished(0) == 8
         assert await app.purge_finished(0) == 0
         for run_id in family:
@@ -178,7 +178,7 @@ async def test_a_worker_with_retain_deletes_ended_runs_as_it_goes(db_url: str) -
     try:
         ended = [await app.submit("leaf", n) for n in range(3)]
         waiting = await app.submit("parent", 1)  # waits on its child, which runs until released
-        queued = await app.submit("leaf", 3, not_before=1e12)
+        queued = await app.submit("leaf", 3, not_before=1e10)
         task = asyncio.create_task(worker.run())
 
         async def gone(run_id: str) -> bool:

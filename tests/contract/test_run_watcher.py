@@ -28,7 +28,7 @@ async def test_progress_is_status_and_last_journal_seq(db_url: str) -> None:
 
     try:
         run_id = await app.submit("stepper")
-        queued = await app.submit("stepper", not_before=1e12)
+        queued = await app.submit("stepper", not_before=1e10)
         assert await app.store.progress([run_id, queued, "no-such-run"]) == {
             run_id: (RunStatus.QUEUED, 1),
             queued: (RunStatus.QUEUED, 1),
@@ -75,7 +75,7 @@ async def test_idle_streams_share_one_poll_and_wake_on_news(db_url: str) -> None
         return None
 
     try:
-        idle = [await app.submit("noop", n, not_before=1e12) for n in range(40)]
+        idle = [await app.submit("noop", n, not_before=1e10) for n in range(40)]
         watcher = RunWatcher(app.store, interval=0.05)
         loop = asyncio.get_running_loop()
 

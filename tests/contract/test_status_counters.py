@@ -75,7 +75,7 @@ async def test_counters_match_the_runs_after_every_way_to_end(db_url: str) -> No
         await app.submit("broken")
         await app.submit("flaky", "a")
         await app.submit("parent")  # children acked on the general path (they have a parent)
-        doomed = await app.submit("ok", "never", not_before=1e12)
+        doomed = await app.submit("ok", "never", not_before=1e10)
         await app.cancel(doomed)  # queued -> cancelled
         stuck = await app.submit("stuck_parent", "x")
         # a short lease: the heartbeat (ttl/3) soon tells the cancelled child to stop

@@ -52,11 +52,14 @@ def test_cron_in_a_time_zone_follows_daylight_saving_time() -> None:
         ({"cron": "* * * * *", "every": 60}, "give cron or every"),
         ({"cron": "every day"}, "not a cron expression"),
         ({"cron": "61 * * * *"}, "not a cron expression"),
-        ({"every": 0.5}, "every must be a number of seconds >= 1"),
+        ({"every": 0.5}, "every must be a number of seconds from 1 to"),
         ({"every": math.inf}, "every must be"),
         ({"every": True}, "every must be"),
         ({"every": 60, "tz": "Mars/Olympus"}, "no time zone named 'Mars/Olympus'"),
-        ({"every": 60, "catch_up": -1}, "catch_up must be seconds >= 0"),
+        ({"every": 1e300}, "every must be a number of seconds from 1 to"),
+        ({"cron": "* * * * * *"}, "not a five-field cron expression"),
+        ({"every": 60, "catch_up": 1e10}, "catch_up must be"),
+        ({"every": 60, "catch_up": -1}, "catch_up must be seconds from 0 to"),
     ],
 )
 def test_a_schedule_that_cannot_tick_is_refused(kwargs: dict[str, Any], message: str) -> None:

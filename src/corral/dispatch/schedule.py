@@ -86,7 +86,8 @@ class Schedule:
             or not 0 <= self.catch_up <= MAX_SECONDS
         ):
             raise InvalidInput(
-                f"schedule {self.name!r}: catch_up must be seconds >= 0, not {self.catch_up!r}"
+                f"schedule {self.name!r}: catch_up must be seconds from 0 to {MAX_SECONDS:g}, "
+                f"not {self.catch_up!r}"
             )
 
     @property
