@@ -163,10 +163,16 @@ def check_amount(what: str, value: object, *, maximum: float | None = None) -> f
     return _at_most(what, value, float(value), maximum)
 
 
+def check_between(
+    what: str, value: object, minimum: float, maximum: float, *, kind: str = "a number"
+) -> float:
+    """A finite number (not a bool) from ``minimum`` to ``maximum``; ``kind`` names it in
+    the refusal ("a number of seconds")."""
+    if not _finite(value) or not minimum <= value <= maximum:
+        raise InvalidInput(f"{what} must be {kind} from {minimum:g} to {maximum:g}, not {value!r}")
+    return float(value)
+
+
 def check_weight(what: str, value: object) -> float:
     """A weight from ``MIN_WEIGHT`` to ``MAX_WEIGHT``."""
-    if not _finite(value) or not MIN_WEIGHT <= value <= MAX_WEIGHT:
-        raise InvalidInput(
-            f"{what} must be a number from {MIN_WEIGHT:g} to {MAX_WEIGHT:g}, not {value!r}"
-        )
-    return float(value)
+    return check_between(what, value, MIN_WEIGHT, MAX_WEIGHT)

@@ -57,6 +57,7 @@ def test_cron_in_a_time_zone_follows_daylight_saving_time() -> None:
         ({"every": True}, "every must be"),
         ({"every": 60, "tz": "Mars/Olympus"}, "no time zone named 'Mars/Olympus'"),
         ({"every": 1e300}, "every must be a number of seconds from 1 to"),
+        ({"every": 10**400}, "every must be a number of seconds from 1 to"),
         ({"cron": "* * * * * *"}, "not a five-field cron expression"),
         ({"every": 60, "catch_up": 1e10}, "catch_up must be"),
         ({"every": 60, "catch_up": -1}, "catch_up must be seconds from 0 to"),

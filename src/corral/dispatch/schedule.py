@@ -19,7 +19,7 @@ from cronsim import CronSim, CronSimError
 
 from corral.errors import InvalidInput
 from corral.models import JSON, RunSpec
-from corral.values import MAX_SECONDS
+from corral.values import MAX_SECONDS, check_between
 
 #: seconds a tick may be late and still get its run: a tick missed while no worker ran (a
 #: deploy, an outage) gets its run when a worker comes back within this; older ones are
@@ -50,15 +50,13 @@ class Schedule:
     def __post_init__(self) -> None:
         if (self.cron is None) == (self.every is None):
             raise InvalidInput(f"schedule {self.name!r}: give cron or every, one of the two")
-        if self.every is not None and (
-            isinstance(self.every, bool)
-            or not isinstance(self.every, int | float)
-            or not math.isfinite(self.every)
-            or not 1 <= self.every <= MAX_SECONDS
-        ):
-            raise InvalidInput(
-                f"schedule {self.name!r}: every must be a number of seconds from 1 to "
-                f"{MAX_SECONDS:g}, not {self.every!r}"
+        if self.every is not None:
+            check_between(
+                f"schedule {self.name!r}: every",
+                self.every,
+                1,
+                MAX_SECONDS,
+                kind="a number of seconds",
             )
         try:
             zone = ZoneInfo(self.tz)
@@ -79,16 +77,9 @@ class Schedule:
                 raise InvalidInput(
                     f"schedule {self.name!r}: {self.cron!r} is not a cron expression: {exc}"
                 ) from None
-        if (
-            isinstance(self.catch_up, bool)
-            or not isinstance(self.catch_up, int | float)
-            or not math.isfinite(self.catch_up)
-            or not 0 <= self.catch_up <= MAX_SECONDS
-        ):
-            raise InvalidInput(
-                f"schedule {self.name!r}: catch_up must be seconds from 0 to {MAX_SECONDS:g}, "
-                f"not {self.catch_up!r}"
-            )
+        check_between(
+            f"schedule {self.name!r}: catch_up", self.catch_up, 0, MAX_SECONDS, kind="seconds"
+        )
 
     @property
     def when(self) -> str:
