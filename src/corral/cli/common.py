@@ -42,21 +42,15 @@ class FiniteFloat(click.FloatRange):
         return number
 
 
-db_option = click.option(
-    "--db",
-    "db",
-    default=None,
-    metavar="URL",
-    help=f"Database URL (default: ${ENV_DATABASE_URL}, or {DEFAULT_URL}).",
-)
+def _db_option(defaults: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    return click.option(
+        "--db", "db", default=None, metavar="URL", help=f"Database URL (default: {defaults})."
+    )
+
+
+db_option = _db_option(f"${ENV_DATABASE_URL}, or {DEFAULT_URL}")
 #: --db for the commands that also take --app, whose database is the default before the last
-app_db_option = click.option(
-    "--db",
-    "db",
-    default=None,
-    metavar="URL",
-    help=f"Database URL (default: ${ENV_DATABASE_URL}, the app's URL, or {DEFAULT_URL}).",
-)
+app_db_option = _db_option(f"${ENV_DATABASE_URL}, the app's URL, or {DEFAULT_URL}")
 #: --json, for every command that prints a table or a record
 json_option = click.option(
     "--json", "as_json", is_flag=True, help="Print JSON instead of a table, for scripts."

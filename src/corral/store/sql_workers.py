@@ -10,6 +10,8 @@ hour later.
 
 from __future__ import annotations
 
+from dataclasses import asdict
+
 from corral.models import WorkerPresence
 from corral.store.sql_base import SqlBase
 from corral.store.transaction import Row, Transaction
@@ -21,20 +23,7 @@ FORGET_SILENT_AFTER = 3600.0
 class WorkersMixin(SqlBase):
     async def report_worker(self, presence: WorkerPresence) -> None:
         """Write (or renew) ``presence``, the worker's report of itself."""
-        row = {
-            "id": presence.worker_id,
-            "host": presence.host,
-            "pid": presence.pid,
-            "started_at": presence.started_at,
-            "seen_at": presence.seen_at,
-            "lease_ttl": presence.lease_ttl,
-            "concurrency": presence.concurrency,
-            "express_slots": presence.express_slots,
-            "busy": presence.busy,
-            "stuck": presence.stuck,
-            "completed": presence.completed,
-            "draining": presence.draining,
-        }
+        row = asdict(presence)  # the query's parameters are its fields
         silent = {"before": presence.seen_at - FORGET_SILENT_AFTER}
 
         async def body(tx: Transaction) -> None:

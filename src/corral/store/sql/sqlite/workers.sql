@@ -4,7 +4,7 @@
 -- name: report_worker
 INSERT INTO corral_workers (id, host, pid, started_at, seen_at, lease_ttl, concurrency,
                             express_slots, busy, stuck, completed, draining)
-VALUES (:id, :host, :pid, :started_at, :seen_at, :lease_ttl, :concurrency,
+VALUES (:worker_id, :host, :pid, :started_at, :seen_at, :lease_ttl, :concurrency,
         :express_slots, :busy, :stuck, :completed, :draining)
 ON CONFLICT (id) DO UPDATE SET
     seen_at = excluded.seen_at, busy = excluded.busy, stuck = excluded.stuck,
