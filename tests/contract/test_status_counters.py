@@ -7,23 +7,15 @@ from __future__ import annotations
 import asyncio
 import itertools
 from collections import Counter
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
 
 from corral import Corral, NonRetryableError, RunContext
 from corral.models import LeaseRef, RunStatus
+from tests.support.polling import until
 
 pytestmark = pytest.mark.timeout(90)
-
-
-async def until(read: Callable[[], Awaitable[Any]], done: Callable[[Any], bool]) -> None:
-    for _ in range(1000):
-        if done(await read()):
-            return
-        await asyncio.sleep(0.02)
-    raise AssertionError("timed out")
 
 
 async def redelivered(app: Corral) -> int:

@@ -11,7 +11,6 @@ import contextlib
 import os
 import socket
 import time
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -20,22 +19,11 @@ from corral import Corral, RunContext, WorkerPresence, WorkerState
 from corral.clock import FakeClock
 from corral.store import Store
 from corral.store.sql_workers import FORGET_SILENT_AFTER
+from tests.support.polling import until
 
 pytestmark = pytest.mark.timeout(60)
 
 TTL = 0.6  # a report every 0.2 s
-
-
-async def until(
-    app: Corral, ok: Callable[[list[WorkerPresence]], bool], seconds: float = 10
-) -> list[WorkerPresence]:
-    deadline = time.monotonic() + seconds
-    while True:
-        workers = await app.workers()
-        if ok(workers):
-            return workers
-        assert time.monotonic() < deadline, f"never came: {workers}"
-        await asyncio.sleep(0.02)
 
 
 async def test_a_worker_reports_its_slots_and_work_and_removes_its_report_when_it_stops(
@@ -56,7 +44,7 @@ async def test_a_worker_reports_its_slots_and_work_and_removes_its_report_when_i
         )
         running = asyncio.create_task(worker.run())
         try:
-            [seen] = await until(app, lambda ws: len(ws) == 1)
+            [seen] = await until(app.workers, lambda ws: len(ws) == 1, seconds=10)
             assert (seen.worker_id, seen.host, seen.pid) == (
                 worker.worker_id,
                 socket.gethostname(),
@@ -66,9 +54,9 @@ async def test_a_worker_reports_its_slots_and_work_and_removes_its_report_when_i
             assert (seen.busy, seen.stuck, seen.completed) == (0, 0, 0)
             assert seen.state(time.time()) == WorkerState.RUNNING
             await app.submit_many([{"agent": "hold"} for _ in range(2)])
-            await until(app, lambda ws: ws[0].busy == 2)
+            await until(app.workers, lambda ws: ws[0].busy == 2, seconds=10)
             worker.stop()  # drains: the two runs hold it
-            [draining] = await until(app, lambda ws: ws[0].draining)
+            [draining] = await until(app.workers, lambda ws: ws[0].draining, seconds=10)
             assert draining.state(time.time()) == WorkerState.DRAINING
             assert draining.busy == 2 and draining.started_at == seen.started_at
             release.set()
@@ -103,7 +91,7 @@ async def test_a_stuck_agent_shows_at_once(db_url: str) -> None:
             await asyncio.wait_for(started.wait(), 10)
             await app.cancel(run_id)
             assert (await app.wait(run_id, timeout=20)).status == "cancelled"
-            [seen] = await until(app, lambda ws: ws[0].stuck == 1, seconds=5)
+            [seen] = await until(app.workers, lambda ws: ws[0].stuck == 1, seconds=5)
             assert seen.busy == 1  # its slot stays taken
         finally:
             let_go.set()
