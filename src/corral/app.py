@@ -655,14 +655,14 @@ class Corral:
         check_int("express_slots", express_slots, minimum=0)
         check_int("express_below", express_below)
         check_amount("drain_timeout", drain_timeout, maximum=MAX_SECONDS)
-        check_positive("poll_interval", poll_interval)
-        check_amount("retry_base", retry_base)
-        check_amount("retry_cap", retry_cap)
+        check_positive("poll_interval", poll_interval, maximum=MAX_SECONDS)
+        check_amount("retry_base", retry_base, maximum=MAX_SECONDS)
+        check_amount("retry_cap", retry_cap, maximum=MAX_SECONDS)
         if retain is not None:
             check_amount("retain", retain, maximum=MAX_SECONDS)
         if agent_timeout is not None:
             check_positive("agent_timeout", agent_timeout, maximum=MAX_SECONDS)
-        check_positive("retention_interval", retention_interval)
+        check_positive("retention_interval", retention_interval, maximum=MAX_SECONDS)
         check_amount("stop_grace", stop_grace, maximum=MAX_SECONDS)
         ttl = self.lease_ttl if lease_ttl is None else lease_ttl
         check_positive("lease_ttl", ttl, maximum=MAX_SECONDS)

@@ -84,10 +84,13 @@ def sqlite_url(tmp_path: Path) -> str:
         (["status", "--age-target", "nan"], 2, "'nan' is not a finite number"),
         (["submit", "work", "{}", "--delay", "1e308"], 2, "delay must be at most"),
         (["tenants", "set", "acme", "--weight", "1e-320"], 2, "weight must be a number from"),
-        (["schedules", "create", "s", "work", "--every", "1e300"], 2, "every must be"),
+        (["schedules", "create", "s", "work", "--every", "1e300"], 2, "longer than 1e+09"),
         (["schedules", "create", "s", "work", "--cron", "* * * * * *"], 2, "five-field cron"),
         (["serve", "--host", ""], 2, "--host must name an interface"),
         (["worker", ".workload:app"], 2, "cannot import module '.workload'"),
+        # durations past the API's bound (the worker printed its banner, then failed)
+        (["worker", APP, "--agent-timeout", "1e300"], 2, "longer than 1e+09 seconds"),
+        (["runs", "purge", "--older-than", "40000000000"], 2, "longer than 1e+09 seconds"),
     ],
 )
 def test_bad_input_gives_one_clear_line(
@@ -124,6 +127,14 @@ def test_an_app_module_that_fails_to_import_gives_one_clear_line(tmp_path: Path)
         ("sqlite:////proc/corral/forbidden.db", 3, "cannot open SQLite database"),
         # reading a database that is not there does not create one at a mistyped path
         ("sqlite:///no/such/dir/c.db", 3, "no corral database at no/such/dir/c.db"),
+        # an empty URL was taken as unset: ./corral.db, silently
+        ("", 2, "--db is empty"),
+        # a run submitted into a database that vanishes as the command exits
+        ("sqlite:///:memory:", 2, "in-memory SQLite database lives only as long as"),
+        # SQLite opened the device, then failed its first write with a rollback error
+        ("sqlite:////dev/null", 3, "it is not a regular file"),
+        # the probe's own connect_timeout hid this one until the pool's 10 s timeout
+        ("postgresql://postgres@127.0.0.1:1/x?connect_timeout=abc", 3, "bad value for connect_"),
     ],
 )
 def test_bad_database_urls(url: str, code: int, message: str, tmp_path: Path) -> None:
@@ -133,6 +144,21 @@ def test_bad_database_urls(url: str, code: int, message: str, tmp_path: Path) ->
     assert result.returncode == code, result.stderr
     assert message in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_an_empty_database_url_in_the_environment_is_refused(tmp_path: Path) -> None:
+    env = dict(os.environ, PYTHONPATH=str(ROOT), CORRAL_DATABASE_URL="")
+    result = subprocess.run(
+        [sys.executable, "-m", "corral.cli.main", "submit", "work", "{}"],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 2, result.stderr
+    assert "$CORRAL_DATABASE_URL is empty" in result.stderr
+    assert not (tmp_path / "corral.db").exists()
 
 
 def test_submit_show_list_status_and_journal(sqlite_url: str) -> None:

@@ -125,6 +125,10 @@ async def test_lookups_and_settings(app: Corral) -> None:
         await app.set_tenant("acme", plan="platinum")
     with pytest.raises(InvalidInput, match="concurrency"):
         app.worker(concurrency=0)
+    # seconds past the bound every other duration has (1e9 s, as over HTTP)
+    for option in ("poll_interval", "retry_base", "retry_cap", "retention_interval"):
+        with pytest.raises(InvalidInput, match=f"{option} must be at most"):
+            app.worker(**{option: 1e300})
 
 
 async def test_values_one_backend_cannot_store_are_refused_on_both(app: Corral) -> None:

@@ -23,6 +23,7 @@ from corral.app import Corral
 from corral.errors import CorralError, InvalidInput, StoreUnavailable
 from corral.store import DEFAULT_URL
 from corral.store.url import parse_database_url
+from corral.values import MAX_SECONDS
 from corral.worker import Worker
 
 P = ParamSpec("P")
@@ -210,12 +211,23 @@ def load_app(path: str) -> Corral:
     return app
 
 
-def resolve_app(app_path: str | None, db: str | None, *, existing: bool = False) -> Corral:
+def resolve_app(
+    app_path: str | None, db: str | None, *, existing: bool = False, in_process: bool = False
+) -> Corral:
     """The app to act through: an imported one (with --db overriding its database) or a bare
     client for the database URL. ``existing``: a command that only reads or changes what is
     there refuses a SQLite file that does not exist, instead of creating an empty database
-    (and its directories) at a mistyped path and reporting an empty queue."""
-    url = db or os.environ.get(ENV_DATABASE_URL)
+    (and its directories) at a mistyped path and reporting an empty queue. ``in_process``: a
+    command that runs for as long as its database is used (a worker, the service) may be
+    given an in-memory SQLite database; every other command refuses one, since what it
+    wrote or read would vanish with it as the command exits."""
+    url = _given_url(db)
+    if url is not None and not in_process and _in_memory(url):
+        raise CliError(
+            "an in-memory SQLite database lives only as long as one process: this command "
+            "would lose what it does as it exits (give a file, or a PostgreSQL URL)",
+            2,
+        )
     if app_path:
         app = load_app(app_path)
         if url and url != app.url:
@@ -235,6 +247,27 @@ def resolve_app(app_path: str | None, db: str | None, *, existing: bool = False)
                 3,
             )
     return app
+
+
+def _given_url(db: str | None) -> str | None:
+    """The URL given by --db, else by $CORRAL_DATABASE_URL; None if neither was. An empty one
+    is refused: falling back to ./corral.db would run a deployment whose URL was templated
+    to nothing against a local file, and look as if it worked."""
+    for url, source in ((db, "--db"), (os.environ.get(ENV_DATABASE_URL), f"${ENV_DATABASE_URL}")):
+        if url is None:
+            continue
+        if not url.strip():
+            raise CliError(f"{source} is empty: give a database URL, or leave it unset", 2)
+        return url
+    return None
+
+
+def _in_memory(url: str) -> bool:
+    try:
+        target = parse_database_url(url)
+    except InvalidInput:
+        return False  # refused with its own message when the app opens it
+    return target.dialect == "sqlite" and target.target == ":memory:"
 
 
 def run_async(fn: Callable[P, Coroutine[Any, Any, R]]) -> Callable[P, R]:
@@ -310,6 +343,8 @@ def duration(ctx: click.Context, param: click.Parameter, value: str | None) -> f
         ) from None
     if not math.isfinite(seconds) or seconds < 0:
         raise click.BadParameter(f"{value!r} is not a duration of zero or more")
+    if seconds > MAX_SECONDS:
+        raise click.BadParameter(f"{value!r} is longer than {MAX_SECONDS:g} seconds (31 years)")
     return seconds
 
 

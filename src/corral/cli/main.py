@@ -70,7 +70,7 @@ async def worker(
     db: str | None,
 ) -> None:
     """Run a worker for the app at MODULE:ATTR until SIGTERM/SIGINT."""
-    app = resolve_app(app_path, db)
+    app = resolve_app(app_path, db, in_process=True)
     if not app.agents:
         raise CliError(f"{app_path} registers no agents", 2)
     await app.open()

@@ -107,7 +107,7 @@ async def _serve(
         # uvicorn takes an empty host as every interface: never what an empty
         # $CORRAL_HOST meant
         raise CliError("--host must name an interface (127.0.0.1, 0.0.0.0 for all)", 2)
-    app = resolve_app(app_path, db)
+    app = resolve_app(app_path, db, in_process=True)
     if workers is None:
         workers = 1 if app.agents else 0
     if workers > 0 and not app.agents:

@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 import psycopg
 from psycopg import errors as pg_errors
 from psycopg import sql
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from psycopg.pq import TransactionStatus
 from psycopg.rows import dict_row
 from psycopg.types.array import ListBinaryDumper
@@ -146,8 +147,16 @@ class PostgresStore(SqlStore):
         self._closed = False
         try:
             # one direct attempt first: a wrong host or port fails at once with its reason,
-            # where the pool would keep retrying until its timeout
-            probe = await psycopg.AsyncConnection.connect(self.dsn, connect_timeout=10)
+            # where the pool would keep retrying until its timeout. A connect_timeout in the
+            # URL is left to apply (overriding it here let a bad one, "abc", pass the probe
+            # and then fail every pool connection, reported only as the pool's timeout).
+            given = conninfo_to_dict(self.dsn)
+            dsn = (
+                self.dsn
+                if "connect_timeout" in given
+                else make_conninfo(self.dsn, connect_timeout=10)
+            )
+            probe = await psycopg.AsyncConnection.connect(dsn)
             await probe.close()
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc

@@ -361,7 +361,12 @@ class SQLiteStore(SqlStore):
 
     def _connect(self) -> sqlite3.Connection:
         if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+            path = Path(self.path)
+            if path.exists() and not path.is_file():
+                # SQLite opens a device (/dev/null) and fails later, on its first write,
+                # with "cannot rollback - no transaction is active"
+                raise OSError("it is not a regular file")
+            path.parent.mkdir(parents=True, exist_ok=True)
         conn = self._open_connection()
         # Switching a new file to WAL needs an exclusive lock and does not always wait on the
         # busy handler: processes opening one fresh file together retry here.
