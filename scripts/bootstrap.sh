@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Creates .venv (Python 3.11+) and installs corral with its test tools. Safe to re-run.
+# Creates .venv (Python 3.11+) and installs corral with its test tools (CORRAL_EXTRAS=test,
+# the default; CORRAL_EXTRAS= for corral alone). Safe to re-run.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -20,4 +21,5 @@ if [ ! -x .venv/bin/python ]; then
   fi
 fi
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[${CORRAL_EXTRAS:-test}]"
+extras="${CORRAL_EXTRAS-test}"
+.venv/bin/python -m pip install -q -e ".${extras:+[$extras]}"
