@@ -691,12 +691,17 @@ class Corral:
         )
         return Worker(self.store, self.agents, options, worker_id)
 
-    async def run_worker(self, **options: Any) -> None:
+    async def run_worker(self, **options: Any) -> Worker:
         """Open the store and run one worker until it is stopped (or the store is idle, with
-        ``until_idle=True``)."""
+        ``until_idle=True``); the worker, once it has stopped. Agents that ignored their stop
+        past the grace may still be running then (``Worker.stuck``): ``asyncio.run`` would
+        cancel them again and wait for them without a bound, so a process that is meant to
+        end should then end with ``os._exit``, as ``corral worker`` does."""
         until_idle = bool(options.pop("until_idle", False))
         await self.open()
-        await self.worker(**options).run(until_idle=until_idle)
+        worker = self.worker(**options)
+        await worker.run(until_idle=until_idle)
+        return worker
 
     # -- validation ---------------------------------------------------------------------------
 

@@ -225,3 +225,28 @@ async def test_an_agent_that_stops_within_the_grace_is_not_given_up(
 def test_a_stop_grace_that_is_not_a_number_of_seconds_is_refused(bad: object) -> None:
     with pytest.raises(InvalidInput, match="stop_grace"):
         Corral("sqlite:///:memory:").worker(stop_grace=bad)  # type: ignore[arg-type]
+
+
+async def test_run_worker_returns_its_worker_naming_the_agents_still_running(
+    db_url: str,
+) -> None:
+    """What a library user needs to end the process past a stuck agent (``os._exit``), as
+    ``corral worker`` does: ``asyncio.run`` would wait for the agent without a bound."""
+    app = Corral(db_url)
+    agent = Stubborn()
+    app.agent("stubborn", timeout=0.3)(agent.run)
+    async with app:
+        run_id = await app.submit("stubborn", max_attempts=1)
+        try:
+            worker = await asyncio.wait_for(
+                app.run_worker(
+                    until_idle=True, poll_interval=0.05, lease_ttl=1.5, stop_grace=GRACE
+                ),
+                30,
+            )
+            assert isinstance(worker, Worker) and worker.stuck == [run_id]
+            assert (await app.get(run_id)).status is RunStatus.FAILED
+        finally:
+            agent.let_go.set()
+        await asyncio.wait_for(agent.ended.wait(), 10)
+        assert worker.stuck == []

@@ -256,6 +256,11 @@ class Worker:
     def in_flight(self) -> int:
         return len(self._slots) + len(self._detached)
 
+    def _holds_runs(self) -> bool:
+        """Whether a run this worker executes has yet to end: agents given up on do not count
+        (their runs were ended without them), so ``until_idle`` is not held by one forever."""
+        return bool(self._slots) or any(not s.abandoned for s in self._detached)
+
     @property
     def stuck(self) -> list[str]:
         """The runs whose agents ignored a stop and were given up on, and are still running
@@ -433,7 +438,7 @@ class Worker:
                     ),
                 )
                 continue
-            if until_idle and not self.in_flight and await self._store_idle():
+            if until_idle and not self._holds_runs() and await self._store_idle():
                 return
             # (an ack of this worker's wakes it too, and the slot it freed goes back on offer)
             await self._offer_free_slots()
