@@ -251,6 +251,8 @@ class WorkerPresence:
     #: runs it has finished since it started
     completed: int
     draining: bool = False
+    #: the agents it executes, by name
+    agents: tuple[str, ...] = ()
 
     @property
     def slots(self) -> int:

@@ -52,6 +52,7 @@ async def test_a_worker_reports_its_slots_and_work_and_removes_its_report_when_i
             )
             assert (seen.concurrency, seen.express_slots, seen.slots) == (3, 1, 4)
             assert (seen.busy, seen.stuck, seen.completed) == (0, 0, 0)
+            assert seen.agents == ("hold",)
             assert seen.state(time.time()) == WorkerState.RUNNING
             await app.submit_many([{"agent": "hold"} for _ in range(2)])
             await until(app.workers, lambda ws: ws[0].busy == 2, seconds=10)

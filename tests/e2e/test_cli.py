@@ -8,12 +8,13 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from corral import Corral
+from corral import Corral, WorkerPresence
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.workload:app"
@@ -455,3 +456,45 @@ def test_schedules_are_created_listed_and_deleted_from_the_command_line(
     assert twice.returncode == 1 and "schedule_not_found" in twice.stderr
     nowhere = corral("schedules", "list", db=f"sqlite:///{tmp_path / 'missing.db'}")
     assert nowhere.returncode == 3 and "no corral database" in nowhere.stderr
+
+
+async def _report_workers(url: str, *agent_sets: tuple[str, ...]) -> None:
+    async with Corral(url) as app:
+        for n, agents in enumerate(agent_sets):
+            now = time.time()
+            await app.store.report_worker(
+                WorkerPresence(
+                    worker_id=f"w{n}-{os.urandom(4).hex()}",
+                    host="h",
+                    pid=n,
+                    started_at=now,
+                    seen_at=now,
+                    lease_ttl=30.0,
+                    concurrency=4,
+                    express_slots=0,
+                    busy=0,
+                    stuck=0,
+                    completed=0,
+                    agents=agents,
+                )
+            )
+
+
+def test_a_bare_submit_warns_when_no_running_worker_executes_its_agent(sqlite_url: str) -> None:
+    def submit(agent: str) -> subprocess.CompletedProcess[str]:
+        result = corral("submit", agent, "{}", db=sqlite_url)
+        assert result.returncode == 0, result.stderr  # a warning: the run is kept
+        return result
+
+    assert "warning" not in submit("echo").stderr  # no workers report: nothing to check
+    asyncio.run(_report_workers(sqlite_url, ("echo", "summarise"), ("echo",)))
+    assert "warning" not in submit("echo").stderr
+    typo = submit("ecoh")
+    assert (
+        "none of the 2 running worker(s) executes agent 'ecoh' (they execute: echo, summarise)"
+        in typo.stderr
+    )
+    assert corral("runs", "show", typo.stdout.strip(), db=sqlite_url).returncode == 0
+    # a worker reporting no agents predates that report: it may execute any of them
+    asyncio.run(_report_workers(sqlite_url, ("echo",), ()))
+    assert "warning" not in submit("ecoh").stderr

@@ -106,6 +106,7 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await expect(page.locator("#workers tbody tr")).to_have_count(1)
             await expect(page.locator("#workers tbody tr")).to_contain_text("running")
             await expect(page.locator("#workers tbody tr")).to_contain_text("/ 4")
+            await expect(page.locator("#workers tbody tr")).to_contain_text("echo, fail")
             schedules = page.locator("#schedules tbody tr")
             await expect(schedules).to_have_count(2)
             await expect(schedules.first).to_contain_text("new-year")

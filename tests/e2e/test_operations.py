@@ -337,6 +337,7 @@ async def test_admins_see_the_workers_and_metrics_count_them_by_state(
         by_id = {w["worker_id"]: w for w in listed.json()["workers"]}
         assert by_id[worker.worker_id]["state"] == "running"
         assert (by_id[worker.worker_id]["concurrency"], by_id["gone:1"]["state"]) == (2, "lost")
+        assert by_id[worker.worker_id]["agents"] == sorted(corral_app.agents)
         refused = await client.get("/v1/workers", headers=H(keys.a))
         assert refused.status_code == 403 and refused.json()["error"]["code"] == "forbidden"
         text = (await client.get("/metrics", headers=H(keys.admin))).text

@@ -279,6 +279,7 @@ class WorkerOut(BaseModel):
         description="Agents that ignored a stop past the grace and still run, each in a slot."
     )
     completed: int = Field(description="Runs it finished since it started.")
+    agents: list[str] = Field(description="The agents it executes, by name.")
 
     @classmethod
     def of(cls, w: WorkerPresence, now: float) -> WorkerOut:
@@ -295,6 +296,7 @@ class WorkerOut(BaseModel):
             busy=w.busy,
             stuck=w.stuck,
             completed=w.completed,
+            agents=list(w.agents),
         )
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import asdict
 from typing import Any
 
@@ -37,7 +38,7 @@ from corral.cli.schedules import schedules
 from corral.cli.serve import keys, serve
 from corral.cli.workers import workers
 from corral.errors import BackpressureError, RunNotFound, RunNotRetryable
-from corral.models import Run, RunStatus
+from corral.models import Run, RunStatus, WorkerState
 
 
 @click.group()
@@ -183,6 +184,8 @@ async def submit(
             start_within=start_within,
         )
         click.echo(run_id)
+        if not app.agents:  # a bare client: the agent was not checked against an app
+            await _warn_if_no_worker_executes(app, agent)
         if wait_s is not None:
             try:
                 run = await app.wait(run_id, timeout=wait_s)
@@ -191,6 +194,24 @@ async def submit(
             _print_run(run, as_json=True)
     finally:
         await app.close()
+
+
+async def _warn_if_no_worker_executes(app: Corral, agent: str) -> None:
+    """Say so on stderr when workers are running and none executes ``agent`` (a typo, or a
+    worker not yet deployed): its run is kept, and each worker without the agent fails an
+    attempt of it, offering it again 30 s later, until it is dead-lettered."""
+    now = time.time()
+    live = [w for w in await app.workers() if w.state(now) is not WorkerState.LOST]
+    # a worker reporting no agents predates the report of them: it may well execute this one
+    if not live or not all(w.agents for w in live) or any(agent in w.agents for w in live):
+        return
+    known = sorted({name for w in live for name in w.agents})
+    click.echo(
+        f"warning: none of the {len(live)} running worker(s) executes agent {agent!r} "
+        f"(they execute: {', '.join(known)}); the run is kept, and workers without the agent "
+        "fail its attempts, 30 s apart, until one with it takes the run or it is dead-lettered",
+        err=True,
+    )
 
 
 @cli.group()

@@ -25,7 +25,8 @@ STATE_STYLE = {
 @run_async
 async def workers(as_json: bool, db: str | None) -> None:
     """The workers on the database: state (running, draining, or lost: not heard from for a
-    lease TTL, shown for an hour), slots busy, agents stuck past their stop, runs completed."""
+    lease TTL, shown for an hour), slots busy, agents stuck past their stop, runs completed,
+    and the agents each executes."""
     app = resolve_app(None, db, existing=True)
     try:
         found = await app.workers()
@@ -39,7 +40,7 @@ async def workers(as_json: bool, db: str | None) -> None:
         click.echo("no workers")
         return
     print_table(
-        ("worker", "state", "busy / slots", "stuck", "completed", "up", "last report"),
+        ("worker", "state", "busy / slots", "stuck", "completed", "up", "last report", "agents"),
         (
             (
                 w.worker_id,
@@ -50,7 +51,13 @@ async def workers(as_json: bool, db: str | None) -> None:
                 str(w.completed),
                 age(max(0.0, now - w.started_at)),
                 age(max(0.0, now - w.seen_at)) + " ago",
+                _names(w.agents),
             )
             for w in found
         ),
     )
+
+
+def _names(agents: tuple[str, ...], shown: int = 5) -> str:
+    more = len(agents) - shown
+    return ", ".join(agents[:shown]) + (f" (+{more} more)" if more > 0 else "")

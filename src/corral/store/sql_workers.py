@@ -10,10 +10,11 @@ hour later.
 
 from __future__ import annotations
 
+import json
 from dataclasses import asdict
 
 from corral.models import WorkerPresence
-from corral.store.sql_base import SqlBase
+from corral.store.sql_base import SqlBase, dumps
 from corral.store.transaction import Row, Transaction
 
 #: seconds a silent worker's row is kept (shown as lost) before a report deletes it
@@ -24,6 +25,7 @@ class WorkersMixin(SqlBase):
     async def report_worker(self, presence: WorkerPresence) -> None:
         """Write (or renew) ``presence``, the worker's report of itself."""
         row = asdict(presence)  # the query's parameters are its fields
+        row["agents"] = dumps(list(presence.agents))
         silent = {"before": presence.seen_at - FORGET_SILENT_AFTER}
 
         async def body(tx: Transaction) -> None:
@@ -60,6 +62,7 @@ class WorkersMixin(SqlBase):
                 stuck=int(r[9]),
                 completed=int(r[10]),
                 draining=bool(r[11]),
+                agents=tuple(str(name) for name in json.loads(r[12])),
             )
             for r in await self._read(body)
         ]

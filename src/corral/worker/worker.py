@@ -286,6 +286,7 @@ class Worker:
             stuck=len(self.stuck),
             completed=self.completed,
             draining=self._stopping.is_set(),
+            agents=tuple(sorted(self.agents)),
         )
 
     def _regular_in_flight(self) -> int:

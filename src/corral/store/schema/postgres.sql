@@ -159,7 +159,8 @@ CREATE TABLE corral_workers (
     busy integer NOT NULL,
     stuck integer NOT NULL,
     completed bigint NOT NULL,
-    draining boolean NOT NULL
+    draining boolean NOT NULL,
+    agents text DEFAULT '[]'::text NOT NULL
 );
 
 ALTER TABLE ONLY corral_api_keys

@@ -145,7 +145,7 @@ CREATE TABLE corral_workers (
     stuck         INTEGER NOT NULL,
     completed     INTEGER NOT NULL,
     draining      INTEGER NOT NULL
-);
+, agents TEXT NOT NULL DEFAULT '[]');
 
 CREATE INDEX corral_idle_workers_order ON corral_idle_workers (offered_at) WHERE slots > 0;
 

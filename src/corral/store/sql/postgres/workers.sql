@@ -3,9 +3,9 @@
 
 -- name: report_worker
 INSERT INTO corral_workers (id, host, pid, started_at, seen_at, lease_ttl, concurrency,
-                            express_slots, busy, stuck, completed, draining)
+                            express_slots, busy, stuck, completed, draining, agents)
 VALUES (:worker_id, :host, :pid, :started_at, :seen_at, :lease_ttl, :concurrency,
-        :express_slots, :busy, :stuck, :completed, :draining)
+        :express_slots, :busy, :stuck, :completed, :draining, :agents)
 ON CONFLICT (id) DO UPDATE SET
     seen_at = excluded.seen_at, busy = excluded.busy, stuck = excluded.stuck,
     completed = excluded.completed, draining = excluded.draining;
@@ -20,6 +20,6 @@ DELETE FROM corral_workers WHERE id = :id;
 
 -- name: list_workers
 SELECT id, host, pid, started_at, seen_at, lease_ttl, concurrency, express_slots, busy,
-       stuck, completed, draining
+       stuck, completed, draining, agents
 FROM corral_workers
 ORDER BY host, started_at, id;
