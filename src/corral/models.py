@@ -106,7 +106,9 @@ class Lease:
     journal_seq: int = 1
     #: the run's own limit on one attempt, in seconds (None: the agent's or the worker's)
     timeout: float | None = None
-    #: the latest time the run's first attempt may start (None: no limit)
+    #: the latest time the run's first attempt may start, given only with the lease that
+    #: starts it (None: no limit, or the run started before: a run that suspended, was
+    #: released by a draining worker or failed an attempt has started already)
     start_by: float | None = None
 
 

@@ -318,10 +318,12 @@ async def test_an_offer_lapses_with_its_listening_session_and_returns_with_it(
     async with _two_stores(pg_dsn) as (dsn, submitter, waiter):
         await waiter.offer_slots("w1", TTL, 5)
         with psycopg.connect(dsn, autocommit=True) as conn:
-            # the one session holding an advisory lock: the waiting store's listener
+            # the one session holding an advisory lock: the waiting store's listener (in this
+            # database: the server may serve others' too)
             (killed,) = conn.execute(
                 "SELECT pg_terminate_backend(pid) FROM pg_locks WHERE locktype = 'advisory' "
-                "AND mode = 'ExclusiveLock' AND granted"
+                "AND mode = 'ExclusiveLock' AND granted AND database = "
+                "(SELECT oid FROM pg_database WHERE datname = current_database())"
             ).fetchall()
             assert killed == (True,)
         await asyncio.sleep(0.2)

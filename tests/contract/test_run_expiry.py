@@ -192,6 +192,51 @@ async def test_a_run_leased_in_time_or_past_its_first_attempt_is_not_expired(
         assert run is not None and run.status is status
 
 
+async def test_a_run_that_started_in_time_is_not_expired_when_it_is_queued_again(
+    store: Store, clock: FakeClock
+) -> None:
+    """A run released by a draining worker (or back from ctx.wait or ctx.sleep) is queued
+    with its attempt given back, as if undelivered; it has started all the same, and only a
+    run's first start is held to its limit."""
+    (run_id,) = await store.submit([RunSpec("answer", "drained", start_within=5)])
+    (first,) = await store.lease("w1", 60.0, 1)
+    assert first.start_by == pytest.approx(clock.now + 5)  # the lease that starts it: checked
+    await store.release(LeaseRef(first.run_id, first.epoch))
+    clock.now += 30
+    assert await store.expire_overdue() == 0
+    (again,) = await store.lease("w2", 60.0, 1)
+    assert (again.run_id, again.attempt, again.start_by) == (run_id, 1, None)
+
+
+async def test_a_run_that_suspends_past_its_limit_runs_to_its_end(db_url: str) -> None:
+    """ctx.sleep and ctx.wait give the lease back, and the run is queued again, unstarted by
+    its attempt count; it resumes however long after its start_within it is woken."""
+    app = Corral(db_url)
+
+    @app.agent("sleeper")
+    async def sleeper(ctx: RunContext, input: Any) -> str:
+        await ctx.sleep(0.6)
+        return "woke"
+
+    @app.agent("slow")
+    async def slow(ctx: RunContext, input: Any) -> str:
+        await asyncio.sleep(0.6)
+        return "done"
+
+    @app.agent("parent")
+    async def parent(ctx: RunContext, input: Any) -> Any:
+        child = await ctx.spawn("slow")
+        return await ctx.wait(child)
+
+    async with app:
+        ids = [await app.submit(agent, start_within=0.2) for agent in ("sleeper", "parent")]
+        ended = await work_until_all_ended(app, ids, timeout=20)
+    assert [(r.status, r.result) for r in ended] == [
+        (RunStatus.SUCCEEDED, "woke"),
+        (RunStatus.SUCCEEDED, ["done"]),
+    ]
+
+
 async def test_stores_looking_at_once_end_each_run_once(db_url: str, clock: FakeClock) -> None:
     stores = [create_store(db_url, StoreConfig(), clock) for _ in range(3)]
     for s in stores:

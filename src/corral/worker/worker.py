@@ -654,7 +654,7 @@ class Worker:
         lease = slot.lease
         # expiry first: a late run ends whether or not this worker has its agent (a worker
         # without it would fail the first attempt otherwise, and the next is never expired)
-        if lease.attempt == 1 and lease.start_by is not None:
+        if lease.start_by is not None:  # given with the lease that starts the run only
             late = self.store.clock() - lease.start_by
             if late > 0:
                 raise RunExpired(lease.run_id, late)

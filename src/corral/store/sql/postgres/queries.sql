@@ -377,7 +377,8 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout, start_by, sort_key;
+    root_id, parent_id, depth, journal_seq, timeout,
+    CASE WHEN started_at = leased_at THEN start_by END AS start_by, sort_key;
 
 -- name: pick_oldest_runs
 -- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
@@ -437,7 +438,8 @@ UPDATE corral_runs SET status = 'running', attempts = attempts + 1,
     started_at = COALESCE(started_at, :now), leased_at = :now
 WHERE id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout, start_by, sort_key
+    root_id, parent_id, depth, journal_seq, timeout,
+    CASE WHEN started_at = leased_at THEN start_by END AS start_by, sort_key
 
 -- fragment: ack_parentless
 -- The one-statement acks (ack_fast, ack_lease_fast): the fenced end of each acked run that
@@ -525,7 +527,8 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout, start_by;
+    root_id, parent_id, depth, journal_seq, timeout,
+    CASE WHEN started_at = leased_at THEN start_by END AS start_by;
 
 -- name: heartbeat_run
 UPDATE corral_runs SET lease_expires_at = :expires_at
@@ -717,6 +720,7 @@ RETURNING tenant, parent_id;
 -- (the index corral_runs_start_by holds only runs with such a time, queued, undelivered)
 SELECT id, start_by FROM corral_runs
 WHERE status = 'queued' AND attempts = 0 AND start_by IS NOT NULL AND start_by < :now
+    AND started_at IS NULL
 ORDER BY start_by
 LIMIT :limit;
 
@@ -724,6 +728,7 @@ LIMIT :limit;
 -- One of them ended failed (RunExpired), unless a worker leased it meanwhile
 UPDATE corral_runs SET status = 'failed', error = :error, finished_at = :now
 WHERE id = :id AND status = 'queued' AND attempts = 0 AND start_by < :now
+    AND started_at IS NULL
 RETURNING tenant, parent_id;
 
 -- name: retry_run

@@ -247,7 +247,8 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id IN ({picks})
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout, start_by, sort_key;
+    root_id, parent_id, depth, journal_seq, timeout,
+    CASE WHEN started_at = leased_at THEN start_by END AS start_by, sort_key;
 
 -- name: tenant_runs_pick
 SELECT id FROM (
@@ -304,7 +305,8 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout, start_by;
+    root_id, parent_id, depth, journal_seq, timeout,
+    CASE WHEN started_at = leased_at THEN start_by END AS start_by;
 
 -- name: heartbeat_run
 UPDATE corral_runs SET lease_expires_at = :expires_at
@@ -362,6 +364,7 @@ RETURNING tenant, parent_id;
 -- (the index corral_runs_start_by holds only runs with such a time, queued, undelivered)
 SELECT id, start_by FROM corral_runs
 WHERE status = 'queued' AND attempts = 0 AND start_by IS NOT NULL AND start_by < :now
+    AND started_at IS NULL
 ORDER BY start_by
 LIMIT :limit;
 
@@ -369,6 +372,7 @@ LIMIT :limit;
 -- One of them ended failed (RunExpired), unless a worker leased it meanwhile
 UPDATE corral_runs SET status = 'failed', error = :error, finished_at = :now
 WHERE id = :id AND status = 'queued' AND attempts = 0 AND start_by < :now
+    AND started_at IS NULL
 RETURNING tenant, parent_id;
 
 -- name: retry_run
