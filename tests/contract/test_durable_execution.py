@@ -77,6 +77,50 @@ async def test_non_determinism_is_reported_readably(db_url: str) -> None:
     assert run.attempts == 2  # non-determinism is not retried
 
 
+async def test_concurrent_calls_replay_in_the_order_they_were_made(db_url: str) -> None:
+    """Calls made at once (asyncio.gather) are journaled in call order, not the order they
+    end in: replay answers them by position, and read in end order a redelivery failed with
+    NonDeterminismError, or, for steps of one name, swapped their results."""
+    app = Corral(db_url)
+    calls: Counter[str] = Counter()
+
+    async def fetch(page: str, seconds: float) -> str:
+        calls[page] += 1
+        await asyncio.sleep(seconds)
+        return f"<{page}>"
+
+    @app.agent("gatherer")
+    async def gatherer(ctx: RunContext, input: Any) -> list[Any]:
+        named = await asyncio.gather(
+            ctx.step("slow", fetch, "slow", 0.3), ctx.step("fast", fetch, "fast", 0.0)
+        )
+        pages = await asyncio.gather(
+            *(ctx.step("page", fetch, page, delay) for page, delay in (("p1", 0.2), ("p2", 0)))
+        )
+        seq = await asyncio.gather(ctx.emit("late", {"n": 1}), ctx.emit("early", {"n": 2}))
+        if ctx.attempt == 1:
+            raise RuntimeError("crash after the gathered calls")
+        return [named, pages, seq[0] < seq[1]]
+
+    async with app:
+        run_id = await app.submit("gatherer", max_attempts=2)
+        await drain(app)
+        run = await app.get(run_id)
+        journal = [(e.kind, e.name) for e in await app.journal(run_id)]
+    assert run.status == RunStatus.SUCCEEDED and run.attempts == 2, run.error
+    assert run.result == [["<slow>", "<fast>"], ["<p1>", "<p2>"], True]
+    assert calls == {"slow": 1, "fast": 1, "p1": 1, "p2": 1}  # replayed, not run again
+    made = [e for e in journal if e[0] in ("step", "event")]
+    assert made == [
+        ("step", "slow"),
+        ("step", "fast"),
+        ("step", "page"),
+        ("step", "page"),
+        ("event", "late"),
+        ("event", "early"),
+    ]
+
+
 async def test_step_failure_is_recorded_and_replayed(db_url: str) -> None:
     app = Corral(db_url)
     calls = Counter[str]()

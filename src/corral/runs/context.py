@@ -27,6 +27,7 @@ from corral.errors import (
 from corral.models import JSON, JournalEntry, Lease, LeaseRef, RunOutcome, RunSpec, RunStatus
 from corral.runs.replay import Replay
 from corral.runs.signals import CancelRequested, Suspended
+from corral.runs.turns import Turn, Turns
 from corral.store.user_sql import StepTransaction
 from corral.values import (
     check_amount,
@@ -74,6 +75,7 @@ class RunContext:
         self._lease = lease
         self._store = store
         self._replay = Replay(lease.run_id, history)
+        self._turns = Turns()
         self._limits = limits or FanoutLimits()
         self._resources = resources or {}
         self.ref = LeaseRef(lease.run_id, lease.epoch)
@@ -134,18 +136,23 @@ class RunContext:
         raised as ``StepFailed``, then and on every replay; any other exception, once the
         step's retries are spent, fails this attempt of the run (which the queue retries)."""
         check_name("step name", name)
-        recorded = self._replay.next("step", name)
-        if recorded is not None:
-            return _unpack_step(name, recorded.data)
-        policy = policy or StepPolicy()
+        recorded, turn = self._begin("step", name)
         try:
-            value = _round_trip(await self._run_step(fn, args, kwargs, policy))
-        except _GaveUp as gave_up:
-            error = _describe(gave_up.error)
-            await self._record("step", name, {"error": error})
-            raise StepFailed(name, error) from gave_up.error
-        await self._record("step", name, {"ok": value})
-        return value
+            if recorded is not None:
+                return _unpack_step(name, recorded.data)
+            policy = policy or StepPolicy()
+            try:
+                value = _round_trip(await self._run_step(fn, args, kwargs, policy))
+            except _GaveUp as gave_up:
+                error = _describe(gave_up.error)
+                await turn.come()
+                await self._record("step", name, {"error": error})
+                raise StepFailed(name, error) from gave_up.error
+            await turn.come()
+            await self._record("step", name, {"ok": value})
+            return value
+        finally:
+            turn.end()
 
     async def _run_step(
         self,
@@ -180,14 +187,18 @@ class RunContext:
         with ``:name`` parameters) happen exactly once per run, whatever crashes. Replays
         return the recorded result. Keep it short: it holds a database transaction open."""
         check_name("step name", name)
-        recorded = self._replay.next("step", name)
-        if recorded is not None:
-            return _unpack_step(name, recorded.data)
+        recorded, turn = self._begin("step", name)
+        try:
+            if recorded is not None:
+                return _unpack_step(name, recorded.data)
 
-        async def call(tx: StepTransaction) -> Any:
-            return await fn(tx, *args, **kwargs)
+            async def call(tx: StepTransaction) -> Any:
+                return await fn(tx, *args, **kwargs)
 
-        value, cancel = await self._store.transact(self.ref, name, call, _round_trip)
+            await turn.come()
+            value, cancel = await self._store.transact(self.ref, name, call, _round_trip)
+        finally:
+            turn.end()
         if cancel:
             raise CancelRequested
         return value
@@ -196,10 +207,15 @@ class RunContext:
         """Append a user event to the run's journal (once per run, even across replays);
         returns its sequence number."""
         check_name("event kind", kind)
-        recorded = self._replay.next("event", kind)
-        if recorded is not None:
-            return recorded.seq
-        return await self._record("event", kind, _round_trip(data))
+        recorded, turn = self._begin("event", kind)
+        try:
+            if recorded is not None:
+                return recorded.seq
+            value = _round_trip(data)
+            await turn.come()
+            return await self._record("event", kind, value)
+        finally:
+            turn.end()
 
     async def spawn(
         self,
@@ -236,24 +252,27 @@ class RunContext:
         ``spawn``'s arguments."""
         specs = [_child_spec(c) for c in children]
         name = ",".join(sorted({s.agent for s in specs}))
-        recorded = self._replay.next("spawn", name)
-        if recorded is not None:
-            _raise_recorded(recorded.data)
-            return list(recorded.data["children"])
+        recorded, turn = self._begin("spawn", name)
         try:
-            ids = await self._store.spawn(
-                self.ref,
-                specs,
-                max_children=self._limits.max_children,
-                max_depth=self._limits.max_depth,
-                entry=("spawn", name, {}),
-            )
-        except (FanoutLimitError, BudgetExceeded) as exc:
-            await self._record("spawn", name, {"error": _describe(exc)})
-            raise
-        except RunCancelled:
-            raise CancelRequested from None
-        return ids
+            if recorded is not None:
+                _raise_recorded(recorded.data)
+                return list(recorded.data["children"])
+            await turn.come()
+            try:
+                return await self._store.spawn(
+                    self.ref,
+                    specs,
+                    max_children=self._limits.max_children,
+                    max_depth=self._limits.max_depth,
+                    entry=("spawn", name, {}),
+                )
+            except (FanoutLimitError, BudgetExceeded) as exc:
+                await self._record("spawn", name, {"error": _describe(exc)})
+                raise
+            except RunCancelled:
+                raise CancelRequested from None
+        finally:
+            turn.end()
 
     async def wait(self, *runs: str | Iterable[str], return_exceptions: bool = False) -> list[Any]:
         """The results of the given runs (this run's own children, from ``spawn``), in order.
@@ -262,34 +281,18 @@ class RunContext:
         ``ChildRunFailed`` (or, with ``return_exceptions``, is returned as one); a run that is
         not this run's child is InvalidInput."""
         ids = [r for item in runs for r in ([item] if isinstance(item, str) else item)]
-        recorded = self._replay.next("wait", None)
-        if recorded is not None:
-            outcomes = [
-                RunOutcome(o["run_id"], RunStatus(o["status"]), o["result"], o["error"])
-                for o in recorded.data["outcomes"]
-            ]
-        else:
-            while True:
-                outcomes = await self._store.outcomes(ids, parent=self.run_id)
-                if all(o.done for o in outcomes):
-                    break
-                if await self._suspend(children=ids, entry=("suspended", "wait", {"runs": ids})):
-                    raise Suspended
-            await self._record(
-                "wait",
-                None,
-                {
-                    "outcomes": [
-                        {
-                            "run_id": o.run_id,
-                            "status": o.status.value,
-                            "result": o.result,
-                            "error": o.error,
-                        }
-                        for o in outcomes
-                    ]
-                },
-            )
+        recorded, turn = self._begin("wait", None)
+        try:
+            if recorded is not None:
+                outcomes = [
+                    RunOutcome(o["run_id"], RunStatus(o["status"]), o["result"], o["error"])
+                    for o in recorded.data["outcomes"]
+                ]
+            else:
+                await turn.come()
+                outcomes = await self._wait_for(ids)
+        finally:
+            turn.end()
         results: list[Any] = []
         for o in outcomes:
             if o.status == RunStatus.SUCCEEDED:
@@ -301,16 +304,46 @@ class RunContext:
             results.append(failure)
         return results
 
+    async def _wait_for(self, ids: list[str]) -> list[RunOutcome]:
+        """The outcomes of children ``ids``, journaled, once all have ended; until then the
+        run suspends (``Suspended``)."""
+        while True:
+            outcomes = await self._store.outcomes(ids, parent=self.run_id)
+            if all(o.done for o in outcomes):
+                break
+            if await self._suspend(children=ids, entry=("suspended", "wait", {"runs": ids})):
+                raise Suspended
+        await self._record(
+            "wait",
+            None,
+            {
+                "outcomes": [
+                    {
+                        "run_id": o.run_id,
+                        "status": o.status.value,
+                        "result": o.result,
+                        "error": o.error,
+                    }
+                    for o in outcomes
+                ]
+            },
+        )
+        return outcomes
+
     async def sleep(self, seconds: float) -> None:
         """A durable timer: the run suspends (holding no slot) and resumes after ``seconds``,
         even if every worker restarts in between."""
         check_amount("sleep's seconds", seconds)
-        recorded = self._replay.next("sleep", None)
-        if recorded is not None:
-            wake_at = float(recorded.data["wake_at"])
-        else:
-            wake_at = self._store.clock() + seconds
-            await self._record("sleep", None, {"wake_at": wake_at, "seconds": seconds})
+        recorded, turn = self._begin("sleep", None)
+        try:
+            if recorded is not None:
+                wake_at = float(recorded.data["wake_at"])
+            else:
+                await turn.come()
+                wake_at = self._store.clock() + seconds
+                await self._record("sleep", None, {"wake_at": wake_at, "seconds": seconds})
+        finally:
+            turn.end()
         if self._store.clock() >= wake_at:
             return
         if await self._suspend(wake_at=wake_at, entry=("suspended", "sleep", {"wake_at": wake_at})):
@@ -323,18 +356,22 @@ class RunContext:
         check_amount("a charge's amount", amount)
         if reason is not None:
             check_name("a charge's reason", reason)
-        recorded = self._replay.next("charge", reason)
-        if recorded is not None:
-            _raise_recorded(recorded.data)
-            remaining = recorded.data.get("remaining")
-            return None if remaining is None else float(remaining)
+        recorded, turn = self._begin("charge", reason)
         try:
-            return await self._store.charge(
-                self.ref, float(amount), ("charge", reason, {"amount": amount})
-            )
-        except BudgetExceeded as exc:
-            await self._record("charge", reason, {"amount": amount, "error": _describe(exc)})
-            raise
+            if recorded is not None:
+                _raise_recorded(recorded.data)
+                remaining = recorded.data.get("remaining")
+                return None if remaining is None else float(remaining)
+            await turn.come()
+            try:
+                return await self._store.charge(
+                    self.ref, float(amount), ("charge", reason, {"amount": amount})
+                )
+            except BudgetExceeded as exc:
+                await self._record("charge", reason, {"amount": amount, "error": _describe(exc)})
+                raise
+        finally:
+            turn.end()
 
     @asynccontextmanager
     async def acquire(
@@ -362,6 +399,13 @@ class RunContext:
 
     async def journal(self, after: int = 0) -> list[JournalEntry]:
         return await self._store.journal(self.run_id, after=after)
+
+    def _begin(self, kind: str, name: str | None) -> tuple[JournalEntry | None, Turn]:
+        """A journaled call's recorded entry (None: it must act and record itself) and its
+        turn to write (see turns.py). Both are taken here, before the call's first await, so
+        concurrent calls get them in the order they were made."""
+        recorded = self._replay.next(kind, name)
+        return recorded, self._turns.take()
 
     async def _suspend(self, **what: Any) -> bool:
         try:
