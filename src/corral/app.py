@@ -430,8 +430,8 @@ class Corral:
                 )
             except TypeError as exc:
                 raise InvalidInput(f"item {index}: {exc}") from exc
-            except UnknownAgent:
-                raise
+            except UnknownAgent as exc:  # its own code kept, for HTTP's error body
+                raise UnknownAgent(exc.name, exc.known, where=f"item {index}") from None
             except InvalidInput as exc:
                 raise InvalidInput(f"item {index}: {exc}") from exc
         if not specs:

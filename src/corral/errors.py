@@ -54,10 +54,13 @@ class InvalidInput(CorralError, ValueError):
 class UnknownAgent(InvalidInput):
     code = "unknown_agent"
 
-    def __init__(self, name: str, known: list[str] | None = None) -> None:
+    def __init__(
+        self, name: str, known: list[str] | None = None, *, where: str | None = None
+    ) -> None:
         self.name = name
+        self.known = known
         hint = f"; registered agents: {', '.join(sorted(known))}" if known else ""
-        super().__init__(f"no agent named {name!r}{hint}")
+        super().__init__(f"{where + ': ' if where else ''}no agent named {name!r}{hint}")
 
 
 class InvalidDatabaseURL(InvalidInput):

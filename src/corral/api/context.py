@@ -95,9 +95,20 @@ IdempotencyHeader = Annotated[
         max_length=MAX_NAME,
         description="Same as the body's idempotency_key (they must agree when both given).",
     ),
-    AfterValidator(lambda v: v if v is None else clean_text(v)),
+    AfterValidator(lambda v: v if v is None else clean_text(_utf8_header(v))),
 ]
 Seq = Annotated[int, Query(ge=0, le=2**53, description="Only entries after this sequence number.")]
+
+
+def _utf8_header(value: str) -> str:
+    """A header's text as its sender wrote it: HTTP gives bytes, which Starlette decodes as
+    Latin-1, so a key "café" sent as UTF-8 was stored as "cafÃ©" (and disagreed with the same
+    key in the body)."""
+    try:
+        return value.encode("latin-1").decode("utf-8")
+    except UnicodeError:
+        raise ValueError("must be UTF-8 text") from None
+
 
 ERROR_DESCRIPTIONS = {
     401: "No valid API key.",

@@ -4,6 +4,7 @@ metrics, liveness and readiness, and the dashboard page."""
 # no `from __future__ import annotations`: FastAPI reads the route signatures, whose
 # annotations name the per-instance `Auth` dependency built in the router function
 
+import asyncio
 from importlib import resources
 from typing import Annotated, Any
 
@@ -15,7 +16,7 @@ from corral.api.auth import Principal
 from corral.api.context import Service, error_responses, principal_dependency
 from corral.api.metrics import suggest
 from corral.api.schemas import Health, QueuesOut, TenantQueue, WorkerOut, WorkersOut
-from corral.errors import Forbidden, Unauthorized
+from corral.errors import Forbidden, StoreUnavailable, Unauthorized
 from corral.models import QueueStats
 
 
@@ -112,6 +113,9 @@ def operations_router(svc: Service) -> APIRouter:
     async def healthz() -> Health:
         return Health(status="ok")
 
+    #: the ping /readyz waits for, until it has answered
+    pinging: asyncio.Task[None] | None = None
+
     @router.get(
         "/readyz",
         response_model=Health,
@@ -120,8 +124,17 @@ def operations_router(svc: Service) -> APIRouter:
         summary="Readiness: the database answers",
     )
     async def readyz() -> Health:
-        await svc.app.open()
-        await svc.app.store.ping()
+        # One ping at a time, answered within READY_WITHIN: a database that stopped answering
+        # without closing its connections (frozen, or cut off) left the probe hanging, and
+        # every probe after it took another pooled connection.
+        nonlocal pinging
+        if pinging is None or pinging.done():
+            pinging = asyncio.create_task(_ping(svc))
+            pinging.add_done_callback(_retrieve)
+        done, _ = await asyncio.wait([pinging], timeout=READY_WITHIN)
+        if not done:
+            raise StoreUnavailable(f"the database did not answer within {READY_WITHIN:g} s")
+        pinging.result()
         return Health(status="ready")
 
     page = resources.files("corral.api").joinpath("static", "dashboard.html").read_text()
@@ -131,3 +144,18 @@ def operations_router(svc: Service) -> APIRouter:
         return HTMLResponse(page, headers={"Cache-Control": "no-cache"})
 
     return router
+
+
+#: seconds /readyz waits for the database's answer
+READY_WITHIN = 2.0
+
+
+async def _ping(svc: Service) -> None:
+    await svc.app.open()
+    await svc.app.store.ping()
+
+
+def _retrieve(task: "asyncio.Task[None]") -> None:
+    """Read the outcome of a ping no probe waited for to the end (else asyncio logs it)."""
+    if not task.cancelled():
+        task.exception()

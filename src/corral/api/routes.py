@@ -137,9 +137,17 @@ def runs_router(svc: Service) -> APIRouter:
         description="Up to 1,000 runs in one transaction: all are accepted, or none is (a 422 "
         "names the first bad run by its index; a 429 means the batch would take the tenant "
         "past its queued quota). A run with an idempotency key already used by the tenant "
-        "answers with the existing run and its status.",
+        "answers with the existing run and its status. Keys go on each run: an "
+        "Idempotency-Key header is refused (a 422), since it could key only one of them.",
     )
-    async def submit_batch(body: BatchSubmitRequest, who: Auth) -> BatchSubmitResponse:
+    async def submit_batch(
+        body: BatchSubmitRequest, who: Auth, idempotency_key: IdempotencyHeader = None
+    ) -> BatchSubmitResponse:
+        if idempotency_key is not None:
+            # ignored, a retried batch was accepted twice
+            raise InvalidInput(
+                "a batch takes no Idempotency-Key header: give each run its idempotency_key"
+            )
         # every run's tenant is checked before any is written: the batch is all or nothing
         tenants = [who.acting_for(run.tenant) for run in body.runs]
         started = time.perf_counter()
@@ -233,8 +241,12 @@ def runs_router(svc: Service) -> APIRouter:
         who: Auth,
         attempts: Annotated[int | None, Query(ge=1, le=1_000_000)] = None,
     ) -> RunOut:
-        await visible_run(who, run_id)
-        return RunOut.of(await app.retry(run_id, attempts=attempts))
+        run = await visible_run(who, run_id)
+        try:
+            return RunOut.of(await app.retry(run_id, attempts=attempts))
+        except BackpressureError:
+            svc.metrics.observe_backpressure(run.tenant)
+            raise
 
     @router.get(
         "/runs/{run_id}/journal",

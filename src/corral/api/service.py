@@ -70,6 +70,10 @@ def create_api(
             'Errors are `{"error": {"code", "message"}}`.'
         ),
         lifespan=lifespan,
+        # no Swagger UI or ReDoc: their pages load unpinned scripts from a CDN into the
+        # origin where the dashboard keeps its API key (the schema is /openapi.json)
+        docs_url=None,
+        redoc_url=None,
     )
     install_error_handlers(api)
     api.include_router(runs_router(svc))

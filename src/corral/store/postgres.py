@@ -45,6 +45,18 @@ log = logging.getLogger(__name__)
 
 #: seconds a call waits for a pooled connection before StoreUnavailable
 POOL_WAIT = 10.0
+#: libpq settings for every connection, unless the URL gives its own: a connection attempt
+#: gives up after 10 s, and a server cut off by the network (no reply to keepalives, or data
+#: unacknowledged for 30 s) fails the connection's calls with StoreUnavailable instead of
+#: leaving them waiting on the operating system's TCP timeout (about 15 minutes)
+CONNECTION_DEFAULTS = {
+    "connect_timeout": 10,
+    "keepalives": 1,
+    "keepalives_idle": 10,
+    "keepalives_interval": 5,
+    "keepalives_count": 3,
+    "tcp_user_timeout": 30_000,
+}
 
 #: a fixed key for pg_advisory_xact_lock, so processes starting together migrate one at a time
 MIGRATION_LOCK_KEY = 0x636F7272616C  # "corral"
@@ -127,6 +139,8 @@ class PostgresStore(SqlStore):
     ) -> None:
         super().__init__(config, clock)
         self.dsn = dsn
+        #: the connection string connections use: the URL with CONNECTION_DEFAULTS (set by open)
+        self._conninfo = dsn
         self._pool: AsyncConnectionPool | None = None
         self._hot_pool: AsyncConnectionPool | None = None
         self._listener: asyncio.Task[None] | None = None
@@ -146,17 +160,15 @@ class PostgresStore(SqlStore):
             return
         self._closed = False
         try:
-            # one direct attempt first: a wrong host or port fails at once with its reason,
-            # where the pool would keep retrying until its timeout. A connect_timeout in the
-            # URL is left to apply (overriding it here let a bad one, "abc", pass the probe
-            # and then fail every pool connection, reported only as the pool's timeout).
+            # Settings the URL gives are left to apply: overriding its connect_timeout let a
+            # bad one ("abc") pass the probe below and then fail every pool connection,
+            # reported only as the pool's timeout.
             given = conninfo_to_dict(self.dsn)
-            dsn = (
-                self.dsn
-                if "connect_timeout" in given
-                else make_conninfo(self.dsn, connect_timeout=10)
-            )
-            probe = await psycopg.AsyncConnection.connect(dsn)
+            defaults = {k: v for k, v in CONNECTION_DEFAULTS.items() if k not in given}
+            self._conninfo = make_conninfo(self.dsn, **defaults)
+            # one direct attempt first: a wrong host or port fails at once with its reason,
+            # where the pool would keep retrying until its timeout
+            probe = await psycopg.AsyncConnection.connect(self._conninfo)
             await probe.close()
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
@@ -181,7 +193,7 @@ class PostgresStore(SqlStore):
         """An open pool of up to ``pool_size`` autocommit connections (``connect``: more
         connection arguments), or StoreUnavailable."""
         pool = AsyncConnectionPool(
-            self.dsn,
+            self._conninfo,
             min_size=1,
             max_size=self.config.pool_size,
             open=False,
@@ -451,7 +463,7 @@ class PostgresStore(SqlStore):
             self._listen_conn = None
         self._handoffs.disconnected()
         try:
-            conn = await psycopg.AsyncConnection.connect(self.dsn, autocommit=True)
+            conn = await psycopg.AsyncConnection.connect(self._conninfo, autocommit=True)
         except psycopg.Error as exc:
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
         if self._closed:  # close() ran while this connected
