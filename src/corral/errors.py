@@ -175,7 +175,19 @@ class ChildRunFailed(CorralError):
         self.run_id = run_id
         self.status = status
         self.error = error
-        super().__init__(f"child run {run_id} ended {status}: {error}")
+        super().__init__(f"child run {run_id} ended {status}{_summary(error)}")
+
+
+def _summary(error: Any) -> str:
+    """A recorded error as a message's tail: its type and message, not the whole record. The
+    record holds a traceback, and a failure up a tree of runs nested each level's record in
+    the next one's message (thousands of escaped characters for three levels)."""
+    if error is None:
+        return ""
+    if isinstance(error, dict) and ("type" in error or "message" in error):
+        kind, message = error.get("type"), error.get("message")
+        return f": {kind}: {message}" if kind and message else f": {kind or message}"
+    return f": {error}"
 
 
 class StepFailed(CorralError):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import time
 from collections import Counter
 from typing import Any
 
@@ -119,6 +120,83 @@ async def test_concurrent_calls_replay_in_the_order_they_were_made(db_url: str) 
         ("event", "late"),
         ("event", "early"),
     ]
+
+
+async def test_steps_of_any_callable_and_a_result_that_cannot_be_journaled(db_url: str) -> None:
+    app = Corral(db_url)
+
+    async def double(x: int) -> int:
+        return 2 * x
+
+    class Tripler:
+        async def __call__(self, x: int) -> int:
+            return 3 * x
+
+    @app.agent("callables")
+    async def callables(ctx: RunContext, input: Any) -> list[int]:
+        # not async def functions, but each returns a coroutine: awaited, not journaled raw
+        return [
+            await ctx.step("lambda", lambda: double(5)),
+            await ctx.step("object", Tripler(), 5),
+        ]
+
+    @app.agent("unjournaled")
+    async def unjournaled(ctx: RunContext, input: Any) -> Any:
+        return await ctx.step("tags", lambda: {"a", "b"})
+
+    async with app:
+        ok = await app.submit("callables")
+        bad = await app.submit("unjournaled")
+        await drain(app)
+        good, refused = await app.get(ok), await app.get(bad)
+    assert good.status == RunStatus.SUCCEEDED and good.result == [10, 15], good.error
+    assert refused.status == RunStatus.FAILED and refused.attempts == 1  # not retried
+    assert "step 'tags''s result is not a JSON value" in refused.error["message"]
+
+
+async def test_blocking_steps_get_a_thread_per_slot(db_url: str) -> None:
+    """On the event loop's default pool (min(32, CPUs + 4) threads) half of these steps
+    waited for a thread, and their step timeouts ran out while they waited."""
+    app = Corral(db_url)
+
+    @app.agent("blocking")
+    async def blocking(ctx: RunContext, input: Any) -> str:
+        await ctx.step("io", time.sleep, 0.5, policy=StepPolicy(timeout=0.9))
+        return "ok"
+
+    slots = 40  # above the default pool's largest size
+    async with app:
+        ids = await app.submit_many([{"agent": "blocking", "max_attempts": 1}] * slots)
+        await drain(app, concurrency=slots)
+        runs = [await app.get(run_id) for run_id in ids]
+    assert [r.status for r in runs] == [RunStatus.SUCCEEDED] * slots, runs[-1].error
+
+
+async def test_a_failure_up_a_tree_names_each_level_without_nesting_records(
+    db_url: str,
+) -> None:
+    app = Corral(db_url)
+
+    @app.agent("leaf")
+    async def leaf(ctx: RunContext, input: Any) -> None:
+        raise NonRetryableError("the page is gone")
+
+    @app.agent("middle")
+    async def middle(ctx: RunContext, input: Any) -> Any:
+        return await ctx.wait(await ctx.spawn("leaf", max_attempts=1))
+
+    @app.agent("top")
+    async def top(ctx: RunContext, input: Any) -> Any:
+        return await ctx.wait(await ctx.spawn("middle", max_attempts=1))
+
+    async with app:
+        run_id = await app.submit("top", max_attempts=1)
+        await drain(app)
+        run = await app.get(run_id)
+    message = run.error["message"]
+    assert run.status == RunStatus.FAILED and "NonRetryableError: the page is gone" in message
+    assert "ChildRunFailed: child run" in message  # the middle level, by type and message
+    assert "Traceback" not in message and len(message) < 400
 
 
 async def test_step_failure_is_recorded_and_replayed(db_url: str) -> None:

@@ -2,14 +2,19 @@
 
 Each durable call is journaled before the agent continues and replayed on later deliveries
 (see ``replay.py``). Writes are fenced by the lease epoch: once another worker owns the run
-they raise ``LeaseLost``. A call that finds cancellation requested stops the run.
+they raise ``LeaseLost``. A call that finds cancellation requested stops the run: a spawn or a
+suspension before it acts, a step once its function has run (as it writes its result).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
+import inspect
 import json
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from concurrent.futures import Executor
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -71,8 +76,11 @@ class RunContext:
         history: Sequence[JournalEntry] = (),
         limits: FanoutLimits | None = None,
         resources: Mapping[str, SharedScheduler] | None = None,
+        threads: Executor | None = None,
     ) -> None:
         self._lease = lease
+        #: where steps of plain (blocking) functions run (None: the event loop's default)
+        self._threads = threads
         self._store = store
         self._replay = Replay(lease.run_id, history)
         self._turns = Turns()
@@ -142,7 +150,9 @@ class RunContext:
                 return _unpack_step(name, recorded.data)
             policy = policy or StepPolicy()
             try:
-                value = _round_trip(await self._run_step(fn, args, kwargs, policy))
+                value = _round_trip(
+                    await self._run_step(fn, args, kwargs, policy), f"step {name!r}'s result"
+                )
             except _GaveUp as gave_up:
                 error = _describe(gave_up.error)
                 await turn.come()
@@ -167,10 +177,14 @@ class RunContext:
                 call = (
                     fn(*args, **kwargs)
                     if asyncio.iscoroutinefunction(fn)
-                    else asyncio.to_thread(fn, *args, **kwargs)
+                    else self._in_thread(fn, args, kwargs)
                 )
                 async with asyncio.timeout(policy.timeout):
-                    return await call
+                    result = await call
+                    # a callable that is not an async def but returns an awaitable (a lambda
+                    # around a coroutine, an object with an async __call__) ran in a thread
+                    # and handed its coroutine back unawaited
+                    return await result if inspect.isawaitable(result) else result
             except Exception as exc:
                 if isinstance(exc, (NonRetryableError, *policy.give_up_on)):
                     raise _GaveUp(exc) from exc
@@ -178,6 +192,14 @@ class RunContext:
                 if tries > policy.retries:
                     raise
                 await asyncio.sleep(policy.backoff * (2 ** (tries - 1)))
+
+    def _in_thread(
+        self, fn: Callable[..., Any], args: tuple[Any, ...], kwargs: dict[str, Any]
+    ) -> Awaitable[Any]:
+        """``fn`` on one of the worker's step threads, with this task's context variables
+        (what asyncio.to_thread does on the loop's shared default pool)."""
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return asyncio.get_running_loop().run_in_executor(self._threads, call)
 
     async def transaction(
         self, name: str, fn: Callable[..., Awaitable[Any]], *args: Any, **kwargs: Any
@@ -426,9 +448,9 @@ class _GaveUp(Exception):
         self.error = error
 
 
-def _round_trip(value: Any) -> JSON:
+def _round_trip(value: Any, what: str = "the value to journal") -> JSON:
     """What the journal will give back on replay, so first run and replay see the same value."""
-    return json.loads(check_json(value, "the value to journal"))
+    return json.loads(check_json(value, what))
 
 
 def _describe(exc: BaseException) -> dict[str, Any]:

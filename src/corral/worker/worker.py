@@ -31,6 +31,7 @@ import socket
 import time
 import traceback
 from collections.abc import Awaitable, Callable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
@@ -115,6 +116,10 @@ class AgentNotOnWorker(Exception):
     worker may have it, so this is retried like any failure, but no sooner than
     ``AGENT_MISSING_RETRY`` seconds: the run's attempts then span a deploy, instead of being
     dead-lettered by the first old worker that leased it."""
+
+
+#: step threads beyond one per slot: for agents that run a few blocking steps at once
+SPARE_STEP_THREADS = 4
 
 
 class _Stop(Enum):
@@ -230,6 +235,14 @@ class Worker:
         self._slot_freed = asyncio.Event()
         self._stopping = asyncio.Event()
         self._acker = AckBatcher(store, retry_for=self.options.lease_ttl)
+        #: the threads steps of plain (blocking) functions run on: one per slot and a few
+        #: more. On the event loop's default pool (min(32, CPUs + 4) threads, 6 on 2 cores)
+        #: a worker of 12 slots ran 6 such steps at once, and the others' step timeouts
+        #: counted their wait for a thread.
+        slots = self.options.concurrency + self.options.express_slots
+        self._step_threads = ThreadPoolExecutor(
+            max_workers=slots + SPARE_STEP_THREADS, thread_name_prefix="corral-step"
+        )
         #: True while the lease loop waits for a slot: the acks of runs that end then are
         #: carried by the freed slot's lease (store.ack_and_lease: one commit for both);
         #: otherwise acks go to the batcher at once
@@ -346,6 +359,8 @@ class Worker:
             with contextlib.suppress(asyncio.CancelledError):
                 await asyncio.gather(*background)
             await self._acker.close()
+            # (threads of agents given up on run on: nothing waits for them)
+            self._step_threads.shutdown(wait=False)
             await self._give_back_leftovers()
             try:
                 await self.store.forget_worker(self.worker_id)
@@ -671,6 +686,7 @@ class Worker:
             history=history,
             limits=self.options.limits,
             resources=self.options.resources,
+            threads=self._step_threads,
         )
         # the run's own limit (set at submit) before its agent's and the worker's default
         seconds = (
