@@ -14,7 +14,8 @@ from typing import Any
 
 import pytest
 
-from corral import Corral, WorkerPresence
+from corral import Corral
+from tests.contract.test_worker_presence import report
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.workload:app"
@@ -461,23 +462,8 @@ def test_schedules_are_created_listed_and_deleted_from_the_command_line(
 async def _report_workers(url: str, *agent_sets: tuple[str, ...]) -> None:
     async with Corral(url) as app:
         for n, agents in enumerate(agent_sets):
-            now = time.time()
-            await app.store.report_worker(
-                WorkerPresence(
-                    worker_id=f"w{n}-{os.urandom(4).hex()}",
-                    host="h",
-                    pid=n,
-                    started_at=now,
-                    seen_at=now,
-                    lease_ttl=30.0,
-                    concurrency=4,
-                    express_slots=0,
-                    busy=0,
-                    stuck=0,
-                    completed=0,
-                    agents=agents,
-                )
-            )
+            name = f"w{n}-{os.urandom(4).hex()}"
+            await app.store.report_worker(report(name, time.time(), agents=agents))
 
 
 def test_a_bare_submit_warns_when_no_running_worker_executes_its_agent(sqlite_url: str) -> None:
