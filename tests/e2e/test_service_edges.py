@@ -7,10 +7,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import quote
 
 import httpx
 import pytest
+from psycopg.conninfo import conninfo_to_dict
 
 from corral import Corral
 from corral.api import ApiSettings, create_api
@@ -96,7 +97,7 @@ class FreezableProxy:
     open: to the client, a server that froze (or a network that dropped everything)."""
 
     def __init__(self, host: str, port: int) -> None:
-        self._target = (host, port)
+        self._target = (host, port)  # a directory: the server's Unix socket in it
         self.flowing = asyncio.Event()
         self.flowing.set()
         self._server: asyncio.Server | None = None
@@ -113,7 +114,11 @@ class FreezableProxy:
         self._server.close()
 
     async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection(*self._target)
+        host, port = self._target
+        if host.startswith("/"):
+            up_reader, up_writer = await asyncio.open_unix_connection(f"{host}/.s.PGSQL.{port}")
+        else:
+            up_reader, up_writer = await asyncio.open_connection(host, port)
         await asyncio.gather(
             self._pipe(reader, up_writer), self._pipe(up_reader, writer), return_exceptions=True
         )
@@ -130,9 +135,12 @@ class FreezableProxy:
 
 @contextlib.asynccontextmanager
 async def through(proxy: FreezableProxy, dsn: str) -> AsyncIterator[Corral]:
-    parts = urlsplit(dsn)
-    netloc = f"{parts.username}@127.0.0.1:{proxy.port}" if parts.username else ""
-    app = build_app(urlunsplit(parts._replace(netloc=netloc or f"127.0.0.1:{proxy.port}")))
+    """The service's app on ``dsn``'s database, reached through ``proxy``."""
+    params = conninfo_to_dict(dsn)
+    query = f"?options={quote(str(params['options']))}" if "options" in params else ""
+    user = params.get("user", "postgres")
+    url = f"postgresql://{user}@127.0.0.1:{proxy.port}/{params.get('dbname', user)}{query}"
+    app = build_app(url)
     await app.open()
     try:
         yield app
@@ -141,12 +149,17 @@ async def through(proxy: FreezableProxy, dsn: str) -> AsyncIterator[Corral]:
         await app.close()
 
 
+def server_address(dsn: str) -> tuple[str, int]:
+    """Where ``dsn``'s server listens: a TCP host, or the directory of its Unix socket."""
+    params = conninfo_to_dict(dsn)
+    return str(params.get("host") or "127.0.0.1"), int(params.get("port") or 5432)
+
+
 async def test_readiness_answers_503_within_seconds_while_the_database_is_frozen(
     pg_dsn: str,
 ) -> None:
-    target = urlsplit(pg_dsn)
     with fresh_schema(pg_dsn) as dsn:
-        async with FreezableProxy(target.hostname or "127.0.0.1", target.port or 5432) as proxy:
+        async with FreezableProxy(*server_address(pg_dsn)) as proxy:
             await _probe_while_frozen(proxy, dsn)
 
 
