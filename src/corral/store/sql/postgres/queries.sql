@@ -50,6 +50,13 @@ l.vtime + k * l.charge, (l.in_flight + k) / l.weight, l.vtime, l.last_served_at,
 -- different machines compare (handoff offers' ages), which their own clocks could skew.
 extract(epoch FROM statement_timestamp())::float8
 
+-- fragment: first_start_by
+-- A lease's start_by, in the RETURNING of the update that takes it: the run's deadline for
+-- its first start, given only with the lease that starts it (started_at was set by this very
+-- update). A run that suspended, was released or failed an attempt has started already,
+-- though its attempt count may be back at 0.
+CASE WHEN started_at = leased_at THEN start_by END AS start_by
+
 -- name: listen_channels
 -- what a store's listening connection LISTENs to (postgres.py)
 SELECT {{work_channel}}, {{grants_channel}};
@@ -377,8 +384,7 @@ WHERE id IN (
     FOR UPDATE SKIP LOCKED
 )
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout,
-    CASE WHEN started_at = leased_at THEN start_by END AS start_by, sort_key;
+    root_id, parent_id, depth, journal_seq, timeout, {{first_start_by}}, sort_key;
 
 -- name: pick_oldest_runs
 -- fairness off (for comparison): oldest first across tenants, skipping tenants at their cap
@@ -438,8 +444,7 @@ UPDATE corral_runs SET status = 'running', attempts = attempts + 1,
     started_at = COALESCE(started_at, :now), leased_at = :now
 WHERE id = ANY(ARRAY(SELECT id FROM picked))
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout,
-    CASE WHEN started_at = leased_at THEN start_by END AS start_by, sort_key
+    root_id, parent_id, depth, journal_seq, timeout, {{first_start_by}}, sort_key
 
 -- fragment: ack_parentless
 -- The one-statement acks (ack_fast, ack_lease_fast): the fenced end of each acked run that
@@ -527,8 +532,7 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout,
-    CASE WHEN started_at = leased_at THEN start_by END AS start_by;
+    root_id, parent_id, depth, journal_seq, timeout, {{first_start_by}};
 
 -- name: heartbeat_run
 UPDATE corral_runs SET lease_expires_at = :expires_at

@@ -8,6 +8,13 @@
 COALESCE((SELECT MIN(b.vtime) FROM corral_tenants b WHERE b.queued > 0 AND b.in_flight < b.cap),
          (SELECT MAX(b.vtime) FROM corral_tenants b))
 
+-- fragment: first_start_by
+-- A lease's start_by, in the RETURNING of the update that takes it: the run's deadline for
+-- its first start, given only with the lease that starts it (started_at was set by this very
+-- update). A run that suspended, was released or failed an attempt has started already,
+-- though its attempt count may be back at 0.
+CASE WHEN started_at = leased_at THEN start_by END AS start_by
+
 -- name: insert_run
 INSERT INTO corral_runs (id, tenant, agent, input, status, priority, sort_key, available_at,
     max_attempts, idempotency_key, parent_id, root_id, depth, budget, timeout, start_by,
@@ -247,8 +254,7 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id IN ({picks})
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout,
-    CASE WHEN started_at = leased_at THEN start_by END AS start_by, sort_key;
+    root_id, parent_id, depth, journal_seq, timeout, {{first_start_by}}, sort_key;
 
 -- name: tenant_runs_pick
 SELECT id FROM (
@@ -305,8 +311,7 @@ UPDATE corral_runs SET
     leased_at = :now
 WHERE id = :id AND status = 'queued'
 RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_expires_at,
-    root_id, parent_id, depth, journal_seq, timeout,
-    CASE WHEN started_at = leased_at THEN start_by END AS start_by;
+    root_id, parent_id, depth, journal_seq, timeout, {{first_start_by}};
 
 -- name: heartbeat_run
 UPDATE corral_runs SET lease_expires_at = :expires_at
