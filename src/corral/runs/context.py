@@ -13,9 +13,17 @@ import contextvars
 import functools
 import inspect
 import json
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import (
+    AsyncIterator,
+    Awaitable,
+    Callable,
+    Iterable,
+    Iterator,
+    Mapping,
+    Sequence,
+)
 from concurrent.futures import Executor
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -144,8 +152,7 @@ class RunContext:
         raised as ``StepFailed``, then and on every replay; any other exception, once the
         step's retries are spent, fails this attempt of the run (which the queue retries)."""
         check_name("step name", name)
-        recorded, turn = self._begin("step", name)
-        try:
+        with self._journaled("step", name) as (recorded, turn):
             if recorded is not None:
                 return _unpack_step(name, recorded.data)
             policy = policy or StepPolicy()
@@ -161,8 +168,6 @@ class RunContext:
             await turn.come()
             await self._record("step", name, {"ok": value})
             return value
-        finally:
-            turn.end()
 
     async def _run_step(
         self,
@@ -209,8 +214,7 @@ class RunContext:
         with ``:name`` parameters) happen exactly once per run, whatever crashes. Replays
         return the recorded result. Keep it short: it holds a database transaction open."""
         check_name("step name", name)
-        recorded, turn = self._begin("step", name)
-        try:
+        with self._journaled("step", name) as (recorded, turn):
             if recorded is not None:
                 return _unpack_step(name, recorded.data)
 
@@ -219,8 +223,6 @@ class RunContext:
 
             await turn.come()
             value, cancel = await self._store.transact(self.ref, name, call, _round_trip)
-        finally:
-            turn.end()
         if cancel:
             raise CancelRequested
         return value
@@ -229,15 +231,12 @@ class RunContext:
         """Append a user event to the run's journal (once per run, even across replays);
         returns its sequence number."""
         check_name("event kind", kind)
-        recorded, turn = self._begin("event", kind)
-        try:
+        with self._journaled("event", kind) as (recorded, turn):
             if recorded is not None:
                 return recorded.seq
             value = _round_trip(data)
             await turn.come()
             return await self._record("event", kind, value)
-        finally:
-            turn.end()
 
     async def spawn(
         self,
@@ -274,8 +273,7 @@ class RunContext:
         ``spawn``'s arguments."""
         specs = [_child_spec(c) for c in children]
         name = ",".join(sorted({s.agent for s in specs}))
-        recorded, turn = self._begin("spawn", name)
-        try:
+        with self._journaled("spawn", name) as (recorded, turn):
             if recorded is not None:
                 _raise_recorded(recorded.data)
                 return list(recorded.data["children"])
@@ -293,8 +291,6 @@ class RunContext:
                 raise
             except RunCancelled:
                 raise CancelRequested from None
-        finally:
-            turn.end()
 
     async def wait(self, *runs: str | Iterable[str], return_exceptions: bool = False) -> list[Any]:
         """The results of the given runs (this run's own children, from ``spawn``), in order.
@@ -303,8 +299,7 @@ class RunContext:
         ``ChildRunFailed`` (or, with ``return_exceptions``, is returned as one); a run that is
         not this run's child is InvalidInput."""
         ids = [r for item in runs for r in ([item] if isinstance(item, str) else item)]
-        recorded, turn = self._begin("wait", None)
-        try:
+        with self._journaled("wait", None) as (recorded, turn):
             if recorded is not None:
                 outcomes = [
                     RunOutcome(o["run_id"], RunStatus(o["status"]), o["result"], o["error"])
@@ -313,8 +308,6 @@ class RunContext:
             else:
                 await turn.come()
                 outcomes = await self._wait_for(ids)
-        finally:
-            turn.end()
         results: list[Any] = []
         for o in outcomes:
             if o.status == RunStatus.SUCCEEDED:
@@ -356,16 +349,13 @@ class RunContext:
         """A durable timer: the run suspends (holding no slot) and resumes after ``seconds``,
         even if every worker restarts in between."""
         check_amount("sleep's seconds", seconds)
-        recorded, turn = self._begin("sleep", None)
-        try:
+        with self._journaled("sleep", None) as (recorded, turn):
             if recorded is not None:
                 wake_at = float(recorded.data["wake_at"])
             else:
                 await turn.come()
                 wake_at = self._store.clock() + seconds
                 await self._record("sleep", None, {"wake_at": wake_at, "seconds": seconds})
-        finally:
-            turn.end()
         if self._store.clock() >= wake_at:
             return
         if await self._suspend(wake_at=wake_at, entry=("suspended", "sleep", {"wake_at": wake_at})):
@@ -378,8 +368,7 @@ class RunContext:
         check_amount("a charge's amount", amount)
         if reason is not None:
             check_name("a charge's reason", reason)
-        recorded, turn = self._begin("charge", reason)
-        try:
+        with self._journaled("charge", reason) as (recorded, turn):
             if recorded is not None:
                 _raise_recorded(recorded.data)
                 remaining = recorded.data.get("remaining")
@@ -392,8 +381,6 @@ class RunContext:
             except BudgetExceeded as exc:
                 await self._record("charge", reason, {"amount": amount, "error": _describe(exc)})
                 raise
-        finally:
-            turn.end()
 
     @asynccontextmanager
     async def acquire(
@@ -422,12 +409,18 @@ class RunContext:
     async def journal(self, after: int = 0) -> list[JournalEntry]:
         return await self._store.journal(self.run_id, after=after)
 
-    def _begin(self, kind: str, name: str | None) -> tuple[JournalEntry | None, Turn]:
+    @contextmanager
+    def _journaled(self, kind: str, name: str | None) -> Iterator[tuple[JournalEntry | None, Turn]]:
         """A journaled call's recorded entry (None: it must act and record itself) and its
-        turn to write (see turns.py). Both are taken here, before the call's first await, so
-        concurrent calls get them in the order they were made."""
+        turn to write (see turns.py), which ends with the block. Both are taken on entering,
+        synchronously, before the call's first await, so concurrent calls get them in the
+        order they were made."""
         recorded = self._replay.next(kind, name)
-        return recorded, self._turns.take()
+        turn = self._turns.take()
+        try:
+            yield recorded, turn
+        finally:
+            turn.end()
 
     async def _suspend(self, **what: Any) -> bool:
         try:
