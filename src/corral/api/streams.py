@@ -151,19 +151,15 @@ async def journal_events(
                     last_sent = time.monotonic()
                 if len(entries) < PAGE:
                     break
+            if run.done:
+                # the journal's own last entry: a client's cursor past it (Last-Event-ID: 99)
+                # was echoed as the last sequence number
+                length = (await store.progress([run_id])).get(run_id, (run.status, after))[1]
         except StoreUnavailable as exc:
             log.warning("event stream of %s stopped: %s", run_id, exc)
             yield sse("error", {"code": StoreUnavailable.code, "message": str(exc)})
             return
         if run.done:
-            try:
-                # the journal's own last entry: a client's cursor past it (Last-Event-ID: 99)
-                # was echoed as the last sequence number
-                length = (await store.progress([run_id])).get(run_id, (run.status, after))[1]
-            except StoreUnavailable as exc:
-                log.warning("event stream of %s stopped: %s", run_id, exc)
-                yield sse("error", {"code": StoreUnavailable.code, "message": str(exc)})
-                return
             yield sse(
                 "end",
                 {
