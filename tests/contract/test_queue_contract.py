@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+import psycopg
 import pytest
 
 from corral.clock import FakeClock
@@ -11,6 +13,7 @@ from corral.config import PlanSpec, StoreConfig
 from corral.errors import BackpressureError, LeaseLost, RunCancelled, RunNotFound
 from corral.models import Ack, LeaseRef, RunSpec, RunStatus
 from corral.store import Store, create_store
+from tests.support.postgres import fresh_schema
 
 TTL = 10.0
 
@@ -337,6 +340,27 @@ async def test_list_runs_filters_and_pages(store: Store) -> None:
     assert await store.list_runs(status="succeeded") == []
 
 
+async def test_each_failed_attempt_is_journaled_and_success_clears_the_error(
+    store: Store, clock: FakeClock
+) -> None:
+    (run_id,) = await store.submit([spec(max_attempts=3)])
+    for attempt in (1, 2):
+        ref = await lease_one(store)
+        error = {"type": "RuntimeError", "message": f"try {attempt}"}
+        assert await store.fail(ref, error, retryable=True) == RunStatus.QUEUED
+        run = await store.get(run_id)
+        assert run is not None and run.error == error
+    ref = await lease_one(store)
+    await store.ack(ref, "done")
+    run = await store.get(run_id)
+    assert run is not None and (run.status, run.result, run.error) == ("succeeded", "done", None)
+    failed = [e for e in await store.journal(run_id) if e.kind == "attempt_failed"]
+    assert [e.data for e in failed] == [
+        {"attempt": n, "error": {"type": "RuntimeError", "message": f"try {n}"}} for n in (1, 2)
+    ]
+    assert [e.seq for e in await store.journal(run_id)] == [1, 2, 3]
+
+
 async def test_tenant_counters_match_rows(store: Store, clock: FakeClock) -> None:
     """Every verb moves the tenant counters that caps and quotas rely on consistently."""
     await store.submit([spec(t) for t in "aabbbc"] * 3)
@@ -389,6 +413,61 @@ async def test_cancellation_wins_over_suspend_release_and_retry(store: Store) ->
         assert run is not None and run.status == RunStatus.CANCELLED
     stats = await store.stats()
     assert stats.queued == 0 and stats.in_flight == 0
+
+
+async def _until_blocked(conn: psycopg.AsyncConnection[tuple[int]], sessions: int) -> None:
+    """Until ``sessions`` sessions of this database wait on a lock."""
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        cur = await conn.execute(
+            "SELECT count(*) FROM pg_stat_activity "
+            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+        )
+        row = await cur.fetchone()
+        if row is not None and row[0] >= sessions:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"{sessions} sessions never waited on a lock")
+
+
+async def test_cancel_reaches_children_spawned_while_it_waited(
+    pg_dsn: str, clock: FakeClock
+) -> None:
+    """A cancel that arrives while the parent's spawn is uncommitted cancels the children that
+    spawn adds: they never run under a cancelled parent. (PostgreSQL: SQLite has one writer.)"""
+    with fresh_schema(pg_dsn) as dsn:
+        store = create_store(dsn, StoreConfig(), clock)
+        await store.open()
+        try:
+            (parent,) = await store.submit([spec()])
+            ref = await lease_one(store)
+            async with (
+                await psycopg.AsyncConnection.connect(dsn) as holder,
+                await psycopg.AsyncConnection.connect(dsn, autocommit=True) as watcher,
+            ):
+                # the spawn locks its parent, then stops at the tenant row held here
+                await holder.execute(
+                    "SELECT tenant FROM corral_tenants WHERE tenant = 'acme' FOR UPDATE"
+                )
+                spawning = asyncio.create_task(
+                    store.spawn(
+                        ref, [spec(), spec()], max_children=5, max_depth=3, entry=("s", "e", None)
+                    )
+                )
+                await _until_blocked(watcher, 1)
+                cancelling = asyncio.create_task(store.cancel(parent))
+                await _until_blocked(watcher, 2)
+                await holder.rollback()
+                children = await asyncio.wait_for(spawning, 10)
+                await asyncio.wait_for(cancelling, 10)
+            assert not await store.lease("w2", TTL, 10)
+            for child in children:
+                run = await store.get(child)
+                assert run is not None and run.status == RunStatus.CANCELLED, run
+            stats = await store.stats()
+            assert stats.queued == 0
+        finally:
+            await store.close()
 
 
 async def test_an_idle_store_wakes_for_its_own_work_only(

@@ -55,6 +55,8 @@ async def test_a_failed_run_retried_replays_its_journal_and_succeeds(db_url: str
     assert run.attempts == 3
     assert fetched == [1]  # the step that succeeded before is replayed, not run again
     assert kinds.count("retried") == 1
+    assert kinds.count("attempt_failed") == 2  # the two attempts that raised
+    assert run.error is None  # the error is what ended a run; this one succeeded
 
 
 async def test_a_retried_run_gets_the_attempts_asked_for(db_url: str) -> None:

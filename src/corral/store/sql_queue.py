@@ -7,6 +7,7 @@ deadlock or a busy database: bodies are written to be re-runnable.
 from __future__ import annotations
 
 import functools
+import json
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any, TypeVar
@@ -21,6 +22,7 @@ from corral.errors import (
 )
 from corral.models import (
     JSON,
+    TERMINAL,
     Ack,
     Appended,
     HeartbeatReport,
@@ -276,8 +278,9 @@ class QueueMixin(SqlBase):
     async def fail(
         self, ref: LeaseRef, error: JSON, *, retryable: bool, retry_at: float | None = None
     ) -> RunStatus:
-        """Record a failed attempt: queued again at ``retry_at`` while attempts remain and the
-        error is retryable, else dead-lettered (``failed``, error kept)."""
+        """Record a failed attempt (journaled as ``attempt_failed``): queued again at
+        ``retry_at`` while attempts remain and the error is retryable, else dead-lettered
+        (``failed``, error kept)."""
         now = self.clock()
         args = {
             "id": ref.run_id,
@@ -294,6 +297,20 @@ class QueueMixin(SqlBase):
             if row is None:
                 raise LeaseLost(ref.run_id, ref.epoch)
             status = RunStatus(row[1])
+            # The run's error is the one that ended it (a later success clears it), so each
+            # failed attempt's error is kept in the journal (bookkeeping: not replayed).
+            await tx.execute(
+                self.q["insert_journal"],
+                {
+                    "run_id": ref.run_id,
+                    "seq": row[4],
+                    "kind": "attempt_failed",
+                    "name": None,
+                    "data": dumps({"attempt": row[5], "error": error}),
+                    "epoch": ref.epoch,
+                    "now": now,
+                },
+            )
             deltas: Deltas = {}
             d = delta(deltas, row[0])
             d[0] += 1 if status == RunStatus.QUEUED else 0
@@ -364,10 +381,18 @@ class QueueMixin(SqlBase):
         async def body(tx: Transaction) -> None:
             if not await tx.fetch_dicts(self.q["get_run"], {"id": run_id}):
                 raise RunNotFound(run_id)
-            deltas: Deltas = {}
-            below = await tx.fetchall(self.q["unended_descendants"], {"id": run_id})
-            for current in [run_id, *(r[0] for r in below)]:
-                merge(deltas, await self._cancel_one(tx, current, now))
+            deltas = await self._cancel_one(tx, run_id, now)
+            # One level at a time, each run locked before its children are read: a spawn
+            # holds its parent's lock until it commits, so children it adds while the cancel
+            # waits are read after it, and a spawn that starts later finds the parent flagged.
+            # An ended run spawns no more: its children are read without a lock.
+            level = [run_id]
+            while level:
+                rows = sorted(await tx.fetchall(self.q["children_of"], {"ids": json.dumps(level)}))
+                for child_id, status, _, _ in rows:
+                    if status not in TERMINAL:
+                        merge(deltas, await self._cancel_one(tx, child_id, now))
+                level = [str(r[0]) for r in rows if r[1] not in TERMINAL or int(r[3]) > 0]
             await self._adjust_tenants(tx, deltas)
 
         await self._tx(body)

@@ -451,7 +451,7 @@ RETURNING id, lease_epoch, tenant, agent, input, attempts, max_attempts, lease_e
 -- has no parent to wake (a parent needs the general path). The status test is written
 -- under COLLATE "C" for the reason ack_runs_batch gives.
 UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
-    lease_owner = NULL, lease_expires_at = NULL
+    error = NULL, lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
 WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status COLLATE "C" = 'running'
   AND r.lease_expires_at > :now AND r.parent_id IS NULL
@@ -541,7 +541,7 @@ RETURNING id, cancel_requested;
 
 -- name: ack_run
 UPDATE corral_runs SET status = 'succeeded', result = :result, finished_at = :now,
-    lease_owner = NULL, lease_expires_at = NULL
+    error = NULL, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING tenant, parent_id, leased_at;
 
@@ -553,7 +553,7 @@ RETURNING tenant, parent_id, leased_at;
 -- with it, the generic plan ANDed the primary key lookups with a scan of that whole index,
 -- every running run, which cost more than the update itself.
 UPDATE corral_runs r SET status = 'succeeded', result = a.result, finished_at = :now,
-    lease_owner = NULL, lease_expires_at = NULL
+    error = NULL, lease_owner = NULL, lease_expires_at = NULL
 FROM unnest(:ids::text[], :epochs::bigint[], :results::text[]) AS a(id, epoch, result)
 WHERE r.id = a.id AND r.lease_epoch = a.epoch AND r.status COLLATE "C" = 'running'
   AND r.lease_expires_at > :now
@@ -619,12 +619,10 @@ WITH done AS (
     WHERE t.queued > 0 AND t.in_flight < t.cap AND t.tenant NOT IN (SELECT tenant FROM per)
     ORDER BY {{lease_order}}
     LIMIT :slots
-), vfloor AS (
-    SELECT {{vtime_floor}} AS v
 ), locked AS (
     SELECT t.tenant, t.in_flight - COALESCE(p.n, 0) AS in_flight, t.cap, t.weight, t.queued,
         CASE WHEN t.in_flight >= t.cap AND t.in_flight - p.n < t.cap AND t.queued > 0
-          THEN GREATEST(t.vtime, (SELECT v FROM vfloor)) ELSE t.vtime END AS vtime,
+          THEN GREATEST(t.vtime, {{vtime_floor}}) ELSE t.vtime END AS vtime,
         t.last_served_at, GREATEST(t.run_cost, :min_cost::float8) / t.weight AS charge,
         p.n IS NULL OR (SELECT true FROM corral_runs r WHERE r.tenant = t.tenant  -- not EXISTS
             AND r.status = 'queued' AND r.available_at <= :now ORDER BY r.available_at LIMIT 1)
@@ -690,9 +688,10 @@ UPDATE corral_runs SET
     finished_at = CASE WHEN cancel_requested = 0 AND :retryable = 1 AND attempts < max_attempts
                        THEN NULL ELSE :now END,
     lease_owner = NULL,
-    lease_expires_at = NULL
+    lease_expires_at = NULL,
+    journal_seq = journal_seq + 1
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING tenant, status, parent_id, leased_at;
+RETURNING tenant, status, parent_id, leased_at, journal_seq, attempts;
 
 -- name: release_run
 UPDATE corral_runs SET
@@ -710,7 +709,7 @@ SELECT id, lease_epoch FROM corral_runs WHERE status = 'running' AND lease_owner
 
 -- name: finish_cancelled
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
-    lease_owner = NULL, lease_expires_at = NULL
+    error = NULL, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
 RETURNING tenant, parent_id, leased_at;
 
@@ -755,17 +754,11 @@ UPDATE corral_runs SET cancel_requested = 1
 WHERE id = :id AND status = 'running'
 RETURNING id;
 
--- name: unended_descendants
--- Every run below :id that has not ended, found through ended ones too (a fire-and-forget child
--- that succeeded can have children still running), parents before their children.
-WITH RECURSIVE tree (id, depth) AS (
-    SELECT id, depth FROM corral_runs WHERE parent_id = :id
-    UNION ALL
-    SELECT r.id, r.depth FROM corral_runs r JOIN tree t ON r.parent_id = t.id
-)
-SELECT r.id FROM tree t JOIN corral_runs r ON r.id = t.id
-WHERE r.status NOT IN ('succeeded', 'failed', 'cancelled')
-ORDER BY t.depth, r.id;
+-- name: children_of
+-- The children of every run in :ids (a JSON array), ended or not: cancel and retention walk
+-- a tree one level at a time with it.
+SELECT id, status, finished_at, children FROM corral_runs
+WHERE parent_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
 
 -- name: bump_journal
 UPDATE corral_runs SET journal_seq = journal_seq + :n

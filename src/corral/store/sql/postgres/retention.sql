@@ -11,10 +11,6 @@ WHERE parent_id IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
 ORDER BY id
 LIMIT :limit;
 
--- name: children_of
-SELECT id, status, finished_at, children FROM corral_runs
-WHERE parent_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
-
 -- name: delete_journal_of
 DELETE FROM corral_journal WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
 

@@ -320,7 +320,7 @@ RETURNING id, cancel_requested;
 
 -- name: ack_run
 UPDATE corral_runs SET status = 'succeeded', result = :result, finished_at = :now,
-    lease_owner = NULL, lease_expires_at = NULL
+    error = NULL, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING tenant, parent_id, leased_at;
 
@@ -335,9 +335,10 @@ UPDATE corral_runs SET
     finished_at = CASE WHEN cancel_requested = 0 AND :retryable = 1 AND attempts < max_attempts
                        THEN NULL ELSE :now END,
     lease_owner = NULL,
-    lease_expires_at = NULL
+    lease_expires_at = NULL,
+    journal_seq = journal_seq + 1
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
-RETURNING tenant, status, parent_id, leased_at;
+RETURNING tenant, status, parent_id, leased_at, journal_seq, attempts;
 
 -- name: release_run
 UPDATE corral_runs SET
@@ -355,7 +356,7 @@ SELECT id, lease_epoch FROM corral_runs WHERE status = 'running' AND lease_owner
 
 -- name: finish_cancelled
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
-    lease_owner = NULL, lease_expires_at = NULL
+    error = NULL, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
 RETURNING tenant, parent_id, leased_at;
 
@@ -400,17 +401,11 @@ UPDATE corral_runs SET cancel_requested = 1
 WHERE id = :id AND status = 'running'
 RETURNING id;
 
--- name: unended_descendants
--- Every run below :id that has not ended, found through ended ones too (a fire-and-forget child
--- that succeeded can have children still running), parents before their children.
-WITH RECURSIVE tree (id, depth) AS (
-    SELECT id, depth FROM corral_runs WHERE parent_id = :id
-    UNION ALL
-    SELECT r.id, r.depth FROM corral_runs r JOIN tree t ON r.parent_id = t.id
-)
-SELECT r.id FROM tree t JOIN corral_runs r ON r.id = t.id
-WHERE r.status NOT IN ('succeeded', 'failed', 'cancelled')
-ORDER BY t.depth, r.id;
+-- name: children_of
+-- The children of every run in :ids (a JSON array), ended or not: cancel and retention walk
+-- a tree one level at a time with it.
+SELECT id, status, finished_at, children FROM corral_runs
+WHERE parent_id IN (SELECT value FROM json_each(:ids));
 
 -- name: bump_journal
 UPDATE corral_runs SET journal_seq = journal_seq + :n

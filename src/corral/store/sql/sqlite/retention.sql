@@ -12,10 +12,6 @@ WHERE parent_id IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
 ORDER BY rowid
 LIMIT :limit;
 
--- name: children_of
-SELECT id, status, finished_at, children FROM corral_runs
-WHERE parent_id IN (SELECT value FROM json_each(:ids));
-
 -- name: delete_journal_of
 DELETE FROM corral_journal WHERE run_id IN (SELECT value FROM json_each(:ids));
 
