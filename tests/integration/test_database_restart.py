@@ -81,3 +81,22 @@ async def test_runs_that_end_while_the_database_is_down_are_not_run_again(
     assert set(executions) == set(ids)
     # the crash did catch acks on their way: they were held and written after the restart
     assert "acks failed, retrying" in worker.stderr()
+
+
+async def test_the_store_is_back_within_seconds_of_the_server_after_a_long_outage() -> None:
+    """The pools keep trying about once a second while the server is away, so the first call
+    after it returns succeeds at once (psycopg_pool's own backoff doubles without a bound:
+    after 8 s down, its next attempt came ~7 s after the server was back, and after 30 s
+    down, ~20 s: calls failed with StoreUnavailable all that time)."""
+    with ThrowawayPostgres() as pg:
+        async with Corral(pg.dsn) as app:
+            await app.stats()
+            pg.crash()
+            with pytest.raises(StoreUnavailable):
+                await app.stats()  # a dead connection: the pools start reconnecting
+            await asyncio.sleep(8)
+            pg.start()
+            began = time.monotonic()
+            stats = await app.stats()
+            assert time.monotonic() - began < 2.5
+            assert stats.queued == 0

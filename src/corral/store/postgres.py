@@ -45,6 +45,10 @@ log = logging.getLogger(__name__)
 
 #: seconds a call waits for a pooled connection before StoreUnavailable
 POOL_WAIT = 10.0
+#: seconds a pool retries one lost connection (backing off 1 s, then 2 s) before it starts over
+#: at once: psycopg_pool's own backoff doubles without a bound, so after a 30 s outage the
+#: next attempt came ~20 s after the server was back
+RECONNECT_WITHIN = 2.0
 #: libpq settings for every connection, unless the URL gives its own: a connection attempt
 #: gives up after 10 s, and a server cut off by the network (no reply to keepalives, or data
 #: unacknowledged for 30 s) fails the connection's calls with StoreUnavailable instead of
@@ -203,6 +207,8 @@ class PostgresStore(SqlStore):
             # how long a call waits for a connection: with the server down, StoreUnavailable
             # (an HTTP 503) after 10 s instead of the pool's default 30
             timeout=POOL_WAIT,
+            reconnect_timeout=RECONNECT_WITHIN,
+            reconnect_failed=self._reconnect_failed,
         )
         try:
             await pool.open(wait=True, timeout=10.0)
@@ -400,6 +406,13 @@ class PostgresStore(SqlStore):
                 self._pool_checks[pool.name] = asyncio.create_task(
                     self._check_pool(pool), name=f"corral-check-{pool.name}"
                 )
+
+    async def _reconnect_failed(self, pool: AsyncConnectionPool) -> None:
+        """A pool gave up on a lost connection (RECONNECT_WITHIN): start it over now, so that
+        a connection is tried about once a second for as long as the server is away, and a
+        call already waiting for one gets it soon after the server is back."""
+        if not self._closed:
+            await self._check_pool(pool)
 
     @staticmethod
     async def _check_pool(pool: AsyncConnectionPool) -> None:
