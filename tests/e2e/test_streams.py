@@ -1,14 +1,21 @@
 """Event streams in process: the journal as Server-Sent Events, resumable with Last-Event-ID
-(nothing lost, nothing repeated), ending with the run; and interactive submits
-(``POST /v1/runs?stream=true``). Live streaming and disconnects over a real socket are in
-test_serve.py."""
+(nothing lost, nothing repeated), ending with the run; interactive submits
+(``POST /v1/runs?stream=true``); and a stream whose key is revoked while it is open. Live
+streaming and disconnects over a real socket are in test_serve.py."""
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import AsyncIterator, MutableMapping
+from contextlib import asynccontextmanager
+from typing import Any
+
 import httpx
 import pytest
+from starlette.types import Receive, Scope, Send
 
 from corral import Corral
+from corral.api import ApiSettings, create_api
 from tests.e2e.conftest import Keys
 from tests.e2e.sse import Event, parse
 
@@ -120,3 +127,92 @@ async def test_a_bad_last_event_id_is_422(client: httpx.AsyncClient, keys: Keys)
         f"/v1/runs/{run_id}/events", headers={**H(keys.a), "Last-Event-ID": "seven"}
     )
     assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_input"
+
+
+class Spy:
+    """The API, with what its responses sent so far readable while they stream (httpx's
+    ASGITransport hands a response over only once it has ended)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.sent = ""
+        self.changed = asyncio.Event()
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def spied(message: MutableMapping[str, Any]) -> None:
+            if message["type"] == "http.response.body":
+                self.sent += message.get("body", b"").decode()
+                self.changed.set()
+            await send(message)
+
+        await self.app(scope, receive, spied)
+
+    async def until(self, text: str, count: int = 1) -> None:
+        while self.sent.count(text) < count:
+            self.changed.clear()
+            await self.changed.wait()
+
+
+@asynccontextmanager
+async def keepalive_client(
+    corral_app: Corral, keepalive: float
+) -> AsyncIterator[tuple[httpx.AsyncClient, Spy]]:
+    """A client of an API whose streams send a keepalive every ``keepalive`` seconds and whose
+    key cache holds nothing, and the spy on that API."""
+    settings = ApiSettings(stream_poll_interval=0.02, stream_keepalive=keepalive, key_cache_ttl=0)
+    spy = Spy(create_api(corral_app, settings))
+    transport = httpx.ASGITransport(app=spy)
+    async with httpx.AsyncClient(transport=transport, base_url="http://corral.test") as client:
+        yield client, spy
+
+
+async def test_revoking_its_key_ends_an_open_stream_with_the_401s_error(
+    keys: Keys, corral_app: Corral
+) -> None:
+    async with keepalive_client(corral_app, keepalive=0.1) as (client, spy):
+        # a run due in an hour: its stream stays open, idle, sending keepalives
+        run_id = (
+            await client.post("/v1/runs", json={"agent": "echo", "delay": 3600}, headers=H(keys.a))
+        ).json()["run_id"]
+        stream = asyncio.create_task(client.get(f"/v1/runs/{run_id}/events", headers=H(keys.a)))
+        # open across a few keepalives, each of which asked for the (valid) key
+        await asyncio.wait_for(spy.until(": keepalive", 3), timeout=10)
+        assert not stream.done()
+        assert await corral_app.store.revoke_api_key(keys.a.split("_")[1])
+        async with asyncio.timeout(5):
+            r = await stream
+        *entries, last = parse(r.text)
+        assert [e.data["kind"] for e in entries] == ["submitted"]
+        refused = await client.get(f"/v1/runs/{run_id}", headers=H(keys.a))
+        assert refused.status_code == 401
+        assert last.event == "error" and last.data == refused.json()["error"]
+        assert last.data["code"] == "unauthorized"
+
+
+async def test_a_busy_stream_asks_for_its_key_once_a_keepalive_not_once_an_event(
+    keys: Keys, corral_app: Corral, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    asked = 0
+    by_hash = corral_app.store.api_key_by_hash
+
+    async def counted(key_hash: str) -> Any:
+        nonlocal asked
+        asked += 1
+        return await by_hash(key_hash)
+
+    monkeypatch.setattr(corral_app.store, "api_key_by_hash", counted)
+    async with keepalive_client(corral_app, keepalive=0.25) as (client, _):
+        loop = asyncio.get_running_loop()
+        started = loop.time()
+        r = await client.post(
+            "/v1/runs",
+            params={"stream": "true"},
+            json={"agent": "steps", "input": {"n": 40, "delay": 0.03}},
+            headers=H(keys.a),
+        )
+        took = loop.time() - started
+    events = parse(r.text)
+    assert events[-1].event == "end" and events[-1].data["status"] == "succeeded"
+    assert sum(e.event == "journal" for e in events) >= 40
+    # the request's own check, then one a keepalive interval while the run went on
+    assert 2 <= asked <= 1 + took / 0.25 + 1, (asked, took)

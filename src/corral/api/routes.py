@@ -7,13 +7,16 @@ another tenant's run is a 404."""
 
 import time
 from collections import Counter
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Header, Query, Response
+from fastapi.security import HTTPAuthorizationCredentials
 
 from corral.api.auth import Principal
 from corral.api.context import (
     AgentFilter,
+    Credentials,
     Cursor,
     IdempotencyHeader,
     RunId,
@@ -42,7 +45,8 @@ SSE_DOC: dict[str, Any] = {
     "content": {"text/event-stream": {"schema": EVENT_SCHEMA}},
     "description": (
         "Server-Sent Events: `journal` events (id = journal seq), then one `end` event with "
-        "the run's final status, result and error."
+        "the run's final status, result and error; or, when the stream cannot go on (its key "
+        "revoked, the database unreachable), one `error` event `{code, message}`."
     ),
 }
 
@@ -62,8 +66,17 @@ def runs_router(svc: Service) -> APIRouter:
         return RunStatus.QUEUED if idempotency_key is None else (await app.get(run_id)).status
 
     def stream_of(
-        run_id: str, after: int, first: str | None = None, headers: dict[str, str] | None = None
+        run_id: str,
+        after: int,
+        credentials: HTTPAuthorizationCredentials | None,
+        first: str | None = None,
+        headers: dict[str, str] | None = None,
     ) -> EventStreamResponse:
+        # the key is asked again while the stream is open (a revoked key ends it); without
+        # one there is nothing to ask
+        authorize = (
+            None if credentials is None else partial(svc.keys.resolve, credentials.credentials)
+        )
         events = journal_events(
             app.store,
             run_id,
@@ -71,6 +84,7 @@ def runs_router(svc: Service) -> APIRouter:
             watcher=svc.watcher,
             keepalive=settings.stream_keepalive,
             first=first,
+            authorize=authorize,
         )
         return event_stream(events, headers)
 
@@ -97,6 +111,7 @@ def runs_router(svc: Service) -> APIRouter:
     async def submit_run(
         body: SubmitRequest,
         who: Auth,
+        credentials: Credentials,
         response: Response,
         idempotency_key: IdempotencyHeader = None,
         stream: Annotated[
@@ -124,7 +139,8 @@ def runs_router(svc: Service) -> APIRouter:
         location = f"/v1/runs/{run_id}"
         if stream:
             first = sse("accepted", {"run_id": run_id, "status": status.value})
-            return stream_of(run_id, 0, first, {"Location": location, "X-Run-Id": run_id})
+            headers = {"Location": location, "X-Run-Id": run_id}
+            return stream_of(run_id, 0, credentials, first, headers)
         response.headers["Location"] = location
         return SubmitResponse(run_id=run_id, status=status)
 
@@ -294,6 +310,7 @@ def runs_router(svc: Service) -> APIRouter:
     async def run_events(
         run_id: RunId,
         who: Auth,
+        credentials: Credentials,
         after: Seq = 0,
         last_event_id: Annotated[
             str | None,
@@ -313,6 +330,6 @@ def runs_router(svc: Service) -> APIRouter:
             if not 0 <= after <= 2**53:
                 raise InvalidInput("Last-Event-ID out of range")
         await visible_run(who, run_id)
-        return stream_of(run_id, after)
+        return stream_of(run_id, after, credentials)
 
     return router

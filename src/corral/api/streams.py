@@ -10,20 +10,26 @@ service's ``RunWatcher`` (watch.py: one poll for all open streams) sees the run'
 past that seq, or the run end. It reads the run *before* the journal: a run seen ended has no
 writer left (writes are fenced), so the journal read after it is complete. An idle stream
 sends a comment every ``keepalive`` seconds, which also notices a client that went away.
+
+A stream outlives the request that authorised it, so it asks again (``authorize``, the key
+resolver with its cache) every ``keepalive`` seconds, whether or not it sent a comment: a key
+revoked meanwhile ends the stream with an ``error`` event of code ``unauthorized``, the code
+of the 401 the key now gets.
 """
 
 from __future__ import annotations
 
 import json
 import logging
+import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 from starlette.responses import StreamingResponse
 
 from corral.api.watch import RunWatcher
-from corral.errors import StoreUnavailable
+from corral.errors import StoreUnavailable, Unauthorized
 from corral.models import RunStatus
 from corral.store import Store
 
@@ -122,12 +128,20 @@ async def journal_events(
     watcher: RunWatcher,
     keepalive: float,
     first: str | None = None,
+    authorize: Callable[[], Awaitable[object]] | None = None,
 ) -> AsyncIterator[str]:
+    """The events of ``run_id`` after seq ``after``. ``authorize`` raises ``Unauthorized``
+    once the caller's key is no longer valid; it is called every ``keepalive`` seconds (the
+    request that opened the stream has just checked it)."""
     if first is not None:
         yield first
     last_sent = time.monotonic()
+    authorize_at = last_sent + keepalive if authorize is not None else math.inf
     while True:
         try:
+            if authorize is not None and time.monotonic() >= authorize_at:
+                await authorize()
+                authorize_at = time.monotonic() + keepalive
             run = await store.get(run_id)
             if run is None:
                 yield sse("end", {"run_id": run_id, "status": None, "error": "run not found"})
@@ -155,6 +169,9 @@ async def journal_events(
                 # the journal's own last entry: a client's cursor past it (Last-Event-ID: 99)
                 # was echoed as the last sequence number
                 length = (await store.progress([run_id])).get(run_id, (run.status, after))[1]
+        except Unauthorized as exc:
+            yield sse("error", {"code": Unauthorized.code, "message": str(exc)})
+            return
         except StoreUnavailable as exc:
             log.warning("event stream of %s stopped: %s", run_id, exc)
             yield sse("error", {"code": StoreUnavailable.code, "message": str(exc)})
@@ -174,7 +191,8 @@ async def journal_events(
         if time.monotonic() - last_sent >= keepalive:
             yield ": keepalive\n\n"
             last_sent = time.monotonic()
-        await watcher.wait(run_id, after, keepalive - (time.monotonic() - last_sent))
+        wake_at = min(last_sent + keepalive, authorize_at)
+        await watcher.wait(run_id, after, wake_at - time.monotonic())
 
 
 def event_stream(
