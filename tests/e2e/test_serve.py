@@ -1,11 +1,14 @@
 """End to end against real ``corral serve`` processes, on SQLite and PostgreSQL: API keys from
 the CLI, tenant isolation over the wire, live event streams resumed after a disconnect, an
-interactive submit whose client goes away, an API-only node, and a clean SIGTERM."""
+interactive submit whose client goes away, an API-only node, and a clean SIGTERM (open event
+streams included)."""
 
 from __future__ import annotations
 
 import asyncio
+import signal
 import socket
+import time
 from pathlib import Path
 
 import httpx
@@ -14,6 +17,7 @@ import pytest
 from corral import Corral
 from tests.e2e.server import corral, create_key, serve
 from tests.e2e.sse import Event, aiter_events
+from tests.e2e.test_streams import SHUTDOWN
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -183,3 +187,30 @@ async def test_sigterm_drains_and_exits_cleanly(db_url: str, tmp_path: Path) -> 
     async with Corral(db_url) as app:
         run = await app.get(run_id)
     assert run.status == "succeeded", run
+
+
+async def test_sigterm_ends_open_streams_with_a_shutdown_event_and_exits_promptly(
+    db_url: str, tmp_path: Path
+) -> None:
+    a = create_key(db_url, "acme")
+    log = tmp_path / "serve.log"
+    with serve(db_url, log, ["--workers", "1"]) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            # due in an hour: its stream stays open and idle, as long as the server lets it
+            run_id = (
+                await client.post("/v1/runs", json={"agent": "echo", "delay": 3600}, headers=H(a))
+            ).json()["run_id"]
+            async with client.stream("GET", f"/v1/runs/{run_id}/events", headers=H(a)) as r:
+                events = aiter_events(r.aiter_lines())
+                first = await anext(events)
+                assert first.event == "journal" and first.data["kind"] == "submitted"
+                server.proc.send_signal(signal.SIGTERM)
+                stopped = time.monotonic()
+                async with asyncio.timeout(10):
+                    rest = [event async for event in events]
+        assert rest == [Event("error", SHUTDOWN, None)]
+        assert server.terminate(timeout=10) == 0
+        # within uvicorn's graceful timeout (5 s), past which it cancels open responses
+        assert time.monotonic() - stopped < 5
+    text = log.read_text()
+    assert "Traceback" not in text and "graceful shutdown exceeded" not in text, text

@@ -1,7 +1,8 @@
 """Event streams in process: the journal as Server-Sent Events, resumable with Last-Event-ID
 (nothing lost, nothing repeated), ending with the run; interactive submits
-(``POST /v1/runs?stream=true``); and a stream whose key is revoked while it is open. Live
-streaming and disconnects over a real socket are in test_serve.py."""
+(``POST /v1/runs?stream=true``); a stream whose key is revoked while it is open; and streams
+ended by the service stopping. Live streaming and disconnects over a real socket, and SIGTERM,
+are in test_serve.py."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 
 from corral import Corral
 from corral.api import ApiSettings, create_api
+from corral.api.service import close_streams
 from tests.e2e.conftest import Keys
 from tests.e2e.sse import Event, parse
 
@@ -216,3 +218,33 @@ async def test_a_busy_stream_asks_for_its_key_once_a_keepalive_not_once_an_event
     assert sum(e.event == "journal" for e in events) >= 40
     # the request's own check, then one a keepalive interval while the run went on
     assert 2 <= asked <= 1 + took / 0.25 + 1, (asked, took)
+
+
+SHUTDOWN = {
+    "code": "shutdown",
+    "message": "the service is stopping: reconnect with Last-Event-ID to resume",
+}
+
+
+async def test_a_stopping_service_ends_open_and_later_streams_with_a_shutdown_event(
+    keys: Keys, corral_app: Corral
+) -> None:
+    async with keepalive_client(corral_app, keepalive=15) as (client, spy):
+        run_id = (
+            await client.post("/v1/runs", json={"agent": "echo", "delay": 3600}, headers=H(keys.a))
+        ).json()["run_id"]
+        stream = asyncio.create_task(client.get(f"/v1/runs/{run_id}/events", headers=H(keys.a)))
+        await asyncio.wait_for(spy.until("event: journal"), timeout=10)
+        await close_streams(spy.app)
+        async with asyncio.timeout(5):
+            r = await stream
+        *entries, last = parse(r.text)
+        assert [e.data["kind"] for e in entries] == ["submitted"]
+        assert last.event == "error" and last.data == SHUTDOWN
+        # opened while the server still listens: what there is to send, then the same end
+        async with asyncio.timeout(5):
+            again = await client.get(f"/v1/runs/{run_id}/events", headers=H(keys.a))
+        assert [(e.event, e.data.get("kind")) for e in parse(again.text)] == [
+            ("journal", "submitted"),
+            ("error", None),
+        ]

@@ -46,7 +46,8 @@ SSE_DOC: dict[str, Any] = {
     "description": (
         "Server-Sent Events: `journal` events (id = journal seq), then one `end` event with "
         "the run's final status, result and error; or, when the stream cannot go on (its key "
-        "revoked, the database unreachable), one `error` event `{code, message}`."
+        "revoked, the database unreachable, the service stopping), one `error` event "
+        "`{code, message}`."
     ),
 }
 

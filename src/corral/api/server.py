@@ -3,7 +3,9 @@
 uvicorn's own signal handling is turned off: on SIGTERM/SIGINT the server stops accepting
 and closes its connections while every worker drains (finishing or releasing its runs), and
 only then does ``run_service`` return. (uvicorn's handler would re-raise the signal once the
-server is down, ending the process before the workers drain.)
+server is down, ending the process before the workers drain.) The event streams are ended
+first, each with its last event: uvicorn would wait for them, as for any open response, up
+to its graceful timeout, then cancel them without one.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from collections.abc import Callable, Iterator, Sequence
 
 import uvicorn
 
-from corral.api.service import create_api
+from corral.api.service import close_streams, create_api
 from corral.api.settings import ApiSettings
 from corral.app import Corral
 from corral.worker import Worker
@@ -49,8 +51,9 @@ async def run_service(
     """Serve until SIGTERM/SIGINT (or until the server or a worker stops on its own).
     ``on_listening`` is called with the base URL once the socket is bound (``port`` 0 picks a
     free port). Raises RuntimeError when the server cannot start."""
+    api = create_api(app, settings, schedulers=app.resources)
     config = uvicorn.Config(
-        create_api(app, settings, schedulers=app.resources),
+        api,
         host=host,
         port=port,
         log_config=None,
@@ -78,6 +81,7 @@ async def run_service(
         await asyncio.wait({serving, stopper, *running}, return_when=asyncio.FIRST_COMPLETED)
         stopper.cancel()
     finally:
+        await close_streams(api)
         server.should_exit = True
         for w in workers:
             w.stop()

@@ -80,4 +80,15 @@ def create_api(
     api.include_router(operations_router(svc))
     api.include_router(schedules_router(svc))
     api.add_middleware(BodyLimit, max_bytes=settings.max_body_bytes)
+    api.state.watcher = svc.watcher
     return api
+
+
+async def close_streams(api: FastAPI) -> None:
+    """End the open event streams of ``api`` (from ``create_api``), each with an ``error``
+    event ``shutdown``, and any opened later at its first wait. A server calls this before it
+    stops: uvicorn waits for open responses (the lifespan's shutdown comes after), then cancels
+    them."""
+    watcher = api.state.watcher
+    assert isinstance(watcher, RunWatcher)
+    await watcher.close()

@@ -15,6 +15,11 @@ A stream outlives the request that authorised it, so it asks again (``authorize`
 resolver with its cache) every ``keepalive`` seconds, whether or not it sent a comment: a key
 revoked meanwhile ends the stream with an ``error`` event of code ``unauthorized``, the code
 of the 401 the key now gets.
+
+When the service stops, its watcher is closed and every stream ends at its next wait with an
+``error`` event of code ``shutdown``: the client reconnects (to another instance, or to this
+one restarted) with ``Last-Event-ID``. Without it uvicorn would wait for the streams, then
+cancel them mid-response.
 """
 
 from __future__ import annotations
@@ -29,7 +34,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from corral.api.watch import RunWatcher
-from corral.errors import StoreUnavailable, Unauthorized
+from corral.errors import ShutdownError, StoreUnavailable, Unauthorized
 from corral.models import RunStatus
 from corral.store import Store
 
@@ -193,6 +198,15 @@ async def journal_events(
             last_sent = time.monotonic()
         wake_at = min(last_sent + keepalive, authorize_at)
         await watcher.wait(run_id, after, wake_at - time.monotonic())
+        if watcher.closed:
+            yield sse(
+                "error",
+                {
+                    "code": ShutdownError.code,
+                    "message": "the service is stopping: reconnect with Last-Event-ID to resume",
+                },
+            )
+            return
 
 
 def event_stream(

@@ -9,6 +9,10 @@ The cost of idle streams is one query per interval for all of them together.
 
 The task runs only while some stream waits, and a failed poll wakes every waiter, so that each
 reads the store itself and reports the failure on its own stream.
+
+Closing the watcher (the service stopping) wakes every waiter and makes every later wait
+return at once; a stream that finds it ``closed`` ends, so the server does not wait for
+streams that would otherwise run as long as their runs.
 """
 
 from __future__ import annotations
@@ -31,6 +35,8 @@ class RunWatcher:
         self.interval = interval
         self._waiters: dict[str, list[tuple[int, asyncio.Future[None]]]] = {}
         self._task: asyncio.Task[None] | None = None
+        #: set by close(): each stream ends at its next wait
+        self.closed = False
         #: polls made (for tests and debugging: idle streams share them)
         self.polls = 0
 
@@ -40,7 +46,10 @@ class RunWatcher:
 
     async def wait(self, run_id: str, after: int, timeout: float) -> None:
         """Return once ``run_id`` has journal entries past seq ``after``, has ended or no
-        longer exists, or after ``timeout`` seconds, whichever comes first."""
+        longer exists, or after ``timeout`` seconds, whichever comes first; immediately when
+        the watcher is closed."""
+        if self.closed:
+            return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         entry = (after, future)
         self._waiters.setdefault(run_id, []).append(entry)
@@ -90,7 +99,9 @@ class RunWatcher:
                     future.set_result(None)
 
     async def close(self) -> None:
-        """Wake every waiter and stop polling (service shutdown)."""
+        """Wake every waiter, stop polling, and answer every later wait at once (service
+        shutdown)."""
+        self.closed = True
         self._wake_all()
         task = self._task
         if task is not None:
