@@ -168,15 +168,21 @@ async def keepalive_client(
         yield client, spy
 
 
+async def idle_stream(
+    client: httpx.AsyncClient, key: str
+) -> tuple[str, asyncio.Task[httpx.Response]]:
+    """A run due in an hour, and the request of its stream: open, idle, sending keepalives."""
+    run_id = (
+        await client.post("/v1/runs", json={"agent": "echo", "delay": 3600}, headers=H(key))
+    ).json()["run_id"]
+    return run_id, asyncio.create_task(client.get(f"/v1/runs/{run_id}/events", headers=H(key)))
+
+
 async def test_revoking_its_key_ends_an_open_stream_with_the_401s_error(
     keys: Keys, corral_app: Corral
 ) -> None:
     async with keepalive_client(corral_app, keepalive=0.1) as (client, spy):
-        # a run due in an hour: its stream stays open, idle, sending keepalives
-        run_id = (
-            await client.post("/v1/runs", json={"agent": "echo", "delay": 3600}, headers=H(keys.a))
-        ).json()["run_id"]
-        stream = asyncio.create_task(client.get(f"/v1/runs/{run_id}/events", headers=H(keys.a)))
+        run_id, stream = await idle_stream(client, keys.a)
         # open across a few keepalives, each of which asked for the (valid) key
         await asyncio.wait_for(spy.until(": keepalive", 3), timeout=10)
         assert not stream.done()
@@ -230,10 +236,7 @@ async def test_a_stopping_service_ends_open_and_later_streams_with_a_shutdown_ev
     keys: Keys, corral_app: Corral
 ) -> None:
     async with keepalive_client(corral_app, keepalive=15) as (client, spy):
-        run_id = (
-            await client.post("/v1/runs", json={"agent": "echo", "delay": 3600}, headers=H(keys.a))
-        ).json()["run_id"]
-        stream = asyncio.create_task(client.get(f"/v1/runs/{run_id}/events", headers=H(keys.a)))
+        run_id, stream = await idle_stream(client, keys.a)
         await asyncio.wait_for(spy.until("event: journal"), timeout=10)
         await close_streams(spy.app)
         async with asyncio.timeout(5):
