@@ -40,6 +40,7 @@ from corral.values import (
     check_int,
     check_json,
     check_name,
+    check_path_name,
     check_positive,
     check_priority,
     check_weight,
@@ -155,8 +156,9 @@ class Corral:
         gets its run if a worker comes back within ``catch_up`` seconds of it (only the
         latest missed tick; older ones are skipped; a tick up to 30 s late is on time
         whatever ``catch_up`` says). ``priority``, ``max_attempts``,
-        ``timeout`` and ``start_within`` are those of each run, as in ``submit``."""
-        check_name("schedule", name)
+        ``timeout`` and ``start_within`` are those of each run, as in ``submit``. ``name``
+        may not be "." or ".." (as a stored schedule's may not)."""
+        check_path_name("schedule", name)
         if name in self.schedules:
             raise ValueError(f"a schedule named {name!r} is already registered")
         schedule = self._build_schedule(
@@ -197,9 +199,10 @@ class Corral:
         full name is ``"tenant/name"``, so each tenant names its own. It starts at once: its
         first run is at the first tick after now, submitted by any worker of the deployment
         (each reads the stored schedules every few seconds). ``name`` may not contain a
-        slash. Raises ``ScheduleExists`` for a name the tenant uses (delete it to change it)
-        and ``ScheduleLimitReached`` past ``StoreConfig.max_schedules_per_tenant``."""
-        check_name("schedule", name)
+        slash, nor be "." or ".." (its URL, ``/v1/schedules/{name}``, would not reach it).
+        Raises ``ScheduleExists`` for a name the tenant uses (delete it to change it) and
+        ``ScheduleLimitReached`` past ``StoreConfig.max_schedules_per_tenant``."""
+        check_path_name("schedule", name)
         check_name("tenant", tenant)
         if "/" in name:
             raise InvalidInput(f"schedule name {name!r} may not contain '/'")
@@ -244,6 +247,8 @@ class Corral:
     ) -> None:
         """``change`` (a store verb) applied to ``tenant``'s stored schedule ``name``;
         ``ScheduleNotFound`` when the verb found none."""
+        # not check_path_name: a schedule named ".." before creation refused it can still be
+        # paused or deleted (over HTTP as /v1/schedules/%2E%2E)
         check_name("schedule", name)
         check_name("tenant", tenant)
         await self.open()

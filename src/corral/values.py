@@ -2,9 +2,10 @@
 journal data) is what ``json.dumps`` encodes without NaN or infinities, nested at most
 ``MAX_DEPTH`` levels deep; the depth bound is for the readers: the HTTP API's serializer gives
 up at 255 levels, so one deeper value made every page that listed its run an error. A name is
-text both databases can store; an integer fits their 32-bit columns. Every edge (the Python
-API, ``ctx.spawn``, the CLI and HTTP through them) checks with these, so both backends take
-the same values and a driver error never reaches a caller."""
+text both databases can store (and, where the HTTP API puts it in a URL path, not "." or
+".."); an integer fits their 32-bit columns. Every edge (the Python API, ``ctx.spawn``, the
+CLI and HTTP through them) checks with these, so both backends take the same values and a
+driver error never reaches a caller."""
 
 from __future__ import annotations
 
@@ -96,6 +97,20 @@ def check_name(what: str, value: object) -> str:
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_NAME:
         raise InvalidInput(f"{what} must be a non-empty string of at most {MAX_NAME} characters")
     return check_text(what, value)
+
+
+def check_path_name(what: str, value: object) -> str:
+    """A name (``check_name``) that the HTTP API puts in a URL path segment (a stored
+    schedule's ``/v1/schedules/{name}``): not "." or "..", which clients and proxies resolve
+    as the current and the parent path (RFC 3986, section 5.2.4), so the request never
+    reaches the name: ``GET /v1/schedules/..`` became ``GET /v1``."""
+    name = check_name(what, value)
+    if name in (".", ".."):
+        raise InvalidInput(
+            f"{what} may not be {name!r}: in a URL path it means the current or the parent "
+            "path, so clients and proxies would not send it"
+        )
+    return name
 
 
 def check_text(what: str, value: str) -> str:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
+from dataclasses import replace
 from typing import Any
 
 import psycopg
@@ -22,7 +24,8 @@ from corral import (
 )
 from corral.clock import FakeClock
 from corral.config import StoreConfig
-from corral.dispatch.schedule import decode_definition, encode_definition
+from corral.dispatch.schedule import Schedule, decode_definition, encode_definition
+from corral.models import RunSpec
 from corral.store import Store
 from corral.worker import schedules as schedules_module
 from corral.worker.schedules import schedule_loop
@@ -253,6 +256,29 @@ async def test_what_create_schedule_refuses_leaves_nothing_behind(db_url: str) -
             await app.create_schedule("x", "nope", every=60)
         assert await app.store.stored_schedules() == []
         assert await app.store.schedule_ticks() == {}
+
+
+async def test_a_name_no_url_can_reach_is_refused_and_one_stored_before_stays_deletable(
+    db_url: str,
+) -> None:
+    """The dot segments "." and ".." in a URL path mean this path and its parent: clients
+    and proxies sent GET /v1/schedules/.. as GET /v1, so such a schedule could not be read,
+    paused or deleted over HTTP."""
+    async with build(db_url) as app:
+        for name in (".", ".."):
+            refusal = re.escape(f"schedule may not be '{name}': in a URL path")
+            with pytest.raises(InvalidInput, match=refusal):
+                await app.create_schedule(name, "digest", every=60, tenant="acme")
+            with pytest.raises(InvalidInput, match=refusal):
+                app.schedule(name, "digest", every=60)
+        assert await app.store.stored_schedules() == [] and app.schedules == {}
+        await app.create_schedule("...", "digest", every=60, tenant="acme")  # no dot segment
+        # one stored before the rule (its row written as create_schedule wrote it then)
+        legacy = Schedule("acme/..", RunSpec("digest", tenant="acme"), every=60)
+        await app.store.create_schedule(replace(legacy, definition=encode_definition(legacy)))
+        await app.pause_schedule("..", tenant="acme")
+        await app.delete_schedule("..", tenant="acme")
+        assert [s.name for s in await app.store.stored_schedules()] == ["acme/..."]
 
 
 def test_a_definition_reads_back_as_the_schedule_it_was_written_from() -> None:

@@ -88,6 +88,7 @@ def sqlite_url(tmp_path: Path) -> str:
         (["tenants", "set", "acme", "--weight", "1e-320"], 2, "weight must be a number from"),
         (["schedules", "create", "s", "work", "--every", "1e300"], 2, "longer than 1e+09"),
         (["schedules", "create", "s", "work", "--cron", "* * * * * *"], 2, "five-field cron"),
+        (["schedules", "create", "..", "work", "--every", "60"], 2, "schedule may not be '..'"),
         (["serve", "--host", ""], 2, "--host must name an interface"),
         (["worker", ".workload:app"], 2, "cannot import module '.workload'"),
         # durations past the API's bound (the worker printed its banner, then failed)

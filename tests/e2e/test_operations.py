@@ -221,6 +221,19 @@ async def test_schedules_lists_the_apps_schedules_by_the_keys_tenant(
     assert (await client.get("/v1/schedules")).status_code == 401
 
 
+async def test_a_schedule_name_its_url_cannot_carry_is_422_and_stores_nothing(
+    corral_app: Corral, keys: Keys, client: httpx.AsyncClient
+) -> None:
+    for name in (".", ".."):
+        body = {"name": name, "agent": "echo", "every": 60}
+        r = await client.post("/v1/schedules", json=body, headers=H(keys.a))
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert error["message"].startswith(f"schedule may not be '{name}'")
+    assert await corral_app.store.stored_schedules() == []
+
+
 async def test_tenants_create_list_and_delete_their_own_schedules(
     corral_app: Corral, keys: Keys, client: httpx.AsyncClient
 ) -> None:

@@ -323,7 +323,10 @@ class ScheduleRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
-    name: Name = Field(description="The schedule's name within the tenant (no '/').")
+    name: Name = Field(
+        description="The schedule's name within the tenant: no '/', and not '.' or '..' "
+        "(its URL, /v1/schedules/{name}, would not reach it)."
+    )
     agent: Name = Field(description="Name of a registered agent.")
     input: Any = Field(default=None, description="Any JSON value, passed to each run.")
     cron: str | None = Field(
