@@ -16,6 +16,7 @@ from corral.dispatch.schedule import (
     DEFAULT_CATCH_UP,
     Schedule,
     ScheduleState,
+    check_time_zone,
     encode_definition,
     stored_name,
 )
@@ -149,7 +150,7 @@ class Corral:
         catch_up: float = DEFAULT_CATCH_UP,
     ) -> Schedule:
         """A run of ``agent`` with ``input`` for ``tenant`` at every tick of ``cron`` (five
-        fields, in time zone ``tz``: ``"0 9 * * 1-5"``) or of ``every`` seconds (multiples
+        fields, in IANA time zone ``tz``: ``"0 9 * * 1-5"``) or of ``every`` seconds (multiples
         of it since the Unix epoch). The app's workers submit the runs: each tick gets one
         run however many workers run, through the same fair dispatch as any run. A schedule
         starts with the first tick after it is first seen. A tick missed while no worker ran
@@ -282,6 +283,9 @@ class Corral:
             timeout=timeout,
             start_within=start_within,
         )
+        # here, not in Schedule: a stored definition is read back whatever its zone, so one
+        # stored before the rule does not keep every worker from reading the others
+        check_time_zone(name, tz)
         return Schedule(name, spec, cron=cron, every=every, tz=tz, catch_up=catch_up)
 
     async def schedule_states(self, tenant: str | None = None) -> list[ScheduleState]:

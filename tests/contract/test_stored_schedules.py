@@ -9,6 +9,7 @@ import contextlib
 import re
 from dataclasses import replace
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 import psycopg
 import pytest
@@ -245,6 +246,7 @@ async def test_what_create_schedule_refuses_leaves_nothing_behind(db_url: str) -
             {"name": "x", "cron": "61 * * * *"},
             {"name": "x", "every": 0.5},
             {"name": "x", "every": 60, "tz": "Mars/Olympus"},
+            {"name": "x", "cron": "0 9 * * *", "tz": "localtime"},
             {"name": "x", "cron": "* * * * *", "every": 60},
             {"name": "x", "every": 60, "priority": "high"},
             {"name": "x", "every": 60, "tenant": ""},
@@ -279,6 +281,37 @@ async def test_a_name_no_url_can_reach_is_refused_and_one_stored_before_stays_de
         await app.pause_schedule("..", tenant="acme")
         await app.delete_schedule("..", tenant="acme")
         assert [s.name for s in await app.store.stored_schedules()] == ["acme/..."]
+
+
+def _loads(zone: str) -> bool:
+    try:
+        ZoneInfo(zone)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        return False
+    return True
+
+
+@pytest.mark.skipif(
+    not _loads("localtime"), reason="no zone file 'localtime' here: no schedule was stored in it"
+)
+async def test_a_schedule_stored_in_localtime_before_the_rule_is_still_read(
+    db_url: str, clock: FakeClock
+) -> None:
+    """create_schedule refuses the machine's own zone now; a row written before keeps
+    working as it did, rather than making every read of the stored schedules fail."""
+    clock.now = 1000.0
+    async with build(db_url, clock) as app:
+        legacy = Schedule(
+            "acme/local", RunSpec("digest", tenant="acme"), cron="0 9 * * *", tz="localtime"
+        )
+        await app.store.create_schedule(replace(legacy, definition=encode_definition(legacy)))
+        await app.create_schedule("utc", "digest", cron="0 9 * * *", tenant="acme")
+        due = await app.store.due_schedules(clock.now + 86_400)
+        assert sorted(s.name for s in due) == ["acme/local", "acme/utc"]
+        assert [st.schedule.tz for st in await app.schedule_states("acme")] == [
+            "localtime",
+            "UTC",
+        ]
 
 
 def test_a_definition_reads_back_as_the_schedule_it_was_written_from() -> None:

@@ -89,6 +89,11 @@ def sqlite_url(tmp_path: Path) -> str:
         (["schedules", "create", "s", "work", "--every", "1e300"], 2, "longer than 1e+09"),
         (["schedules", "create", "s", "work", "--cron", "* * * * * *"], 2, "five-field cron"),
         (["schedules", "create", "..", "work", "--every", "60"], 2, "schedule may not be '..'"),
+        (
+            ["schedules", "create", "s", "work", "--cron", "0 9 * * *", "--tz", "localtime"],
+            2,
+            "time zone 'localtime' is the zone of whichever machine runs the schedule",
+        ),
         (["serve", "--host", ""], 2, "--host must name an interface"),
         (["worker", ".workload:app"], 2, "cannot import module '.workload'"),
         # durations past the API's bound (the worker printed its banner, then failed)

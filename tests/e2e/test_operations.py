@@ -234,6 +234,22 @@ async def test_a_schedule_name_its_url_cannot_carry_is_422_and_stores_nothing(
     assert await corral_app.store.stored_schedules() == []
 
 
+async def test_a_time_zone_of_the_machine_rather_than_iana_is_422_and_stores_nothing(
+    corral_app: Corral, keys: Keys, client: httpx.AsyncClient
+) -> None:
+    for tz, message in (
+        ("localtime", "time zone 'localtime' is the zone of whichever machine runs"),
+        ("posixrules", "no IANA time zone named 'posixrules'"),
+    ):
+        body = {"name": "daily", "agent": "echo", "cron": "0 9 * * *", "tz": tz}
+        r = await client.post("/v1/schedules", json=body, headers=H(keys.a))
+        assert r.status_code == 422, r.text
+        error = r.json()["error"]
+        assert error["code"] == "invalid_input"
+        assert error["message"].startswith(f"schedule 'acme/daily': {message}")
+    assert await corral_app.store.stored_schedules() == []
+
+
 async def test_tenants_create_list_and_delete_their_own_schedules(
     corral_app: Corral, keys: Keys, client: httpx.AsyncClient
 ) -> None:

@@ -94,3 +94,27 @@ def test_app_schedule_checks_the_run_it_will_submit() -> None:
         app.schedule("other", "digest", cron="nightly")
     assert list(app.schedules) == ["nightly", "bounded"]
     assert app.with_database("sqlite:///:memory:").schedules == app.schedules
+
+
+@pytest.mark.parametrize(
+    ("tz", "message"),
+    [
+        # loaded from /etc/localtime where the zone directory links it: each machine's own
+        ("localtime", "time zone 'localtime' is the zone of whichever machine runs"),
+        ("posixrules", "no IANA time zone named 'posixrules'"),
+        ("posix/Europe/Berlin", "no IANA time zone named 'posix/Europe/Berlin'"),
+        ("right/UTC", "no IANA time zone named 'right/UTC'"),
+        ("/etc/localtime", "no IANA time zone named '/etc/localtime'"),
+        ("../../etc/localtime", "no IANA time zone named"),
+        ("Mars/Olympus", "no IANA time zone named 'Mars/Olympus'"),
+        ("", "no IANA time zone named ''"),
+        (7, "tz must be a string, not 7"),
+    ],
+)
+def test_a_time_zone_that_is_no_iana_name_is_refused(tz: Any, message: str) -> None:
+    app = Corral("sqlite:///:memory:")
+    with pytest.raises(InvalidInput, match=f"schedule 'nightly': {message}"):
+        app.schedule("nightly", "digest", cron="0 2 * * *", tz=tz)
+    assert app.schedules == {}
+    for zone in ("UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "US/Pacific"):
+        assert app.schedule(zone, "digest", cron="0 2 * * *", tz=zone).tz == zone

@@ -341,7 +341,11 @@ class ScheduleRequest(BaseModel):
         allow_inf_nan=False,
         description="Seconds between ticks (multiples of it since the Unix epoch); or cron.",
     )
-    tz: Name = Field(default="UTC", description="IANA time zone of the cron fields.")
+    tz: Name = Field(
+        default="UTC",
+        description="IANA time zone of the cron fields ('Europe/Berlin'); not 'localtime', "
+        "the zone of whichever machine runs the schedule.",
+    )
     priority: int = Field(default=0, ge=-MAX_PRIORITY, le=MAX_PRIORITY)
     max_attempts: int | None = Field(default=None, ge=1, le=1000)
     timeout: float | None = Field(default=None, gt=0, le=1e9, allow_inf_nan=False)

@@ -88,7 +88,12 @@ async def list_schedules(
 @click.option(
     "--every", metavar="DURATION", default=None, callback=duration, help="A period (90s, 1h)."
 )
-@click.option("--tz", default="UTC", show_default=True, help="Time zone of the cron fields.")
+@click.option(
+    "--tz",
+    default="UTC",
+    show_default=True,
+    help="IANA time zone of the cron fields (Europe/Berlin; not localtime).",
+)
 @click.option(
     "--priority", type=click.IntRange(-1_000_000, 1_000_000), default=0, show_default=True
 )

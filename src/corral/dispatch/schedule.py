@@ -9,11 +9,12 @@ the Unix epoch (so every process agrees on them without talking to the others).
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError, available_timezones
 
 from cronsim import CronSim, CronSimError
 
@@ -26,6 +27,36 @@ from corral.values import MAX_SECONDS, check_between
 #: skipped, and only the latest missed tick is ever made up for. (A tick up to 30 s late is
 #: on time whatever this says: worker/schedules.py, ON_TIME.)
 DEFAULT_CATCH_UP = 3600.0
+
+
+def check_time_zone(schedule: str, tz: object) -> str:
+    """``tz`` if it names a zone of the IANA tz database; InvalidInput naming ``schedule``
+    otherwise. ``ZoneInfo`` loads any TZif file under the zone directories, and some are no
+    IANA zone: "posixrules", the copies under posix/ and right/ (the latter counting leap
+    seconds), and "localtime", on Debian and Ubuntu a link to /etc/localtime, in which a
+    schedule ticked in the zone of whichever machine ran it. ``available_timezones`` leaves
+    out all but the last."""
+    if not isinstance(tz, str):
+        raise InvalidInput(f"schedule {schedule!r}: tz must be a string, not {tz!r}")
+    if tz == "localtime":
+        raise InvalidInput(
+            f"schedule {schedule!r}: time zone 'localtime' is the zone of whichever machine "
+            "runs the schedule (its /etc/localtime), so its ticks would move from machine to "
+            "machine; name an IANA time zone, as 'Europe/Berlin' or 'UTC'"
+        )
+    if tz not in _iana_zones():
+        raise InvalidInput(
+            f"schedule {schedule!r}: no IANA time zone named {tz!r} (a name of the tz "
+            "database, as 'Europe/Berlin' or 'UTC')"
+        )
+    return tz
+
+
+@functools.cache
+def _iana_zones() -> frozenset[str]:
+    # read once per process: listing them walks the whole zone directory (~40 ms), and what
+    # is installed does not change under a running process often enough to matter
+    return frozenset(available_timezones())
 
 
 @dataclass(frozen=True, slots=True)
