@@ -1,16 +1,19 @@
 """What corral takes as values for the stores to keep. A JSON value (run inputs and results,
-journal data) is what ``json.dumps`` encodes without NaN or infinities, nested at most
-``MAX_DEPTH`` levels deep; the depth bound is for the readers: the HTTP API's serializer gives
-up at 255 levels, so one deeper value made every page that listed its run an error. A name is
-text both databases can store (and, where the HTTP API puts it in a URL path, not "." or
-".."); an integer fits their 32-bit columns. Every edge (the Python API, ``ctx.spawn``, the
-CLI and HTTP through them) checks with these, so both backends take the same values and a
-driver error never reaches a caller."""
+journal data) is what ``json.dumps`` encodes without NaN or infinities, whose objects have
+string keys only, nested at most ``MAX_DEPTH`` levels deep. ``json.dumps`` writes a key 1,
+1.5, True or None as the string "1", "1.5", "true" or "null": the value read back was not the
+one given, and {1: "a", "1": "b"} became an object with one key twice. The depth bound is for
+the readers: the HTTP API's serializer gives up at 255 levels, so one deeper value made every
+page that listed its run an error. A name is text both databases can store (and, where the
+HTTP API puts it in a URL path, not "." or ".."); an integer fits their 32-bit columns. Every
+edge (the Python API, ``ctx.spawn``, the CLI and HTTP through them) checks with these, so both
+backends take the same values and a driver error never reaches a caller."""
 
 from __future__ import annotations
 
 import json
 import math
+import re
 from typing import TypeGuard
 
 from corral.config import UNLIMITED
@@ -22,6 +25,9 @@ MAX_PRIORITY = 1_000_000
 #: limit there, so nothing larger can mean anything)
 MAX_INT = UNLIMITED
 _ENCODER = json.JSONEncoder(allow_nan=False)
+#: how the encoder writes a key that is not a string (an int, float, bool or None) before its
+#: colon: a value whose text has no such match needs no walk to find one
+_ENCODED_KEY = re.compile(r'"(?:-?\d[\d.e+-]*|true|false|null)": ')
 
 #: containers (objects and arrays) nested in one another, at most
 MAX_DEPTH = 100
@@ -59,7 +65,36 @@ def check_json(value: object, what: str) -> str:
     # a value has fewer levels than brackets in its text: most values need no walk
     if text.count("[") + text.count("{") > MAX_DEPTH and _depth(value) > MAX_DEPTH:
         raise InvalidInput(f"{what} nests deeper than {MAX_DEPTH} levels")
+    if _ENCODED_KEY.search(text) and (path := _non_string_key(value)) is not None:
+        key = path[-1]
+        where = "".join(f"[{step!r}]" for step in path)
+        raise InvalidInput(
+            f"{what} is not a JSON value: the key {key!r} at {where} is not a string "
+            f"({type(key).__name__}); JSON object keys are strings, and it would come back "
+            f"as {json.dumps(json.dumps(key))}"
+        )
     return text
+
+
+def _non_string_key(value: object) -> list[object] | None:
+    """The path to the first object key in ``value`` that is not a string (the keys and
+    indexes down to it, the key last), or None. Called on values at most ``MAX_DEPTH``
+    deep."""
+    if isinstance(value, dict):
+        items: list[tuple[object, object]] = list(value.items())
+        for key, _ in items:
+            if not isinstance(key, str):
+                return [key]
+    elif isinstance(value, list | tuple):
+        items = list(enumerate(value))
+    else:
+        return None
+    for step, child in items:
+        if isinstance(child, dict | list | tuple):
+            below = _non_string_key(child)
+            if below is not None:
+                return [step, *below]
+    return None
 
 
 def _depth(value: object) -> int:

@@ -23,6 +23,7 @@ from corral import (
     StepPolicy,
 )
 from corral.models import RunStatus
+from corral.store.user_sql import StepTransaction
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -152,6 +153,69 @@ async def test_steps_of_any_callable_and_a_result_that_cannot_be_journaled(db_ur
     assert good.status == RunStatus.SUCCEEDED and good.result == [10, 15], good.error
     assert refused.status == RunStatus.FAILED and refused.attempts == 1  # not retried
     assert "step 'tags''s result is not a JSON value" in refused.error["message"]
+
+
+async def test_a_key_that_is_not_a_string_fails_the_run_naming_where_it_is(db_url: str) -> None:
+    """json.dumps writes the key 1 as "1": a step that returned {1: "a"} was given back
+    as {"1": "a"}, and {1: "a", "1": "b"} was journaled as an object with one key twice."""
+    app = Corral(db_url)
+
+    async def write(tx: StepTransaction) -> Any:
+        await tx.execute("CREATE TABLE IF NOT EXISTS keyed_effects (n INTEGER)")
+        await tx.execute("INSERT INTO keyed_effects (n) VALUES (1)")
+        return {"by_id": {7: "seven"}}
+
+    async def count(tx: StepTransaction) -> int:
+        await tx.execute("CREATE TABLE IF NOT EXISTS keyed_effects (n INTEGER)")
+        row = await tx.fetchone("SELECT count(*) FROM keyed_effects")
+        return -1 if row is None else int(row[0])
+
+    @app.agent("stepped")
+    async def stepped(ctx: RunContext, input: Any) -> Any:
+        return await ctx.step("tally", lambda: {"by_id": {1: "a", "1": "b"}})
+
+    @app.agent("emitted")
+    async def emitted(ctx: RunContext, input: Any) -> Any:
+        return await ctx.emit("tally", [{None: 1}])
+
+    @app.agent("spawner")
+    async def spawner(ctx: RunContext, input: Any) -> Any:
+        return await ctx.spawn("stepped", {True: 1})
+
+    @app.agent("transacted")
+    async def transacted(ctx: RunContext, input: Any) -> Any:
+        return await ctx.transaction("write", write)
+
+    @app.agent("returned")
+    async def returned(ctx: RunContext, input: Any) -> Any:
+        return {"ok": {2.5: "x"}}
+
+    @app.agent("counter")
+    async def counter(ctx: RunContext, input: Any) -> Any:
+        return await ctx.transaction("count", count)
+
+    refusals = {
+        "stepped": "step 'tally''s result is not a JSON value: the key 1 at ['by_id'][1]",
+        "emitted": "event 'tally''s data is not a JSON value: the key None at [0][None]",
+        "spawner": "a child's input is not a JSON value: the key True at [True]",
+        "transacted": "step 'write''s result is not a JSON value: the key 7 at ['by_id'][7]",
+        "returned": "the agent's result is not a JSON value: the key 2.5 at ['ok'][2.5]",
+    }
+    async with app:
+        ids = {name: await app.submit(name) for name in refusals}
+        await drain(app)
+        runs = {name: await app.get(run_id) for name, run_id in ids.items()}
+        counted = await app.submit("counter")
+        await drain(app)
+        journals = {name: await app.journal(run_id) for name, run_id in ids.items()}
+        assert len(await app.list_runs(agent="stepped")) == 1  # the child was not spawned
+        assert (await app.get(counted)).result == 0  # the refused step's insert rolled back
+    for name, message in refusals.items():
+        run = runs[name]
+        assert run.status == RunStatus.FAILED and run.attempts == 1, (name, run.error)
+        assert message in run.error["message"], (name, run.error)
+        assert "not a string" in run.error["message"]
+        assert [e.kind for e in journals[name] if e.kind in ("step", "event", "spawn")] == []
 
 
 async def test_blocking_steps_get_a_thread_per_slot(db_url: str) -> None:

@@ -52,6 +52,15 @@ def _nested(levels: int) -> Any:
         # text no reader decodes: a lone surrogate, in a value or a key, however deep
         ({"agent": "echo", "input": "\ud800"}, "input holds text that is not valid Unicode"),
         ({"agent": "echo", "input": {"a": [{"\udcff": 1}]}}, "not valid Unicode"),
+        # keys json.dumps would turn into strings: {1: "a", "1": "b"} had one key twice
+        (
+            {"agent": "echo", "input": {"a": [{"x": 0, 1: "a"}]}},
+            r"input is not a JSON value: the key 1 at \['a'\]\[0\]\[1\] is not a string \(int\)"
+            r"; JSON object keys are strings, and it would come back as \"1\"",
+        ),
+        ({"agent": "echo", "input": {1: "a", "1": "b"}}, r"the key 1 at \[1\] is not a string"),
+        ({"agent": "echo", "input": [{None: 1}]}, r"the key None at \[0\]\[None\]"),
+        ({"agent": "echo", "input": {(1, 2): 1}}, "not a JSON value: keys must be str"),
         # numbers past any float, and past what every edge takes (the HTTP API's bounds)
         ({"agent": "echo", "budget": 10**400}, "budget must be a finite number"),
         ({"agent": "echo", "budget": 1e16}, r"budget must be at most 1e\+15"),

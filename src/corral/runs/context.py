@@ -222,7 +222,9 @@ class RunContext:
                 return await fn(tx, *args, **kwargs)
 
             await turn.come()
-            value, cancel = await self._store.transact(self.ref, name, call, _round_trip)
+            value, cancel = await self._store.transact(
+                self.ref, name, call, functools.partial(_round_trip, what=f"step {name!r}'s result")
+            )
         if cancel:
             raise CancelRequested
         return value
@@ -234,7 +236,7 @@ class RunContext:
         with self._journaled("event", kind) as (recorded, turn):
             if recorded is not None:
                 return recorded.seq
-            value = _round_trip(data)
+            value = _round_trip(data, f"event {kind!r}'s data")
             await turn.come()
             return await self._record("event", kind, value)
 
@@ -441,7 +443,7 @@ class _GaveUp(Exception):
         self.error = error
 
 
-def _round_trip(value: Any, what: str = "the value to journal") -> JSON:
+def _round_trip(value: Any, what: str) -> JSON:
     """What the journal will give back on replay, so first run and replay see the same value."""
     return json.loads(check_json(value, what))
 
@@ -483,7 +485,7 @@ def _child_spec(child: dict[str, Any]) -> RunSpec:
         check_positive("a child's start_within", start_within)
     return RunSpec(
         agent=str(agent),
-        input=_round_trip(child.get("input")),
+        input=_round_trip(child.get("input"), "a child's input"),
         priority=check_priority("a child's priority", child.get("priority", 0)),
         max_attempts=check_int("a child's max_attempts", child.get("max_attempts", 3)),
         budget=None if budget is None else float(budget),
