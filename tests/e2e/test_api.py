@@ -298,6 +298,52 @@ async def test_invalid_bodies_are_422_in_the_one_error_shape(
     assert_error(r, 422, "invalid_input")
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "message"),
+    [
+        ("GET", "/v1/runs?tenant=", "query.tenant: is empty (leave the parameter out"),
+        ("GET", "/v1/runs?agent=", "query.agent: is empty (leave the parameter out"),
+        ("GET", "/v1/runs?limit=", "query.limit: is empty (leave the parameter out"),
+        # an enum's choices stay in the message
+        (
+            "GET",
+            "/v1/runs?status=",
+            "query.status: is empty (leave the parameter out, or give "
+            "a value: Input should be 'queued', 'running'",
+        ),
+        ("GET", "/v1/schedules?tenant=", "query.tenant: is empty (leave the parameter out"),
+        ("POST", "/v1/runs?stream=", "query.stream: is empty (leave the parameter out"),
+    ],
+)
+async def test_an_empty_query_value_is_422_saying_it_is_empty(
+    client: httpx.AsyncClient, keys: Keys, method: str, path: str, message: str
+) -> None:
+    r = await client.request(method, path, json={"agent": "echo"}, headers=H(keys.admin))
+    assert assert_error(r, 422, "invalid_input")["message"].startswith(message)
+    assert await _runs_of(client, keys.admin) == []
+
+
+async def test_validation_messages_read_as_corrals_own(
+    client: httpx.AsyncClient, keys: Keys
+) -> None:
+    """Without pydantic's "Value error, " before a reason of corral's, and an empty header
+    named as one."""
+    both = {"name": "x", "agent": "echo", "cron": "* * * * *", "every": 60}
+    r = await client.post("/v1/schedules", json=both, headers=H(keys.a))
+    assert assert_error(r, 422, "invalid_input")["message"] == (
+        "body: give cron or every, one of the two"
+    )
+    r = await client.get("/v1/runs?tenant=a%00b", headers=H(keys.admin))
+    message = assert_error(r, 422, "invalid_input")["message"]
+    assert message == "query.tenant: must not contain NUL characters"
+    r = await client.post(
+        "/v1/runs", json={"agent": "echo"}, headers={**H(keys.a), "Idempotency-Key": ""}
+    )
+    assert assert_error(r, 422, "invalid_input")["message"] == (
+        "header.Idempotency-Key: is empty (leave the header out, or give a value)"
+    )
+
+
 async def test_malformed_json_and_unknown_agent_are_422(
     client: httpx.AsyncClient, keys: Keys
 ) -> None:

@@ -1,7 +1,9 @@
 """One error shape for every failure: ``{"error": {"code": ..., "message": ...}}``.
 
 The status of a ``CorralError`` comes from its class (first match in ``STATUS``); FastAPI's own
-validation errors and Starlette's HTTP errors are reshaped into the same body. Another
+validation errors (a 422 ``invalid_input`` whose message names each refused value by where it
+is: ``runs.3.priority``, ``query.tenant``) and Starlette's HTTP errors are reshaped into the
+same body. Another
 tenant's run is a ``RunNotFound`` (404), never a 403, so a key learns nothing of runs it may
 not see.
 """
@@ -100,9 +102,24 @@ def _validation_message(exc: RequestValidationError) -> str:
     parts = []
     for err in exc.errors()[:5]:
         where = ".".join(str(p) for p in err.get("loc", ()) if p != "body") or "body"
-        parts.append(f"{where}: {err.get('msg', 'invalid')}")
+        parts.append(f"{where}: {_reason(err)}")
     more = len(exc.errors()) - 5
     return "; ".join(parts) + (f" (and {more} more)" if more > 0 else "")
+
+
+def _reason(err: Mapping[str, Any]) -> str:
+    """Why pydantic refused a value, said as corral's own refusals say it."""
+    msg = str(err.get("msg", "invalid")).removeprefix("Value error, ")
+    loc = err.get("loc", ())
+    if loc and loc[0] in ("query", "header") and err.get("input") == "":
+        # ?tenant= is a client that meant no filter more often than a tenant named "", and
+        # pydantic said "String should have at least 1 character", or for ?limit= "unable to
+        # parse string as an integer", without saying that the value was empty (every query
+        # parameter and header of the API may be left out); an enum's choices are kept
+        part = "parameter" if loc[0] == "query" else "header"
+        hint = f": {msg}" if err.get("type") == "enum" else ""
+        return f"is empty (leave the {part} out, or give a value{hint})"
+    return msg
 
 
 def install_error_handlers(api: FastAPI) -> None:
