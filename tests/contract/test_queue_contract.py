@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import psycopg
 import pytest
@@ -13,6 +12,7 @@ from corral.config import PlanSpec, StoreConfig
 from corral.errors import BackpressureError, LeaseLost, RunCancelled, RunNotFound
 from corral.models import Ack, LeaseRef, RunSpec, RunStatus
 from corral.store import Store, create_store
+from tests.support.polling import until
 from tests.support.postgres import fresh_schema
 
 TTL = 10.0
@@ -417,17 +417,16 @@ async def test_cancellation_wins_over_suspend_release_and_retry(store: Store) ->
 
 async def _until_blocked(conn: psycopg.AsyncConnection[tuple[int]], sessions: int) -> None:
     """Until ``sessions`` sessions of this database wait on a lock."""
-    deadline = time.monotonic() + 10
-    while time.monotonic() < deadline:
+
+    async def waiting() -> int:
         cur = await conn.execute(
             "SELECT count(*) FROM pg_stat_activity "
             "WHERE datname = current_database() AND wait_event_type = 'Lock'"
         )
         row = await cur.fetchone()
-        if row is not None and row[0] >= sessions:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"{sessions} sessions never waited on a lock")
+        return 0 if row is None else row[0]
+
+    await until(waiting, lambda n: n >= sessions, seconds=10)
 
 
 async def test_cancel_reaches_children_spawned_while_it_waited(
