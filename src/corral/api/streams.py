@@ -34,7 +34,7 @@ from typing import Any
 from starlette.responses import StreamingResponse
 
 from corral.api.watch import RunWatcher
-from corral.errors import ShutdownError, StoreUnavailable, Unauthorized
+from corral.errors import CorralError, ShutdownError, StoreUnavailable, Unauthorized
 from corral.models import RunStatus
 from corral.store import Store
 
@@ -125,6 +125,12 @@ def sse(event: str, data: Any, *, event_id: int | None = None) -> str:
     return "\n".join(lines) + "\n\n"
 
 
+def _error_event(exc: CorralError) -> str:
+    """The ``error`` event that ends a stream: the code and message of ``exc``, as the body
+    of an HTTP error gives them."""
+    return sse("error", {"code": exc.code, "message": str(exc)})
+
+
 async def journal_events(
     store: Store,
     run_id: str,
@@ -175,11 +181,11 @@ async def journal_events(
                 # was echoed as the last sequence number
                 length = (await store.progress([run_id])).get(run_id, (run.status, after))[1]
         except Unauthorized as exc:
-            yield sse("error", {"code": Unauthorized.code, "message": str(exc)})
+            yield _error_event(exc)
             return
         except StoreUnavailable as exc:
             log.warning("event stream of %s stopped: %s", run_id, exc)
-            yield sse("error", {"code": StoreUnavailable.code, "message": str(exc)})
+            yield _error_event(exc)
             return
         if run.done:
             yield sse(
@@ -199,12 +205,8 @@ async def journal_events(
         wake_at = min(last_sent + keepalive, authorize_at)
         await watcher.wait(run_id, after, wake_at - time.monotonic())
         if watcher.closed:
-            yield sse(
-                "error",
-                {
-                    "code": ShutdownError.code,
-                    "message": "the service is stopping: reconnect with Last-Event-ID to resume",
-                },
+            yield _error_event(
+                ShutdownError("the service is stopping: reconnect with Last-Event-ID to resume")
             )
             return
 
