@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections.abc import Iterable
 from typing import TypeGuard
 
 from corral.config import UNLIMITED
@@ -80,13 +81,14 @@ def _non_string_key(value: object) -> list[object] | None:
     """The path to the first object key in ``value`` that is not a string (the keys and
     indexes down to it, the key last), or None. Called on values at most ``MAX_DEPTH``
     deep."""
+    items: Iterable[tuple[object, object]]
     if isinstance(value, dict):
-        items: list[tuple[object, object]] = list(value.items())
-        for key, _ in items:
+        for key in value:
             if not isinstance(key, str):
                 return [key]
+        items = value.items()
     elif isinstance(value, list | tuple):
-        items = list(enumerate(value))
+        items = enumerate(value)
     else:
         return None
     for step, child in items:
