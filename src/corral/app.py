@@ -16,6 +16,7 @@ from corral.dispatch.schedule import (
     DEFAULT_CATCH_UP,
     Schedule,
     ScheduleState,
+    check_schedule_name,
     check_time_zone,
     encode_definition,
     stored_name,
@@ -41,7 +42,6 @@ from corral.values import (
     check_int,
     check_json,
     check_name,
-    check_path_name,
     check_positive,
     check_priority,
     check_weight,
@@ -158,8 +158,9 @@ class Corral:
         latest missed tick; older ones are skipped; a tick up to 30 s late is on time
         whatever ``catch_up`` says). ``priority``, ``max_attempts``,
         ``timeout`` and ``start_within`` are those of each run, as in ``submit``. ``name``
-        may not be "." or ".." (as a stored schedule's may not)."""
-        check_path_name("schedule", name)
+        may not contain a slash (a stored schedule's full name is ``"tenant/name"``, and the
+        two share one table of ticks), nor be "." or ".." (as a stored schedule's may not)."""
+        check_schedule_name(name)
         if name in self.schedules:
             raise ValueError(f"a schedule named {name!r} is already registered")
         schedule = self._build_schedule(
@@ -203,10 +204,8 @@ class Corral:
         slash, nor be "." or ".." (its URL, ``/v1/schedules/{name}``, would not reach it).
         Raises ``ScheduleExists`` for a name the tenant uses (delete it to change it) and
         ``ScheduleLimitReached`` past ``StoreConfig.max_schedules_per_tenant``."""
-        check_path_name("schedule", name)
+        check_schedule_name(name)
         check_name("tenant", tenant)
-        if "/" in name:
-            raise InvalidInput(f"schedule name {name!r} may not contain '/'")
         full = stored_name(tenant, name)
         check_name("schedule", full)
         built = self._build_schedule(

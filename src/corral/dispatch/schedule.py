@@ -20,7 +20,7 @@ from cronsim import CronSim, CronSimError
 
 from corral.errors import InvalidInput
 from corral.models import JSON, RunSpec
-from corral.values import MAX_SECONDS, check_between
+from corral.values import MAX_SECONDS, check_between, check_path_name
 
 #: seconds a tick may be late and still get its run: a tick missed while no worker ran (a
 #: deploy, an outage) gets its run when a worker comes back within this; older ones are
@@ -134,6 +134,20 @@ class Schedule:
             return (math.floor(now / self.every) + 1) * self.every
         tick: datetime = next(CronSim(self.cron or "", datetime.fromtimestamp(now, self._zone)))
         return tick.timestamp()
+
+
+def check_schedule_name(name: object) -> str:
+    """A schedule's own name, in code or stored: a path name (``check_path_name``) without a
+    slash. A stored schedule's full name is ``"tenant/name"`` and both kinds tick in one
+    table, so a schedule in code named ``"acme/nightly"`` would claim the ticks of tenant
+    acme's stored ``"nightly"``."""
+    checked = check_path_name("schedule", name)
+    if "/" in checked:
+        raise InvalidInput(
+            f"schedule name {checked!r} may not contain '/' (a stored schedule's full name is "
+            "'tenant/name')"
+        )
+    return checked
 
 
 def stored_name(tenant: str, name: str) -> str:
