@@ -323,6 +323,20 @@ async def test_an_empty_query_value_is_422_saying_it_is_empty(
     assert await _runs_of(client, keys.admin) == []
 
 
+@pytest.mark.parametrize(
+    "path", ["/v1/runs?tenant=%20", "/v1/runs?agent=%20%20", "/v1/schedules?tenant=%20"]
+)
+async def test_a_blank_name_in_a_query_is_422_for_every_key(
+    client: httpx.AsyncClient, keys: Keys, path: str
+) -> None:
+    # a tenant key naming another tenant gets an empty page; a blank name is no tenant at all
+    for key in (keys.a, keys.admin):
+        r = await client.get(path, headers=H(key))
+        assert assert_error(r, 422, "invalid_input")["message"].endswith(
+            "is blank (a name needs a character other than spaces)"
+        )
+
+
 async def test_validation_messages_read_as_corrals_own(
     client: httpx.AsyncClient, keys: Keys
 ) -> None:

@@ -14,7 +14,7 @@ from pydantic import AfterValidator
 from corral.api.auth import KeyResolver, Principal
 from corral.api.batching import SubmitBatcher
 from corral.api.metrics import ServiceMetrics
-from corral.api.schemas import ErrorBody, clean_text
+from corral.api.schemas import ErrorBody, clean_name, clean_text
 from corral.api.settings import ApiSettings
 from corral.api.watch import RunWatcher
 from corral.app import Corral
@@ -57,7 +57,7 @@ RunId = Annotated[
 AgentFilter = Annotated[
     str | None,
     Query(min_length=1, max_length=MAX_NAME, description="Only runs of this agent."),
-    AfterValidator(lambda v: v if v is None else clean_text(v)),
+    AfterValidator(clean_name),
 ]
 TenantFilter = Annotated[
     str | None,
@@ -66,7 +66,7 @@ TenantFilter = Annotated[
         max_length=MAX_NAME,
         description="Only this tenant's runs (admin keys; a tenant key sees only its own).",
     ),
-    AfterValidator(lambda v: v if v is None else clean_text(v)),
+    AfterValidator(clean_name),
 ]
 ActingTenant = Annotated[
     str | None,
@@ -76,7 +76,7 @@ ActingTenant = Annotated[
         description="The tenant to act for: any, with an admin key (default: the key's own); "
         "a tenant key naming another gets 403.",
     ),
-    AfterValidator(lambda v: v if v is None else clean_text(v)),
+    AfterValidator(clean_name),
 ]
 Cursor = Annotated[
     str | None,
