@@ -157,11 +157,14 @@ class Spy:
 
 @asynccontextmanager
 async def keepalive_client(
-    corral_app: Corral, keepalive: float
+    corral_app: Corral, keepalive: float, key_cache_ttl: float = 0
 ) -> AsyncIterator[tuple[httpx.AsyncClient, Spy]]:
     """A client of an API whose streams send a keepalive every ``keepalive`` seconds and whose
-    key cache holds nothing, and the spy on that API."""
-    settings = ApiSettings(stream_poll_interval=0.02, stream_keepalive=keepalive, key_cache_ttl=0)
+    key cache holds nothing (or keeps answers ``key_cache_ttl`` seconds), and the spy on that
+    API."""
+    settings = ApiSettings(
+        stream_poll_interval=0.02, stream_keepalive=keepalive, key_cache_ttl=key_cache_ttl
+    )
     spy = Spy(create_api(corral_app, settings))
     transport = httpx.ASGITransport(app=spy)
     async with httpx.AsyncClient(transport=transport, base_url="http://corral.test") as client:
@@ -195,6 +198,25 @@ async def test_revoking_its_key_ends_an_open_stream_with_the_401s_error(
         assert refused.status_code == 401
         assert last.event == "error" and last.data == refused.json()["error"]
         assert last.data["code"] == "unauthorized"
+
+
+async def test_a_revoked_keys_stream_ends_about_when_its_requests_fail_not_a_keepalive_later(
+    keys: Keys, corral_app: Corral
+) -> None:
+    # keepalives 15 s apart (the default), a key cache of 0.2 s: the stream asks for its key
+    # each second (the floor), so it ends within seconds of the revocation, not 15
+    async with keepalive_client(corral_app, keepalive=15, key_cache_ttl=0.2) as (client, spy):
+        _, stream = await idle_stream(client, keys.a)
+        await asyncio.wait_for(spy.until("event: journal"), timeout=10)
+        assert await corral_app.store.revoke_api_key(keys.a.split("_")[1])
+        revoked = asyncio.get_running_loop().time()
+        async with asyncio.timeout(8):
+            r = await stream
+        took = asyncio.get_running_loop().time() - revoked
+        last = parse(r.text)[-1]
+        assert last.event == "error" and last.data["code"] == "unauthorized"
+        assert ": keepalive" not in r.text
+        assert took < 5, took
 
 
 async def test_a_busy_stream_asks_for_its_key_once_a_keepalive_not_once_an_event(

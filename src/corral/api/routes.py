@@ -37,7 +37,14 @@ from corral.api.schemas import (
     SubmitRequest,
     SubmitResponse,
 )
-from corral.api.streams import EVENT_SCHEMA, EventStreamResponse, event_stream, journal_events, sse
+from corral.api.streams import (
+    EVENT_SCHEMA,
+    KEY_RECHECK_FLOOR,
+    EventStreamResponse,
+    event_stream,
+    journal_events,
+    sse,
+)
 from corral.errors import BackpressureError, InvalidInput
 from corral.models import Run, RunStatus
 
@@ -86,6 +93,11 @@ def runs_router(svc: Service) -> APIRouter:
             keepalive=settings.stream_keepalive,
             first=first,
             authorize=authorize,
+            # as often as the key cache forgets (most asks are answered from it), so that a
+            # revoked key's streams end about when its requests start to fail
+            authorize_every=min(
+                settings.stream_keepalive, max(settings.key_cache_ttl, KEY_RECHECK_FLOOR)
+            ),
         )
         return event_stream(events, headers)
 

@@ -12,9 +12,11 @@ writer left (writes are fenced), so the journal read after it is complete. An id
 sends a comment every ``keepalive`` seconds, which also notices a client that went away.
 
 A stream outlives the request that authorised it, so it asks again (``authorize``, the key
-resolver with its cache) every ``keepalive`` seconds, whether or not it sent a comment: a key
-revoked meanwhile ends the stream with an ``error`` event of code ``unauthorized``, the code
-of the 401 the key now gets.
+resolver with its cache) every ``authorize_every`` seconds, whether or not it sent a comment:
+a key revoked meanwhile ends the stream with an ``error`` event of code ``unauthorized``, the
+code of the 401 the key now gets. The service asks as often as its key cache forgets
+(``key_cache_ttl``, at least once a second and at most once a keepalive), so a revoked key's
+streams end within about two of its TTLs, as its requests fail within one.
 
 When the service stops, its watcher is closed and every stream ends at its next wait with an
 ``error`` event of code ``shutdown``: the client reconnects (to another instance, or to this
@@ -41,6 +43,8 @@ from corral.store import Store
 log = logging.getLogger(__name__)
 
 PAGE = 500
+#: a stream asks for its key at most this often, even with the key cache off (its TTL 0)
+KEY_RECHECK_FLOOR = 1.0
 HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
@@ -140,19 +144,21 @@ async def journal_events(
     keepalive: float,
     first: str | None = None,
     authorize: Callable[[], Awaitable[object]] | None = None,
+    authorize_every: float | None = None,
 ) -> AsyncIterator[str]:
     """The events of ``run_id`` after seq ``after``. ``authorize`` raises ``Unauthorized``
-    once the caller's key is no longer valid; it is called every ``keepalive`` seconds (the
-    request that opened the stream has just checked it)."""
+    once the caller's key is no longer valid; it is called every ``authorize_every`` seconds
+    (default: every ``keepalive``; the request that opened the stream has just checked it)."""
     if first is not None:
         yield first
+    every = keepalive if authorize_every is None else authorize_every
     last_sent = time.monotonic()
-    authorize_at = last_sent + keepalive if authorize is not None else math.inf
+    authorize_at = last_sent + every if authorize is not None else math.inf
     while True:
         try:
             if authorize is not None and time.monotonic() >= authorize_at:
                 await authorize()
-                authorize_at = time.monotonic() + keepalive
+                authorize_at = time.monotonic() + every
             run = await store.get(run_id)
             if run is None:
                 yield sse("end", {"run_id": run_id, "status": None, "error": "run not found"})
