@@ -12,8 +12,7 @@ from corral.config import PlanSpec, StoreConfig
 from corral.errors import BackpressureError, LeaseLost, RunCancelled, RunNotFound
 from corral.models import Ack, LeaseRef, RunSpec, RunStatus
 from corral.store import Store, create_store
-from tests.support.polling import until
-from tests.support.postgres import fresh_schema
+from tests.support.postgres import fresh_schema, until_blocked
 
 TTL = 10.0
 
@@ -415,20 +414,6 @@ async def test_cancellation_wins_over_suspend_release_and_retry(store: Store) ->
     assert stats.queued == 0 and stats.in_flight == 0
 
 
-async def _until_blocked(conn: psycopg.AsyncConnection[tuple[int]], sessions: int) -> None:
-    """Until ``sessions`` sessions of this database wait on a lock."""
-
-    async def waiting() -> int:
-        cur = await conn.execute(
-            "SELECT count(*) FROM pg_stat_activity "
-            "WHERE datname = current_database() AND wait_event_type = 'Lock'"
-        )
-        row = await cur.fetchone()
-        return 0 if row is None else row[0]
-
-    await until(waiting, lambda n: n >= sessions, seconds=10)
-
-
 async def test_cancel_reaches_children_spawned_while_it_waited(
     pg_dsn: str, clock: FakeClock
 ) -> None:
@@ -453,9 +438,9 @@ async def test_cancel_reaches_children_spawned_while_it_waited(
                         ref, [spec(), spec()], max_children=5, max_depth=3, entry=("s", "e", None)
                     )
                 )
-                await _until_blocked(watcher, 1)
+                await until_blocked(watcher, 1)
                 cancelling = asyncio.create_task(store.cancel(parent))
-                await _until_blocked(watcher, 2)
+                await until_blocked(watcher, 2)
                 await holder.rollback()
                 children = await asyncio.wait_for(spawning, 10)
                 await asyncio.wait_for(cancelling, 10)

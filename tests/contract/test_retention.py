@@ -6,11 +6,14 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import psycopg
 import pytest
 
 from corral import Corral, NonRetryableError, RunContext
 from corral.errors import InvalidInput, RunNotFound
 from corral.models import RunStatus
+from tests.support.polling import until
+from tests.support.postgres import fresh_schema, sessions_waiting_on_locks, until_blocked
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -220,3 +223,70 @@ def test_retain_is_validated() -> None:
         app.worker(retain=-1)
     with pytest.raises(InvalidInput):
         app.worker(retain=60, retention_interval=0)
+
+
+async def test_a_purge_and_a_retry_of_the_same_tree_never_leave_half_of_it(pg_dsn: str) -> None:
+    """A retry that comes while a purge deletes the failed tree it has found: either the purge
+    takes the whole tree (and the retry finds no run), or the retry wins and the tree keeps
+    its journal and its children. (PostgreSQL: SQLite has one writer, so no purge is midway
+    while a retry runs.)"""
+    with fresh_schema(pg_dsn) as dsn:
+        app = Corral(dsn)
+        fail = True
+
+        @app.agent("leaf")
+        async def leaf(ctx: RunContext, input: Any) -> Any:
+            return input
+
+        @app.agent("root")
+        async def root(ctx: RunContext, input: Any) -> Any:
+            got = await ctx.wait(await ctx.spawn("leaf", 7))
+            if fail:
+                raise NonRetryableError("not yet")
+            return got
+
+        try:
+            root_id = await app.submit("root")
+            await drain(app)
+            assert (await app.get(root_id)).status == RunStatus.FAILED
+            (child_id,) = [r.id for r in await app.list_runs() if r.id != root_id]
+            journal = [e.kind for e in await app.store.journal(root_id)]
+            fail = False
+            async with (
+                await psycopg.AsyncConnection.connect(dsn) as holder,
+                await psycopg.AsyncConnection.connect(dsn, autocommit=True) as watcher,
+            ):
+                # the purge has found the tree and stops at the root's first journal entry
+                await holder.execute(
+                    "SELECT 1 FROM corral_journal WHERE run_id = %s AND seq = 1 FOR UPDATE",
+                    (root_id,),
+                )
+                purging = asyncio.create_task(app.purge_finished(0))
+                await until_blocked(watcher, 1)
+                retrying = asyncio.create_task(app.retry(root_id))
+                # the retry either waits for the purge or is done
+                await until(
+                    lambda: sessions_waiting_on_locks(watcher),
+                    lambda n: n >= 2 or retrying.done(),
+                    seconds=10,
+                )
+                await holder.rollback()
+                purged = await asyncio.wait_for(purging, 10)
+                retried = (await asyncio.gather(retrying, return_exceptions=True))[0]
+            if isinstance(retried, RunNotFound):
+                assert purged == 2
+                for run_id in (root_id, child_id):
+                    with pytest.raises(RunNotFound):
+                        await app.get(run_id)
+                    assert await app.store.journal(run_id) == []
+            else:
+                assert not isinstance(retried, BaseException), retried
+                assert purged == 0
+                kinds = [e.kind for e in await app.store.journal(root_id)]
+                assert kinds[: len(journal)] == journal and kinds[-1] == "retried"
+                await drain(app)
+                done = await app.get(root_id)
+                assert (done.status, done.result) == (RunStatus.SUCCEEDED, 7)
+                assert (await app.get(child_id)).status == RunStatus.SUCCEEDED
+        finally:
+            await app.close()

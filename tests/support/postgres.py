@@ -14,6 +14,8 @@ from urllib.parse import quote
 
 import psycopg
 
+from tests.support.polling import until
+
 
 @contextmanager
 def postgres_server() -> Iterator[str]:
@@ -75,3 +77,18 @@ def fresh_schema(dsn: str) -> Iterator[str]:
     finally:
         with psycopg.connect(dsn, autocommit=True) as conn:
             conn.execute(f"DROP SCHEMA {schema} CASCADE")
+
+
+async def sessions_waiting_on_locks(conn: psycopg.AsyncConnection[tuple[int]]) -> int:
+    """How many sessions of ``conn``'s database wait on a lock."""
+    cur = await conn.execute(
+        "SELECT count(*) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND wait_event_type = 'Lock'"
+    )
+    row = await cur.fetchone()
+    return 0 if row is None else row[0]
+
+
+async def until_blocked(conn: psycopg.AsyncConnection[tuple[int]], sessions: int) -> None:
+    """Until ``sessions`` sessions of ``conn``'s database wait on a lock."""
+    await until(lambda: sessions_waiting_on_locks(conn), lambda n: n >= sessions, seconds=10)

@@ -23,14 +23,13 @@ class RetentionMixin(SqlBase):
         if limit < 1:
             return 0
 
-        async def find(tx: Transaction) -> list[str]:
+        async def find(tx: Transaction) -> list[list[str]]:
             # page past roots whose trees have not all ended (a child still running or
             # sleeping): a batch of only those would otherwise stop every purge behind it
-            doomed: list[str] = []
-            trees = 0
+            trees: list[list[str]] = []
             after = ""
-            while trees < limit:
-                page = limit - trees
+            while len(trees) < limit:
+                page = limit - len(trees)
                 roots = await tx.fetchall(
                     self.q["finished_roots"], {"before": before, "after": after, "limit": page}
                 )
@@ -41,14 +40,24 @@ class RetentionMixin(SqlBase):
                         else await self._ended_tree(tx, str(root), before)
                     )
                     if tree is not None:
-                        doomed += tree
-                        trees += 1
+                        trees.append(tree)
                 if len(roots) < page:
                     break
                 after = str(roots[-1][2])  # the dialect's scan order: id, or SQLite's rowid
-            return doomed
+            return trees
 
         async def delete(tx: Transaction) -> int:
+            # A root (only a root) can be retried after it was found: such a tree stays whole
+            roots = json.dumps([tree[0] for tree in found])
+            kept = {
+                str(r[0])
+                for r in await tx.fetchall(
+                    self.q["still_ended_roots"], {"roots": roots, "before": before}
+                )
+            }
+            doomed = [run_id for tree in found if tree[0] in kept for run_id in tree]
+            if not doomed:
+                return 0
             ids = json.dumps(doomed)
             await tx.execute(self.q["delete_journal_of"], {"ids": ids})
             await tx.execute(self.q["delete_waits_of"], {"ids": ids})
@@ -58,10 +67,12 @@ class RetentionMixin(SqlBase):
         # Finding the trees reads (finished_roots scans the runs table: no index on
         # finished_at, which every ack would pay for), so it runs without the write lock: on
         # SQLite that lock stops every process's writes, and a scan of 250,000 runs holds it
-        # ~75 ms. What it finds stays true: an ended run never changes again, and an ended
-        # root spawns no more children. A purge running meanwhile may delete some first.
-        doomed = await self._read(find)
-        if not doomed:
+        # ~75 ms. What it finds stays true but for a retry: an ended child never changes
+        # again, an ended root spawns no more children unless an operator retries it, which
+        # the delete checks under the roots' locks. A purge running meanwhile may delete
+        # some first.
+        found = await self._read(find)
+        if not found:
             return 0
         return await self._tx(delete)
 

@@ -11,6 +11,16 @@ WHERE parent_id IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
 ORDER BY id
 LIMIT :limit;
 
+-- name: still_ended_roots
+-- Of the roots in :roots (found without a lock), those still ended before :before: a root
+-- that an operator retried meanwhile keeps its whole tree, journal and children.
+-- Locked until the purge commits: an operator's retry of a root waits for it, then finds
+-- no run.
+SELECT id FROM corral_runs
+WHERE id IN (SELECT jsonb_array_elements_text(CAST(:roots AS jsonb)))
+  AND status IN ('succeeded', 'failed', 'cancelled') AND finished_at < :before
+FOR UPDATE;
+
 -- name: delete_journal_of
 DELETE FROM corral_journal WHERE run_id IN (SELECT jsonb_array_elements_text(CAST(:ids AS jsonb)));
 

@@ -12,6 +12,14 @@ WHERE parent_id IS NULL AND status IN ('succeeded', 'failed', 'cancelled')
 ORDER BY rowid
 LIMIT :limit;
 
+-- name: still_ended_roots
+-- Of the roots in :roots (found without a lock), those still ended before :before: a root
+-- that an operator retried meanwhile keeps its whole tree, journal and children.
+-- (In the write transaction, which holds SQLite's one write lock.)
+SELECT id FROM corral_runs
+WHERE id IN (SELECT value FROM json_each(:roots))
+  AND status IN ('succeeded', 'failed', 'cancelled') AND finished_at < :before;
+
 -- name: delete_journal_of
 DELETE FROM corral_journal WHERE run_id IN (SELECT value FROM json_each(:ids));
 
