@@ -30,7 +30,7 @@ import pytest
 from corral import Corral
 from corral.clock import FakeClock
 from corral.config import StoreConfig
-from corral.errors import BackpressureError
+from corral.errors import BackpressureError, FanoutLimitError
 from corral.models import Ack, LeaseRef, RunSpec, RunStatus
 from corral.store import Store, create_store, parse_database_url
 from tests.support.postgres import fresh_schema
@@ -247,6 +247,28 @@ async def test_tenant_max_queued_overrides_its_plan(app: Corral) -> None:
         await app.submit("echo", tenant="acme")
     await app.submit("echo", tenant="beta")
     assert [t.queued for t in (await app.stats()).tenants] == [2, 6]
+
+
+async def test_fanout_limits_can_be_set_for_a_tenant_past_its_lowered_quota(
+    app: Corral, store: Store
+) -> None:
+    """A quota lowered below what a tenant has queued refuses its submits, not an operator's
+    change of its fan-out limits (once: BackpressureError, and the limits not set)."""
+    await app.set_tenant("acme", max_queued=5)
+    await app.submit_many([{"agent": "echo", "tenant": "acme"}] * 5)
+    await app.set_tenant("acme", max_queued=2)
+    await app.set_tenant_fanout("acme", max_children=3)
+    with pytest.raises(BackpressureError):  # the quota itself still holds
+        await app.submit("echo", tenant="acme")
+    (parent,) = await store.lease("w", TTL, 1)
+    with pytest.raises(FanoutLimitError, match="at most 3 children"):  # the tenant's limit
+        await store.spawn(
+            LeaseRef(parent.run_id, parent.epoch),
+            [RunSpec("echo", tenant="acme")] * 4,
+            max_children=100,
+            max_depth=5,
+            entry=("spawn", "echo", {}),
+        )
 
 
 async def test_spawned_children_count_against_the_queued_quota(app: Corral, store: Store) -> None:
