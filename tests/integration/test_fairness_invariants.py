@@ -503,6 +503,25 @@ async def test_a_cap_raised_while_at_the_cap_banks_no_credit(
     assert served["capped"] <= 18, served
 
 
+async def test_a_reclaimed_lease_does_not_put_its_tenant_ahead_of_one_further_behind(
+    store: Store, clock: FakeClock
+) -> None:
+    """The lease that reclaims an expired lease ranks the run's tenant on its own virtual
+    time. (Once: on a placeholder of vtime 0, so it took the slot from a tenant behind it.)"""
+    await store.set_tenant("b", weight=2.0)
+    await store.submit([RunSpec("echo", tenant="a") for _ in range(5)])
+    (a1,) = await store.lease("w", TTL, 1)  # a: vtime 1
+    await store.submit([RunSpec("echo", tenant="b") for _ in range(5)])  # b: lifted to 1
+    (b1,) = await store.lease("w", TTL, 1)  # the tie to b (none in flight): b at 1.5
+    (a2,) = await store.lease("w", TTL, 1)  # a at 2
+    assert [x.tenant for x in (a1, b1, a2)] == ["a", "b", "a"]
+    for lease in (a1, b1):
+        await store.ack(LeaseRef(lease.run_id, lease.epoch))
+    clock.advance(TTL + 1)  # a2's lease expires: its run is queued again by the next lease
+    assert [x.tenant for x in await store.lease("w", TTL, 1)] == ["b"]
+    assert (await store.get(a2.run_id)).status == RunStatus.QUEUED  # type: ignore[union-attr]
+
+
 # -------------------------------------------------------------- lease defects
 
 

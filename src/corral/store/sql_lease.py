@@ -164,12 +164,18 @@ class LeaseMixin(SqlBase):
             if self.writes_serialized:
                 fresh = {c.tenant: c for c in snapshot}
             # tenants whose runs were just requeued above are candidates too: their
-            # counters in the table do not show those runs until this lease settles
-            snapshot += [
-                _light(TenantLoad(t, 0, 1, 1.0, d[0]), light)
-                for t, d in deltas.items()
-                if d[0] > 0 and t not in {c.tenant for c in snapshot}
-            ]
+            # counters in the table do not show those runs until this lease settles. Ranked
+            # on their own counters (placeholders of vtime 0 took the first slots ahead of
+            # tenants further behind, and kept those out of the tenants locked below)
+            seen = {c.tenant for c in snapshot}
+            reclaimed = sorted(t for t, d in deltas.items() if d[0] > 0 and t not in seen)
+            if reclaimed:
+                loaded = await tx.fetch_each(
+                    self.q["tenant_load"], [{"tenant": t} for t in reclaimed]
+                )
+                snapshot += [
+                    _light(_with_deltas(TenantLoad(*r[0]), deltas), light) for r in loaded if r
+                ]
             # lock only the tenants a first allocation on the snapshot would use
             first = allocate(snapshot, slots)
             wanted = [c.tenant for c in snapshot if c.tenant in first]

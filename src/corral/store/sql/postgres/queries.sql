@@ -297,6 +297,12 @@ SELECT tenant, in_flight, cap, weight, queued, vtime, run_cost FROM corral_tenan
 WHERE tenant = :tenant
 FOR UPDATE;
 
+-- name: tenant_load
+-- lock_tenant without the lock: the counters of a tenant a lease has just requeued runs of,
+-- to rank it among the candidates before the tenant rows are locked (in sorted order)
+SELECT tenant, in_flight, cap, weight, queued, vtime, run_cost FROM corral_tenants
+WHERE tenant = :tenant;
+
 -- name: get_run
 SELECT * FROM corral_runs WHERE id = :id;
 
