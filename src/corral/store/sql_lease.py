@@ -146,6 +146,7 @@ class LeaseMixin(SqlBase):
         fair = self.config.fairness == "tenant" or light_below is not None
         deltas: Deltas = {}
         if maintain:
+            await tx.execute(self.q["lift_undue_tenants"], {"now": now})
             merge(deltas, await self._reap_expired(tx, now))
             merge(deltas, await self._wake_timers(tx, now))
             await self._drop_dead_offers(tx)
@@ -230,10 +231,13 @@ class LeaseMixin(SqlBase):
         self._maintenance = asyncio.create_task(self._maintain(now), name="corral-maintenance")
 
     async def _maintain(self, now: float) -> None:
-        """Reclaim expired leases and fire due timers in a transaction of their own; re-read
-        the global cap too, so the fast lease keeps applying under steady load."""
+        """Reclaim expired leases and fire due timers in a transaction of their own; lift the
+        tenants whose runs are all due later; re-read the global cap too, so the fast lease
+        keeps applying under steady load."""
 
         async def body(tx: Transaction) -> None:
+            # tenants whose runs are all due later bank no credit while they wait
+            await tx.execute(self.q["lift_undue_tenants"], {"now": now})
             deltas = merge(await self._reap_expired(tx, now), await self._wake_timers(tx, now))
             await self._drop_dead_offers(tx)
             await self._global_slots(tx, 1, refresh=True)

@@ -819,6 +819,33 @@ ON CONFLICT (tenant) DO UPDATE SET plan = excluded.plan, cap_override = excluded
 -- A tenant's cap as its plan and its own override make it (in a statement on corral_tenants).
 COALESCE(cap_override, (SELECT p.cap FROM corral_plans p WHERE p.name = corral_tenants.plan))
 
+-- name: lift_undue_tenants
+-- Maintenance: a tenant whose queued runs are all due later (not_before, a retry's backoff)
+-- is idle to the dispatcher, so it is lifted to the lowest vtime among the tenants below
+-- their cap with a run due now (the highest vtime when there is none), in sorted order of
+-- the tenant rows, as leases lock them. Otherwise the wait for its runs banked credit: it
+-- took every slot once they came due, and its old vtime held down vtime_floor, the floor
+-- that tenants starting to queue are lifted to, so they took every slot too.
+WITH due_floor AS (
+    SELECT COALESCE(
+        (SELECT b.vtime FROM corral_tenants b
+         WHERE b.queued > 0 AND b.in_flight < b.cap
+           AND EXISTS (SELECT 1 FROM corral_runs r WHERE r.tenant = b.tenant
+                       AND r.status = 'queued' AND r.available_at <= :now)
+         ORDER BY b.vtime LIMIT 1),
+        (SELECT MAX(b.vtime) FROM corral_tenants b)) AS v
+), undue AS (
+    SELECT t.tenant FROM corral_tenants t, due_floor f
+    WHERE t.queued > 0 AND t.vtime < f.v
+      AND NOT EXISTS (SELECT 1 FROM corral_runs r WHERE r.tenant = t.tenant
+                      AND r.status = 'queued' AND r.available_at <= :now)
+    ORDER BY t.tenant
+    FOR UPDATE OF t
+)
+UPDATE corral_tenants t SET vtime = f.v
+FROM due_floor f
+WHERE t.tenant IN (SELECT tenant FROM undue) AND t.vtime < f.v;
+
 -- name: refresh_tenant_limits
 -- A tenant held at its cap whose cap is raised above its runs in flight is eligible again: it
 -- is lifted as in adjust_tenant, so the time it spent at the cap banks no credit. (Every SET
