@@ -458,17 +458,18 @@ async def test_idle_time_banks_no_credit(store: Store, clock: FakeClock) -> None
 
 
 async def test_waiting_for_runs_due_later_banks_no_credit(store: Store, clock: FakeClock) -> None:
-    """``busy`` runs alone for a while, as ``sched`` waits for its one run due later; then
+    """``busy`` runs alone for 100 s, as ``sched`` waits for its one run due later; then
     ``sched`` and ``fresh`` queue backlogs as deep. A tenant whose runs were all due later
     was counted as backlogged: ``sched`` kept its old virtual time, and held down the floor
     that ``fresh`` was lifted to, so the two took every slot until they caught up with
-    ``busy`` (30, 30 and 0 of 60). All three share the slots from the start."""
+    ``busy`` (30, 30 and 0 of 60). Now ``sched`` is lifted every UNDUE_LIFT_INTERVAL (5 s):
+    it banks at most that much, and the three share the slots about equally (20 each)."""
     await store.submit([RunSpec("echo", tenant="busy") for _ in range(300)])
     await store.submit([RunSpec("echo", tenant="sched", not_before=clock.now + 100)])
     await serve_one_slot(store, clock, {"busy": 1.0}, 100)
     await store.submit([RunSpec("echo", tenant=t) for t in ("sched", "fresh") for _ in range(100)])
     served = await serve_one_slot(store, clock, {"busy": 1.0, "sched": 1.0, "fresh": 1.0}, 60)
-    assert served == {"busy": 20, "sched": 20, "fresh": 20}, served
+    assert served["busy"] >= 15 and max(served.values()) <= 25, served
 
 
 async def keep_slots_busy(

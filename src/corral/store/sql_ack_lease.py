@@ -109,6 +109,7 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
         transactions exclude every other writer (SQLite): no other transaction's locks to
         order against, one commit and one trip to the store's thread instead of two."""
         maintain = self._maintenance_due(now)
+        lift = maintain and self._undue_lift_due(now)
 
         async def body(tx: Transaction) -> tuple[frozenset[str], list[Lease]]:
             lost = await self._finish_in_tx(
@@ -126,11 +127,14 @@ class AckLeaseMixin(QueueMixin, LeaseMixin):
                 limit=limit,
                 light_below=light_below,
                 maintain=maintain,
+                lift=lift,
             )
             return lost, leases
 
         lost, leases = await self._tx(body)
         if maintain:
             self._last_maintenance = now
+        if lift:
+            self._last_undue_lift = now
         self._signal_local_work()
         return AckedAndLeased(lost, leases)

@@ -152,6 +152,7 @@ class SqlBase(ABC):
         self._light_waiters: list[tuple[int, asyncio.Future[None]]] = []
         self._generation = 0
         self._last_maintenance = float("-inf")
+        self._last_undue_lift = float("-inf")
         #: maintenance started after a lease, off that lease's path (see sql_lease.py)
         self._maintenance: asyncio.Task[None] | None = None
         self._global_cap_unset_at: float | None = None

@@ -60,6 +60,10 @@ log = logging.getLogger(__name__)
 #: reclaiming expired leases and firing due timers happens at most this often per process
 #: (seconds): it is a scan, and the lease's hot path should not pay for it every time
 MAINTENANCE_INTERVAL = 0.25
+#: tenants whose queued runs are all due later are lifted to the fair-share floor at most this
+#: often per process (seconds): each lift writes every such tenant's row that the floor has
+#: passed, and between lifts such a tenant banks at most this long's worth of credit
+UNDUE_LIFT_INTERVAL = 5.0
 #: with no global cap set, leases skip its row and re-check this often (seconds), so a cap set
 #: by another process applies within that time
 GLOBAL_CAP_RECHECK = 1.0
@@ -86,6 +90,9 @@ class LeaseMixin(SqlBase):
 
     def _maintenance_due(self, now: float) -> bool:
         return not (0 <= now - self._last_maintenance < MAINTENANCE_INTERVAL)
+
+    def _undue_lift_due(self, now: float) -> bool:
+        return not (0 <= now - self._last_undue_lift < UNDUE_LIFT_INTERVAL)
 
     async def _after_fast_lease(
         self,
@@ -114,6 +121,7 @@ class LeaseMixin(SqlBase):
     ) -> list[Lease]:
         """The lease in steps (module docstring), maintenance included when it is due."""
         maintain = self._maintenance_due(now)
+        lift = maintain and self._undue_lift_due(now)
         leases = await self._tx(
             functools.partial(
                 self._lease_in_tx,
@@ -123,10 +131,13 @@ class LeaseMixin(SqlBase):
                 limit=limit,
                 light_below=light_below,
                 maintain=maintain,
+                lift=lift,
             )
         )
         if maintain:
             self._last_maintenance = now
+        if lift:
+            self._last_undue_lift = now
         return leases
 
     async def _lease_in_tx(
@@ -139,14 +150,16 @@ class LeaseMixin(SqlBase):
         limit: int,
         light_below: int | None,
         maintain: bool,
+        lift: bool,
     ) -> list[Lease]:
         """The body of ``_lease_general``, in the caller's transaction (re-runnable)."""
         take = {"owner": worker_id, "expires_at": now + ttl, "now": now}
         light = UNLIMITED if light_below is None else max(0, light_below)
         fair = self.config.fairness == "tenant" or light_below is not None
         deltas: Deltas = {}
-        if maintain:
+        if lift:
             await tx.execute(self.q["lift_undue_tenants"], {"now": now})
+        if maintain:
             merge(deltas, await self._reap_expired(tx, now))
             merge(deltas, await self._wake_timers(tx, now))
             await self._drop_dead_offers(tx)
@@ -232,12 +245,14 @@ class LeaseMixin(SqlBase):
 
     async def _maintain(self, now: float) -> None:
         """Reclaim expired leases and fire due timers in a transaction of their own; lift the
-        tenants whose runs are all due later; re-read the global cap too, so the fast lease
-        keeps applying under steady load."""
+        tenants whose runs are all due later (every ``UNDUE_LIFT_INTERVAL``); re-read the
+        global cap too, so the fast lease keeps applying under steady load."""
+
+        lift = self._undue_lift_due(now)
 
         async def body(tx: Transaction) -> None:
-            # tenants whose runs are all due later bank no credit while they wait
-            await tx.execute(self.q["lift_undue_tenants"], {"now": now})
+            if lift:  # tenants whose runs are all due later bank no credit while they wait
+                await tx.execute(self.q["lift_undue_tenants"], {"now": now})
             deltas = merge(await self._reap_expired(tx, now), await self._wake_timers(tx, now))
             await self._drop_dead_offers(tx)
             await self._global_slots(tx, 1, refresh=True)
@@ -245,6 +260,8 @@ class LeaseMixin(SqlBase):
 
         try:
             await self._tx(body)
+            if lift:
+                self._last_undue_lift = now
         except Exception as exc:  # the next due lease runs it again, in its own path
             log.warning("background maintenance failed: %s", exc)
             self._last_maintenance = float("-inf")

@@ -826,25 +826,27 @@ COALESCE(cap_override, (SELECT p.cap FROM corral_plans p WHERE p.name = corral_t
 -- the tenant rows, as leases lock them. Otherwise the wait for its runs banked credit: it
 -- took every slot once they came due, and its old vtime held down vtime_floor, the floor
 -- that tenants starting to queue are lifted to, so they took every slot too.
+-- (A due run is probed per tenant, in a scalar subquery: as EXISTS it became a join that read
+-- every due run of every tenant.)
 WITH due_floor AS (
     SELECT COALESCE(
         (SELECT b.vtime FROM corral_tenants b
          WHERE b.queued > 0 AND b.in_flight < b.cap
-           AND EXISTS (SELECT 1 FROM corral_runs r WHERE r.tenant = b.tenant
-                       AND r.status = 'queued' AND r.available_at <= :now)
+           AND (SELECT 1 FROM corral_runs r WHERE r.tenant = b.tenant AND r.status = 'queued'
+                AND r.available_at <= :now ORDER BY r.available_at LIMIT 1) IS NOT NULL
          ORDER BY b.vtime LIMIT 1),
         (SELECT MAX(b.vtime) FROM corral_tenants b)) AS v
 ), undue AS (
     SELECT t.tenant FROM corral_tenants t, due_floor f
     WHERE t.queued > 0 AND t.vtime < f.v
-      AND NOT EXISTS (SELECT 1 FROM corral_runs r WHERE r.tenant = t.tenant
-                      AND r.status = 'queued' AND r.available_at <= :now)
+      AND (SELECT 1 FROM corral_runs r WHERE r.tenant = t.tenant AND r.status = 'queued'
+           AND r.available_at <= :now ORDER BY r.available_at LIMIT 1) IS NULL
     ORDER BY t.tenant
     FOR UPDATE OF t
 )
 UPDATE corral_tenants t SET vtime = f.v
 FROM due_floor f
-WHERE t.tenant IN (SELECT tenant FROM undue) AND t.vtime < f.v;
+WHERE t.tenant = ANY(ARRAY(SELECT tenant FROM undue)) AND t.vtime < f.v;
 
 -- name: refresh_tenant_limits
 -- A tenant held at its cap whose cap is raised above its runs in flight is eligible again: it
