@@ -175,6 +175,22 @@ async def test_a_run_waiting_past_its_limit_is_ended_without_a_lease(
     await store.submit([RunSpec("answer", "more", tenant="acme")])  # room again
 
 
+async def test_an_operators_retry_runs_a_run_the_stores_look_expired(
+    store: Store, clock: FakeClock
+) -> None:
+    """A run ended by expire_overdue was never delivered (no attempt, never started): an
+    operator's retry must not leave it to the same look, nor its lease to RunExpired."""
+    (run_id,) = await store.submit([RunSpec("answer", "late", start_within=1)])
+    clock.now += 5
+    assert await store.expire_overdue() == 1
+    retried = await store.retry(run_id)
+    assert retried.status is RunStatus.QUEUED
+    clock.now += 1
+    assert await store.expire_overdue() == 0
+    (lease,) = await store.lease("w1", 60.0, 1)
+    assert (lease.run_id, lease.start_by) == (run_id, None)  # the worker runs its agent
+
+
 async def test_a_run_leased_in_time_or_past_its_first_attempt_is_not_expired(
     store: Store, clock: FakeClock
 ) -> None:

@@ -744,6 +744,8 @@ RETURNING tenant, parent_id;
 -- A dead-lettered root run queued again (Store.retry). Its attempts go on counting; it gets
 -- :more attempts past those used (NULL: as many as it was submitted with; at most what the
 -- column holds). Its journal stays, so its next delivery replays what already succeeded.
+-- Its start_by goes: the operator wants it run now, and a run that expired undelivered
+-- (expire_overdue) would otherwise be expired again, unrun, by the next look or lease.
 UPDATE corral_runs SET
     status = 'queued',
     max_attempts = CASE WHEN COALESCE(:more, max_attempts) > 2147483647 - attempts THEN 2147483647
@@ -751,6 +753,7 @@ UPDATE corral_runs SET
     available_at = :now,
     sort_key = :now - priority * :aging,
     finished_at = NULL,
+    start_by = NULL,
     journal_seq = journal_seq + 1
 WHERE id = :id AND status = 'failed' AND parent_id IS NULL
 RETURNING tenant, journal_seq, lease_epoch;
