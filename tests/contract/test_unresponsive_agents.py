@@ -159,6 +159,41 @@ async def test_a_stop_swallowed_then_a_result_returned_is_not_a_success(db_url: 
     assert untimed_run.status is RunStatus.CANCELLED and untimed_run.result is None
 
 
+async def test_a_stop_the_agent_turns_into_an_error_still_ends_as_the_stop_meant(
+    db_url: str,
+) -> None:
+    """An agent whose cleanup raises an error of its own in place of the cancellation (a
+    client library wrapping it, say) is still stopped by the worker: a drain releases its
+    run without counting an attempt, past its timeout it fails with AgentTimeout."""
+    app = Corral(db_url)
+    started = asyncio.Event()
+
+    async def wrap_the_cancellation(ctx: RunContext, input: Any) -> str:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError as exc:
+            raise RuntimeError("request interrupted") from exc
+        return "unreachable"
+
+    app.agent("timed", timeout=0.2)(wrap_the_cancellation)
+    app.agent("untimed")(wrap_the_cancellation)
+
+    async with app:
+        timed = await app.submit("timed", max_attempts=1)
+        worker, task = await run_worker(app, concurrency=1, drain_timeout=0.1)
+        try:
+            timed_run = await app.wait(timed, timeout=10)
+            started.clear()
+            drained = await app.submit("untimed", max_attempts=1)
+            await asyncio.wait_for(started.wait(), 10)
+        finally:
+            await stop(worker, task)
+        drained_run = await app.get(drained)
+    assert timed_run.status is RunStatus.FAILED and timed_run.error["type"] == "AgentTimeout"
+    assert (drained_run.status, drained_run.attempts) == (RunStatus.QUEUED, 0)  # released
+
+
 async def test_a_drain_ends_and_releases_a_run_whose_agent_ignores_it(db_url: str) -> None:
     app = Corral(db_url)
     agent = Stubborn()

@@ -662,6 +662,12 @@ class Worker:
                 await self._fail(slot, exc)
             else:
                 await self._after_cancel(slot, exc)
+        elif slot.stop_reason is not None:
+            # Told to stop, the agent raised an error of its own in place of the cancellation
+            # (a client library that wraps it): the stop is what was asked, as when it returns
+            # a value anyway. Recorded as a failure, a drain cost the run an attempt (or
+            # dead-lettered it) instead of releasing it.
+            await self._after_cancel(slot, exc)
         else:
             await self._fail(slot, exc)
 
@@ -719,7 +725,7 @@ class Worker:
             if len(page) < 5000:
                 return entries
 
-    async def _after_cancel(self, slot: _Slot, exc: asyncio.CancelledError) -> None:
+    async def _after_cancel(self, slot: _Slot, exc: BaseException) -> None:
         reason = slot.stop_reason
         if reason is not None:
             task = asyncio.current_task()
