@@ -173,10 +173,16 @@ class Scheduler(SchedulerCore):
             if drained is None:
                 drained = self._drained = asyncio.get_running_loop().create_future()
             timer = None
+            waited: asyncio.Future[None] = drained
             if timeout is not None:
-                timer = self._clock.call_later(timeout, partial(resolve_future, drained))
+                # the timeout ends this call's wait only: ``drained`` is shared by every
+                # shutdown(wait=True), and one without a timeout must still wait for the last
+                # holder
+                waited = asyncio.get_running_loop().create_future()
+                timer = self._clock.call_later(timeout, partial(resolve_future, waited))
+                drained.add_done_callback(lambda _: resolve_future(waited))
             try:
-                await asyncio.shield(drained)
+                await asyncio.shield(waited)
             finally:
                 if timer is not None:
                     timer.cancel()

@@ -324,3 +324,22 @@ def test_a_resource_belongs_to_one_scheduler() -> None:
     with pytest.raises(InvalidInput):
         Scheduler(spare, max_waiters=0)
     Scheduler(spare)  # the failed construction did not keep it
+
+
+async def test_a_shutdown_timeout_ends_only_that_calls_wait() -> None:
+    """The first shutdown's timeout used to resolve the wait every shutdown(wait=True)
+    shares: a concurrent or later shutdown without a timeout returned while a holder held."""
+    s, _, clock = make()
+    holder = await s.acquire_start("a")
+    bounded = asyncio.create_task(s.shutdown(wait=True, timeout=5.0))
+    unbounded = asyncio.create_task(s.shutdown(wait=True))
+    await settle()
+    clock.advance(5.0)
+    assert (await bounded).active_holders == 1
+    await settle()
+    assert not unbounded.done()
+    later = asyncio.create_task(s.shutdown(wait=True))
+    await settle()
+    assert not later.done()
+    await s.release_handle(holder)
+    assert (await unbounded).active_holders == 0 and (await later).active_holders == 0
