@@ -215,7 +215,11 @@ class SchedulerCore:
                     f"(max_waiters_per_agent={limit})",
                     retry_after=self.retry_after,
                 )
-        if timeout is not None and timeout <= 0:
+        if timeout is not None and not timeout > 0:
+            if timeout != timeout:
+                # a NaN deadline never comes due on a ManualClock (and holds up every timer
+                # behind it) and comes due at once on the event loop's: refuse it
+                raise InvalidInput("timeout must be a number of seconds or None, got nan")
             self._timeouts += 1
             raise TimeoutError(f"no free slot for agent {agent_id!r} and timeout={timeout}")
         return h

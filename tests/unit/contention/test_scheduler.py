@@ -343,3 +343,22 @@ async def test_a_shutdown_timeout_ends_only_that_calls_wait() -> None:
     assert not later.done()
     await s.release_handle(holder)
     assert (await unbounded).active_holders == 0 and (await later).active_holders == 0
+
+
+async def test_a_nan_timeout_is_invalid_input_and_leaves_other_timeouts_alone() -> None:
+    """A NaN timeout used to be queued with a NaN deadline: on a ManualClock it never came
+    due and held up every timer behind it, so other waiters' timeouts never fired."""
+    s, _, clock = make()
+    holder = await s.acquire_start("x")
+    nan = asyncio.create_task(s.acquire_start("nan", timeout=float("nan")))
+    await settle()
+    assert nan.done()
+    with pytest.raises(InvalidInput, match="timeout"):
+        nan.result()
+    bounded = asyncio.create_task(s.acquire_start("y", timeout=5.0))
+    await settle()
+    clock.advance(6.0)
+    with pytest.raises(TimeoutError):
+        await bounded
+    assert s.statistics().waiters == 0
+    await s.release_handle(holder)
