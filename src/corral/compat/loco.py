@@ -196,6 +196,8 @@ class AsyncLOCOScheduler:
         self._serving: dict[int, Task] = {}
         if isinstance(resource, SharedResource):
             resource._compat = self
+        for agent in self._agents.values():
+            self._adopt(agent)
 
     # -- loco's properties and agent registry ----------------------------------------------
 
@@ -225,7 +227,7 @@ class AsyncLOCOScheduler:
     def register_agent(self, agent: Agent) -> None:
         if agent.agent_id in self._agents:
             raise InvalidInput(f"Agent already registered: {agent.agent_id}")
-        self._agents[agent.agent_id] = agent
+        self._agents[agent.agent_id] = self._adopt(agent)
 
     def unregister_agent(self, agent_id: str) -> Agent:
         self.get_agent(agent_id)
@@ -235,6 +237,17 @@ class AsyncLOCOScheduler:
         if agent_id in stats.waiters_by_agent:
             raise RuntimeError(f"Cannot unregister {agent_id}: waiting for resource")
         return self._agents.pop(agent_id)
+
+    def _adopt(self, agent: Agent) -> Agent:
+        """Age the tasks an agent came with: loco ages every task queued to a registered
+        agent on each release, not only those given to submit_task."""
+        for task in agent.tasks:
+            if task._ticks is None:
+                task._start_aging(self._tick)
+        return agent
+
+    def _tick(self) -> int:
+        return self._core.tick
 
     def _agent(self, agent_id: str) -> Agent:
         agent = self._agents.get(agent_id)
@@ -246,7 +259,7 @@ class AsyncLOCOScheduler:
         """Queue a task to an agent (registered on first contact)."""
         if self._core.closed:
             raise ShutdownError("Scheduler is shutting down")
-        task._start_aging(lambda: self._core.tick)
+        task._start_aging(self._tick)
         self._agent(agent_id).tasks.append(task)
 
     # -- acquiring and releasing --------------------------------------------------------------

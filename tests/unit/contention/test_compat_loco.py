@@ -149,3 +149,21 @@ async def test_weights_come_from_submitted_tasks_and_ages_follow_ticks() -> None
     s.get_agent("a").serve_oldest_task()
     await s.release_handle(h)
     assert heavy.age == 1 and completed == ["heavy"]  # aging stops once served
+
+
+async def test_tasks_an_agent_comes_with_age_like_submitted_ones() -> None:
+    """As in loco, every task queued to a registered agent ages on each release: tasks given
+    to Agent(tasks=...) (at construction or register_agent) used to stay at their age, so
+    serve_oldest_task served a later-submitted task before them."""
+    first = Task(task_id="first")
+    late = Task(task_id="late")
+    s = AsyncLOCOScheduler([Agent("a", tasks=[first]), Agent("b")], SharedResource("r", 1))
+    s.register_agent(Agent("c", tasks=[late]))
+    await s.submit_task("a", Task(task_id="second"))
+    for _ in range(3):
+        async with s.acquire("b"):
+            pass
+    assert (first.age, late.age) == (3, 3)
+    assert s.get_agent("a").dmax == 3.0
+    served = s.get_agent("a").serve_oldest_task()
+    assert served is not None and served.task_id == "first"
