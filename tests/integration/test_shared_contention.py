@@ -244,3 +244,26 @@ async def test_a_hold_that_expired_while_in_use_is_taken_back(db_url: str) -> No
         await a.close()
         await b.close()
         await store.close()
+
+
+async def test_an_acquire_that_races_close_gets_shutdown_error(db_url: str) -> None:
+    """close() while an acquire is writing its request: the request used to be queued after
+    close had withdrawn this process's waiters and stopped polling, and waited for ever."""
+    from corral.errors import ShutdownError
+
+    store = create_store(db_url, StoreConfig(), FakeClock())
+    await store.open()
+    llm = SharedScheduler(store, "closing", capacity=1, lease_ttl=3600, poll_interval=0.005)
+    await llm.open()
+    try:
+        held = await llm.acquire_start("a")
+        late = asyncio.create_task(llm.acquire_start("b"))
+        await asyncio.sleep(0)  # it is writing its request now
+        await llm.close()
+        with pytest.raises(ShutdownError):
+            await asyncio.wait_for(late, 10)
+        await llm.release_handle(held)
+        snapshot = await store.resource_snapshot("closing")
+        assert (snapshot.holders, snapshot.waiting) == (0, {})
+    finally:
+        await store.close()

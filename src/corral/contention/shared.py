@@ -125,7 +125,7 @@ class SharedScheduler:
     async def open(self) -> None:
         """Create or update the resource's limits in the store and start renewing/polling."""
         await self.store.define_resource(self.limits)
-        if self._task is None:
+        if self._task is None and not self._closed:  # closed meanwhile: nothing to maintain
             self._task = asyncio.create_task(self._maintain(), name=f"corral-shared-{self.name}")
 
     @asynccontextmanager
@@ -174,6 +174,13 @@ class SharedScheduler:
                 )
             )
             raise
+        if self._closed:
+            # close() ran while the request was being written: nothing polls or renews for
+            # it anymore, so it would wait for ever; take it out (handing on a grant)
+            await self.store.resource_release(
+                self.name, handle.request_id, tokens_used=None, ttl=self.lease_ttl
+            )
+            raise ShutdownError(f"shared resource {self.name} is shut down")
         # Known to the renewing task only once the store has it: polled any earlier, it would
         # look expired and be queued a second time.
         self._handles[handle.request_id] = handle
