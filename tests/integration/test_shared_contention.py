@@ -267,3 +267,27 @@ async def test_an_acquire_that_races_close_gets_shutdown_error(db_url: str) -> N
         assert (snapshot.holders, snapshot.waiting) == (0, {})
     finally:
         await store.close()
+
+
+async def test_usage_beyond_the_largest_token_count_is_refused_where_it_is_reported(
+    db_url: str,
+) -> None:
+    """report_usage took any int; on PostgreSQL the release that settled more than the
+    tokens column holds failed with the driver's error and left the slot held."""
+    from corral.errors import InvalidInput
+    from corral.values import MAX_INT
+
+    store = create_store(db_url, StoreConfig(), FakeClock())
+    await store.open()
+    llm = SharedScheduler(store, "usage", capacity=1, tpm=MAX_INT, lease_ttl=3600)
+    await llm.open()
+    try:
+        async with llm.acquire("a", tokens=10) as handle:
+            with pytest.raises(InvalidInput, match="usage"):
+                handle.report_usage(MAX_INT + 1)
+            handle.report_usage(MAX_INT)
+        snapshot = await store.resource_snapshot("usage")
+        assert (snapshot.holders, snapshot.tokens_in_window) == (0, MAX_INT)
+    finally:
+        await llm.close()
+        await store.close()

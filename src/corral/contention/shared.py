@@ -71,8 +71,10 @@ class SharedHandle:
 
     def report_usage(self, tokens: int) -> None:
         """The tokens the call actually used; settled against the reservation at release."""
-        if isinstance(tokens, bool) or not isinstance(tokens, int) or tokens < 0:
-            raise InvalidInput("usage must be a whole number of tokens >= 0")
+        # bounded like the tokens of an acquire: a larger number does not fit the store's
+        # column, and the release that settles it would fail and leave the slot held
+        if isinstance(tokens, bool) or not isinstance(tokens, int) or not 0 <= tokens <= MAX_INT:
+            raise InvalidInput(f"usage must be a whole number of tokens from 0 to {MAX_INT:,}")
         self.tokens_used = tokens
 
 
