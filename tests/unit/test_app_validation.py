@@ -165,6 +165,14 @@ async def test_values_one_backend_cannot_store_are_refused_on_both(app: Corral) 
         app.shared_resource("llm", capacity=2**40)
     with pytest.raises(InvalidInput, match="rpm must be at most"):
         app.shared_resource("llm", capacity=1, rpm=2**40)
+    # as for the in-process Scheduler; a limit of 0 used to refuse even an acquire that found
+    # a free slot (BackpressureError), and a NaN lease reached the database
+    with pytest.raises(InvalidInput, match="max_waiters must be an integer >= 1"):
+        app.shared_resource("llm", capacity=1, max_waiters=0)
+    with pytest.raises(InvalidInput, match="max_waiters_per_agent must be an integer >= 1"):
+        app.shared_resource("llm", capacity=1, max_waiters_per_agent=0)
+    with pytest.raises(InvalidInput, match="lease_ttl and poll_interval must be > 0"):
+        app.shared_resource("llm", capacity=1, lease_ttl=float("nan"))
     assert (await app.stats()).queued == 0
 
 

@@ -26,7 +26,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-from corral.contention.resource import check_capacity
+from corral.contention.resource import check_capacity, check_count
 from corral.contention.score import DEFAULT_ALPHA, check_alpha, check_weight
 from corral.errors import BackpressureError, InvalidInput, ShutdownError, StoreUnavailable
 from corral.store.sql_resources import ResourceLimits, ResourceSnapshot
@@ -103,12 +103,17 @@ class SharedScheduler:
         for what, value in (("capacity", capacity), ("rpm", rpm), ("tpm", tpm)):
             if isinstance(value, int) and value > MAX_INT:
                 raise InvalidInput(f"{what} must be at most {MAX_INT:,}")
-        if lease_ttl <= 0 or poll_interval <= 0:
+        if not lease_ttl > 0 or not poll_interval > 0:  # NaN too
             raise InvalidInput("lease_ttl and poll_interval must be > 0")
         self.store = store
         self.limits = ResourceLimits(name, check_capacity(capacity), rpm, tpm, check_alpha(alpha))
-        self.max_waiters = max_waiters
-        self.max_waiters_per_agent = max_waiters_per_agent
+        # as in Scheduler: a limit of 0 refused even an acquire that found a free slot
+        self.max_waiters = check_count("max_waiters", max_waiters)
+        self.max_waiters_per_agent = (
+            None
+            if max_waiters_per_agent is None
+            else check_count("max_waiters_per_agent", max_waiters_per_agent)
+        )
         self.lease_ttl = lease_ttl
         self.poll_interval = poll_interval
         self._handles: dict[str, SharedHandle] = {}
