@@ -23,7 +23,7 @@ from corral.api.settings import ApiSettings
 from corral.clock import FakeClock
 from corral.config import StoreConfig
 from corral.contention.shared import SharedScheduler
-from corral.errors import BackpressureError
+from corral.errors import BackpressureError, InvalidInput
 from corral.store import create_store, parse_database_url
 
 pytestmark = pytest.mark.timeout(120)
@@ -274,7 +274,6 @@ async def test_usage_beyond_the_largest_token_count_is_refused_where_it_is_repor
 ) -> None:
     """report_usage took any int; on PostgreSQL the release that settled more than the
     tokens column holds failed with the driver's error and left the slot held."""
-    from corral.errors import InvalidInput
     from corral.values import MAX_INT
 
     store = create_store(db_url, StoreConfig(), FakeClock())
@@ -288,6 +287,25 @@ async def test_usage_beyond_the_largest_token_count_is_refused_where_it_is_repor
             handle.report_usage(MAX_INT)
         snapshot = await store.resource_snapshot("usage")
         assert (snapshot.holders, snapshot.tokens_in_window) == (0, MAX_INT)
+    finally:
+        await llm.close()
+        await store.close()
+
+
+async def test_a_pause_for_ever_is_refused(db_url: str) -> None:
+    """report_throttled(inf) was stored as every process's pause, which is only ever
+    lengthened: the resource granted nothing again, even after restarts."""
+    clock = FakeClock()
+    store = create_store(db_url, StoreConfig(), clock)
+    await store.open()
+    llm = SharedScheduler(store, "paused", capacity=1, lease_ttl=3600, poll_interval=0.005)
+    await llm.open()
+    try:
+        for bad in (float("inf"), float("nan"), "30"):
+            with pytest.raises(InvalidInput, match="retry_after"):
+                await llm.report_throttled(bad)  # type: ignore[arg-type]
+        assert (await store.resource_snapshot("paused")).paused_until < clock()
+        await llm.release_handle(await asyncio.wait_for(llm.acquire_start("a"), 10))
     finally:
         await llm.close()
         await store.close()

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import AsyncIterator
@@ -219,6 +220,16 @@ class SharedScheduler:
 
     async def report_throttled(self, retry_after: float) -> None:
         """The provider answered 429: no process is granted anything for ``retry_after``."""
+        if (
+            isinstance(retry_after, bool)
+            or not isinstance(retry_after, int | float)
+            or not math.isfinite(retry_after)
+        ):
+            # the pause is stored, for every process, and only ever lengthened: an infinite
+            # one would stop the resource for good
+            raise InvalidInput(
+                f"retry_after must be a finite number of seconds, got {retry_after!r}"
+            )
         await self.store.resource_pause(self.name, self.store.clock() + max(0.0, retry_after))
 
     async def snapshot(self) -> ResourceSnapshot:
