@@ -309,3 +309,20 @@ async def test_a_pause_for_ever_is_refused(db_url: str) -> None:
     finally:
         await llm.close()
         await store.close()
+
+
+async def test_a_nan_timeout_is_refused(db_url: str) -> None:
+    """A NaN timeout used to be queued: it never came due, and the request waited on."""
+    store = create_store(db_url, StoreConfig(), FakeClock())
+    await store.open()
+    llm = SharedScheduler(store, "nan", capacity=1, lease_ttl=3600, poll_interval=0.005)
+    await llm.open()
+    try:
+        held = await llm.acquire_start("a")
+        with pytest.raises(InvalidInput, match="timeout"):
+            await asyncio.wait_for(llm.acquire_start("b", timeout=float("nan")), 10)
+        assert (await store.resource_snapshot("nan")).waiting == {}
+        await llm.release_handle(held)
+    finally:
+        await llm.close()
+        await store.close()

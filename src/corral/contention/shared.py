@@ -168,6 +168,10 @@ class SharedScheduler:
             raise InvalidInput(
                 f"{tokens:,} tokens can never fit {self.name}'s {self.limits.tpm:,} per minute"
             )
+        if timeout is not None and timeout != timeout:
+            # asyncio.timeout(nan) puts a NaN deadline among the event loop's timers, where it
+            # may never come due (and can hold up the ones behind it)
+            raise InvalidInput("timeout must be a number of seconds or None, got nan")
         handle = SharedHandle(agent_id, uuid.uuid4().hex, tokens, check_weight(weight))
         try:
             state = await self._enqueue(handle)
