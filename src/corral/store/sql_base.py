@@ -18,7 +18,7 @@ from typing import Any, ClassVar, TypeVar
 
 from corral.clock import Clock, system_clock
 from corral.config import UNLIMITED, StoreConfig
-from corral.errors import LeaseLost
+from corral.errors import InvalidInput, LeaseLost
 from corral.ids import new_run_id
 from corral.models import (
     JSON,
@@ -306,6 +306,14 @@ class SqlBase(ABC):
             raise LeaseLost(ref.run_id, ref.epoch)
         last = int(row[0])
         return Appended(list(range(last - len(entries) + 1, last + 1)), bool(row[1]))
+
+    async def _ensure_tenant(self, tx: Transaction, tenant: str) -> None:
+        """Create ``tenant``'s row, on the default plan, if it has none; InvalidInput when the
+        default plan does not exist (no row could be made)."""
+        args = {"tenant": tenant, "plan": self.config.default_plan}
+        await tx.execute(self.q["ensure_tenant"], args)
+        if await tx.fetchone(self.q["tenant_headroom"], args) is None:
+            raise InvalidInput(f"default plan {self.config.default_plan!r} does not exist")
 
     @abstractmethod
     async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> bool:

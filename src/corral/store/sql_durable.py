@@ -272,12 +272,9 @@ class DurableMixin(SqlBase):
         self, tenant: str, *, max_children: int | None, max_depth: int | None
     ) -> None:
         async def body(tx: Transaction) -> None:
-            # creates the tenant if it is new; not through _reserve_queued, which refuses a
-            # tenant whose queue is past its quota (lowered since): a limit is no submit
-            args = {"tenant": tenant, "plan": self.config.default_plan}
-            await tx.execute(self.q["ensure_tenant"], args)
-            if await tx.fetchone(self.q["tenant_headroom"], args) is None:
-                raise InvalidInput(f"default plan {self.config.default_plan!r} does not exist")
+            # not through _reserve_queued, which refuses a tenant whose queue is past its
+            # quota (lowered since): a limit is no submit
+            await self._ensure_tenant(tx, tenant)
             await tx.execute(
                 self.q["set_tenant_fanout"],
                 {

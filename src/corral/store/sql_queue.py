@@ -15,7 +15,6 @@ from typing import Any, TypeVar
 from corral.dispatch.policy import MIN_RUN_COST
 from corral.errors import (
     BackpressureError,
-    InvalidInput,
     LeaseLost,
     RunNotFound,
     RunNotRetryable,
@@ -135,15 +134,13 @@ class QueueMixin(SqlBase):
         return ids, wake
 
     async def _reserve_queued(self, tx: Transaction, tenant: str, n: int) -> bool:
-        args = {"tenant": tenant, "n": n, "plan": self.config.default_plan}
+        args = {"tenant": tenant, "n": n}
         row = await tx.fetchone(self.q["reserve_queued"], args)
-        if row is None:
-            await tx.execute(self.q["ensure_tenant"], args)
+        if row is None:  # a new tenant, or one past its quota
+            await self._ensure_tenant(tx, tenant)
             row = await tx.fetchone(self.q["reserve_queued"], args)
         if row is not None:
             return bool(row[1])
-        if await tx.fetchone(self.q["tenant_headroom"], args) is None:
-            raise InvalidInput(f"default plan {self.config.default_plan!r} does not exist")
         raise BackpressureError(
             f"tenant {tenant!r} has reached its limit of queued runs", tenant=tenant
         )
