@@ -13,7 +13,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -23,8 +25,9 @@ from corral.api.settings import ApiSettings
 from corral.clock import FakeClock
 from corral.config import StoreConfig
 from corral.contention.shared import SharedScheduler
-from corral.errors import BackpressureError, InvalidInput
-from corral.store import create_store, parse_database_url
+from corral.errors import BackpressureError, InvalidInput, ShutdownError
+from corral.store import Store, create_store, parse_database_url
+from corral.values import MAX_INT
 
 pytestmark = pytest.mark.timeout(120)
 ROOT = Path(__file__).resolve().parents[2]
@@ -246,16 +249,27 @@ async def test_a_hold_that_expired_while_in_use_is_taken_back(db_url: str) -> No
         await store.close()
 
 
+@contextlib.asynccontextmanager
+async def one_scheduler(
+    db_url: str, name: str, clock: FakeClock | None = None, **options: Any
+) -> AsyncIterator[tuple[Store, SharedScheduler]]:
+    """An open store and an open SharedScheduler of resource ``name`` on it (capacity 1, a
+    lease of an hour, unless ``options`` say otherwise); both closed afterwards."""
+    store = create_store(db_url, StoreConfig(), clock or FakeClock())
+    await store.open()
+    llm = SharedScheduler(store, name, **{"capacity": 1, "lease_ttl": 3600, **options})
+    try:
+        await llm.open()
+        yield store, llm
+    finally:
+        await llm.close()
+        await store.close()
+
+
 async def test_an_acquire_that_races_close_gets_shutdown_error(db_url: str) -> None:
     """close() while an acquire is writing its request: the request used to be queued after
     close had withdrawn this process's waiters and stopped polling, and waited for ever."""
-    from corral.errors import ShutdownError
-
-    store = create_store(db_url, StoreConfig(), FakeClock())
-    await store.open()
-    llm = SharedScheduler(store, "closing", capacity=1, lease_ttl=3600, poll_interval=0.005)
-    await llm.open()
-    try:
+    async with one_scheduler(db_url, "closing", poll_interval=0.005) as (store, llm):
         held = await llm.acquire_start("a")
         late = asyncio.create_task(llm.acquire_start("b"))
         await asyncio.sleep(0)  # it is writing its request now
@@ -265,8 +279,6 @@ async def test_an_acquire_that_races_close_gets_shutdown_error(db_url: str) -> N
         await llm.release_handle(held)
         snapshot = await store.resource_snapshot("closing")
         assert (snapshot.holders, snapshot.waiting) == (0, {})
-    finally:
-        await store.close()
 
 
 async def test_usage_beyond_the_largest_token_count_is_refused_where_it_is_reported(
@@ -274,55 +286,32 @@ async def test_usage_beyond_the_largest_token_count_is_refused_where_it_is_repor
 ) -> None:
     """report_usage took any int; on PostgreSQL the release that settled more than the
     tokens column holds failed with the driver's error and left the slot held."""
-    from corral.values import MAX_INT
-
-    store = create_store(db_url, StoreConfig(), FakeClock())
-    await store.open()
-    llm = SharedScheduler(store, "usage", capacity=1, tpm=MAX_INT, lease_ttl=3600)
-    await llm.open()
-    try:
+    async with one_scheduler(db_url, "usage", tpm=MAX_INT) as (store, llm):
         async with llm.acquire("a", tokens=10) as handle:
             with pytest.raises(InvalidInput, match="usage"):
                 handle.report_usage(MAX_INT + 1)
             handle.report_usage(MAX_INT)
         snapshot = await store.resource_snapshot("usage")
         assert (snapshot.holders, snapshot.tokens_in_window) == (0, MAX_INT)
-    finally:
-        await llm.close()
-        await store.close()
 
 
 async def test_a_pause_for_ever_is_refused(db_url: str) -> None:
     """report_throttled(inf) was stored as every process's pause, which is only ever
     lengthened: the resource granted nothing again, even after restarts."""
     clock = FakeClock()
-    store = create_store(db_url, StoreConfig(), clock)
-    await store.open()
-    llm = SharedScheduler(store, "paused", capacity=1, lease_ttl=3600, poll_interval=0.005)
-    await llm.open()
-    try:
+    async with one_scheduler(db_url, "paused", clock, poll_interval=0.005) as (store, llm):
         for bad in (float("inf"), float("nan"), "30"):
             with pytest.raises(InvalidInput, match="retry_after"):
                 await llm.report_throttled(bad)  # type: ignore[arg-type]
         assert (await store.resource_snapshot("paused")).paused_until < clock()
         await llm.release_handle(await asyncio.wait_for(llm.acquire_start("a"), 10))
-    finally:
-        await llm.close()
-        await store.close()
 
 
 async def test_a_nan_timeout_is_refused(db_url: str) -> None:
     """A NaN timeout used to be queued: it never came due, and the request waited on."""
-    store = create_store(db_url, StoreConfig(), FakeClock())
-    await store.open()
-    llm = SharedScheduler(store, "nan", capacity=1, lease_ttl=3600, poll_interval=0.005)
-    await llm.open()
-    try:
+    async with one_scheduler(db_url, "nan", poll_interval=0.005) as (store, llm):
         held = await llm.acquire_start("a")
         with pytest.raises(InvalidInput, match="timeout"):
             await asyncio.wait_for(llm.acquire_start("b", timeout=float("nan")), 10)
         assert (await store.resource_snapshot("nan")).waiting == {}
         await llm.release_handle(held)
-    finally:
-        await llm.close()
-        await store.close()
