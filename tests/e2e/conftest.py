@@ -17,6 +17,18 @@ from corral.api import ApiSettings, create_api, create_key
 from tests.e2e.service_app import build_app
 
 
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
+    """The response is an error in the API's one JSON shape, of ``status`` and ``code``: its
+    ``error`` object (code and message)."""
+    assert response.status_code == status, response.text
+    assert response.headers["content-type"].startswith("application/json")
+    body = response.json()
+    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
+    assert body["error"]["code"] == code, body
+    assert body["error"]["message"]
+    return body["error"]
+
+
 @dataclass(frozen=True)
 class Keys:
     a: str  # tenant "acme"

@@ -12,19 +12,9 @@ import pytest
 
 from corral import Corral
 from corral.api import create_api
-from tests.e2e.conftest import Keys
+from tests.e2e.conftest import Keys, assert_error
 
 H = Keys.header
-
-
-def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, str]:
-    assert response.status_code == status, response.text
-    assert response.headers["content-type"].startswith("application/json")
-    body = response.json()
-    assert set(body) == {"error"} and set(body["error"]) == {"code", "message"}, body
-    assert body["error"]["code"] == code, body
-    assert body["error"]["message"]
-    return body["error"]
 
 
 async def test_submit_answers_202_with_location_and_the_run_reads_back(

@@ -15,7 +15,7 @@ from corral import Corral
 from corral.api import ApiSettings, TenantLoad, create_api, suggested_workers
 from corral.contention import Scheduler, SharedResource
 from corral.models import RunSpec
-from tests.e2e.conftest import Keys
+from tests.e2e.conftest import Keys, assert_error
 
 H = Keys.header
 
@@ -227,10 +227,8 @@ async def test_a_schedule_name_its_url_cannot_carry_is_422_and_stores_nothing(
     for name in (".", ".."):
         body = {"name": name, "agent": "echo", "every": 60}
         r = await client.post("/v1/schedules", json=body, headers=H(keys.a))
-        assert r.status_code == 422, r.text
-        error = r.json()["error"]
-        assert error["code"] == "invalid_input"
-        assert error["message"].startswith(f"schedule may not be '{name}'")
+        message = assert_error(r, 422, "invalid_input")["message"]
+        assert message.startswith(f"schedule may not be '{name}'")
     assert await corral_app.store.stored_schedules() == []
 
 
@@ -243,10 +241,8 @@ async def test_a_time_zone_of_the_machine_rather_than_iana_is_422_and_stores_not
     ):
         body = {"name": "daily", "agent": "echo", "cron": "0 9 * * *", "tz": tz}
         r = await client.post("/v1/schedules", json=body, headers=H(keys.a))
-        assert r.status_code == 422, r.text
-        error = r.json()["error"]
-        assert error["code"] == "invalid_input"
-        assert error["message"].startswith(f"schedule 'acme/daily': {message}")
+        refusal = assert_error(r, 422, "invalid_input")["message"]
+        assert refusal.startswith(f"schedule 'acme/daily': {message}")
     assert await corral_app.store.stored_schedules() == []
 
 
