@@ -140,10 +140,15 @@ class Scheduler(SchedulerCore):
     async def release_handle(
         self, handle: AcquireHandle, *, usage: float | None = None, failed: bool = False
     ) -> None:
-        """Release by handle. A handle released before, or never granted here, is a no-op."""
-        if usage is not None and handle._state == GRANTED and handle._owner is self:
-            handle.report_usage(usage)
-        self._release(handle, failed)
+        """Release by handle. A handle released before, or never granted here, is a no-op.
+        A ``usage`` that is not a number >= 0 is InvalidInput, raised after the slot is given
+        back: a release is mostly called from ``finally``, where a refusal that kept the slot
+        would hold it for good."""
+        try:
+            if usage is not None and handle._state == GRANTED and handle._owner is self:
+                handle.report_usage(usage)
+        finally:
+            self._release(handle, failed)
 
     async def shutdown(
         self,

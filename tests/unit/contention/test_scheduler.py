@@ -362,3 +362,15 @@ async def test_a_nan_timeout_is_invalid_input_and_leaves_other_timeouts_alone() 
         await bounded
     assert s.statistics().waiters == 0
     await s.release_handle(holder)
+
+
+@pytest.mark.parametrize("bad", [-1, float("nan"), "3"])
+async def test_a_refused_usage_at_release_still_gives_the_slot_back(bad: object) -> None:
+    s, res, _ = make(capacity=1)
+    holder = await s.acquire_start("a")
+    with pytest.raises(InvalidInput, match="usage"):
+        await s.release_handle(holder, usage=bad)  # type: ignore[arg-type]
+    assert holder.released and res.holders == 0
+    nxt = await asyncio.wait_for(s.acquire_start("b"), timeout=1)
+    assert res.holders == 1
+    await s.release_handle(nxt)
