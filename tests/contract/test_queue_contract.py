@@ -100,8 +100,14 @@ async def test_expired_lease_is_redelivered_and_zombie_writes_are_refused(
     zombie = await lease_one(store, "zombie")
     clock.advance(TTL + 0.1)
     # expired but not yet re-leased: the zombie still cannot write
-    with pytest.raises(LeaseLost):
-        await store.ack(zombie, "late")
+    for late in (
+        store.ack(zombie, "late"),
+        store.heartbeat(zombie, TTL),
+        store.append(zombie, [("event", "late", None)]),
+        store.finish_cancelled(zombie),
+    ):
+        with pytest.raises(LeaseLost):
+            await late
     (lease,) = await store.lease("w2", TTL, 1)
     assert lease.run_id == run_id and lease.epoch == zombie.epoch + 1 and lease.attempt == 2
     for write in (

@@ -363,7 +363,7 @@ SELECT id, lease_epoch FROM corral_runs WHERE status = 'running' AND lease_owner
 -- name: finish_cancelled
 UPDATE corral_runs SET status = 'cancelled', finished_at = :now,
     error = NULL, lease_owner = NULL, lease_expires_at = NULL
-WHERE id = :id AND lease_epoch = :epoch AND status = 'running'
+WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING tenant, parent_id, leased_at;
 
 -- name: cancel_idle
