@@ -366,7 +366,8 @@ class Corral:
     async def close(self) -> None:
         async with self._open_lock:
             for scheduler in self.resources.values():
-                await scheduler.close()
+                # the store closes next: nothing could renew a hold left behind
+                await scheduler.close(keep_renewing=False)
             if self._opened:
                 await self.store.close()
                 self._opened = False

@@ -315,3 +315,30 @@ async def test_a_nan_timeout_is_refused(db_url: str) -> None:
             await asyncio.wait_for(llm.acquire_start("b", timeout=float("nan")), 10)
         assert (await store.resource_snapshot("nan")).waiting == {}
         await llm.release_handle(held)
+
+
+async def test_a_hold_outlasting_close_is_still_renewed_until_released(db_url: str) -> None:
+    """close() let holders finish but stopped renewing their holds: one used for longer than
+    the lease TTL after it lapsed, and the slot went to another process's waiter while the
+    provider was still being called (two holders on a capacity of 1)."""
+    clock = FakeClock()
+    store = create_store(db_url, StoreConfig(), clock)
+    await store.open()
+    a = SharedScheduler(store, "closing", capacity=1, lease_ttl=0.6, poll_interval=0.005)
+    b = SharedScheduler(store, "closing", capacity=1, lease_ttl=3600, poll_interval=0.005)
+    try:
+        held = await a.acquire_start("a")
+        await a.close()
+        waiting = asyncio.create_task(b.acquire_start("b"))
+        for _ in range(8):  # 2.4 s of store time, four lease TTLs, while A still holds
+            clock.advance(0.3)
+            await asyncio.sleep(0.3)  # A renews every TTL/3 = 0.2 s
+        assert not waiting.done() and a.reclaims == 0
+        assert (await store.resource_snapshot("closing")).holders == 1
+        await a.release_handle(held)
+        await b.release_handle(await asyncio.wait_for(waiting, 5))
+        assert (await store.resource_snapshot("closing")).holders == 0
+    finally:
+        await a.close()
+        await b.close()
+        await store.close()

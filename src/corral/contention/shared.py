@@ -221,6 +221,8 @@ class SharedScheduler:
             self.name, handle.request_id, tokens_used=handle.tokens_used, ttl=self.lease_ttl
         )
         self._take_grants()  # a waiter of this process granted by this release: at once
+        if self._closed and not self._handles:
+            await self._stop_renewing()  # closed, and the last hold it renewed is back
 
     async def report_throttled(self, retry_after: float) -> None:
         """The provider answered 429: no process is granted anything for ``retry_after``."""
@@ -239,12 +241,19 @@ class SharedScheduler:
     async def snapshot(self) -> ResourceSnapshot:
         return await self.store.resource_snapshot(self.name)
 
-    async def close(self) -> None:
-        """Stop: waiters of this process get ShutdownError; holders may finish and release."""
+    async def close(self, *, keep_renewing: bool = True) -> None:
+        """Stop: waiters of this process get ShutdownError; holders may finish and release,
+        their holds renewed until the last is released. With ``keep_renewing=False`` (the
+        store is about to close), renewing stops now and the store takes the holds back
+        ``lease_ttl`` after their last renewal, as for a killed process."""
         self._closed = True
         for handle in list(self._handles.values()):
             if not handle._granted.done():
                 await self.release_handle(handle)
+        if not keep_renewing or not self._handles:
+            await self._stop_renewing()
+
+    async def _stop_renewing(self) -> None:
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -339,6 +348,12 @@ class SharedScheduler:
             except StoreUnavailable as exc:  # keep renewing once the store is back
                 log.warning("shared resource %s: %s", self.name, exc)
                 await asyncio.sleep(self.poll_interval)
+            except Exception:
+                if self._closed and not self.store.is_open:
+                    # closed with holds still out, then the store closed under them: they
+                    # lapse lease_ttl after their last renewal, as a killed process's do
+                    return
+                raise
 
     async def _maintain_loop(self) -> None:
         seen = 0

@@ -48,6 +48,10 @@ class Store(Protocol):
 
     async def close(self) -> None: ...
 
+    @property
+    def is_open(self) -> bool:
+        """Opened and not closed since."""
+
     # submission and reading
     async def submit(self, specs: Sequence[RunSpec]) -> list[str]: ...
     async def submit_scheduled(

@@ -217,6 +217,10 @@ class PostgresStore(SqlStore):
             raise StoreUnavailable(f"cannot reach PostgreSQL: {exc}") from exc
         return pool
 
+    @property
+    def is_open(self) -> bool:
+        return self._pool is not None and not self._closed
+
     async def close(self) -> None:
         # (offers still standing lapse with the listening session: see offer_slots)
         self._closed = True

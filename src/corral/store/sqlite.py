@@ -397,6 +397,10 @@ class SQLiteStore(SqlStore):
         conn.execute("PRAGMA query_only = 1")
         return conn
 
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
     async def close(self) -> None:
         await self._finish_maintenance()
         if self._wakeups is not None:
