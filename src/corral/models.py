@@ -174,6 +174,8 @@ class TenantStats:
     succeeded: int = 0
     failed: int = 0
     cancelled: int = 0
+    #: of ``queued``, the runs not due yet (a ``not_before`` ahead, a retry's backoff)
+    queued_later: int = 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +203,10 @@ class QueueStats:
         seconds, each worker running ``slots_per_worker`` runs (the signal to autoscale on;
         ``corral.dispatch.scaling`` has the formula)."""
         return suggested_workers(
-            (ScalingLoad(t.queued, t.in_flight, t.cap, t.oldest_queued_age) for t in self.tenants),
+            (
+                ScalingLoad(t.queued, t.in_flight, t.cap, t.oldest_queued_age, t.queued_later)
+                for t in self.tenants
+            ),
             age_target=age_target,
             slots_per_worker=slots_per_worker,
             global_cap=self.global_cap,

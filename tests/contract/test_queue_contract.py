@@ -497,3 +497,25 @@ async def test_stats_suggest_the_workers_the_load_needs(store: Store, clock: Fak
     assert due.suggested_workers(age_target=30, slots_per_worker=4) == 6  # (20 + 3) / 4
     assert due.suggested_workers(age_target=30, slots_per_worker=4, max_workers=5) == 5
     assert due.suggested_workers(age_target=60, slots_per_worker=4) == 3  # half way: 10 + 2
+
+
+async def test_runs_due_later_ask_for_no_slot_until_they_are_due(
+    store: Store, clock: FakeClock
+) -> None:
+    """A backlog scheduled for later counted as runnable: one run due now, past the age
+    target, made its tenant's 200 runs due tomorrow ask for 200 slots (50 workers)."""
+    now = clock()
+    await store.submit([spec(not_before=now + 86_400) for _ in range(200)] + [spec()])
+    clock.advance(30)
+    stats = await store.stats()
+    assert stats.suggested_workers(age_target=30, slots_per_worker=4) == 1
+    (acme,) = stats.tenants
+    assert (acme.queued, acme.queued_later) == (201, 200)
+    (lease,) = await store.lease("w1", TTL, 10)  # only the run due now is leasable
+    await store.ack(LeaseRef(lease.run_id, lease.epoch))
+    # due later only: still one worker, there when they come due (never scaled to zero)
+    assert (await store.stats()).suggested_workers(age_target=30, slots_per_worker=4) == 1
+    clock.advance(86_400 + 30)
+    later = await store.stats()
+    assert later.tenants[0].queued_later == 0
+    assert later.suggested_workers(age_target=30, slots_per_worker=4) == 50

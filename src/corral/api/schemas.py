@@ -248,6 +248,9 @@ class TenantQueue(BaseModel):
     tenant: str
     plan: str
     queued: int
+    queued_later: int = Field(
+        description="Of queued, the runs not due yet (a not_before ahead, a retry's backoff)."
+    )
     in_flight: int
     cap: int | None
     weight: float
@@ -262,6 +265,7 @@ class TenantQueue(BaseModel):
             tenant=t.tenant,
             plan=t.plan,
             queued=t.queued,
+            queued_later=t.queued_later,
             in_flight=t.in_flight,
             cap=t.cap,
             weight=t.weight,

@@ -1,7 +1,9 @@
 """How many workers the queue needs: a pure function of the load signal, no I/O.
 
-For each tenant ``t`` with ``q`` runs queued, ``f`` in flight, in-flight cap ``c`` and oldest
-queued age ``a``, against the age target ``T`` (the queueing SLA)::
+For each tenant ``t`` with ``q`` runs queued and due (runs due later, after a
+``not_before`` or a retry's backoff, ask for no slot until they are), ``f`` in flight,
+in-flight cap ``c`` and oldest queued age ``a``, against the age target ``T`` (the queueing
+SLA)::
 
     runnable_t = q                          (no cap)
                = clamp(c - f, 0, q)         (a cap: runs beyond it cannot start anyway)
@@ -9,7 +11,8 @@ queued age ``a``, against the age target ``T`` (the queueing SLA)::
     slots_t    = f + ceil(runnable_t * urgency_t)
 
     slots   = min(sum(slots_t), global cap)           (the global cap, when set)
-    slots   = max(slots, 1) when anything is queued   (a queue never scales to zero)
+    slots   = max(slots, 1) when anything is queued   (a queue never scales to zero, not
+                                                       even one of runs due later)
     workers = clamp(ceil(slots / slots_per_worker), min_workers, max_workers)
 
 Busy slots are kept. Queued runs ask for slots in proportion to how close the oldest of them
@@ -34,6 +37,8 @@ class TenantLoad:
     in_flight: int
     cap: int | None
     oldest_queued_age: float
+    #: of ``queued``, the runs not due yet
+    later: int = 0
 
 
 def suggested_workers(
@@ -53,7 +58,7 @@ def suggested_workers(
     queued = 0
     for t in tenants:
         queued += max(0, t.queued)
-        runnable = max(0, t.queued)
+        runnable = max(0, t.queued - max(0, t.later))
         if t.cap is not None:
             runnable = min(runnable, max(0, t.cap - t.in_flight))
         urgency = min(1.0, max(0.0, t.oldest_queued_age) / age_target)

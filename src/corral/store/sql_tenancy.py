@@ -39,6 +39,7 @@ class TenancyMixin(SqlBase):
                 cap=_unlimited_to_none(int(r[4])),
                 weight=float(r[5]),
                 oldest_queued_age=max(0.0, now - r[9]) if r[9] is not None else 0.0,
+                queued_later=int(r[10]),
                 succeeded=int(r[6]),
                 failed=int(r[7]),
                 cancelled=int(r[8]),

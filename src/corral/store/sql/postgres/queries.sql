@@ -791,7 +791,13 @@ LIMIT :limit;
 SELECT t.tenant, t.plan, t.queued, t.in_flight, t.cap, t.weight, t.succeeded, t.failed,
     t.cancelled,
     (SELECT MIN(r.available_at) FROM corral_runs r
-     WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now) AS oldest
+     WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at <= :now) AS oldest,
+    -- queued runs not yet due (not_before, a retry's backoff): O(such runs) on
+    -- corral_runs_queued_age, read only for tenants with anything queued
+    CASE WHEN t.queued > 0 THEN
+        (SELECT COUNT(*) FROM corral_runs r
+         WHERE r.tenant = t.tenant AND r.status = 'queued' AND r.available_at > :now)
+    ELSE 0 END AS later
 FROM corral_tenants t
 ORDER BY t.tenant;
 
