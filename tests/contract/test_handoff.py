@@ -464,6 +464,49 @@ async def test_a_run_handed_to_a_full_worker_is_given_back_without_an_attempt(
         assert most == 1
 
 
+async def test_a_run_handed_back_unstarted_is_still_held_to_its_start_within(
+    pg_dsn: str,
+) -> None:
+    """A run a full worker gives back was never started: past its start_within it ends
+    RunExpired, its agent never called, as a run leased and never handed does."""
+    with fresh_schema(pg_dsn) as dsn:
+        app = Corral(dsn)
+        release = asyncio.Event()
+        calls: list[Any] = []
+
+        @app.agent("hold")
+        async def hold(ctx: RunContext, input: Any) -> None:
+            calls.append(input)
+            await release.wait()
+
+        async with app, Corral(dsn) as client:
+            for tenant in TENANTS:
+                await client.set_tenant(tenant)
+            worker = app.worker(concurrency=1, poll_interval=0.1)
+            task = asyncio.create_task(worker.run())
+            try:
+                first = await client.submit("hold", "first", tenant="a")
+                await _until(lambda: calls == ["first"])
+                # an offer larger than the free slots (a handoff that crossed a lease)
+                assert await app.store.offer_slots(worker.worker_id, TTL, 3)
+                late = await client.submit("hold", "late", tenant="b", start_within=0.5)
+                await _until(lambda: _offer_rows(dsn) == [(worker.worker_id, 2)])
+                for _ in range(100):  # given back
+                    if (await client.get(late)).status == RunStatus.QUEUED:
+                        break
+                    await asyncio.sleep(0.05)
+                await asyncio.sleep(0.6)  # its limit passes while it waits
+                release.set()
+                assert (await client.wait(first, timeout=10)).status == RunStatus.SUCCEEDED
+                expired = await client.wait(late, timeout=10)
+            finally:
+                release.set()
+                worker.stop()
+                await asyncio.wait_for(task, 10)
+        assert expired.status == RunStatus.FAILED and expired.error["type"] == "RunExpired"
+        assert calls == ["first"]
+
+
 async def test_a_worker_with_handoffs_off_makes_no_offer_and_leases(pg_dsn: str) -> None:
     with fresh_schema(pg_dsn) as dsn:
         app = Corral(dsn)

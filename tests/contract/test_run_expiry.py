@@ -224,6 +224,31 @@ async def test_a_run_that_started_in_time_is_not_expired_when_it_is_queued_again
     assert (again.run_id, again.attempt, again.start_by) == (run_id, 1, None)
 
 
+async def test_a_run_given_back_unstarted_is_held_to_its_limit_again(
+    store: Store, clock: FakeClock
+) -> None:
+    """A lease given back with its agent never called (a handed run a full worker returns)
+    unstarts the run it started; a run started by an earlier lease stays started."""
+    (drained,) = await store.submit([RunSpec("answer", "drained", start_within=5)])
+    (ran,) = await store.lease("w1", 60.0, 1)
+    await store.release(LeaseRef(ran.run_id, ran.epoch))  # started: its agent ran
+    clock.now += 1
+    (again,) = await store.lease("w1", 60.0, 1)
+    assert again.run_id == drained and again.start_by is None
+    (unrun,) = await store.submit([RunSpec("answer", "unrun", start_within=5)])
+    (first,) = await store.lease("w1", 60.0, 1)
+    assert first.run_id == unrun and first.start_by is not None
+    for lease in (first, again):
+        await store.release(LeaseRef(lease.run_id, lease.epoch), unstarted=True)
+    clock.now += 30
+    assert await store.expire_overdue() == 1
+    expired = await store.get(unrun)
+    assert expired is not None and expired.status is RunStatus.FAILED
+    assert expired.error["type"] == "RunExpired"
+    still = await store.get(drained)
+    assert still is not None and still.status is RunStatus.QUEUED
+
+
 async def test_a_run_that_suspends_past_its_limit_runs_to_its_end(db_url: str) -> None:
     """ctx.sleep and ctx.wait give the lease back, and the run is queued again, unstarted by
     its attempt count; it resumes however long after its start_within it is woken."""

@@ -197,8 +197,15 @@ class Store(Protocol):
     async def fail(
         self, ref: LeaseRef, error: JSON, *, retryable: bool, retry_at: float | None = None
     ) -> RunStatus: ...
-    async def release(self, ref: LeaseRef) -> None: ...
-    async def release_many(self, refs: Sequence[LeaseRef]) -> frozenset[str]: ...
+    async def release(self, ref: LeaseRef, *, unstarted: bool = False) -> None: ...
+    async def release_many(
+        self, refs: Sequence[LeaseRef], *, unstarted: bool = False
+    ) -> frozenset[str]:
+        """Give the runs back, no attempt counted. ``unstarted``: the caller never called
+        their agents (a handed run it had no slot for), so a run whose first start was one
+        of these leases is held to its start_within again when next leased."""
+        ...
+
     async def leased_to(self, worker_id: str) -> list[LeaseRef]:
         """The runs the store holds as running under a lease of ``worker_id``: what a
         stopping worker that has written its acks gives back (release_many) instead of

@@ -324,17 +324,21 @@ class QueueMixin(SqlBase):
         self._signal_local_work()
         return status
 
-    async def release_many(self, refs: Sequence[LeaseRef]) -> frozenset[str]:
+    async def release_many(
+        self, refs: Sequence[LeaseRef], *, unstarted: bool = False
+    ) -> frozenset[str]:
         """Give runs back without counting an attempt (a draining worker); a run whose
-        cancellation was requested ends ``cancelled`` instead."""
+        cancellation was requested ends ``cancelled`` instead. ``unstarted``: their agents
+        were never called, so a run these leases started is held to its start_within again."""
         if not refs:
             return frozenset()
         now = self.clock()
+        flag = int(unstarted)
 
         async def body(tx: Transaction) -> frozenset[str]:
             results = await tx.fetch_each(
                 self.q["release_run"],
-                [{"id": r.run_id, "epoch": r.epoch, "now": now} for r in refs],
+                [{"id": r.run_id, "epoch": r.epoch, "now": now, "unstarted": flag} for r in refs],
             )
             deltas: Deltas = {}
             ended = []
@@ -363,8 +367,8 @@ class QueueMixin(SqlBase):
         rows = await self._read(lambda tx: tx.fetchall(self.q["leased_to"], {"owner": worker_id}))
         return [LeaseRef(str(run_id), int(epoch)) for run_id, epoch in rows]
 
-    async def release(self, ref: LeaseRef) -> None:
-        if await self.release_many([ref]):
+    async def release(self, ref: LeaseRef, *, unstarted: bool = False) -> None:
+        if await self.release_many([ref], unstarted=unstarted):
             raise LeaseLost(ref.run_id, ref.epoch)
 
     # -- cancellation -------------------------------------------------------------------------

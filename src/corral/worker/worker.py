@@ -567,7 +567,8 @@ class Worker:
 
     async def _give_back(self, lease: Lease) -> None:
         try:
-            await self.store.release(LeaseRef(lease.run_id, lease.epoch))
+            # its agent was never called: the run's start_within still holds
+            await self.store.release(LeaseRef(lease.run_id, lease.epoch), unstarted=True)
         except LeaseLost:
             pass
         except Exception as exc:  # its lease expires, and the run comes back then

@@ -347,10 +347,15 @@ WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires
 RETURNING tenant, status, parent_id, leased_at, journal_seq, attempts;
 
 -- name: release_run
+-- :unstarted = 1: the worker never called the run's agent (a handed run it had no slot for).
+-- A run this very lease started (started_at = leased_at) is then unstarted again, so its
+-- first start is still held to its start_within (overdue_runs, first_start_by).
 UPDATE corral_runs SET
     status = CASE WHEN cancel_requested = 1 THEN 'cancelled' ELSE 'queued' END,
     finished_at = CASE WHEN cancel_requested = 1 THEN :now END,
     attempts = attempts - 1, available_at = :now,
+    started_at = CASE WHEN :unstarted = 1 AND started_at = leased_at THEN NULL
+                      ELSE started_at END,
     lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND lease_epoch = :epoch AND status = 'running' AND lease_expires_at > :now
 RETURNING tenant, status, parent_id, attempts;
