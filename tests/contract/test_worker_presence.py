@@ -122,6 +122,7 @@ def report(worker_id: str, seen_at: float, **fields: Any) -> WorkerPresence:
 async def test_a_silent_worker_reads_as_lost_and_is_forgotten_after_an_hour(
     store: Store, clock: FakeClock
 ) -> None:
+    clock.now = 1010.0  # the reader's clock, near the reports'
     await store.report_worker(report("a", 1000.0))
     await store.report_worker(report("b", 1000.0, host="h0", draining=True))
     # renewed: the same row, its figures moved on
@@ -137,3 +138,17 @@ async def test_a_silent_worker_reads_as_lost_and_is_forgotten_after_an_hour(
     assert [w.worker_id for w in await store.workers()] == ["a"]
     await store.remove_worker("a")
     assert await store.workers() == []
+
+
+async def test_a_worker_silent_for_an_hour_is_not_listed_when_no_worker_reports(
+    store: Store, clock: FakeClock
+) -> None:
+    """Killed with no worker left to report (a deployment scaled to nothing, a crash of
+    every machine), a worker's row is not deleted; it is shown as lost for an hour all the
+    same, not for ever."""
+    clock.now = 1000.0
+    await store.report_worker(report("a", 1000.0))
+    await store.report_worker(report("b", 1000.0 + FORGET_SILENT_AFTER / 2))
+    clock.now = 1000.0 + FORGET_SILENT_AFTER + 1
+    [b] = await store.workers()
+    assert b.worker_id == "b" and b.state(clock.now) == WorkerState.LOST

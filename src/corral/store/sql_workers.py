@@ -43,10 +43,12 @@ class WorkersMixin(SqlBase):
         await self._tx(body)
 
     async def workers(self) -> list[WorkerPresence]:
-        """The workers' latest reports, by host and start."""
+        """The workers' latest reports, by host and start (those silent for longer than
+        ``FORGET_SILENT_AFTER`` left out)."""
+        since = {"since": self.clock() - FORGET_SILENT_AFTER}
 
         async def body(tx: Transaction) -> list[Row]:
-            return await tx.fetchall(self.q["list_workers"])
+            return await tx.fetchall(self.q["list_workers"], since)
 
         return [
             WorkerPresence(

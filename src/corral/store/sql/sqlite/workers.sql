@@ -19,7 +19,10 @@ DELETE FROM corral_workers WHERE seen_at < :before;
 DELETE FROM corral_workers WHERE id = :id;
 
 -- name: list_workers
+-- not the rows forget_silent_workers has yet to delete: with no worker left to report, a
+-- killed worker's row stays, and is shown for an hour only all the same
 SELECT id, host, pid, started_at, seen_at, lease_ttl, concurrency, express_slots, busy,
        stuck, completed, draining, agents
 FROM corral_workers
+WHERE seen_at >= :since
 ORDER BY host, started_at, id;
