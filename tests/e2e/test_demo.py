@@ -171,3 +171,26 @@ def test_report_counts_unfinished_runs_as_lost_and_censors_waits() -> None:
     assert report["fairness"]["noisy_over_quiet_p95"] == 40.0
     assert report["provider"]["throttled_429"] == 2
     assert report["budget"] == {"budgeted": 30.0, "spent": 12.0}
+
+
+def test_the_report_prints_waits_under_a_second_in_milliseconds() -> None:
+    """Quiet tenants wait milliseconds: printed as "0.00s", the line read "quiet 0.00s vs
+    the noisy tenant's 4.06s (2,107x)"."""
+    from rich.console import Console
+
+    from corral.demo.report import TenantRole, build_report, render_report
+
+    roles = [TenantRole("q", "pro", noisy=False), TenantRole("n", "free", noisy=True)]
+    runs = [
+        _run("r1", "q", "succeeded", started=100.002),
+        _run("r2", "n", "succeeded", started=104.06),
+    ]
+    provider = {"accepted": 2, "peak_in_flight": 1, "concurrency": 4, "rpm": 600}
+    report = build_report(
+        roles, runs, now=120.0, provider=provider, calls_by_tenant={}, client_throttled=0,
+        meta={"elapsed": 20.0, "db": "sqlite", "interrupted": False},
+    )  # fmt: skip
+    console = Console(record=True, width=200)
+    render_report(console, report)
+    line = next(x for x in console.export_text().splitlines() if x.startswith("fairness:"))
+    assert "p95 queue wait 2ms vs the noisy tenant's 4.06s (2,030x)" in line

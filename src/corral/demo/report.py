@@ -138,7 +138,11 @@ def build_report(
 
 
 def _secs(value: float | None) -> str:
-    return "-" if value is None else f"{value:.2f}s"
+    # quiet tenants wait milliseconds: in seconds to two places they read "0.00s", and the
+    # fairness ratio beside them looked like a division by nothing
+    if value is None:
+        return "-"
+    return f"{value * 1000:.0f}ms" if value < 0.995 else f"{value:.2f}s"
 
 
 def render_report(console: Console, report: dict[str, Any]) -> None:
