@@ -412,3 +412,33 @@ async def test_creating_a_taken_name_while_its_tick_is_claimed_waits_without_a_d
                 await batch.commit()
                 with pytest.raises(ScheduleExists):
                     await asyncio.wait_for(create, 5)
+
+
+async def test_a_schedule_replaced_just_before_its_tick_gets_that_tick_from_the_loop(
+    db_url: str, clock: FakeClock, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A loop still holding a replaced schedule's old definition offers its tick, which the
+    store refuses (the row holds the new one). The loop noted that tick as decided for the
+    name, so once it read the new definition it passed over the same tick: the new
+    schedule's first tick got no run from any worker that read the old one."""
+    monkeypatch.setattr(schedules_module, "MAX_SLEEP", 0.02)  # the fake clock does not sleep
+    clock.now = 1006.0
+    async with build(db_url, clock) as app:
+        await app.create_schedule("tick", "digest", {"v": 1}, every=10, tenant="acme")
+        loop = asyncio.create_task(schedule_loop(app.store, [], stored=True))
+        try:
+            await asyncio.sleep(0.1)  # the loop reads the old definition (next read at 1011)
+            clock.now = 1007.0
+            await app.delete_schedule("tick", tenant="acme")
+            await app.create_schedule("tick", "digest", {"v": 2}, every=10, tenant="acme")
+            clock.now = 1010.5  # the new schedule's first tick, before the loop's next read
+            await asyncio.sleep(0.1)
+            clock.now = 1012.0  # the loop reads the new definition: 2 s late, on time
+            await _until(lambda: _queued(app), 1)
+            [run] = await app.list_runs(tenant="acme")
+            assert run.input == {"v": 2}
+            assert (await app.store.schedule_ticks())["acme/tick"] == (1010.0, 1010.0)
+        finally:
+            loop.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await loop

@@ -29,6 +29,10 @@ from corral.store import Store
 
 log = logging.getLogger(__name__)
 
+#: a schedule as the loop tells its decided ticks apart: its name and its stored definition
+#: (None for one in code)
+_Key = tuple[str, str | None]
+
 #: seconds between two offers of a tick the store could not take
 RETRY_INTERVAL = 1.0
 #: longest sleep between two looks at the clock (a clock that jumps is noticed this soon)
@@ -49,7 +53,7 @@ async def schedule_loop(
 ) -> None:
     """Submit the runs of ``schedules`` (and, with ``stored``, of the schedules created at
     run time) as their ticks come, until cancelled."""
-    offered: dict[str, float] = {}  # per schedule: the latest tick the store has decided on
+    offered: dict[_Key, float] = {}  # per schedule: the latest tick the store has decided on
     created: list[Schedule] = []
     next_reload = -math.inf
     while True:
@@ -61,11 +65,11 @@ async def schedule_loop(
                 log.warning("could not read the stored schedules: %s", exc)
             next_reload = now + RELOAD_INTERVAL
         active = [*schedules, *created]
-        offered = {s.name: offered[s.name] for s in active if s.name in offered}
+        offered = {_key(s): offered[_key(s)] for s in active if _key(s) in offered}
         offers: list[ScheduledTick] = []
         for schedule in active:
             tick = schedule.latest_tick(now)
-            if offered.get(schedule.name, -math.inf) >= tick:
+            if offered.get(_key(schedule), -math.inf) >= tick:
                 continue
             # a tick missed by more than catch_up moves the schedule on without a run
             late = now - tick > max(schedule.catch_up, ON_TIME)
@@ -78,7 +82,15 @@ async def schedule_loop(
         await asyncio.sleep(min(max(wait, 0.0), MAX_SLEEP))
 
 
-async def _offer(store: Store, offers: list[ScheduledTick], offered: dict[str, float]) -> bool:
+def _key(schedule: Schedule) -> _Key:
+    """Which ``offered`` entry is ``schedule``'s. Not its name alone: the store refuses the
+    tick of a replaced schedule's old definition, and the loop notes it as decided; noted by
+    name, the new definition read a moment later found its own tick decided and passed it
+    over."""
+    return (schedule.name, schedule.definition)
+
+
+async def _offer(store: Store, offers: list[ScheduledTick], offered: dict[_Key, float]) -> bool:
     """Offer the due ticks to the store, ``TICK_BATCH`` to a transaction, and note in
     ``offered`` those it decided on. True when some must be offered again.
 
@@ -103,7 +115,7 @@ async def _offer(store: Store, offers: list[ScheduledTick], offered: dict[str, f
             if result.error is not None:
                 refused.setdefault(str(result.error), []).append(name)
                 continue
-            offered[name] = offer.tick
+            offered[_key(offer.schedule)] = offer.tick
             if result.run_id is not None:
                 log.info("schedule %s submitted run %s", name, result.run_id)
         for error, names in refused.items():  # one line for a tenant's many schedules
