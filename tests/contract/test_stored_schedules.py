@@ -442,3 +442,24 @@ async def test_a_schedule_replaced_just_before_its_tick_gets_that_tick_from_the_
             loop.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await loop
+
+
+async def test_a_schedule_created_in_the_repeated_hour_of_a_fall_back_starts_at_its_latest_tick(
+    store: Store, db_url: str, clock: FakeClock
+) -> None:
+    """Created at 01:10 EST on the night New York's clocks go back, "30 1 * * *" has ticked
+    at 01:30 EDT, 40 minutes before. Its row started at the day before's tick instead, so
+    with a catch_up of two hours a worker made up 01:30 EDT: a run for a tick before the
+    schedule existed."""
+    clock.now = 1_730_614_200.0  # 2024-11-03 06:10 UTC: 01:10 EST, the second 01:10
+    async with build(db_url, clock) as app:
+        made = await app.create_schedule(
+            "night", "digest", cron="30 1 * * *", tz="America/New_York", catch_up=7200
+        )
+        edt_0130 = 1_730_611_800.0  # 05:30 UTC
+        assert (await store.schedule_ticks())["default/night"] == (edt_0130, None)
+        clock.now = edt_0130 + 3660  # 01:31 EST: the latest tick is 01:30 EDT, 61 min ago
+        tick = made.latest_tick(clock.now)
+        assert tick == edt_0130
+        run = await store.submit_scheduled(made.name, tick, made.run, definition=made.definition)
+        assert run is None and (await store.stats()).queued == 0

@@ -122,3 +122,20 @@ def test_a_time_zone_that_is_no_iana_name_is_refused(tz: Any, message: str) -> N
     for zone in ("UTC", "Europe/Berlin", "America/Argentina/Buenos_Aires", "US/Pacific"):
         name = zone.replace("/", "-")
         assert app.schedule(name, "digest", cron="0 2 * * *", tz=zone).tz == zone
+
+
+def test_in_the_hour_a_fall_back_repeats_the_ticks_of_its_first_pass_are_past() -> None:
+    """New York's clocks go back from 02:00 EDT to 01:00 EST on 3 November 2024, so 01:00 to
+    02:00 passes twice; "30 1 * * *" ticks once that night, at 01:30 EDT (05:30 UTC). In the
+    second pass before 01:30 (06:00 to 06:30 UTC), the latest tick was the day before's (a
+    worker back then did not make up that night's tick, and a schedule created then started
+    a day back, so its first run was for a tick before it existed), and the next tick was
+    01:30 EDT, behind now: every worker's loop, sleeping until it, spun for half an hour."""
+    s = Schedule("s", RUN, cron="30 1 * * *", tz="America/New_York")
+    edt_0130 = ts(2024, 11, 3, 5, 30)
+    assert s.next_tick(ts(2024, 11, 3, 5)) == edt_0130
+    for minute in (0, 10, 29):
+        est = ts(2024, 11, 3, 6, minute)  # 01:xx EST, the second pass
+        assert s.latest_tick(est) == edt_0130
+        assert s.next_tick(est) == ts(2024, 11, 4, 6, 30)  # 01:30 EST the next day
+    assert s.latest_tick(ts(2024, 11, 3, 6, 30)) == edt_0130

@@ -125,15 +125,28 @@ class Schedule:
             return math.floor(now / self.every) * self.every
         start = datetime.fromtimestamp(now, self._zone)
         # CronSim looks strictly before its start in reverse: a tick at exactly ``now`` counts
-        tick: datetime = next(CronSim(self.cron or "", _after(start), reverse=True))
-        return tick.timestamp()
+        reverse: datetime = next(CronSim(self.cron or "", _after(start), reverse=True))
+        tick = reverse.timestamp()
+        # In the second pass of the hour a fall-back repeats, CronSim's reverse walk passes
+        # over the ticks of the first ("30 1 * * *" at the second 01:10: the day before's
+        # 01:30, not this night's, 40 minutes ago), which next_tick yields: walk forward
+        # from it to the last tick at or before now
+        while (later := self.next_tick(tick)) <= now:
+            tick = later
+        return tick
 
     def next_tick(self, now: float) -> float:
         """The first tick after ``now``."""
         if self.every is not None:
             return (math.floor(now / self.every) + 1) * self.every
-        tick: datetime = next(CronSim(self.cron or "", datetime.fromtimestamp(now, self._zone)))
-        return tick.timestamp()
+        ticks = CronSim(self.cron or "", datetime.fromtimestamp(now, self._zone))
+        # In the second pass of the hour a fall-back repeats, CronSim's forward walk starts
+        # with the ticks of the first, before now ("30 1 * * *" at the second 01:10: 01:30 of
+        # the first pass, 40 minutes ago): the loop, sleeping until that, did not sleep
+        tick: float = next(ticks).timestamp()
+        while tick <= now:
+            tick = next(ticks).timestamp()
+        return tick
 
 
 def check_schedule_name(name: object) -> str:
