@@ -463,3 +463,21 @@ async def test_a_schedule_created_in_the_repeated_hour_of_a_fall_back_starts_at_
         assert tick == edt_0130
         run = await store.submit_scheduled(made.name, tick, made.run, definition=made.definition)
         assert run is None and (await store.stats()).queued == 0
+
+
+async def test_a_stored_schedule_this_machine_cannot_read_leaves_the_others_running(
+    db_url: str, clock: FakeClock, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Machines differ in their tz database: a zone a newer one knows (as Europe/Kyiv, added
+    in 2022) is no zone to an older one. A row in such a zone failed the whole read of the
+    due schedules on the older machine's workers, so they ran no tenant's stored schedule."""
+    clock.now = 1000.0
+    async with build(db_url, clock) as app:
+        other = Schedule("acme/other", RunSpec("digest", tenant="acme"), cron="* * * * *")
+        # the row as a machine knowing the zone "Mars/Olympus" wrote it
+        text = encode_definition(other).replace('"UTC"', '"Mars/Olympus"')
+        await app.store.create_schedule(replace(other, definition=text))
+        await app.create_schedule("mine", "digest", cron="* * * * *", tenant="globex")
+        due = await app.store.due_schedules(clock.now + 60)
+        assert [s.name for s in due] == ["globex/mine"]
+        assert "acme/other" in caplog.text and "Mars/Olympus" in caplog.text

@@ -12,6 +12,7 @@ holds the definition it read.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ from corral.errors import BackpressureError, InvalidInput, ScheduleExists, Sched
 from corral.models import RunSpec
 from corral.store.sql_queue import QueueMixin
 from corral.store.transaction import Row, Transaction
+
+log = logging.getLogger(__name__)
 
 
 class SchedulesMixin(QueueMixin):
@@ -215,7 +218,7 @@ class SchedulesMixin(QueueMixin):
         async def body(tx: Transaction) -> list[Row]:
             return await tx.fetchall(self.q["due_schedules"], {"until": until})
 
-        return [_decoded(r) for r in await self._read(body)]
+        return [s for r in await self._read(body) if (s := _readable(r)) is not None]
 
     async def stored_schedule_counts(self) -> tuple[int, int]:
         """How many stored schedules run, and how many are paused (for /metrics)."""
@@ -274,3 +277,14 @@ def _decoded(row: Row) -> Schedule:
     """A stored schedule from its row: name, tenant, definition, paused_at."""
     paused_at = None if row[3] is None else float(row[3])
     return decode_definition(row[0], row[1], row[2], paused_at)
+
+
+def _readable(row: Row) -> Schedule | None:
+    """``_decoded``, or None (and a warning) for a row this process cannot read: one written
+    on a machine whose tz database knows a zone this one's does not. Its ticks are left to
+    the workers that can read it, rather than the one row failing every tenant's."""
+    try:
+        return _decoded(row)
+    except InvalidInput as exc:
+        log.warning("stored schedule %s cannot run here: %s", row[0], exc)
+        return None
