@@ -490,3 +490,23 @@ def test_a_bare_submit_warns_when_no_running_worker_executes_its_agent(sqlite_ur
     # a worker reporting no agents predates that report: it may execute any of them
     asyncio.run(_report_workers(sqlite_url, ("echo",), ()))
     assert "warning" not in submit("ecoh").stderr
+
+
+def test_tables_print_names_as_they_are_not_as_markup(sqlite_url: str) -> None:
+    """Tenant, agent and label names are users' text: rich read "[red]evil" as a style (the
+    brackets vanished) and "acme[/x]" as a closing tag with no opening one (MarkupError, a
+    traceback)."""
+    odd = ["acme[/x]", "[red]evil", "[bold]"]
+    asyncio.run(submit_many(sqlite_url, [{"agent": f"a[/{t}]", "tenant": t} for t in odd]))
+    made = corral("keys", "create", "--tenant", odd[0], "--label", "[prod]", db=sqlite_url)
+    assert made.returncode == 0, made.stderr
+    for args, shown in (
+        (["tenants", "list"], odd),
+        (["status"], odd),
+        (["runs", "list"], [f"a[/{t}]" for t in odd]),
+        (["keys", "list"], ["acme[/x]", "[prod]"]),
+    ):
+        result = corral(*args, db=sqlite_url)
+        assert result.returncode == 0, (args, result.stderr)
+        for name in shown:
+            assert name in result.stdout, (args, result.stdout)

@@ -6,7 +6,7 @@ import json
 import logging
 import time
 from dataclasses import asdict
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -33,12 +33,15 @@ from corral.cli.common import (
     worker_options,
 )
 from corral.cli.demo import demo
-from corral.cli.output import console, print_table
+from corral.cli.output import console, print_table, styled
 from corral.cli.schedules import schedules
 from corral.cli.serve import keys, serve
 from corral.cli.workers import workers
 from corral.errors import BackpressureError, RunNotFound, RunNotRetryable
 from corral.models import Run, RunStatus, WorkerState
+
+if TYPE_CHECKING:
+    from rich.text import Text
 
 
 @click.group()
@@ -446,7 +449,7 @@ async def status(as_json: bool, age_target: float, concurrency: int, db: str | N
             )
         )
         return
-    rows = [
+    rows: list[tuple[str | Text, ...]] = [
         (
             t.tenant,
             t.plan,
@@ -458,7 +461,7 @@ async def status(as_json: bool, age_target: float, concurrency: int, db: str | N
     ]
     rows.append(
         (
-            "[bold]total[/bold]",
+            styled("total", "bold"),
             "",
             str(stats.queued),
             f"{stats.in_flight} / {limit_text(stats.global_cap)}",

@@ -9,13 +9,13 @@ from dataclasses import asdict
 import click
 
 from corral.cli.common import age, db_option, json_option, resolve_app, run_async
-from corral.cli.output import print_table
+from corral.cli.output import print_table, styled
 from corral.models import WorkerState
 
 STATE_STYLE = {
-    WorkerState.RUNNING: "{}",
-    WorkerState.DRAINING: "[yellow]{}[/yellow]",
-    WorkerState.LOST: "[red]{}[/red]",
+    WorkerState.RUNNING: "",
+    WorkerState.DRAINING: "yellow",
+    WorkerState.LOST: "red",
 }
 
 
@@ -44,10 +44,10 @@ async def workers(as_json: bool, db: str | None) -> None:
         (
             (
                 w.worker_id,
-                STATE_STYLE[w.state(now)].format(w.state(now).value),
+                styled(w.state(now).value, STATE_STYLE[w.state(now)]),
                 f"{w.busy} / {w.concurrency}"
                 + (f" + {w.express_slots} express" if w.express_slots else ""),
-                f"[red]{w.stuck}[/red]" if w.stuck else "0",
+                styled(str(w.stuck), "red") if w.stuck else "0",
                 str(w.completed),
                 age(max(0.0, now - w.started_at)),
                 age(max(0.0, now - w.seen_at)) + " ago",
