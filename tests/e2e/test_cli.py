@@ -510,3 +510,42 @@ def test_tables_print_names_as_they_are_not_as_markup(sqlite_url: str) -> None:
         assert result.returncode == 0, (args, result.stderr)
         for name in shown:
             assert name in result.stdout, (args, result.stdout)
+
+
+async def _run_with_steps(url: str, steps: int) -> str:
+    app = Corral(url)
+
+    @app.agent("many")
+    async def many(ctx: Any, input: Any) -> int:
+        for i in range(steps):
+            await ctx.step(f"s{i}", lambda i=i: i)
+        return steps
+
+    async with app:
+        run_id = await app.submit("many", {})
+        worker = app.worker(concurrency=1, poll_interval=0.05)
+        running = asyncio.create_task(worker.run())
+        try:
+            await app.wait(run_id, timeout=60)
+        finally:
+            worker.stop()
+            await running
+    return run_id
+
+
+def test_runs_journal_prints_a_journal_longer_than_one_page(sqlite_url: str) -> None:
+    """It printed the first 1,000 entries (one page of the store's read) and stopped."""
+    run_id = asyncio.run(_run_with_steps(sqlite_url, 1200))
+
+    async def length() -> int:
+        async with Corral(sqlite_url) as app:
+            return len(await app.journal(run_id, limit=10_000))
+
+    entries = asyncio.run(length())
+    assert entries > 1200
+    for args in ([], ["--json"]):
+        printed = corral("runs", "journal", run_id, *args, db=sqlite_url)
+        assert printed.returncode == 0, printed.stderr
+        assert len(printed.stdout.splitlines()) == entries
+    after = corral("runs", "journal", run_id, "--after", "100", db=sqlite_url)
+    assert len(after.stdout.splitlines()) == entries - 100

@@ -38,10 +38,13 @@ from corral.cli.schedules import schedules
 from corral.cli.serve import keys, serve
 from corral.cli.workers import workers
 from corral.errors import BackpressureError, RunNotFound, RunNotRetryable
-from corral.models import Run, RunStatus, WorkerState
+from corral.models import JournalEntry, Run, RunStatus, WorkerState
 
 if TYPE_CHECKING:
     from rich.text import Text
+
+#: journal entries `runs journal` reads at a time
+JOURNAL_PAGE = 1000
 
 
 @click.group()
@@ -401,17 +404,20 @@ async def runs_journal(run_id: str, after: int, as_json: bool, db: str | None) -
     """Print a run's journal in order."""
     app = resolve_app(None, db, existing=True)
     try:
-        entries = await app.journal(run_id, after=after)
+        # page by page: one read returns at most JOURNAL_PAGE entries, and a run's journal
+        # has one per step, however many
+        while entries := await app.journal(run_id, after=after, limit=JOURNAL_PAGE):
+            for e in entries:
+                click.echo(_journal_line(e, as_json))
+            after = entries[-1].seq
     finally:
         await app.close()
-    for e in entries:
-        if as_json:
-            click.echo(json.dumps(asdict(e)))
-        else:
-            click.echo(
-                f"{e.seq:>5}  {when(e.created_at)}  {e.kind:<10} {e.name or '':<20} "
-                f"{json.dumps(e.data)}"
-            )
+
+
+def _journal_line(e: JournalEntry, as_json: bool) -> str:
+    if as_json:
+        return json.dumps(asdict(e))
+    return f"{e.seq:>5}  {when(e.created_at)}  {e.kind:<10} {e.name or '':<20} {json.dumps(e.data)}"
 
 
 @cli.command()
