@@ -222,3 +222,30 @@ async def test_a_run_page_cancels_and_retries_and_shows_a_refusal(
             await page.screenshot(path=str(artifacts() / "dashboard-actions.png"), full_page=True)
             assert errors == []
             await page.close()
+
+
+async def test_a_run_page_shows_a_journal_longer_than_one_page(
+    browser: Browser, tmp_path: Path
+) -> None:
+    """The page read one page of the journal per poll (1,000 entries) and stopped polling once
+    the run had ended: an ended run of more entries showed its first 1,000 only."""
+    url = f"sqlite:///{tmp_path / 'corral.db'}"
+    admin = create_key(url, "ops", admin=True)
+    with serve(url, tmp_path / "serve.log", ["--workers", "1"]) as server:
+        async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+            run_id = await submit(client, admin, "steps", {"n": 2500})
+            await wait_for_status(client, admin, run_id, "succeeded")
+            headers = {"Authorization": f"Bearer {admin}"}
+            entries, after = 0, 0
+            while page := (
+                await client.get(f"/v1/runs/{run_id}/journal?after={after}", headers=headers)
+            ).json()["entries"]:
+                entries, after = entries + len(page), page[-1]["seq"]
+            assert entries > 2500
+
+            page = await browser.new_page()
+            await page.goto(f"{server.url}/?key={admin}#/runs/{run_id}")
+            await expect(page.locator("#conn")).to_have_text("run ended")
+            await expect(page.locator("#journal li")).to_have_count(entries)
+            await expect(page.locator("#journal li").last).to_contain_text(f"#{entries}")
+            await page.close()
