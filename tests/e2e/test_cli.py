@@ -549,3 +549,67 @@ def test_runs_journal_prints_a_journal_longer_than_one_page(sqlite_url: str) -> 
         assert len(printed.stdout.splitlines()) == entries
     after = corral("runs", "journal", run_id, "--after", "100", db=sqlite_url)
     assert len(after.stdout.splitlines()) == entries - 100
+
+
+async def _purge_while_runs_end(url: str) -> tuple[float, subprocess.CompletedProcess[bytes]]:
+    """``corral runs purge --older-than 0`` while a worker ends runs without a pause: how long
+    the purge took, and its outcome."""
+    app = Corral(url)
+
+    @app.agent("noop")
+    async def noop(ctx: Any, input: Any) -> None:
+        return None
+
+    @app.agent("sleeper")
+    async def sleeper(ctx: Any, input: Any) -> None:
+        await ctx.sleep(3600)
+
+    @app.agent("spawner")
+    async def spawner(ctx: Any, input: Any) -> None:
+        await ctx.spawn("sleeper")  # not waited for: the tree stays while its child sleeps
+
+    async with app:
+        # trees every purge step reads and keeps (their child has not ended), so that each
+        # step takes a while, as a step over a large table does
+        held = await app.submit_many([{"agent": "spawner", "tenant": "held"}] * 1000)
+        worker = app.worker(concurrency=20, poll_interval=0.01)
+        running = asyncio.create_task(worker.run())
+
+        async def feed() -> None:
+            while True:
+                await app.submit_many([{"agent": "noop"}] * 20)
+                await asyncio.sleep(0.01)
+
+        for run_id in held:
+            await app.wait(run_id, timeout=60)
+        feeding = asyncio.create_task(feed())
+        await asyncio.sleep(1)  # runs end all the while
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        env.pop("CORRAL_DATABASE_URL", None)
+        started = time.monotonic()
+        purge = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "corral.cli.main", "runs", "purge", "--older-than", "0",
+            "--db", url, cwd=ROOT, env=env,
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(30):
+                out, err = await purge.communicate()
+        except TimeoutError:
+            purge.kill()
+            out, err = await purge.communicate()
+        took = time.monotonic() - started
+        feeding.cancel()
+        worker.stop()
+        await running
+    assert purge.returncode is not None
+    return took, subprocess.CompletedProcess([], purge.returncode, out, err)
+
+
+def test_runs_purge_ends_while_runs_keep_ending(db_url: str) -> None:
+    """The purge's cutoff moved on with the clock at each step, so every step found the runs
+    that had ended since the one before: on a busy deployment the command never ended."""
+    took, purged = asyncio.run(_purge_while_runs_end(db_url))
+    assert purged.returncode == 0, purged.stderr
+    assert took < 20, purged.stdout
+    assert purged.stdout.decode().startswith("deleted ")

@@ -39,6 +39,7 @@ from corral.cli.serve import keys, serve
 from corral.cli.workers import workers
 from corral.errors import BackpressureError, RunNotFound, RunNotRetryable
 from corral.models import JournalEntry, Run, RunStatus, WorkerState
+from corral.values import MAX_SECONDS
 
 if TYPE_CHECKING:
     from rich.text import Text
@@ -386,8 +387,14 @@ async def runs_purge(older_than: float, batch: int, db: str | None) -> None:
     """Delete ended runs and their journals; a run tree goes once all of it has ended."""
     app = resolve_app(None, db, existing=True)
     total = 0
+    started = time.monotonic()
     try:
-        while deleted := await app.purge_finished(older_than, limit=batch):
+        # the cutoff stays where it was when the command started: each step's own "now"
+        # found the runs that had ended since the step before, so while runs kept ending
+        # no step came back empty and the command never finished
+        while deleted := await app.purge_finished(
+            min(older_than + (time.monotonic() - started), MAX_SECONDS), limit=batch
+        ):
             total += deleted
     finally:
         await app.close()
