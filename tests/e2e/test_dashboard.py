@@ -62,10 +62,11 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
     browser: Browser, tmp_path: Path
 ) -> None:
     url = f"sqlite:///{tmp_path / 'corral.db'}"
-    admin, acme, globex = (
+    admin, acme, globex, initech = (
         create_key(url, "ops", admin=True),
         create_key(url, "acme"),
         create_key(url, "globex"),
+        create_key(url, "initech"),
     )
     async with Corral(url) as app:
         await app.set_tenant("globex", cap=1)
@@ -161,6 +162,14 @@ async def test_the_dashboard_shows_queues_runs_and_a_run_timeline(
             await page.fill("#key-input", globex)
             await page.click("#login button")
             await expect(page.locator("#who")).to_have_text("tenant globex")
+            await page.close()
+
+            # a tenant that has submitted nothing yet is still named as the key's, not taken
+            # for "all tenants" (the page used to guess from the rows it was shown)
+            page = await browser.new_page()
+            await page.goto(f"{server.url}/?key={initech}")
+            await expect(page.locator("#who")).to_have_text("tenant initech")
+            await expect(page.locator("#tenants")).not_to_contain_text("acme")
             await page.close()
 
 

@@ -73,6 +73,9 @@ async def test_queues_report_depth_age_in_flight_cap_and_suggestion(
         [TenantLoad(5, 0, 2, acme["oldest_queued_age"])], age_target=30.0, slots_per_worker=10
     )
     assert q["suggested_workers"] == 1
+    assert q["tenant"] == "acme"  # whose queue this is, even before it has any rows
+    admin = (await client.get("/v1/queues", headers=H(keys.admin))).json()
+    assert admin["tenant"] is None  # an admin key's: every tenant's
 
 
 def sample(text: str, name: str, **labels: str) -> float:

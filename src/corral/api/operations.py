@@ -50,6 +50,7 @@ def operations_router(svc: Service) -> APIRouter:
     async def queues(who: Auth) -> QueuesOut:
         stats = _visible_stats(await svc.app.stats(), who)
         return QueuesOut(
+            tenant=None if who.admin else who.tenant,
             tenants=[TenantQueue.of(t) for t in stats.tenants],
             queued=stats.queued,
             in_flight=stats.in_flight,

@@ -320,6 +320,9 @@ class WorkersOut(BaseModel):
 
 
 class QueuesOut(BaseModel):
+    tenant: str | None = Field(
+        description="The key's tenant, whose queue this is; null for an admin key (all tenants)."
+    )
     tenants: list[TenantQueue]
     queued: int
     in_flight: int
