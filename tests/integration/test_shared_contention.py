@@ -211,14 +211,7 @@ async def test_a_hold_that_expired_while_in_use_is_taken_back(db_url: str) -> No
     """A's renewals are held up past its TTL: B's poll drops A's hold and grants B's waiter.
     A still uses the slot, so it takes its hold back: two holders on a capacity of 1, and
     nothing more is granted until both have released."""
-    clock = FakeClock()
-    store = create_store(db_url, StoreConfig(), clock)
-    await store.open()
-    a = SharedScheduler(store, "held", capacity=1, lease_ttl=0.6, poll_interval=0.005)
-    b = SharedScheduler(store, "held", capacity=1, lease_ttl=3600, poll_interval=0.005)
-    await a.open()
-    await b.open()
-    try:
+    async with lapsing_and_lasting(db_url, "held") as (clock, store, a, b):
         held = await a.acquire_start("a")
         first_b = asyncio.create_task(b.acquire_start("b1"))
         await asyncio.sleep(0.05)
@@ -243,10 +236,6 @@ async def test_a_hold_that_expired_while_in_use_is_taken_back(db_url: str) -> No
         await b.release_handle(granted_b)
         await b.release_handle(await asyncio.wait_for(second_b, 5))
         assert (await store.resource_snapshot("held")).holders == 0
-    finally:
-        await a.close()
-        await b.close()
-        await store.close()
 
 
 @contextlib.asynccontextmanager
@@ -263,6 +252,28 @@ async def one_scheduler(
         yield store, llm
     finally:
         await llm.close()
+        await store.close()
+
+
+@contextlib.asynccontextmanager
+async def lapsing_and_lasting(
+    db_url: str, name: str
+) -> AsyncIterator[tuple[FakeClock, Store, SharedScheduler, SharedScheduler]]:
+    """Two processes' open SharedSchedulers of resource ``name`` (capacity 1) on one store on a
+    fake clock: A's holds lapse 0.6 s of store time after their last renewal, B's after an
+    hour. All three closed afterwards."""
+    clock = FakeClock()
+    store = create_store(db_url, StoreConfig(), clock)
+    await store.open()
+    a = SharedScheduler(store, name, capacity=1, lease_ttl=0.6, poll_interval=0.005)
+    b = SharedScheduler(store, name, capacity=1, lease_ttl=3600, poll_interval=0.005)
+    try:
+        await a.open()
+        await b.open()
+        yield clock, store, a, b
+    finally:
+        await a.close()
+        await b.close()
         await store.close()
 
 
@@ -321,12 +332,7 @@ async def test_a_hold_outlasting_close_is_still_renewed_until_released(db_url: s
     """close() let holders finish but stopped renewing their holds: one used for longer than
     the lease TTL after it lapsed, and the slot went to another process's waiter while the
     provider was still being called (two holders on a capacity of 1)."""
-    clock = FakeClock()
-    store = create_store(db_url, StoreConfig(), clock)
-    await store.open()
-    a = SharedScheduler(store, "closing", capacity=1, lease_ttl=0.6, poll_interval=0.005)
-    b = SharedScheduler(store, "closing", capacity=1, lease_ttl=3600, poll_interval=0.005)
-    try:
+    async with lapsing_and_lasting(db_url, "closing") as (clock, store, a, b):
         held = await a.acquire_start("a")
         await a.close()
         waiting = asyncio.create_task(b.acquire_start("b"))
@@ -338,7 +344,3 @@ async def test_a_hold_outlasting_close_is_still_renewed_until_released(db_url: s
         await a.release_handle(held)
         await b.release_handle(await asyncio.wait_for(waiting, 5))
         assert (await store.resource_snapshot("closing")).holders == 0
-    finally:
-        await a.close()
-        await b.close()
-        await store.close()
